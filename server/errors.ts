@@ -1,0 +1,72 @@
+/**
+ * The one error hierarchy. Every failure the service can answer carries a stable
+ * `code` (sent in `X-Imageproxy-Error` and the body), an HTTP status and a short
+ * public message. Details for the admin go to the log through `cause`/`detail`,
+ * never to the client: the origin and the URL are untrusted and so are their errors.
+ */
+
+/** Stable error codes and the HTTP status each one answers with. */
+export const ERROR_STATUS = {
+  // URL contract
+  bad_path: 400,
+  bad_size: 400,
+  bad_url: 400,
+  unknown_bucket: 404,
+  bad_signature: 410,
+  method_not_allowed: 405,
+  not_found: 404,
+  not_stored: 404,
+  // fetching from the origin
+  blocked_destination: 403,
+  origin_status: 502,
+  origin_unreachable: 502,
+  origin_timeout: 504,
+  origin_too_large: 502,
+  not_an_image: 502,
+  too_many_pixels: 502,
+  too_many_redirects: 502,
+  backoff: 503,
+  busy: 503,
+  // resizing
+  bad_image: 502,
+  // anything we did not foresee
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export interface ImageproxyErrorOptions {
+  /** The underlying error (logged, never sent to the client). */
+  cause?: unknown;
+  /** Extra facts for the log line (never sent to the client). */
+  detail?: string;
+  /** For `backoff` and `busy`: seconds until a retry may succeed (sent as Retry-After). */
+  retryAfterSeconds?: number;
+}
+
+export class ImageproxyError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail: string | undefined;
+  readonly retryAfterSeconds: number | undefined;
+
+  /** `message` is public: keep it short and free of untrusted text. */
+  constructor(code: ErrorCode, message: string, options: ImageproxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ImageproxyError';
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.detail = options.detail;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}
+
+export function isImageproxyError(value: unknown): value is ImageproxyError {
+  return value instanceof ImageproxyError;
+}
+
+/** Any thrown value as an ImageproxyError; unknown failures become `internal`. */
+export function toImageproxyError(value: unknown): ImageproxyError {
+  if (value instanceof ImageproxyError) return value;
+  return new ImageproxyError('internal', 'internal error', { cause: value });
+}
