@@ -1,0 +1,236 @@
+#!/usr/bin/env node
+/**
+ * The `imageproxy` command. Wires config, secrets, store and HTTP; holds no logic of
+ * its own beyond turning flags into a config layer and results into lines and exit codes.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import {
+  ConfigError,
+  buildConfig,
+  envLayer,
+  readConfigFile,
+  setKey,
+  splitListen,
+  type Config,
+  type ConfigLayer,
+} from './config.js';
+import { isImageproxyError } from './errors.js';
+import { createApp } from './http/app.js';
+import { imageUrlBytes, parseLink } from './link.js';
+import { createLogger } from './log.js';
+import { resolveSecrets } from './secrets.js';
+import { signLink, verifySignature } from './signing.js';
+import { createStoredImageService } from './storedImages.js';
+import { ImageStore } from './store.js';
+import { storageKey } from './layout.js';
+
+/** Exit codes: 0 done, 1 a negative answer (verify), 2 a usage or config error. */
+const EXIT_USAGE = 2;
+
+class UsageError extends Error {}
+
+interface CommonOptions {
+  config?: string;
+  secret?: string[];
+}
+
+function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
+  const file = options.config === undefined ? undefined : readConfigFile(options.config);
+  const flagLayer: ConfigLayer = { ...flags };
+  if (options.secret !== undefined && options.secret.length > 0) {
+    flagLayer.secrets = options.secret;
+    flagLayer.secretFile = null;
+  }
+  return buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+}
+
+function parseInstant(text: string | undefined): number {
+  if (text === undefined) return Date.now();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const parsed = Date.parse(text);
+  if (Number.isNaN(parsed)) throw new UsageError(`--at: ${text} is neither an ISO date nor epoch seconds`);
+  return parsed;
+}
+
+function parsePositiveInteger(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) === 0) throw new UsageError(`${text} is not a positive integer`);
+  return Number(text);
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function withCommon(command: Command): Command {
+  return command
+    .option('--config <file>', 'JSON config file')
+    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config)', collect);
+}
+
+async function serve(options: CommonOptions & Record<string, unknown>): Promise<void> {
+  const flags: ConfigLayer = {};
+  if (typeof options.listen === 'string') flags.listen = options.listen;
+  if (typeof options.root === 'string') flags.root = options.root;
+  if (typeof options.delivery === 'string') flags.delivery = options.delivery;
+  if (typeof options.engine === 'string') flags.engine = options.engine;
+  if (typeof options.logLevel === 'string') flags.logLevel = options.logLevel;
+  if (options.allowPrivateNetworks === true) flags.allowPrivateNetworks = true;
+  if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger(options.maxBytes));
+  const config = loadConfig(options, flags);
+  const logger = createLogger(config.logLevel);
+  const secrets = resolveSecrets(config, true);
+  if (secrets.generatedAt !== null) {
+    logger.warn(
+      { file: secrets.generatedAt },
+      `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
+    );
+  }
+  const root = resolve(config.root);
+  const store = new ImageStore(root);
+  const images = createStoredImageService(store);
+  const app = createApp({ config, secrets: secrets.secrets, images, logger });
+  const { host, port } = splitListen(config.listen);
+  const server = app.listen(port, host);
+  await new Promise<void>((done, fail) => {
+    server.once('listening', done);
+    server.once('error', fail);
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  logger.info(
+    { address: `http://${shownHost}:${address.port}`, root, delivery: config.delivery, engine: config.engine, secrets: secrets.source },
+    `listening on http://${shownHost}:${address.port}`,
+  );
+  const shutdown = (signal: string): void => {
+    logger.info({ signal }, 'shutting down');
+    server.close(() => {
+      void images.close().finally(() => process.exit(0));
+    });
+    server.closeIdleConnections();
+    setTimeout(() => process.exit(0), 10_000).unref();
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+function sign(imageUrl: string, options: CommonOptions & Record<string, unknown>): void {
+  const config = loadConfig(options);
+  const bucket = typeof options.bucket === 'string' ? options.bucket : 'i';
+  if (!Object.hasOwn(config.buckets, bucket)) {
+    throw new UsageError(`--bucket: ${bucket} is not a configured bucket (${Object.keys(config.buckets).join(', ')})`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(imageUrl);
+  } catch {
+    throw new UsageError(`${imageUrl} is not a URL`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError('the image URL must be http or https');
+  const proxy = options.proxy === true;
+  const height = typeof options.height === 'string' ? parsePositiveInteger(options.height) : undefined;
+  const width = typeof options.width === 'string' ? parsePositiveInteger(options.width) : undefined;
+  // As Gazelle's image_cache_encode: proxy links are always full size.
+  const size = proxy || (height === undefined && width === undefined) ? 'full' : `${height ?? ''}x${width ?? ''}`;
+  const extUrl = Buffer.from(imageUrl, 'utf8').toString('base64url');
+  const [secret] = resolveSecrets(config, false).secrets;
+  if (secret === undefined) throw new UsageError('no secret');
+  const signature = signLink(secret, { bucket, extUrl, proxy }, parseInstant(options.at as string | undefined), {
+    legacy: options.legacy === true,
+  });
+  process.stdout.write(`/${bucket}/${size}/${signature}/${extUrl}${proxy ? '/proxy' : ''}\n`);
+}
+
+function verify(path: string, options: CommonOptions & Record<string, unknown>): number {
+  const config = loadConfig(options);
+  const secrets = resolveSecrets(config, false).secrets;
+  const pathname = path.replace(/^https?:\/\/[^/]+/, '').split('?')[0] ?? '';
+  try {
+    const link = parseLink(pathname, { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes });
+    const match = verifySignature(link.signature, link, {
+      secrets,
+      legacyAllowed: config.buckets[link.bucket]?.legacySignatures ?? false,
+      nowMs: parseInstant(options.at as string | undefined),
+      skewSeconds: config.skewSeconds,
+    });
+    if (match === null) {
+      process.stdout.write('invalid: bad_signature: no configured secret signed this link in an accepted week\n');
+      return 1;
+    }
+    const size = link.size.kind === 'full' ? 'full' : link.size.label;
+    process.stdout.write(
+      `valid: secret #${match.secretIndex}, week ${match.week.suffix} (${match.week.rule} year rule, ${match.week.instant}), ` +
+        `${match.legacy ? 'legacy scheme (no bucket prefix)' : 'bucket scheme'}; bucket ${link.bucket}, size ${size}` +
+        `${link.proxy ? ', proxy' : ''}, key ${storageKey(imageUrlBytes(link.extUrl))}\n`,
+    );
+    return 0;
+  } catch (error) {
+    if (!isImageproxyError(error)) throw error;
+    process.stdout.write(`invalid: ${error.code}: ${error.message}\n`);
+    return 1;
+  }
+}
+
+async function initBuckets(options: CommonOptions): Promise<void> {
+  const config = loadConfig(options);
+  const buckets = Object.keys(config.buckets);
+  const created = await new ImageStore(resolve(config.root)).initBuckets(buckets);
+  process.stdout.write(`${resolve(config.root)}: ${buckets.join(', ')}: created ${created} of ${buckets.length * 64 * 64} directories\n`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('imageproxy')
+    .description('Signed image cache and proxy for Gazelle-based sites')
+    .exitOverride()
+    .showSuggestionAfterError();
+
+  withCommon(program.command('serve').description('run the HTTP server'))
+    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)')
+    .option('--root <dir>', 'bucket-tree root')
+    .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
+    .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
+    .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
+    .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
+    .addOption(new Option('--log-level <level>').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(serve);
+
+  withCommon(program.command('sign <image-url>').description('print the signed path for an image URL, as Gazelle would'))
+    .option('--bucket <bucket>', 'bucket', 'i')
+    .option('--height <n>', 'maximum height')
+    .option('--width <n>', 'maximum width')
+    .option('--proxy', 'pass-through link (always full size)')
+    .option('--legacy', 'sign without the bucket prefix (links from before buckets)')
+    .option('--at <when>', 'sign as of this instant (ISO date or epoch seconds)')
+    .action(sign);
+
+  withCommon(program.command('verify <path>').description('say whether a link verifies, and why'))
+    .option('--at <when>', 'verify as of this instant (ISO date or epoch seconds)')
+    .action((path: string, options: CommonOptions & Record<string, unknown>) => {
+      process.exitCode = verify(path, options);
+    });
+
+  withCommon(program.command('init-buckets').description('create the 64 × 64 directories of each bucket (idempotent)')).action(
+    initBuckets,
+  );
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are not errors; commander already printed its message.
+      process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      process.stderr.write(`imageproxy: ${error.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,356 @@
+/**
+ * Configuration: one typed object, built as defaults < JSON file < IMAGEPROXY_* env <
+ * command-line flags, then validated once with errors that name the key. Pure except
+ * `readConfigFile`, the one function that touches the disk.
+ */
+import { readFileSync } from 'node:fs';
+
+export type Delivery = 'direct' | 'accel';
+export type EngineName = 'sharp' | 'jimp';
+
+export interface BucketConfig {
+  /** Also accept signatures over ext_url without the bucket prefix (links from before buckets). */
+  legacySignatures: boolean;
+}
+
+export interface Limits {
+  maxBytes: number;
+  maxPixels: number;
+  connectTimeoutMs: number;
+  totalTimeoutMs: number;
+  maxRedirects: number;
+}
+
+export interface Config {
+  listen: string;
+  root: string;
+  secrets: string[];
+  secretFile: string | null;
+  buckets: Record<string, BucketConfig>;
+  sizes: number[];
+  skewSeconds: number;
+  delivery: Delivery;
+  engine: EngineName;
+  allowPrivateNetworks: boolean;
+  limits: Limits;
+  /** How long a request waits for another request's fetch of the same image. */
+  singleFlightWaitMs: number;
+  /** Temp files older than this are leftovers of a crash and are removed. */
+  tempMaxAgeSeconds: number;
+  backoff: { initialSeconds: number; maxSeconds: number };
+  quality: { jpeg: number; webp: number; avif: number };
+  userAgent: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  nginx: { listen: string; internalPrefix: string };
+}
+
+/** Defaults, each with its reason. */
+export const DEFAULT_CONFIG: Config = {
+  // Loopback: in production nginx sits in front; standalone, put it behind your own proxy.
+  listen: '127.0.0.1:8091',
+  root: './data',
+  secrets: [],
+  secretFile: null,
+  // Gazelle's CacheBucket enum: standard, forum, torrent group.
+  buckets: { i: { legacySignatures: false }, f: { legacySignatures: false }, t: { legacySignatures: false } },
+  // The sizes Gazelle's templates ask for.
+  sizes: [150, 200, 250, 500],
+  // Signers in timezones ahead of UTC start a new week up to this much earlier.
+  skewSeconds: 3600,
+  delivery: 'direct',
+  engine: 'sharp',
+  allowPrivateNetworks: false,
+  limits: {
+    maxBytes: 2 * 1024 * 1024, // as imageproxy-py
+    maxPixels: 50_000_000, // all frames of an animation counted
+    connectTimeoutMs: 5000,
+    totalTimeoutMs: 30_000,
+    maxRedirects: 3,
+  },
+  singleFlightWaitMs: 30_000,
+  tempMaxAgeSeconds: 3600,
+  // imageproxy-py retried a failing origin every minute; we double up to a day.
+  backoff: { initialSeconds: 60, maxSeconds: 86_400 },
+  // Thumbnails: visually clean at a fraction of the size of higher settings.
+  quality: { jpeg: 82, webp: 80, avif: 55 },
+  userAgent: 'imageproxy/0.1 (+https://github.com/OPSnet/imageproxy)',
+  logLevel: 'info',
+  nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy' },
+};
+
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(`config ${key}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A partial config as read from a file, the environment or flags (not yet validated). */
+export type ConfigLayer = Record<string, unknown>;
+
+export function readConfigFile(path: string): ConfigLayer {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError('--config', `cannot read ${path}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError('--config', `${path} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!isPlainObject(parsed)) throw new ConfigError('--config', `${path} must hold a JSON object`);
+  return parsed;
+}
+
+/**
+ * Environment variables and the config key each one sets. Lists are comma-separated;
+ * `IMAGEPROXY_BUCKETS` is `i,f,t,old:legacy`.
+ */
+export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' | 'number' | 'boolean' | 'list' | 'numberList' | 'buckets' }> = [
+  { env: 'IMAGEPROXY_LISTEN', key: 'listen', kind: 'string' },
+  { env: 'IMAGEPROXY_ROOT', key: 'root', kind: 'string' },
+  { env: 'IMAGEPROXY_SECRETS', key: 'secrets', kind: 'list' },
+  { env: 'IMAGEPROXY_SECRET_FILE', key: 'secretFile', kind: 'string' },
+  { env: 'IMAGEPROXY_BUCKETS', key: 'buckets', kind: 'buckets' },
+  { env: 'IMAGEPROXY_SIZES', key: 'sizes', kind: 'numberList' },
+  { env: 'IMAGEPROXY_SKEW_SECONDS', key: 'skewSeconds', kind: 'number' },
+  { env: 'IMAGEPROXY_DELIVERY', key: 'delivery', kind: 'string' },
+  { env: 'IMAGEPROXY_ENGINE', key: 'engine', kind: 'string' },
+  { env: 'IMAGEPROXY_ALLOW_PRIVATE_NETWORKS', key: 'allowPrivateNetworks', kind: 'boolean' },
+  { env: 'IMAGEPROXY_MAX_BYTES', key: 'limits.maxBytes', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_PIXELS', key: 'limits.maxPixels', kind: 'number' },
+  { env: 'IMAGEPROXY_CONNECT_TIMEOUT_MS', key: 'limits.connectTimeoutMs', kind: 'number' },
+  { env: 'IMAGEPROXY_TOTAL_TIMEOUT_MS', key: 'limits.totalTimeoutMs', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_REDIRECTS', key: 'limits.maxRedirects', kind: 'number' },
+  { env: 'IMAGEPROXY_SINGLE_FLIGHT_WAIT_MS', key: 'singleFlightWaitMs', kind: 'number' },
+  { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
+  { env: 'IMAGEPROXY_LOG_LEVEL', key: 'logLevel', kind: 'string' },
+  { env: 'IMAGEPROXY_NGINX_LISTEN', key: 'nginx.listen', kind: 'string' },
+  { env: 'IMAGEPROXY_NGINX_INTERNAL_PREFIX', key: 'nginx.internalPrefix', kind: 'string' },
+];
+
+/** Sets a dotted key (`limits.maxBytes`) in a layer. */
+export function setKey(layer: ConfigLayer, dottedKey: string, value: unknown): void {
+  const parts = dottedKey.split('.');
+  let target: ConfigLayer = layer;
+  for (const part of parts.slice(0, -1)) {
+    const next = target[part];
+    if (!isPlainObject(next)) target[part] = {};
+    target = target[part] as ConfigLayer;
+  }
+  target[parts[parts.length - 1] as string] = value;
+}
+
+function parseEnvValue(name: string, key: string, kind: (typeof ENV_KEYS)[number]['kind'], raw: string): unknown {
+  const items = raw.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'number': {
+      const value = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(value)) throw new ConfigError(key, `${name}=${raw} is not a number`);
+      return value;
+    }
+    case 'boolean':
+      if (/^(1|true|yes|on)$/i.test(raw)) return true;
+      if (/^(0|false|no|off)$/i.test(raw)) return false;
+      throw new ConfigError(key, `${name}=${raw} is not a boolean (true/false)`);
+    case 'list':
+      return items;
+    case 'numberList':
+      return items.map((item) => {
+        const value = Number(item);
+        if (!Number.isFinite(value)) throw new ConfigError(key, `${name}: ${item} is not a number`);
+        return value;
+      });
+    case 'buckets':
+      return Object.fromEntries(
+        items.map((item) => {
+          const [bucketName = '', flag] = item.split(':');
+          if (flag !== undefined && flag !== 'legacy') {
+            throw new ConfigError(key, `${name}: ${item}: only ':legacy' may follow a bucket name`);
+          }
+          return [bucketName, { legacySignatures: flag === 'legacy' }];
+        }),
+      );
+  }
+}
+
+export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
+  const layer: ConfigLayer = {};
+  for (const { env: name, key, kind } of ENV_KEYS) {
+    const raw = env[name];
+    if (raw !== undefined) setKey(layer, key, parseEnvValue(name, key, kind, raw));
+  }
+  return layer;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Deep merge for plain objects; arrays and scalars of later layers replace earlier ones. */
+function mergeLayers(base: ConfigLayer, layer: ConfigLayer): ConfigLayer {
+  const merged: ConfigLayer = { ...base };
+  for (const [key, value] of Object.entries(layer)) {
+    if (value === undefined) continue;
+    const previous = merged[key];
+    // Buckets are replaced as a whole: a file listing buckets means exactly those buckets.
+    merged[key] =
+      key !== 'buckets' && isPlainObject(previous) && isPlainObject(value) ? mergeLayers(previous, value) : value;
+  }
+  return merged;
+}
+
+// ---- validation ----------------------------------------------------------------------
+
+const LISTEN_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+const PREFIX_PATTERN = /^\/[A-Za-z0-9_-]+$/;
+
+function expectObject(key: string, value: unknown): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new ConfigError(key, 'must be an object');
+  return value;
+}
+
+function expectString(key: string, value: unknown): string {
+  if (typeof value !== 'string') throw new ConfigError(key, 'must be a string');
+  return value;
+}
+
+function expectListen(key: string, value: unknown): string {
+  const text = expectString(key, value);
+  const match = LISTEN_PATTERN.exec(text);
+  if (match === null || Number(match[1]) > 65535) {
+    throw new ConfigError(key, `must be host:port (e.g. 127.0.0.1:8091), got ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+function expectInteger(key: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function expectBoolean(key: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new ConfigError(key, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function expectOneOf<T extends string>(key: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new ConfigError(key, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
+}
+
+function rejectUnknownKeys(key: string, value: Record<string, unknown>, known: object): void {
+  for (const name of Object.keys(value)) {
+    if (!(name in known)) throw new ConfigError(key === '' ? name : `${key}.${name}`, 'unknown key');
+  }
+}
+
+export function validateConfig(raw: ConfigLayer): Config {
+  rejectUnknownKeys('', raw, DEFAULT_CONFIG);
+  const secretsRaw = raw.secrets;
+  if (!Array.isArray(secretsRaw)) throw new ConfigError('secrets', 'must be a list of strings');
+  const secrets = secretsRaw.map((secret, index) => {
+    const text = expectString(`secrets[${index}]`, secret);
+    if (text.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
+    return text;
+  });
+  const bucketsRaw = expectObject('buckets', raw.buckets);
+  const buckets: Record<string, BucketConfig> = {};
+  for (const [name, value] of Object.entries(bucketsRaw)) {
+    const key = `buckets.${name}`;
+    if (!BUCKET_NAME_PATTERN.test(name)) throw new ConfigError(key, 'bucket names are 1-32 of A-Z a-z 0-9 _ -');
+    const bucket = expectObject(key, value ?? {});
+    rejectUnknownKeys(key, bucket, { legacySignatures: true });
+    buckets[name] = {
+      legacySignatures: bucket.legacySignatures === undefined ? false : expectBoolean(`${key}.legacySignatures`, bucket.legacySignatures),
+    };
+  }
+  if (Object.keys(buckets).length === 0) throw new ConfigError('buckets', 'at least one bucket is needed');
+  if (!Array.isArray(raw.sizes) || raw.sizes.length === 0) throw new ConfigError('sizes', 'must be a non-empty list of integers');
+  const sizes = raw.sizes.map((size, index) => expectInteger(`sizes[${index}]`, size, 1, 10_000));
+
+  const limits = expectObject('limits', raw.limits);
+  rejectUnknownKeys('limits', limits, DEFAULT_CONFIG.limits);
+  const backoff = expectObject('backoff', raw.backoff);
+  rejectUnknownKeys('backoff', backoff, DEFAULT_CONFIG.backoff);
+  const quality = expectObject('quality', raw.quality);
+  rejectUnknownKeys('quality', quality, DEFAULT_CONFIG.quality);
+  const nginx = expectObject('nginx', raw.nginx);
+  rejectUnknownKeys('nginx', nginx, DEFAULT_CONFIG.nginx);
+  const internalPrefix = expectString('nginx.internalPrefix', nginx.internalPrefix);
+  if (!PREFIX_PATTERN.test(internalPrefix)) {
+    throw new ConfigError('nginx.internalPrefix', 'must be / followed by letters, digits, _ or - (e.g. /_imageproxy)');
+  }
+  if (Object.hasOwn(buckets, internalPrefix.slice(1))) {
+    throw new ConfigError('nginx.internalPrefix', 'must differ from every bucket name');
+  }
+  const secretFile = raw.secretFile === null ? null : expectString('secretFile', raw.secretFile);
+  const root = expectString('root', raw.root);
+  if (root === '') throw new ConfigError('root', 'must not be empty');
+  const userAgent = expectString('userAgent', raw.userAgent);
+  if (/[\r\n]/.test(userAgent)) throw new ConfigError('userAgent', 'must be one line');
+
+  const backoffInitial = expectInteger('backoff.initialSeconds', backoff.initialSeconds, 1);
+  return {
+    listen: expectListen('listen', raw.listen),
+    root,
+    secrets,
+    secretFile,
+    buckets,
+    sizes: [...new Set(sizes)].sort((a, b) => a - b),
+    skewSeconds: expectInteger('skewSeconds', raw.skewSeconds, 0, 86_400),
+    delivery: expectOneOf('delivery', raw.delivery, ['direct', 'accel'] as const),
+    engine: expectOneOf('engine', raw.engine, ['sharp', 'jimp'] as const),
+    allowPrivateNetworks: expectBoolean('allowPrivateNetworks', raw.allowPrivateNetworks),
+    limits: {
+      maxBytes: expectInteger('limits.maxBytes', limits.maxBytes, 1),
+      maxPixels: expectInteger('limits.maxPixels', limits.maxPixels, 1),
+      connectTimeoutMs: expectInteger('limits.connectTimeoutMs', limits.connectTimeoutMs, 1),
+      totalTimeoutMs: expectInteger('limits.totalTimeoutMs', limits.totalTimeoutMs, 1),
+      maxRedirects: expectInteger('limits.maxRedirects', limits.maxRedirects, 0, 20),
+    },
+    singleFlightWaitMs: expectInteger('singleFlightWaitMs', raw.singleFlightWaitMs, 1),
+    tempMaxAgeSeconds: expectInteger('tempMaxAgeSeconds', raw.tempMaxAgeSeconds, 1),
+    backoff: {
+      initialSeconds: backoffInitial,
+      maxSeconds: expectInteger('backoff.maxSeconds', backoff.maxSeconds, backoffInitial),
+    },
+    quality: {
+      jpeg: expectInteger('quality.jpeg', quality.jpeg, 1, 100),
+      webp: expectInteger('quality.webp', quality.webp, 1, 100),
+      avif: expectInteger('quality.avif', quality.avif, 1, 100),
+    },
+    userAgent,
+    logLevel: expectOneOf('logLevel', raw.logLevel, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    nginx: { listen: expectListen('nginx.listen', nginx.listen), internalPrefix },
+  };
+}
+
+/** defaults < file < env < flags, validated. */
+export function buildConfig(layers: { file?: ConfigLayer; env?: ConfigLayer; flags?: ConfigLayer }): Config {
+  let merged: ConfigLayer = structuredClone(DEFAULT_CONFIG) as unknown as ConfigLayer;
+  for (const layer of [layers.file, layers.env, layers.flags]) {
+    if (layer !== undefined) merged = mergeLayers(merged, layer);
+  }
+  return validateConfig(merged);
+}
+
+/** Host and port of a validated `host:port` (brackets of an IPv6 host removed). */
+export function splitListen(listen: string): { host: string; port: number } {
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(listen.slice(colon + 1)) };
+}

@@ -1,0 +1,24 @@
+/**
+ * What the HTTP layer asks for: "the image this signed link names". The service decides
+ * between the stored file, a fetch (server/fetchAndStore.ts) and a resize; the HTTP layer
+ * only delivers the answer.
+ */
+import type { ParsedLink } from './link.js';
+import type { StoredImage } from './store.js';
+
+export interface ImageRequest {
+  link: ParsedLink;
+  imageUrl: URL;
+  /** Storage key: base64url(sha256(decoded image URL bytes)). */
+  key: string;
+}
+
+export type ImageAnswer =
+  | { kind: 'stored'; image: StoredImage }
+  /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
+  | { kind: 'passthrough'; bytes: Buffer; contentType: string };
+
+export interface ImageService {
+  get(request: ImageRequest): Promise<ImageAnswer>;
+  close(): Promise<void>;
+}

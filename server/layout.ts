@@ -1,0 +1,67 @@
+/**
+ * The bucket tree. Pure path derivation; server/store.ts does the file I/O.
+ *
+ *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.{ext}           stored original
+ *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.{label}.{ext}   resized variant (label `150x`, `x200`, `250x250`)
+ *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.json            metadata sidecar
+ *   … {key}.lock / {key}.fail                              single-flight lock, fetch backoff
+ *   … .{name}.{unique}.tmp                                  in-progress write
+ *
+ * key = base64url(sha256(decoded image URL bytes)) without padding: nginx's njs can compute
+ * it (it has sha256, not sha224), it is the same with and without `=` padding in the link,
+ * and its first two characters spread files over 64 × 64 directories. Only names ending in
+ * an image extension are ever served (nginx `try_files` and the app both list them), so
+ * the sidecar, lock, failure and temp files can never be served.
+ */
+import { createHash } from 'node:crypto';
+
+/** Served extensions, in the order lookups try them (most common first). */
+export const IMAGE_EXTENSIONS = ['jpg', 'png', 'webp', 'gif', 'avif'] as const;
+export type ImageExtension = (typeof IMAGE_EXTENSIONS)[number];
+
+/** The 64 characters a key can start with: one directory level per character. */
+export const SHARD_CHARACTERS =
+  'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+export function storageKey(imageUrlBytes: Uint8Array): string {
+  return createHash('sha256').update(imageUrlBytes).digest('base64url');
+}
+
+/** `{bucket}/{k0}/{k1}`: the key's directory, relative to the root, `/`-separated. */
+export function keyDirectory(bucket: string, key: string): string {
+  return `${bucket}/${key[0]}/${key[1]}`;
+}
+
+/** `{key}` for the original, `{key}.{label}` for a variant; the extension is added per lookup. */
+export function fileStem(key: string, variantLabel: string | null): string {
+  return variantLabel === null ? key : `${key}.${variantLabel}`;
+}
+
+export function imageFileName(stem: string, ext: ImageExtension): string {
+  return `${stem}.${ext}`;
+}
+
+export function metadataFileName(key: string): string {
+  return `${key}.json`;
+}
+
+export function lockFileName(stem: string): string {
+  return `${stem}.lock`;
+}
+
+export function failureFileName(key: string): string {
+  return `${key}.fail`;
+}
+
+/** A name that no lookup can ever match: leading dot, trailing `.tmp`. */
+export function tempFileName(finalName: string, unique: string): string {
+  return `.${finalName}.${unique}.tmp`;
+}
+
+export function isTempFileName(name: string): boolean {
+  return name.startsWith('.') && name.endsWith('.tmp');
+}
+
+export function isImageExtension(value: string): value is ImageExtension {
+  return (IMAGE_EXTENSIONS as readonly string[]).includes(value);
+}

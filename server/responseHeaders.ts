@@ -1,0 +1,28 @@
+/**
+ * Response headers. Pure: the same rules serve the standalone app and, rendered into
+ * the nginx config, the files nginx sends.
+ */
+import type { ImageExtension } from './layout.js';
+
+/** Stored images never change: a link's bytes are fixed once fetched. */
+export const IMAGE_CACHE_CONTROL = 'public, max-age=604800, immutable';
+/** Errors may go away (an origin comes back, a link gets signed): never cache them. */
+export const ERROR_CACHE_CONTROL = 'no-store';
+/** Nothing we answer may run script or load anything, even if a browser is tricked into rendering it. */
+export const CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox";
+
+export const CONTENT_TYPE_BY_EXTENSION: Record<ImageExtension, string> = {
+  jpg: 'image/jpeg',
+  png: 'image/png',
+  webp: 'image/webp',
+  gif: 'image/gif',
+  avif: 'image/avif',
+};
+
+/** Headers on every answer, image or error. */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'X-Content-Type-Options': 'nosniff',
+  'Content-Security-Policy': CONTENT_SECURITY_POLICY,
+  'Cross-Origin-Resource-Policy': 'cross-origin',
+  'Referrer-Policy': 'no-referrer',
+};
