@@ -4,7 +4,6 @@
  * its own beyond turning flags into a config layer and results into lines and exit codes.
  */
 import { Command, CommanderError, Option } from 'commander';
-import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import {
   ConfigError,
@@ -12,17 +11,15 @@ import {
   envLayer,
   readConfigFile,
   setKey,
-  splitListen,
   type Config,
   type ConfigLayer,
 } from './config.js';
 import { isImageproxyError } from './errors.js';
-import { createApp } from './http/app.js';
+import { startServer } from './http/server.js';
 import { imageUrlBytes, parseLink } from './link.js';
 import { createLogger } from './log.js';
 import { resolveSecrets } from './secrets.js';
 import { signLink, verifySignature } from './signing.js';
-import { createStoredImageService } from './storedImages.js';
 import { ImageStore } from './store.js';
 import { storageKey } from './layout.js';
 
@@ -87,29 +84,23 @@ async function serve(options: CommonOptions & Record<string, unknown>): Promise<
       `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
     );
   }
-  const root = resolve(config.root);
-  const store = new ImageStore(root);
-  const images = createStoredImageService(store);
-  const app = createApp({ config, secrets: secrets.secrets, images, logger });
-  const { host, port } = splitListen(config.listen);
-  const server = app.listen(port, host);
-  await new Promise<void>((done, fail) => {
-    server.once('listening', done);
-    server.once('error', fail);
-  });
-  const address = server.address() as AddressInfo;
-  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const running = await startServer({ config, secrets: secrets.secrets, logger });
   logger.info(
-    { address: `http://${shownHost}:${address.port}`, root, delivery: config.delivery, engine: config.engine, secrets: secrets.source },
-    `listening on http://${shownHost}:${address.port}`,
+    {
+      address: running.url,
+      root: running.store.root,
+      delivery: config.delivery,
+      engine: config.engine,
+      allowPrivateNetworks: config.allowPrivateNetworks,
+      secrets: secrets.source,
+    },
+    `listening on ${running.url}`,
   );
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
   const shutdown = (signal: string): void => {
     logger.info({ signal }, 'shutting down');
-    server.close(() => {
-      void images.close().finally(() => process.exit(0));
-    });
-    server.closeIdleConnections();
     setTimeout(() => process.exit(0), 10_000).unref();
+    void running.close().finally(() => process.exit(0));
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));

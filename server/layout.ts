@@ -49,8 +49,9 @@ export function lockFileName(stem: string): string {
   return `${stem}.lock`;
 }
 
-export function failureFileName(key: string): string {
-  return `${key}.fail`;
+/** Backoff record of the original (stem = key) or of a variant (stem = key.label). */
+export function failureFileName(stem: string): string {
+  return `${stem}.fail`;
 }
 
 /** A name that no lookup can ever match: leading dot, trailing `.tmp`. */

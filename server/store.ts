@@ -3,13 +3,16 @@
  * over server/layout.ts, which decides every name.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { parseFailureRecord, type FailureRecord } from './backoff.js';
 import { join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
+  failureFileName,
   fileStem,
   imageFileName,
+  lockFileName,
   isTempFileName,
   keyDirectory,
   metadataFileName,
@@ -106,6 +109,33 @@ export class ImageStore {
   async writeMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<void> {
     const text = `${JSON.stringify(metadata, null, 2)}\n`;
     await this.writeAtomic(bucket, key, metadataFileName(key), Buffer.from(text));
+  }
+
+  async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {
+    try {
+      return parseFailureRecord(await readFile(join(this.directoryOf(bucket, key), failureFileName(stem)), 'utf8'));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  async writeFailure(bucket: string, key: string, stem: string, record: FailureRecord): Promise<void> {
+    await this.writeAtomic(bucket, key, failureFileName(stem), Buffer.from(`${JSON.stringify(record)}\n`));
+  }
+
+  async clearFailure(bucket: string, key: string, stem: string): Promise<void> {
+    await rm(join(this.directoryOf(bucket, key), failureFileName(stem)), { force: true });
+  }
+
+  /**
+   * The cross-process lock of one stem (a directory proper-lockfile makes), after
+   * creating the key's directory: a tree without init-buckets works too.
+   */
+  async prepareLock(bucket: string, key: string, stem: string): Promise<string> {
+    const directory = this.directoryOf(bucket, key);
+    await mkdir(directory, { recursive: true });
+    return join(directory, lockFileName(stem));
   }
 
   /**

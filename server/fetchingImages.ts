@@ -1,0 +1,178 @@
+/**
+ * The image service of a running server: stored file if there is one; otherwise fetch
+ * the original once (single-flight, backoff after failures), store it, and make the
+ * requested variant from it. `/proxy` links pass the bytes through without storing.
+ */
+import { readFile } from 'node:fs/promises';
+import { backoffRemainingSeconds, recordFailure } from './backoff.js';
+import type { Config } from './config.js';
+import type { ResizeEngine } from './engines/engine.js';
+import { ImageproxyError, toImageproxyError, type ErrorCode } from './errors.js';
+import type { FetchedImage } from './fetcher.js';
+import type { ImageAnswer, ImageRequest, ImageService } from './imageService.js';
+import { fileStem } from './layout.js';
+import type { Logger } from './log.js';
+import { FORMAT_INFO, formatFromExt } from './sniff.js';
+import { InProcessFlights, withFileLock, type FileLockOptions } from './singleFlight.js';
+import type { ImageStore, StoredImage } from './store.js';
+import { variantLabelOf } from './storedImages.js';
+
+export interface ImageFetcher {
+  fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage>;
+}
+
+export interface FetchingServiceDependencies {
+  config: Config;
+  store: ImageStore;
+  fetcher: ImageFetcher;
+  engine: ResizeEngine;
+  logger: Logger;
+  now?: () => number;
+}
+
+/** Failures that say something about the origin or its bytes: retrying soon would fail again. */
+const BACKOFF_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'blocked_destination',
+  'origin_status',
+  'origin_unreachable',
+  'origin_timeout',
+  'origin_too_large',
+  'not_an_image',
+  'too_many_pixels',
+  'too_many_redirects',
+  'bad_image',
+]);
+
+export function createFetchingImageService(deps: FetchingServiceDependencies): ImageService {
+  const { config, store, fetcher, engine, logger } = deps;
+  const now = deps.now ?? Date.now;
+  const flights = new InProcessFlights();
+  const lockOptions: FileLockOptions = {
+    waitMs: config.singleFlightWaitMs,
+    // A holder refreshes its lock every stale/2; 10 s survives a busy event loop.
+    staleMs: 10_000,
+    onCompromised: (error) => logger.error({ err: error }, 'single-flight lock lost while held'),
+  };
+
+  async function refuseDuringBackoff(request: ImageRequest, stem: string): Promise<void> {
+    const record = await store.readFailure(request.link.bucket, request.key, stem);
+    const remaining = backoffRemainingSeconds(record, now());
+    if (remaining > 0) {
+      throw new ImageproxyError('backoff', 'earlier attempt failed, retry later', {
+        retryAfterSeconds: remaining,
+        detail: `failure #${record?.failures} (${record?.code}: ${record?.detail ?? ''})`,
+      });
+    }
+  }
+
+  /** Runs a step that may fail because of the origin or its bytes, recording such failures. */
+  async function withBackoff<T>(request: ImageRequest, stem: string, step: () => Promise<T>): Promise<T> {
+    await refuseDuringBackoff(request, stem);
+    try {
+      const result = await step();
+      await store.clearFailure(request.link.bucket, request.key, stem);
+      return result;
+    } catch (thrown) {
+      const error = toImageproxyError(thrown);
+      if (BACKOFF_CODES.has(error.code)) {
+        const previous = await store.readFailure(request.link.bucket, request.key, stem);
+        const record = recordFailure(previous, { code: error.code, detail: error.detail ?? error.message }, now(), config.backoff);
+        await store.writeFailure(request.link.bucket, request.key, stem, record);
+        logger.warn(
+          { code: error.code, detail: error.detail, url: request.imageUrl.href, failures: record.failures, retryAt: new Date(record.retryAtMs).toISOString() },
+          'fetch failed; backing off',
+        );
+      }
+      throw error;
+    }
+  }
+
+  async function fetchOriginal(request: ImageRequest): Promise<FetchedImage> {
+    const started = now();
+    const fetched = await fetcher.fetchImage(request.imageUrl);
+    logger.info(
+      { url: request.imageUrl.href, bytes: fetched.bytes.length, format: fetched.format, width: fetched.width, height: fetched.height, ms: now() - started },
+      'fetched',
+    );
+    return fetched;
+  }
+
+  async function fetchAndStore(request: ImageRequest): Promise<StoredImage> {
+    const { bucket } = request.link;
+    return withBackoff(request, request.key, async () => {
+      const fetched = await fetchOriginal(request);
+      const info = FORMAT_INFO[fetched.format];
+      const image = await store.storeImage(bucket, request.key, null, info.ext, fetched.bytes);
+      await store.writeMetadata(bucket, request.key, {
+        sourceUrl: request.imageUrl.href,
+        contentType: info.contentType,
+        originContentType: fetched.originContentType ?? null,
+        bytes: fetched.bytes.length,
+        width: fetched.width,
+        height: fetched.height,
+        frames: fetched.frames,
+        fetchedAt: new Date(now()).toISOString(),
+      });
+      return image;
+    });
+  }
+
+  function ensureOriginal(request: ImageRequest): Promise<StoredImage> {
+    const { bucket } = request.link;
+    const findOriginal = (): Promise<StoredImage | null> => store.find(bucket, request.key, null);
+    return flights.run(`original:${bucket}/${request.key}`, async () =>
+      withFileLock(await store.prepareLock(bucket, request.key, request.key), lockOptions, findOriginal, () =>
+        fetchAndStore(request),
+      ),
+    );
+  }
+
+  function ensureVariant(request: ImageRequest, label: string): Promise<StoredImage> {
+    const { bucket } = request.link;
+    const size = request.link.size;
+    const stem = fileStem(request.key, label);
+    const findVariant = (): Promise<StoredImage | null> => store.find(bucket, request.key, label);
+    return flights.run(`variant:${bucket}/${stem}`, async () => {
+      const original = await ensureOriginal(request);
+      return withFileLock(await store.prepareLock(bucket, request.key, stem), lockOptions, findVariant, () =>
+        withBackoff(request, stem, async () => {
+          const format = formatFromExt(original.ext);
+          if (format === null || size.kind !== 'box') throw new Error(`cannot resize ${original.relativePath}`);
+          const started = now();
+          const resized = await engine.resize({
+            input: await readFile(original.path),
+            format,
+            maxHeight: size.maxHeight,
+            maxWidth: size.maxWidth,
+          });
+          const image = await store.storeImage(bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
+          logger.info(
+            { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
+            'resized',
+          );
+          return image;
+        }),
+      );
+    });
+  }
+
+  async function passThrough(request: ImageRequest): Promise<ImageAnswer> {
+    const fetched = await flights.run(`proxy:${request.link.bucket}/${request.key}`, () =>
+      withBackoff(request, request.key, () => fetchOriginal(request)),
+    );
+    return { kind: 'passthrough', bytes: fetched.bytes, contentType: FORMAT_INFO[fetched.format].contentType };
+  }
+
+  return {
+    async get(request: ImageRequest): Promise<ImageAnswer> {
+      const { bucket } = request.link;
+      const label = variantLabelOf(request);
+      const stored = await store.find(bucket, request.key, label);
+      if (stored !== null) return { kind: 'stored', image: stored };
+      if (request.link.proxy) return passThrough(request);
+      const image = label === null ? await ensureOriginal(request) : await ensureVariant(request, label);
+      return { kind: 'stored', image };
+    },
+    close: () => engine.close(),
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Starts the service: store, fetcher, resize engine, image service and Express app on
+ * one listening socket, plus the periodic removal of temp files left by crashes. Used by
+ * `imageproxy serve` and by tests that need the whole server in-process.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { splitListen, type Config } from '../config.js';
+import { createEngine } from '../engines/engine.js';
+import { createFetcher } from '../fetcher.js';
+import { createFetchingImageService } from '../fetchingImages.js';
+import type { Logger } from '../log.js';
+import { ImageStore } from '../store.js';
+import { createApp } from './app.js';
+
+export interface RunningServer {
+  /** `http://host:port`, with the port actually bound. */
+  url: string;
+  server: Server;
+  store: ImageStore;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  config: Config;
+  secrets: readonly string[];
+  logger: Logger;
+  now?: () => number;
+}
+
+const TEMP_SWEEP_INTERVAL_MS = 3_600_000;
+
+export async function startServer(options: StartOptions): Promise<RunningServer> {
+  const { config, logger } = options;
+  const store = new ImageStore(resolve(config.root));
+  const fetcher = createFetcher({
+    limits: config.limits,
+    allowPrivateNetworks: config.allowPrivateNetworks,
+    userAgent: config.userAgent,
+  });
+  const engine = await createEngine(config.engine, {
+    maxPixels: config.limits.maxPixels,
+    timeoutSeconds: Math.ceil(config.limits.totalTimeoutMs / 1000),
+    // Leave a core for the event loop and nginx on small machines.
+    concurrency: Math.max(1, availableParallelism() - 1),
+    quality: config.quality,
+  });
+  const images = createFetchingImageService({ config, store, fetcher, engine, logger, ...(options.now ? { now: options.now } : {}) });
+  const app = createApp({ config, secrets: options.secrets, images, logger, ...(options.now ? { now: options.now } : {}) });
+
+  const { host, port } = splitListen(config.listen);
+  const server = app.listen(port, host);
+  await new Promise<void>((done, fail) => {
+    server.once('listening', done);
+    server.once('error', fail);
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+
+  const sweepTempFiles = async (): Promise<void> => {
+    for (const bucket of Object.keys(config.buckets)) {
+      const removed = await store.removeStaleTempFiles(bucket, config.tempMaxAgeSeconds * 1000, Date.now());
+      if (removed > 0) logger.info({ bucket, removed }, 'removed stale temp files');
+    }
+  };
+  const runSweep = (): void => {
+    sweepTempFiles().catch((error: unknown) => logger.error({ err: error }, 'temp file sweep failed'));
+  };
+  runSweep();
+  const sweepTimer = setInterval(runSweep, TEMP_SWEEP_INTERVAL_MS);
+  sweepTimer.unref();
+
+  return {
+    url: `http://${shownHost}:${address.port}`,
+    server,
+    store,
+    async close() {
+      clearInterval(sweepTimer);
+      // Let requests in flight finish; cut what still hangs after a grace period.
+      const force = setTimeout(() => server.closeAllConnections(), 5000);
+      await new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeIdleConnections();
+      });
+      clearTimeout(force);
+      fetcher.close();
+      await images.close();
+    },
+  };
+}
