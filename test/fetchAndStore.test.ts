@@ -1,0 +1,470 @@
+/**
+ * The whole server against real origins on 127.0.0.1 that misbehave on purpose: one
+ * fetch per new image however many ask, nothing partial left in the tree, backoff,
+ * /proxy pass-through, the address policy, and the process still serving afterwards.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { keyDirectory, storageKey } from '../server/layout.js';
+import { createLogger } from '../server/log.js';
+import { signLink } from '../server/signing.js';
+
+const SECRET = 'fetch-test-secret';
+
+interface Origin {
+  url: string;
+  requests: number;
+  connections: number;
+  close(): Promise<void>;
+}
+
+async function startOrigin(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Origin> {
+  const server: Server = createServer((req, res) => {
+    origin.requests += 1;
+    handler(req, res);
+  });
+  const origin: Origin = {
+    url: '',
+    requests: 0,
+    connections: 0,
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+  };
+  server.on('connection', () => {
+    origin.connections += 1;
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  origin.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return origin;
+}
+
+function linkFor(imageUrl: string, options: { size?: string; proxy?: boolean; bucket?: string } = {}, atMs = Date.now()): string {
+  const bucket = options.bucket ?? 'i';
+  const extUrl = Buffer.from(imageUrl).toString('base64url');
+  const proxy = options.proxy ?? false;
+  const signature = signLink(SECRET, { bucket, extUrl, proxy }, atMs);
+  return `/${bucket}/${options.size ?? 'full'}/${signature}/${extUrl}${proxy ? '/proxy' : ''}`;
+}
+
+async function makeRoot(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'imageproxy-fetch-'));
+}
+
+async function startApp(root: string, overrides: ConfigLayer = {}, now?: () => number): Promise<RunningServer> {
+  const config = buildConfig({
+    flags: {
+      listen: '127.0.0.1:0',
+      root,
+      secrets: [SECRET],
+      allowPrivateNetworks: true,
+      logLevel: 'silent',
+      ...overrides,
+    },
+  });
+  return startServer({ config, secrets: config.secrets, logger: createLogger('silent'), ...(now ? { now } : {}) });
+}
+
+/** Every file below the key's directory, sorted: what a failed fetch must not leave behind. */
+async function filesOfKey(root: string, imageUrl: string): Promise<string[]> {
+  const directory = join(root, 'i', ...keyDirectory('i', storageKey(Buffer.from(imageUrl))).split('/').slice(1));
+  try {
+    return (await readdir(directory)).sort();
+  } catch {
+    return [];
+  }
+}
+
+function pngDeclaring(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const typeAndData = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(typeAndData));
+    return Buffer.concat([length, typeAndData, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+let jpeg: Buffer;
+let png: Buffer;
+
+before(async () => {
+  jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#3366cc' } }).jpeg().toBuffer();
+  png = await sharp({ create: { width: 300, height: 200, channels: 4, background: { r: 0, g: 128, b: 0, alpha: 0.5 } } })
+    .png()
+    .toBuffer();
+});
+
+describe('fetch once, store, serve', () => {
+  test('100 concurrent requests for one new image: one origin fetch, same bytes for all', async () => {
+    const origin = await startOrigin((_req, res) => {
+      // A slow origin keeps every request in flight at once.
+      setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 200);
+    });
+    const root = await makeRoot();
+    const app = await startApp(root);
+    try {
+      const imageUrl = `${origin.url}/burst.jpg`;
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, async () => {
+          const response = await fetch(app.url + linkFor(imageUrl));
+          return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
+        }),
+      );
+      assert.equal(origin.requests, 1);
+      for (const answer of answers) {
+        assert.equal(answer.status, 200);
+        assert.ok(answer.bytes.equals(jpeg));
+      }
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
+      // Served from the tree from now on.
+      const again = await fetch(app.url + linkFor(imageUrl));
+      assert.equal(again.status, 200);
+      assert.equal(origin.requests, 1);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('variants are made once from the stored original and read back at the fitted size', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(png));
+    const root = await makeRoot();
+    const app = await startApp(root);
+    try {
+      const imageUrl = `${origin.url}/alpha.png`;
+      const cases = [
+        { size: '150x', width: 225, height: 150 },
+        { size: 'x200', width: 200, height: 133 },
+        { size: '250x250', width: 250, height: 167 },
+        { size: '500x500', width: 300, height: 200 }, // never enlarged
+        { size: '150x999', width: 225, height: 150 }, // 999 is not allowed: ignored
+      ];
+      for (const expected of cases) {
+        const response = await fetch(app.url + linkFor(imageUrl, { size: expected.size }));
+        assert.equal(response.status, 200, expected.size);
+        assert.equal(response.headers.get('content-type'), 'image/png');
+        const metadata = await sharp(Buffer.from(await response.arrayBuffer())).metadata();
+        assert.deepEqual([metadata.width, metadata.height, metadata.format, metadata.hasAlpha], [expected.width, expected.height, 'png', true], expected.size);
+      }
+      assert.equal(origin.requests, 1);
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.deepEqual(await filesOfKey(root, imageUrl), [
+        `${key}.150x.png`,
+        `${key}.250x250.png`,
+        `${key}.500x500.png`,
+        `${key}.json`,
+        `${key}.png`,
+        `${key}.x200.png`,
+      ]);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('two server processes on one root fetch a new image once', async () => {
+    const origin = await startOrigin((_req, res) => {
+      setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 300);
+    });
+    const root = await makeRoot();
+    const children: ChildProcess[] = [];
+    try {
+      const urls = await Promise.all([0, 1].map(async () => {
+        const child = spawn(
+          process.execPath,
+          ['dist/server/cli.js', 'serve', '--listen', '127.0.0.1:0', '--root', root, '--secret', SECRET, '--allow-private-networks'],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        children.push(child);
+        return new Promise<string>((resolve, reject) => {
+          let output = '';
+          child.stdout?.on('data', (chunk: Buffer) => {
+            output += chunk.toString();
+            const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+            if (match?.[1] !== undefined) resolve(match[1]);
+          });
+          child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${output}`)));
+        });
+      }));
+      const imageUrl = `${origin.url}/shared.jpg`;
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, async (_, index) => {
+          const response = await fetch(urls[index % 2] + linkFor(imageUrl));
+          return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
+        }),
+      );
+      assert.equal(origin.requests, 1);
+      for (const answer of answers) {
+        assert.equal(answer.status, 200);
+        assert.ok(answer.bytes.equals(jpeg));
+      }
+    } finally {
+      for (const child of children) child.kill('SIGTERM');
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a stale lock left by a dead process is taken over', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+    const root = await makeRoot();
+    const app = await startApp(root);
+    try {
+      const imageUrl = `${origin.url}/stale.jpg`;
+      const key = storageKey(Buffer.from(imageUrl));
+      const lockPath = join(root, keyDirectory('i', key), `${key}.lock`);
+      await mkdir(lockPath, { recursive: true });
+      const longAgo = new Date(Date.now() - 60_000);
+      await utimes(lockPath, longAgo, longAgo);
+      const response = await fetch(app.url + linkFor(imageUrl));
+      assert.equal(response.status, 200);
+      assert.equal(origin.requests, 1);
+      await assert.rejects(stat(lockPath), { code: 'ENOENT' });
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('temp files older than tempMaxAgeSeconds are swept at start; fresh ones are kept', async () => {
+    const root = await makeRoot();
+    const directory = join(root, 'i', 'A', 'b');
+    await mkdir(directory, { recursive: true });
+    const oldTemp = join(directory, '.Abkey.jpg.123.aaaa.tmp');
+    const freshTemp = join(directory, '.Abkey.jpg.123.bbbb.tmp');
+    await writeFile(oldTemp, 'partial');
+    await writeFile(freshTemp, 'partial');
+    const longAgo = new Date(Date.now() - 7_200_000);
+    await utimes(oldTemp, longAgo, longAgo);
+    const app = await startApp(root);
+    try {
+      for (let attempt = 0; attempt < 50 && (await readdir(directory)).length > 1; attempt += 1) {
+        await new Promise((done) => setTimeout(done, 20));
+      }
+      assert.deepEqual(await readdir(directory), ['.Abkey.jpg.123.bbbb.tmp']);
+    } finally {
+      await app.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('misbehaving origins: documented status, nothing stored, still serving', () => {
+  const cases: Array<{ name: string; code: string; status: number; requests?: number; handler: (req: IncomingMessage, res: ServerResponse) => void }> = [
+    { name: '404', code: 'origin_status', status: 502, handler: (_q, res) => res.writeHead(404).end('gone') },
+    { name: '500', code: 'origin_status', status: 502, handler: (_q, res) => res.writeHead(500).end('oops') },
+    {
+      name: 'HTML served as image/jpeg',
+      code: 'not_an_image',
+      status: 502,
+      handler: (_q, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end('<!doctype html><script>alert(1)</script>'),
+    },
+    {
+      name: 'SVG served as image/jpeg',
+      code: 'not_an_image',
+      status: 502,
+      handler: (_q, res) =>
+        res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'),
+    },
+    {
+      name: 'endless body',
+      code: 'origin_too_large',
+      status: 502,
+      handler: (_q, res) => {
+        res.writeHead(200, { 'Content-Type': 'image/jpeg' });
+        const chunk = Buffer.alloc(64 * 1024, 0xff);
+        const pump = (): void => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', pump);
+        };
+        res.on('error', () => undefined);
+        pump();
+      },
+    },
+    {
+      name: 'slow drip past the total timeout',
+      code: 'origin_timeout',
+      status: 504,
+      handler: (_q, res) => {
+        res.writeHead(200, { 'Content-Type': 'image/jpeg' });
+        const timer = setInterval(() => (res.destroyed ? clearInterval(timer) : res.write(Buffer.from([0xff]))), 100);
+        res.on('close', () => clearInterval(timer));
+      },
+    },
+    {
+      name: 'redirect loop',
+      code: 'too_many_redirects',
+      status: 502,
+      requests: 4, // the first request and maxRedirects (3) hops
+      handler: (req, res) => res.writeHead(302, { Location: `${req.url ?? '/'}x` }).end(),
+    },
+    {
+      name: 'truncated body',
+      code: 'origin_unreachable',
+      status: 502,
+      handler: (_q, res) => {
+        res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': String(jpeg.length) });
+        res.write(jpeg.subarray(0, 100));
+        setTimeout(() => res.destroy(), 20);
+      },
+    },
+    {
+      name: 'PNG declaring 60000 × 60000 pixels',
+      code: 'too_many_pixels',
+      status: 502,
+      handler: (_q, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(pngDeclaring(60_000, 60_000)),
+    },
+  ];
+
+  for (const testCase of cases) {
+    test(testCase.name, async () => {
+      const origin = await startOrigin(testCase.handler);
+      const root = await makeRoot();
+      const app = await startApp(root, { limits: { maxBytes: 1_000_000, totalTimeoutMs: 1500, connectTimeoutMs: 1000 } });
+      try {
+        const imageUrl = `${origin.url}/bad.jpg`;
+        for (const size of ['full', '150x']) {
+          const response = await fetch(app.url + linkFor(imageUrl, { size }));
+          const body = await response.text();
+          if (size === 'full') {
+            assert.equal(response.status, testCase.status);
+            assert.equal(response.headers.get('x-imageproxy-error'), testCase.code);
+            assert.ok(body.startsWith(`${testCase.code}: `), body);
+          } else {
+            // The same key is now backing off: no second contact with the origin.
+            assert.equal(response.status, 503);
+            assert.equal(response.headers.get('x-imageproxy-error'), 'backoff');
+            assert.ok(Number(response.headers.get('retry-after')) > 0);
+          }
+        }
+        assert.equal(origin.requests, testCase.requests ?? 1);
+        const key = storageKey(Buffer.from(imageUrl));
+        assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.fail`]);
+        const health = await fetch(`${app.url}/healthz`);
+        assert.equal(health.status, 200);
+      } finally {
+        await app.close();
+        await origin.close();
+        await rm(root, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
+describe('backoff', () => {
+  test('window doubles from the failure time, answers 503 without contacting the origin, success clears it', async () => {
+    let healthy = false;
+    const origin = await startOrigin((_req, res) => {
+      if (healthy) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
+      else res.writeHead(500).end();
+    });
+    const root = await makeRoot();
+    let clock = Date.now();
+    const app = await startApp(root, {}, () => clock);
+    try {
+      const imageUrl = `${origin.url}/flaky.jpg`;
+      const get = (): Promise<Response> => fetch(app.url + linkFor(imageUrl, {}, clock));
+      assert.equal((await get()).status, 502);
+      assert.equal(origin.requests, 1);
+      const during = await get();
+      assert.equal(during.status, 503);
+      assert.equal(during.headers.get('retry-after'), '60');
+      assert.equal(origin.requests, 1);
+
+      clock += 61_000; // first window (60 s) over: try again, fail again
+      assert.equal((await get()).status, 502);
+      assert.equal(origin.requests, 2);
+      const second = await get();
+      assert.equal(second.status, 503);
+      assert.equal(second.headers.get('retry-after'), '120'); // doubled, counted from this failure
+
+      clock += 121_000;
+      healthy = true;
+      assert.equal((await get()).status, 200);
+      assert.equal(origin.requests, 3);
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('/proxy', () => {
+  test('an image not stored is passed through and not stored; a stored one is served from the tree', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(png));
+    const root = await makeRoot();
+    const app = await startApp(root);
+    try {
+      const imageUrl = `${origin.url}/passing.png`;
+      const proxied = await fetch(app.url + linkFor(imageUrl, { proxy: true, size: 'garbage' }));
+      assert.equal(proxied.status, 200);
+      assert.equal(proxied.headers.get('content-type'), 'image/png');
+      assert.ok(Buffer.from(await proxied.arrayBuffer()).equals(png));
+      assert.deepEqual(await filesOfKey(root, imageUrl), []);
+      assert.equal(origin.requests, 1);
+
+      assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // now stored
+      const fromTree = await fetch(app.url + linkFor(imageUrl, { proxy: true }));
+      assert.equal(fromTree.status, 200);
+      assert.ok(Buffer.from(await fromTree.arrayBuffer()).equals(png));
+      assert.equal(origin.requests, 2);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('address policy through the server', () => {
+  test('with private networks refused, loopback links answer 403 and never connect', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+    const root = await makeRoot();
+    const app = await startApp(root, { allowPrivateNetworks: false });
+    try {
+      const port = new URL(origin.url).port;
+      for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '0.0.0.0', '127.1', '2130706433']) {
+        const response = await fetch(app.url + linkFor(`http://${host}:${port}/x.jpg`));
+        assert.equal(response.status, 403, host);
+        assert.equal(response.headers.get('x-imageproxy-error'), 'blocked_destination', host);
+      }
+      assert.equal(origin.connections, 0);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
