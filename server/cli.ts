@@ -51,8 +51,8 @@ function parseInstant(text: string | undefined): number {
   return parsed;
 }
 
-function parsePositiveInteger(text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) === 0) throw new UsageError(`${text} is not a positive integer`);
+function parsePositiveInteger(flag: string, text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) === 0) throw new UsageError(`${flag}: ${text} is not a positive integer`);
   return Number(text);
 }
 
@@ -74,7 +74,7 @@ async function serve(options: CommonOptions & Record<string, unknown>): Promise<
   if (typeof options.engine === 'string') flags.engine = options.engine;
   if (typeof options.logLevel === 'string') flags.logLevel = options.logLevel;
   if (options.allowPrivateNetworks === true) flags.allowPrivateNetworks = true;
-  if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger(options.maxBytes));
+  if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger('--max-bytes', options.maxBytes));
   const config = loadConfig(options, flags);
   const logger = createLogger(config.logLevel);
   const secrets = resolveSecrets(config, true);
@@ -120,8 +120,15 @@ function sign(imageUrl: string, options: CommonOptions & Record<string, unknown>
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError('the image URL must be http or https');
   const proxy = options.proxy === true;
-  const height = typeof options.height === 'string' ? parsePositiveInteger(options.height) : undefined;
-  const width = typeof options.width === 'string' ? parsePositiveInteger(options.width) : undefined;
+  const sizeOption = (flag: '--height' | '--width', value: unknown): number | undefined => {
+    if (typeof value !== 'string') return undefined;
+    const size = parsePositiveInteger(flag, value);
+    // The server ignores sizes outside the list: a link with one would not be what was asked.
+    if (!config.sizes.includes(size)) throw new UsageError(`${flag}: ${size} is not an allowed size (${config.sizes.join(', ')})`);
+    return size;
+  };
+  const height = sizeOption('--height', options.height);
+  const width = sizeOption('--width', options.width);
   // As Gazelle's image_cache_encode: proxy links are always full size.
   const size = proxy || (height === undefined && width === undefined) ? 'full' : `${height ?? ''}x${width ?? ''}`;
   const extUrl = Buffer.from(imageUrl, 'utf8').toString('base64url');
@@ -174,7 +181,9 @@ export function buildProgram(): Command {
   const program = new Command('imageproxy')
     .description('Signed image cache and proxy for Gazelle-based sites')
     .exitOverride()
-    .showSuggestionAfterError();
+    .showSuggestionAfterError()
+    // One line per error: commander puts its suggestion on a line of its own.
+    .configureOutput({ writeErr: (text) => process.stderr.write(`${text.trim().replace(/\s*\n\s*/g, ' ')}\n`) });
 
   withCommon(program.command('serve').description('run the HTTP server'))
     .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)')

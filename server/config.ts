@@ -71,8 +71,10 @@ export const DEFAULT_CONFIG: Config = {
   tempMaxAgeSeconds: 3600,
   // imageproxy-py retried a failing origin every minute; we double up to a day.
   backoff: { initialSeconds: 60, maxSeconds: 86_400 },
-  // jpeg 80 with mozjpeg shows no visible loss on a thumbnail (imgproxy uses 80);
-  // webp 80 is libwebp's default; avif 50 (sharp's default) looks like JPEG 80 at half the bytes.
+  // Encoder qualities, 1-100 on each encoder's own scale. jpeg 80: with mozjpeg's trellis
+  // quantisation no visible loss on a thumbnail (imgproxy ships 80, Next.js 75); webp 80:
+  // libwebp's default, about JPEG 80 at ~25% fewer bytes; avif 50: sharp's default, AVIF's
+  // scale runs lower, 50 looks like JPEG 80 at roughly half the bytes.
   quality: { jpeg: 80, webp: 80, avif: 50 },
   userAgent: 'imageproxy/0.1 (+https://github.com/OPSnet/imageproxy)',
   logLevel: 'info',
@@ -185,6 +187,13 @@ function parseEnvValue(name: string, key: string, kind: (typeof ENV_KEYS)[number
 
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   const layer: ConfigLayer = {};
+  // A misspelt variable (IMAGEPROXY_SECRET for IMAGEPROXY_SECRETS) must not pass silently:
+  // serve would generate a random secret and refuse every link.
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('IMAGEPROXY_') && !ENV_KEYS.some((entry) => entry.env === name)) {
+      throw new ConfigError(name, `unknown environment variable (known: ${ENV_KEYS.map((entry) => entry.env).join(', ')})`);
+    }
+  }
   for (const { env: name, key, kind } of ENV_KEYS) {
     const raw = env[name];
     if (raw !== undefined) setKey(layer, key, parseEnvValue(name, key, kind, raw));

@@ -6,6 +6,7 @@
  * verifies the signature, and only a signed link has its image URL decoded and judged.
  */
 import { ImageproxyError } from './errors.js';
+import { SIGNATURE_PATTERN } from './signing.js';
 import { FULL_SIZE, parseSize, type SizeSpec } from './sizes.js';
 
 export interface LinkRules {
@@ -23,7 +24,6 @@ export interface ParsedLink {
 }
 
 const BASE64URL_PATTERN = /^[A-Za-z0-9_-]+={0,2}$/;
-const SIGNATURE_PATTERN = /^[A-Za-z0-9_-]{16}$/;
 // Longer than any URL a browser or Gazelle would keep; bounds the work on hostile input.
 const MAX_EXT_URL_LENGTH = 8192;
 

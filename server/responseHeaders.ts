@@ -3,6 +3,7 @@
  * the nginx config, the files nginx sends.
  */
 import type { ImageExtension } from './layout.js';
+import { FORMAT_INFO } from './sniff.js';
 
 /** Stored images never change: a link's bytes are fixed once fetched. */
 export const IMAGE_CACHE_CONTROL = 'public, max-age=604800, immutable';
@@ -11,13 +12,9 @@ export const ERROR_CACHE_CONTROL = 'no-store';
 /** Nothing we answer may run script or load anything, even if a browser is tricked into rendering it. */
 export const CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox";
 
-export const CONTENT_TYPE_BY_EXTENSION: Record<ImageExtension, string> = {
-  jpg: 'image/jpeg',
-  png: 'image/png',
-  webp: 'image/webp',
-  gif: 'image/gif',
-  avif: 'image/avif',
-};
+export const CONTENT_TYPE_BY_EXTENSION = Object.fromEntries(
+  Object.values(FORMAT_INFO).map((info) => [info.ext, info.contentType]),
+) as Record<ImageExtension, string>;
 
 /** Headers on every answer, image or error. */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {

@@ -11,6 +11,8 @@ import { acceptedWeeks, weekSuffix, type WeekCandidate, type WeekRule } from './
 
 export const SIGNATURE_BYTES = 12;
 export const SIGNATURE_LENGTH = 16; // base64url of 12 bytes, never padded
+/** A well-formed signature: exactly 16 base64url characters. */
+export const SIGNATURE_PATTERN = /^[A-Za-z0-9_-]{16}$/;
 
 export interface SignedParts {
   bucket: string;
@@ -56,7 +58,9 @@ export function verifySignature(
   parts: SignedParts,
   rules: VerifyRules,
 ): SignatureMatch | null {
-  if (signature.length !== SIGNATURE_LENGTH) return null;
+  // The alphabet check matters: latin1 keeps only the low byte of each character, so
+  // without it 'Ł' (U+0141) would compare equal to 'A' (0x41).
+  if (!SIGNATURE_PATTERN.test(signature)) return null;
   const given = Buffer.from(signature, 'latin1');
   const schemes = rules.legacyAllowed ? [false, true] : [false];
   let match: SignatureMatch | null = null;

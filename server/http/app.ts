@@ -31,7 +31,6 @@ export function createApp(deps: AppDependencies): express.Express {
 
   const app = express();
   app.disable('x-powered-by');
-  app.disable('etag'); // images get their ETag from the file; errors need none
   app.set('query parser', false);
   app.use(
     helmet({
@@ -112,10 +111,26 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
   }
   return new Promise((resolve, reject) => {
     res.type(contentType);
+    // dotfiles 'allow': the path is built from a validated key, and a root below a dot
+    // directory (~/.local/share/…) must work; `send` would check every path segment.
     res.sendFile(
       image.path,
-      { maxAge: IMAGE_MAX_AGE_MS, immutable: true, lastModified: true, etag: true, dotfiles: 'deny' },
-      (error) => (error === undefined || error === null ? resolve() : reject(error)),
+      { maxAge: IMAGE_MAX_AGE_MS, immutable: true, lastModified: true, etag: true, dotfiles: 'allow' },
+      (error: unknown) => {
+        if (error === undefined || error === null) return resolve();
+        const status = (error as { status?: unknown }).status;
+        if (status === 404) {
+          // Removed (purged) between the lookup and the send.
+          return reject(new ImageproxyError('not_stored', 'image is not stored', { cause: error }));
+        }
+        if (typeof status === 'number' && status < 500 && !res.headersSent) {
+          // A refused Range (416, with send's Content-Range) or precondition (412): the
+          // file is fine, the request's conditions are not.
+          res.status(status).set('Cache-Control', ERROR_CACHE_CONTROL).end();
+          return resolve();
+        }
+        reject(error);
+      },
     );
   });
 }

@@ -1,0 +1,352 @@
+// The built command (`npm test` builds first): exit codes, output lines, and `serve` as a
+// real process on 127.0.0.1 port 0. Every spawned server is killed; temp roots removed.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { storageKey } from '../server/layout.js';
+import { ImageStore } from '../server/store.js';
+import { VECTORS, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, type Vector } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
+const TIMEOUT_MS = 20_000;
+
+/** The environment without any IMAGEPROXY_* the developer may have set. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  return { ...env, ...extra };
+}
+
+interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function startCli(args: string[], options: { cwd: string; env?: Record<string, string> }): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: cleanEnv(options.env) });
+}
+
+function runCli(args: string[], options: { cwd: string; env?: Record<string, string> }): Promise<CliRun> {
+  const child = startCli(args, options);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function lines(text: string): string[] {
+  return text.split('\n').filter((line) => line !== '');
+}
+
+let cwd = '';
+before(async () => {
+  cwd = await makeTempRoot();
+});
+after(() => removeTempRoot(cwd));
+
+const signArgs = (vector: Vector): string[] => [
+  'sign',
+  vector.imageUrl,
+  '--secret',
+  vector.secret,
+  '--at',
+  String(vector.at),
+  '--bucket',
+  vector.bucket,
+  ...(vector.proxy ? ['--proxy'] : []),
+  ...(vector.legacy ? ['--legacy'] : []),
+];
+
+/** sign follows today's Gazelle (ISO week-year); the calendar-rule vector is verify-only. */
+const ISO_VECTORS = VECTORS.filter((vector) => ruleOf(vector) === 'iso');
+
+describe('sign', () => {
+  for (const vector of ISO_VECTORS) {
+    it(`reproduces the vector: ${vector.name}`, async () => {
+      const run = await runCli(signArgs(vector), { cwd });
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout, `${vector.path}\n`, 'exactly one line, the path');
+      assert.equal(run.stderr, '');
+    });
+  }
+
+  it('--at as an ISO date gives the same path as epoch seconds', async () => {
+    const [vector] = ISO_VECTORS;
+    assert.ok(vector !== undefined);
+    const args = signArgs(vector).map((arg) => (arg === String(vector.at) ? new Date(vector.at * 1000).toISOString() : arg));
+    const run = await runCli(args, { cwd });
+    assert.equal(run.stdout, `${vector.path}\n`);
+  });
+
+  it('--height and --width make a size; --proxy forces full', async () => {
+    const base = ['sign', 'https://example.com/a.jpg', '--secret', 's', '--at', '1735560000'];
+    const sized = await runCli([...base, '--height', '150', '--width', '200'], { cwd });
+    assert.match(sized.stdout, /^\/i\/150x200\/[A-Za-z0-9_-]{16}\/[A-Za-z0-9_-]+\n$/);
+    const proxied = await runCli([...base, '--height', '150', '--proxy'], { cwd });
+    assert.match(proxied.stdout, /^\/i\/full\/[A-Za-z0-9_-]{16}\/[A-Za-z0-9_-]+\/proxy\n$/);
+  });
+});
+
+describe('verify', () => {
+  for (const vector of VECTORS) {
+    it(`accepts the vector at its instant and says why: ${vector.name}`, async () => {
+      const rule = ruleOf(vector);
+      const env: Record<string, string> = vector.legacy ? { IMAGEPROXY_BUCKETS: 'i:legacy' } : {};
+      const run = await runCli(['verify', vector.path, '--secret', 'a newer secret', '--secret', vector.secret, '--at', String(vector.at)], { cwd, env });
+      assert.equal(run.code, 0, run.stdout + run.stderr);
+      assert.equal(lines(run.stdout).length, 1);
+      assert.match(run.stdout, /^valid: /);
+      assert.ok(run.stdout.includes('secret #1'), run.stdout);
+      assert.ok(run.stdout.includes(`week ${vector.weekSuffix} (${rule} year rule`), run.stdout);
+      assert.ok(run.stdout.includes(vector.legacy ? 'legacy scheme' : 'bucket scheme'), run.stdout);
+    });
+  }
+
+  const [vector] = VECTORS;
+  assert.ok(vector !== undefined);
+  const signature = vector.path.split('/')[3] ?? '';
+  const tamperedPath = vector.path.replace(signature, `${signature.slice(0, -1)}${signature.endsWith('A') ? 'B' : 'A'}`);
+
+  interface InvalidCase {
+    name: string;
+    args: string[];
+    env?: Record<string, string>;
+    reason: string;
+  }
+  const INVALID_CASES: InvalidCase[] = [
+    { name: 'tampered signature', args: ['verify', tamperedPath, '--secret', vector.secret, '--at', String(vector.at)], reason: 'bad_signature' },
+    { name: 'two weeks later', args: ['verify', vector.path, '--secret', vector.secret, '--at', String(vector.at + 14 * 86_400)], reason: 'bad_signature' },
+    { name: 'wrong secret', args: ['verify', vector.path, '--secret', 'nope', '--at', String(vector.at)], reason: 'bad_signature' },
+    {
+      name: 'legacy link in a bucket without legacy',
+      args: ['verify', VECTORS.find((item) => item.legacy)?.path ?? '', '--secret', vector.secret, '--at', String(vector.at)],
+      reason: 'bad_signature',
+    },
+    { name: 'unknown bucket', args: ['verify', vector.path.replace('/i/', '/x/'), '--secret', vector.secret], reason: 'unknown_bucket' },
+    { name: 'bad path', args: ['verify', '/i/full', '--secret', vector.secret], reason: 'bad_path' },
+  ];
+  for (const testCase of INVALID_CASES) {
+    it(`exit 1: ${testCase.name}`, async () => {
+      const run = await runCli(testCase.args, { cwd, env: testCase.env });
+      assert.equal(run.code, 1, run.stdout + run.stderr);
+      assert.equal(run.stdout, run.stdout.split('\n')[0] + '\n', 'one line');
+      assert.ok(run.stdout.startsWith(`invalid: ${testCase.reason}`), run.stdout);
+    });
+  }
+
+  it('accepts a full URL as well as a path', async () => {
+    const run = await runCli(['verify', `https://img.example.org${vector.path}?x=1`, '--secret', vector.secret, '--at', String(vector.at)], { cwd });
+    assert.equal(run.code, 0, run.stdout);
+  });
+});
+
+interface UsageCase {
+  name: string;
+  args: string[];
+  env?: Record<string, string>;
+  config?: string;
+  /** A word the one-line reason must contain. */
+  mentions: string;
+}
+
+const USAGE_CASES: UsageCase[] = [
+  { name: 'unknown flag', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--bogus'], mentions: '--bogus' },
+  {
+    name: 'misspelled flag',
+    args: ['sign', 'https://example.com/a.jpg', '--secrte', 's'],
+    mentions: '--secrte',
+  },
+  { name: 'unknown command', args: ['bogus'], mentions: 'bogus' },
+  { name: 'missing argument', args: ['sign'], mentions: 'image-url' },
+  { name: 'bad --at', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--at', 'yesterday-ish'], mentions: '--at' },
+  { name: 'bad --at in verify', args: ['verify', '/i/full/AAAAAAAAAAAAAAAA/aGk', '--secret', 's', '--at', 'never'], mentions: '--at' },
+  { name: 'bad --delivery choice', args: ['serve', '--delivery', 'bogus'], mentions: 'bogus' },
+  { name: 'bad --max-bytes', args: ['serve', '--max-bytes', '-5'], mentions: '-5' },
+  {
+    name: 'bad --max-bytes names the flag',
+    args: ['serve', '--max-bytes', '0'],
+    mentions: '--max-bytes',
+  },
+  {
+    name: 'bad --height names the flag',
+    args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--height', 'tall'],
+    mentions: '--height',
+  },
+  { name: 'sign for an unknown bucket', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--bucket', 'zz'], mentions: '--bucket' },
+  { name: 'sign an ftp URL', args: ['sign', 'ftp://example.com/a.jpg', '--secret', 's'], mentions: 'http' },
+  { name: 'no secret anywhere', args: ['sign', 'https://example.com/a.jpg'], mentions: 'secret' },
+  { name: 'bad value in the config file', args: ['sign', 'https://example.com/a.jpg', '--secret', 's'], config: '{"limits": {"maxBytes": 0}}', mentions: 'limits.maxBytes' },
+  { name: 'unknown key in the config file', args: ['init-buckets'], config: '{"sizez": [150]}', mentions: 'sizez' },
+  { name: 'config file not JSON', args: ['init-buckets'], config: '{', mentions: '--config' },
+  { name: 'bad value in the environment', args: ['init-buckets'], env: { IMAGEPROXY_DELIVERY: 'bogus' }, mentions: 'delivery' },
+  { name: 'bad number in the environment', args: ['init-buckets'], env: { IMAGEPROXY_MAX_BYTES: 'lots' }, mentions: 'limits.maxBytes' },
+];
+
+describe('usage and config errors exit 2 with a one-line reason', () => {
+  for (const [index, testCase] of USAGE_CASES.entries()) {
+    it(testCase.name, async () => {
+      const args = [...testCase.args];
+      if (testCase.config !== undefined) {
+        const path = join(cwd, `usage-${index}.json`);
+        await writeFile(path, testCase.config);
+        args.push('--config', path);
+      }
+      const run = await runCli(args, { cwd, env: { IMAGEPROXY_ROOT: join(cwd, `usage-root-${index}`), ...testCase.env } });
+      assert.equal(run.code, 2, run.stdout + run.stderr);
+      assert.equal(run.stdout, '');
+      assert.equal(lines(run.stderr).length, 1, run.stderr);
+      assert.ok(run.stderr.includes(testCase.mentions), run.stderr);
+    });
+  }
+});
+
+describe('--help', () => {
+  for (const args of [['--help'], ['serve', '--help'], ['sign', '--help'], ['verify', '--help'], ['init-buckets', '--help'], ['help', 'sign']]) {
+    it(args.join(' '), async () => {
+      const run = await runCli(args, { cwd });
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /^Usage: imageproxy/);
+    });
+  }
+});
+
+describe('init-buckets', () => {
+  it('creates 64 × 64 directories per bucket and is idempotent', async () => {
+    const root = join(cwd, 'init-root');
+    const env = { IMAGEPROXY_ROOT: root, IMAGEPROXY_BUCKETS: 'i,f' };
+    const first = await runCli(['init-buckets'], { cwd, env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /created 8192 of 8192 directories\n$/);
+    assert.equal((await readdir(join(root, 'f'))).length, 64);
+    assert.equal((await readdir(join(root, 'f', '_'))).length, 64);
+    const second = await runCli(['init-buckets'], { cwd, env });
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /created 0 of 8192 directories\n$/);
+  });
+});
+
+// ---- serve ---------------------------------------------------------------------
+
+interface LogLine {
+  level: number;
+  msg: string;
+  address?: string;
+  file?: string;
+}
+
+interface Served {
+  child: ChildProcessWithoutNullStreams;
+  baseUrl: string;
+  logs: LogLine[];
+  stop(): Promise<number | null>;
+}
+
+/** Starts `serve`, reads JSON log lines until the listening line, returns its address. */
+async function serve(args: string[], env: Record<string, string>): Promise<Served> {
+  const child = startCli(['serve', '--listen', '127.0.0.1:0', ...args], { cwd, env });
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const stop = async (): Promise<number | null> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const logs: LogLine[] = [];
+  try {
+    const baseUrl = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`serve did not listen in time: ${stderr}`)), TIMEOUT_MS);
+      void exited.then((code) => reject(new Error(`serve exited ${code}: ${stderr}`)));
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const log = JSON.parse(line) as LogLine;
+        logs.push(log);
+        if (log.msg.startsWith('listening on http://') && log.address !== undefined) {
+          clearTimeout(timer);
+          resolve(log.address);
+        }
+      });
+    });
+    return { child, baseUrl, logs, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+describe('serve', () => {
+  it('--listen 127.0.0.1:0 logs the picked port and answers /healthz', async () => {
+    const root = join(cwd, 'serve-root');
+    const served = await serve(['--root', root, '--secret', 'configured'], {});
+    try {
+      assert.match(served.baseUrl, /^http:\/\/127\.0\.0\.1:[1-9]\d*$/);
+      const health = await request(served.baseUrl, '/healthz');
+      assert.equal(health.status, 200);
+      assert.equal(served.logs.some((log) => log.level === 40), false, 'no warning when a secret is configured');
+    } finally {
+      assert.equal(await served.stop(), 0, 'SIGTERM ends serve with 0');
+    }
+  });
+
+  it('without a secret: generates one 0600 under the root, warns, and sign uses it', async () => {
+    const root = join(cwd, 'generated-root');
+    const served = await serve([], { IMAGEPROXY_ROOT: root });
+    try {
+      const secretPath = join(root, '.imageproxy-secret');
+      assert.equal((await stat(secretPath)).mode & 0o777, 0o600);
+      const warning = served.logs.find((log) => log.level === 40);
+      assert.ok(warning !== undefined, 'a warning is logged');
+      assert.ok(warning.msg.includes(secretPath), warning.msg);
+
+      const imageUrl = 'https://example.com/generated.png';
+      const signed = await runCli(['sign', imageUrl], { cwd, env: { IMAGEPROXY_ROOT: root } });
+      assert.equal(signed.code, 0, signed.stderr);
+      const path = lines(signed.stdout)[0] ?? '';
+      assert.ok(path.endsWith(`/${extUrlOf(imageUrl)}`), path);
+
+      // Stored in advance, so the server answers from the tree and fetches nothing.
+      const key = storageKey(Buffer.from(imageUrl));
+      const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#123456' } }).png().toBuffer();
+      await new ImageStore(root).storeImage('i', key, null, 'png', png);
+      const answer = await request(served.baseUrl, path);
+      assert.equal(answer.status, 200, answer.body.toString());
+      assert.deepEqual(answer.body, png);
+
+      const verified = await runCli(['verify', path], { cwd, env: { IMAGEPROXY_ROOT: root } });
+      assert.equal(verified.code, 0, verified.stdout);
+
+      const forged = await request(served.baseUrl, path.replace(/\/[A-Za-z0-9_-]{16}\//, '/AAAAAAAAAAAAAAAA/'));
+      assert.equal(forged.status, 410);
+    } finally {
+      await served.stop();
+    }
+  });
+
+  it('a second start keeps the generated secret and does not warn again', async () => {
+    const root = join(cwd, 'generated-twice');
+    const first = await serve([], { IMAGEPROXY_ROOT: root });
+    await first.stop();
+    const secretBefore = await stat(join(root, '.imageproxy-secret'));
+    const second = await serve([], { IMAGEPROXY_ROOT: root });
+    try {
+      assert.equal(second.logs.some((log) => log.level === 40), false);
+      assert.equal((await stat(join(root, '.imageproxy-secret'))).mtimeMs, secretBefore.mtimeMs);
+    } finally {
+      await second.stop();
+    }
+  });
+});

@@ -1,0 +1,150 @@
+/**
+ * Shared test helpers: temp roots, the signature vectors, signed paths and an in-process
+ * app on 127.0.0.1 port 0. Nothing here talks to anything beyond loopback.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { buildConfig, type Config, type ConfigLayer } from '../server/config.js';
+import { createApp } from '../server/http/app.js';
+import { signLink } from '../server/signing.js';
+import { createStoredImageService } from '../server/storedImages.js';
+import { ImageStore } from '../server/store.js';
+import { weekSuffix, type WeekRule } from '../server/weeks.js';
+
+export interface Vector {
+  name: string;
+  secret: string;
+  /** Epoch seconds, UTC. */
+  at: number;
+  bucket: string;
+  imageUrl: string;
+  proxy: boolean;
+  legacy: boolean;
+  weekSuffix: string;
+  path: string;
+}
+
+export const VECTORS: readonly Vector[] = (
+  JSON.parse(readFileSync(new URL('./vectors.json', import.meta.url), 'utf8')) as { signatures: Vector[] }
+).signatures;
+
+/** The year rule a vector was signed under: ISO unless its suffix is the calendar-year one. */
+export function ruleOf(vector: Vector): WeekRule {
+  return weekSuffix(vector.at * 1000, 'iso') === vector.weekSuffix ? 'iso' : 'calendar';
+}
+
+/** A fresh directory under the OS temp dir; `prefix` may start with a dot to make a hidden one. */
+export function makeTempRoot(prefix = 'imageproxy-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export function removeTempRoot(root: string): Promise<void> {
+  return rm(root, { recursive: true, force: true });
+}
+
+export function extUrlOf(imageUrl: string): string {
+  return Buffer.from(imageUrl, 'utf8').toString('base64url');
+}
+
+export interface LinkSpec {
+  secret: string;
+  imageUrl: string;
+  atMs: number;
+  bucket?: string;
+  size?: string;
+  proxy?: boolean;
+  legacy?: boolean;
+}
+
+/** The path Gazelle would emit for this link (ISO week rule, no padding). */
+export function signedPath(spec: LinkSpec): string {
+  const bucket = spec.bucket ?? 'i';
+  const proxy = spec.proxy ?? false;
+  const extUrl = extUrlOf(spec.imageUrl);
+  const signature = signLink(spec.secret, { bucket, extUrl, proxy }, spec.atMs, { legacy: spec.legacy ?? false });
+  return `/${bucket}/${spec.size ?? 'full'}/${signature}/${extUrl}${proxy ? '/proxy' : ''}`;
+}
+
+export interface Answer {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+}
+
+/**
+ * One request to a local server with node:http, body read whole. Not fetch: it adds
+ * `Cache-Control: no-cache` to conditional requests and normalizes paths.
+ */
+export function request(
+  baseUrl: string,
+  path: string,
+  options: { method?: string; headers?: Record<string, string> } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(baseUrl);
+    const outgoing = httpRequest({ hostname, port, path, method: options.method ?? 'GET', headers: options.headers }, (incoming) => {
+      const chunks: Buffer[] = [];
+      incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+      incoming.on('error', reject);
+      incoming.on('end', () => {
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(incoming.headers)) {
+          for (const item of Array.isArray(value) ? value : [value ?? '']) headers.append(name, item);
+        }
+        resolve({ status: incoming.statusCode ?? 0, headers, body: Buffer.concat(chunks) });
+      });
+    });
+    outgoing.on('error', reject);
+    outgoing.end();
+  });
+}
+
+export interface RunningApp {
+  baseUrl: string;
+  root: string;
+  config: Config;
+  store: ImageStore;
+  close(): Promise<void>;
+}
+
+/** The Express app over a stored-images service, listening on 127.0.0.1:0. */
+export async function startApp(options: {
+  root: string;
+  secrets: string[];
+  /** The app's clock; tests of expiry move it. */
+  now: () => number;
+  config?: ConfigLayer;
+}): Promise<RunningApp> {
+  const config = buildConfig({ flags: { root: options.root, secrets: options.secrets, ...options.config } });
+  const store = new ImageStore(options.root);
+  const images = createStoredImageService(store);
+  const app = createApp({
+    config,
+    secrets: options.secrets,
+    images,
+    logger: pino({ level: 'silent' }),
+    now: options.now,
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    baseUrl: `http://127.0.0.1:${port}`,
+    root: options.root,
+    config,
+    store,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await images.close();
+    },
+  };
+}

@@ -1,0 +1,228 @@
+// Storage layout (pure names) and the ImageStore over a real temp root.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  IMAGE_EXTENSIONS,
+  failureFileName,
+  fileStem,
+  imageFileName,
+  isImageExtension,
+  isTempFileName,
+  keyDirectory,
+  lockFileName,
+  metadataFileName,
+  storageKey,
+  tempFileName,
+} from '../server/layout.js';
+import { imageUrlBytes, parseLink } from '../server/link.js';
+import { ImageStore } from '../server/store.js';
+import { extUrlOf, makeTempRoot, removeTempRoot } from './helpers.js';
+
+const KEY_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+
+interface KeyCase {
+  name: string;
+  imageUrl: string;
+}
+
+const KEY_CASES: KeyCase[] = [
+  { name: 'plain https', imageUrl: 'https://example.com/a.jpg' },
+  { name: 'query string', imageUrl: 'https://example.com/a.jpg?size=large&x=1' },
+  { name: 'non-ASCII path', imageUrl: 'https://example.com/bild-ü.png' },
+  { name: 'IDN host', imageUrl: 'https://bücher.example/a.gif' },
+  { name: 'long URL', imageUrl: `https://example.com/${'a'.repeat(2000)}.webp` },
+];
+
+describe('storageKey', () => {
+  for (const testCase of KEY_CASES) {
+    it(`${testCase.name}: 43 base64url characters, sha256 of the decoded bytes`, () => {
+      const key = storageKey(imageUrlBytes(extUrlOf(testCase.imageUrl)));
+      assert.match(key, KEY_PATTERN);
+      assert.equal(key, createHash('sha256').update(testCase.imageUrl, 'utf8').digest('base64url'));
+    });
+  }
+
+  it('different URLs give different keys', () => {
+    const keys = KEY_CASES.map((testCase) => storageKey(Buffer.from(testCase.imageUrl)));
+    assert.equal(new Set(keys).size, keys.length);
+  });
+
+  it('padding variants of one link share one key', () => {
+    const rules = { buckets: new Set(['i']), sizes: [150] };
+    const unpadded = extUrlOf('https://example.com/a.jpg'); // 25 bytes: two padding characters
+    const paths = [`/i/full/AAAAAAAAAAAAAAAA/${unpadded}`, `/i/full/AAAAAAAAAAAAAAAA/${unpadded}==`, `/i/full/AAAAAAAAAAAAAAAA/${unpadded}%3D%3D`];
+    const keys = paths.map((path) => storageKey(imageUrlBytes(parseLink(path, rules).extUrl)));
+    assert.equal(new Set(keys).size, 1, keys.join(' '));
+  });
+
+  it('keyDirectory shards by the first two characters', () => {
+    assert.equal(keyDirectory('i', 'Ab-_rest'), 'i/A/b');
+    assert.equal(keyDirectory('t', '-_xyz'), 't/-/_');
+  });
+});
+
+const KEY = storageKey(Buffer.from('https://example.com/a.jpg'));
+
+interface NameCase {
+  name: string;
+  fileName: string;
+  expected: string;
+  /** Whether a lookup may ever serve it. */
+  servable: boolean;
+}
+
+const NAME_CASES: NameCase[] = [
+  { name: 'original', fileName: imageFileName(fileStem(KEY, null), 'jpg'), expected: `${KEY}.jpg`, servable: true },
+  { name: 'variant', fileName: imageFileName(fileStem(KEY, '150x'), 'webp'), expected: `${KEY}.150x.webp`, servable: true },
+  { name: 'variant with both sides', fileName: imageFileName(fileStem(KEY, '250x250'), 'png'), expected: `${KEY}.250x250.png`, servable: true },
+  { name: 'metadata', fileName: metadataFileName(KEY), expected: `${KEY}.json`, servable: false },
+  { name: 'lock of the original', fileName: lockFileName(fileStem(KEY, null)), expected: `${KEY}.lock`, servable: false },
+  { name: 'lock of a variant', fileName: lockFileName(fileStem(KEY, 'x200')), expected: `${KEY}.x200.lock`, servable: false },
+  { name: 'failure record', fileName: failureFileName(KEY), expected: `${KEY}.fail`, servable: false },
+  { name: 'failure record of a variant', fileName: failureFileName(fileStem(KEY, '150x')), expected: `${KEY}.150x.fail`, servable: false },
+  ...IMAGE_EXTENSIONS.map((ext) => ({
+    name: `temp of a .${ext} original`,
+    fileName: tempFileName(`${KEY}.${ext}`, '123.abcdef'),
+    expected: `.${KEY}.${ext}.123.abcdef.tmp`,
+    servable: false,
+  })),
+  { name: 'temp of metadata', fileName: tempFileName(metadataFileName(KEY), '9.ff'), expected: `.${KEY}.json.9.ff.tmp`, servable: false },
+];
+
+describe('file names', () => {
+  for (const testCase of NAME_CASES) {
+    it(testCase.name, () => {
+      assert.equal(testCase.fileName, testCase.expected);
+      const extension = testCase.fileName.slice(testCase.fileName.lastIndexOf('.') + 1);
+      assert.equal(isImageExtension(extension), testCase.servable, 'only image names end in an image extension');
+      assert.equal(isTempFileName(testCase.fileName), testCase.fileName.endsWith('.tmp'));
+      if (!testCase.servable) {
+        for (const ext of IMAGE_EXTENSIONS) assert.ok(!testCase.fileName.endsWith(`.${ext}`));
+      }
+    });
+  }
+
+  it('isTempFileName needs both the leading dot and .tmp', () => {
+    assert.equal(isTempFileName(`${KEY}.tmp`), false);
+    assert.equal(isTempFileName('.imageproxy-secret'), false);
+    assert.equal(isTempFileName(`${KEY}.jpg`), false);
+  });
+});
+
+describe('ImageStore', () => {
+  let root = '';
+  before(async () => {
+    root = await makeTempRoot();
+  });
+  after(() => removeTempRoot(root));
+
+  async function place(relativePath: string, bytes: string | Buffer = 'x'): Promise<string> {
+    const path = join(root, relativePath);
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, bytes);
+    return path;
+  }
+
+  it('find tries every extension and returns the relative path', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/find.avif'));
+    assert.equal(await store.find('i', key, null), null);
+    const path = await place(`i/${key[0]}/${key[1]}/${key}.avif`, Buffer.alloc(17));
+    const found = await store.find('i', key, null);
+    assert.deepEqual(found && { ...found, modifiedMs: 0 }, {
+      path,
+      relativePath: `i/${key[0]}/${key[1]}/${key}.avif`,
+      ext: 'avif',
+      bytes: 17,
+      modifiedMs: 0,
+    });
+  });
+
+  it('find keeps original and variant apart, and buckets apart', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/variant.png'));
+    await place(`i/${key[0]}/${key[1]}/${key}.150x.webp`);
+    assert.equal(await store.find('i', key, null), null);
+    assert.equal(await store.find('i', key, 'x150'), null);
+    assert.equal(await store.find('f', key, '150x'), null);
+    assert.equal((await store.find('i', key, '150x'))?.ext, 'webp');
+  });
+
+  it('find takes jpg first when two formats exist', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/both'));
+    await place(`t/${key[0]}/${key[1]}/${key}.png`);
+    await place(`t/${key[0]}/${key[1]}/${key}.jpg`);
+    assert.equal((await store.find('t', key, null))?.ext, 'jpg');
+  });
+
+  it('find skips a directory with an image name, and temp, json, lock and fail files', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/not-files'));
+    const directory = `f/${key[0]}/${key[1]}`;
+    await mkdir(join(root, directory, `${key}.jpg`), { recursive: true });
+    for (const name of [tempFileName(`${key}.png`, '1.a'), metadataFileName(key), lockFileName(key), failureFileName(key)]) {
+      await place(`${directory}/${name}`);
+    }
+    assert.equal(await store.find('f', key, null), null);
+    await place(`${directory}/${key}.gif`);
+    assert.equal((await store.find('f', key, null))?.ext, 'gif');
+  });
+
+  it('writeAtomic writes the bytes and leaves no temp file', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/atomic'));
+    const bytes = Buffer.from('the whole file');
+    const path = await store.writeAtomic('i', key, `${key}.png`, bytes);
+    assert.equal(path, join(root, 'i', key[0] ?? '', key[1] ?? '', `${key}.png`));
+    assert.deepEqual(await readdir(join(root, 'i', key[0] ?? '', key[1] ?? '')), [`${key}.png`]);
+    assert.equal((await stat(path)).size, bytes.length);
+    const stored = await store.storeImage('i', key, '150x', 'jpg', bytes);
+    assert.equal(stored.relativePath, `i/${key[0]}/${key[1]}/${key}.150x.jpg`);
+    assert.deepEqual((await readdir(join(root, 'i', key[0] ?? '', key[1] ?? ''))).sort(), [`${key}.150x.jpg`, `${key}.png`]);
+  });
+
+  it('removeStaleTempFiles removes only old temp files in key directories', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/stale'));
+    const directory = `i/${key[0]}/${key[1]}`;
+    const nowMs = Date.now();
+    const oldSeconds = (nowMs - 7_200_000) / 1000;
+    const oldTemp = await place(`${directory}/${tempFileName(`${key}.jpg`, '1.old')}`);
+    const freshTemp = await place(`${directory}/${tempFileName(`${key}.png`, '2.new')}`);
+    const oldImage = await place(`${directory}/${key}.jpg`);
+    const oldTempAtBucketLevel = await place(`i/${tempFileName('x.jpg', '3.top')}`);
+    for (const path of [oldTemp, oldImage, oldTempAtBucketLevel]) await utimes(path, oldSeconds, oldSeconds);
+
+    assert.equal(await store.removeStaleTempFiles('i', 3_600_000, nowMs), 1);
+    const left = await readdir(join(root, directory));
+    assert.ok(!left.includes(tempFileName(`${key}.jpg`, '1.old')));
+    assert.ok(left.includes(tempFileName(`${key}.png`, '2.new')), freshTemp);
+    assert.ok(left.includes(`${key}.jpg`));
+    assert.ok((await readdir(join(root, 'i'))).includes(tempFileName('x.jpg', '3.top')));
+    assert.equal(await store.removeStaleTempFiles('no-such-bucket', 0, nowMs), 0);
+  });
+});
+
+describe('ImageStore.initBuckets', () => {
+  let root = '';
+  before(async () => {
+    root = await makeTempRoot();
+  });
+  after(() => removeTempRoot(root));
+
+  it('creates 64 × 64 directories per bucket, then none on a second run', async () => {
+    const store = new ImageStore(root);
+    assert.equal(await store.initBuckets(['i', 'f']), 2 * 4096);
+    for (const bucket of ['i', 'f']) {
+      const firstLevel = await readdir(join(root, bucket));
+      assert.equal(firstLevel.length, 64);
+      for (const first of firstLevel) assert.equal((await readdir(join(root, bucket, first))).length, 64);
+    }
+    assert.equal(await store.initBuckets(['i', 'f']), 0);
+    assert.equal(await store.initBuckets(['i', 'f', 't']), 4096);
+  });
+});
