@@ -19,8 +19,8 @@ export type SizeSpec =
 
 export const FULL_SIZE: SizeSpec = { kind: 'full' };
 
-// Six digits is far above any sensible thumbnail and keeps Number() exact.
-const SIZE_PATTERN = /^(\d{0,6})x(\d{0,6})$/;
+// Any number of digits: a value outside the allowed list is ignored, however long.
+const SIZE_PATTERN = /^(\d*)x(\d*)$/;
 
 function allowedOrNull(digits: string, allowed: readonly number[]): number | null {
   if (digits === '') return null;

@@ -193,7 +193,9 @@ const SIZE_CASES: SizeCase[] = [
   { name: 'negative', segment: '-150x', expected: 'bad_size' },
   { name: 'decimal', segment: '150.0x', expected: 'bad_size' },
   { name: 'space', segment: ' 150x', expected: 'bad_size' },
-  { name: 'seven digits', segment: '1234567x', expected: 'bad_size' },
+  { name: 'seven digits, nothing else allowed', segment: '1234567x', expected: 'bad_size' },
+  { name: 'a long disallowed value is ignored like any other', segment: '1234567x150', expected: box(null, 150, 'x150') },
+  { name: 'digits past Number precision', segment: '150x99999999999999999999', expected: box(150, null, '150x') },
 ];
 
 describe('parseSize', () => {
