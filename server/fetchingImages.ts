@@ -12,6 +12,7 @@ import type { FetchedImage } from './fetcher.js';
 import type { ImageAnswer, ImageRequest, ImageService } from './imageService.js';
 import { fileStem } from './layout.js';
 import type { Logger } from './log.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { FORMAT_INFO, formatFromExt } from './sniff.js';
 import { InProcessFlights, withFileLock, type FileLockOptions } from './singleFlight.js';
 import type { ImageStore, StoredImage } from './store.js';
@@ -27,6 +28,7 @@ export interface FetchingServiceDependencies {
   fetcher: ImageFetcher;
   engine: ResizeEngine;
   logger: Logger;
+  metrics?: Metrics;
   now?: () => number;
 }
 
@@ -46,6 +48,7 @@ const BACKOFF_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 export function createFetchingImageService(deps: FetchingServiceDependencies): ImageService {
   const { config, store, fetcher, engine, logger } = deps;
   const now = deps.now ?? Date.now;
+  const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
   const flights = new InProcessFlights();
   const lockOptions: FileLockOptions = {
     waitMs: config.singleFlightWaitMs,
@@ -89,7 +92,18 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
 
   async function fetchOriginal(request: ImageRequest): Promise<FetchedImage> {
     const started = now();
-    const fetched = await fetcher.fetchImage(request.imageUrl);
+    const stopTimer = metrics.fetchSeconds.startTimer();
+    let fetched: FetchedImage;
+    try {
+      fetched = await fetcher.fetchImage(request.imageUrl);
+    } catch (error) {
+      metrics.fetches.inc({ result: toImageproxyError(error).code });
+      throw error;
+    } finally {
+      stopTimer();
+    }
+    metrics.fetches.inc({ result: 'ok' });
+    metrics.fetchedBytes.inc(fetched.bytes.length);
     logger.info(
       { url: request.imageUrl.href, bytes: fetched.bytes.length, format: fetched.format, width: fetched.width, height: fetched.height, ms: now() - started },
       'fetched',
@@ -139,12 +153,18 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
           const format = formatFromExt(original.ext);
           if (format === null || size.kind !== 'box') throw new Error(`cannot resize ${original.relativePath}`);
           const started = now();
-          const resized = await engine.resize({
-            input: await readFile(original.path),
-            format,
-            maxHeight: size.maxHeight,
-            maxWidth: size.maxWidth,
-          });
+          const input = await readFile(original.path);
+          const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
+          let resized;
+          try {
+            resized = await engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth });
+          } catch (error) {
+            metrics.resizes.inc({ engine: engine.name, result: toImageproxyError(error).code });
+            throw error;
+          } finally {
+            stopTimer();
+          }
+          metrics.resizes.inc({ engine: engine.name, result: 'ok' });
           const image = await store.storeImage(bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
           logger.info(
             { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },

@@ -145,6 +145,11 @@ describe('fetch once, store, serve', () => {
       const again = await fetch(app.url + linkFor(imageUrl));
       assert.equal(again.status, 200);
       assert.equal(origin.requests, 1);
+      // What an admin's Prometheus sees of it.
+      const metrics = await (await fetch(`${app.url}/metrics`)).text();
+      assert.match(metrics, /^imageproxy_origin_fetches_total\{result="ok"\} 1$/m);
+      assert.match(metrics, /^imageproxy_responses_total\{outcome="stored"\} 101$/m);
+      assert.match(metrics, new RegExp(`^imageproxy_origin_fetched_bytes_total ${jpeg.length}$`, 'm'));
     } finally {
       await app.close();
       await origin.close();

@@ -10,6 +10,7 @@ import type { ImageAnswer, ImageService } from '../imageService.js';
 import { storageKey } from '../layout.js';
 import { decodeImageUrl, imageUrlBytes, parseLink, type LinkRules } from '../link.js';
 import type { Logger } from '../log.js';
+import { createMetrics, type Metrics } from '../metrics.js';
 import { CONTENT_TYPE_BY_EXTENSION, ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../responseHeaders.js';
 import { verifySignature } from '../signing.js';
 
@@ -18,6 +19,7 @@ export interface AppDependencies {
   secrets: readonly string[];
   images: ImageService;
   logger: Logger;
+  metrics?: Metrics;
   /** Injected clock, for tests of expiry. */
   now?: () => number;
 }
@@ -27,6 +29,7 @@ const IMAGE_MAX_AGE_MS = 604_800_000;
 export function createApp(deps: AppDependencies): express.Express {
   const { config, images, logger } = deps;
   const now = deps.now ?? Date.now;
+  const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
   const rules: LinkRules = { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes };
 
   const app = express();
@@ -56,6 +59,10 @@ export function createApp(deps: AppDependencies): express.Express {
     res.set('Cache-Control', ERROR_CACHE_CONTROL).type('text/plain').send('ok\n');
   });
 
+  app.get('/metrics', async (_req, res) => {
+    res.set('Cache-Control', ERROR_CACHE_CONTROL).type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
   app.use(async (req: Request, res: Response) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.set('Allow', 'GET, HEAD');
@@ -73,6 +80,7 @@ export function createApp(deps: AppDependencies): express.Express {
     const key = storageKey(imageUrlBytes(link.extUrl));
     const answer = await images.get({ link, imageUrl, key });
     await deliver(req, res, answer, config);
+    metrics.responses.inc({ outcome: answer.kind });
   });
 
   app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
@@ -81,7 +89,9 @@ export function createApp(deps: AppDependencies): express.Express {
       res.destroy();
       return;
     }
-    sendError(req, res, toImageproxyError(error), logger);
+    const refusal = toImageproxyError(error);
+    metrics.responses.inc({ outcome: refusal.code });
+    sendError(req, res, refusal, logger);
     void next;
   });
   return app;

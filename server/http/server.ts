@@ -12,6 +12,7 @@ import { createEngine } from '../engines/engine.js';
 import { createFetcher } from '../fetcher.js';
 import { createFetchingImageService } from '../fetchingImages.js';
 import type { Logger } from '../log.js';
+import { createMetrics } from '../metrics.js';
 import { ImageStore } from '../store.js';
 import { createApp } from './app.js';
 
@@ -47,8 +48,10 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     concurrency: Math.max(1, availableParallelism() - 1),
     quality: config.quality,
   });
-  const images = createFetchingImageService({ config, store, fetcher, engine, logger, ...(options.now ? { now: options.now } : {}) });
-  const app = createApp({ config, secrets: options.secrets, images, logger, ...(options.now ? { now: options.now } : {}) });
+  const metrics = createMetrics({ processMetrics: true });
+  const clock = options.now ? { now: options.now } : {};
+  const images = createFetchingImageService({ config, store, fetcher, engine, logger, metrics, ...clock });
+  const app = createApp({ config, secrets: options.secrets, images, logger, metrics, ...clock });
 
   const { host, port } = splitListen(config.listen);
   const server = app.listen(port, host);
