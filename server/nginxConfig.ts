@@ -1,0 +1,367 @@
+/**
+ * nginx configuration for the fast path: nginx checks the link in njs
+ * (nginx/imageproxy.js) and serves stored files itself; misses go to the app, which
+ * answers `X-Accel-Redirect` once the file is stored. Pure: returns text, writes nothing.
+ *
+ * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
+ *   http level:   js_path (twice), js_import, js_set $imageproxy_stem,
+ *                 map $imageproxy_accel_cache_control, upstream imageproxy_app
+ *   server level: listen, root, types, open_file_cache, the three locations
+ *   load_module:  main level, only in the standalone file (a packaged nginx loads it
+ *                 from /etc/nginx/modules-enabled)
+ *
+ * Secrets reach njs as a generated module (renderConfigModule → imageproxy_config.js in
+ * configModuleDir) that nginx/imageproxy.js imports. nginx compiles js modules once, in
+ * the master process, when it reads its configuration: no file is read per request and
+ * the workers never open it, so the file can be 0600 (or 0640) owned by whoever starts
+ * nginx (root in production). Reloading nginx picks up a rotated secret. The
+ * alternative, reading a secret file from njs per request, costs a file read on every
+ * hit, and njs 0.7.9 keeps no state between requests to cache it in.
+ */
+import { ConfigError } from './config.js';
+import { IMAGE_EXTENSIONS } from './layout.js';
+import {
+  CONTENT_TYPE_BY_EXTENSION,
+  ERROR_CACHE_CONTROL,
+  IMAGE_CACHE_CONTROL,
+  SECURITY_HEADERS,
+} from './responseHeaders.js';
+
+export interface NginxRenderInput {
+  /** Where nginx listens, `host:port` (e.g. `127.0.0.1:8080`). */
+  nginxListen: string;
+  /** The app nginx passes misses to, `host:port` (e.g. `127.0.0.1:8091`). */
+  appListen: string;
+  /** Absolute root of the bucket tree (server/layout.ts). */
+  root: string;
+  /** URI prefix of the app's `X-Accel-Redirect` answers (e.g. `/_imageproxy`). */
+  internalPrefix: string;
+  /** Absolute directory holding imageproxy.js (the repo's nginx/ directory). */
+  njsDir: string;
+  /** Absolute directory where the generated imageproxy_config.js lives. */
+  configModuleDir: string;
+  buckets: Record<string, { legacySignatures: boolean }>;
+  sizes: number[];
+  skewSeconds: number;
+  secrets: string[];
+}
+
+export interface StandaloneOptions {
+  /**
+   * `user` directive: the account the workers run as when nginx starts as root. It must
+   * be able to read the bucket tree (the generated secrets module is read by the master
+   * only). Ignored by nginx (with a warning) when not started as root. Default: none,
+   * so a root nginx runs its workers as `nobody`.
+   */
+  user?: string;
+  /** Default `auto`; the benchmark uses 1. */
+  workerProcesses?: number | 'auto';
+  /** Default false: nginx stays in the foreground (tests and supervisors own the process). */
+  daemon?: boolean;
+  /** Raw directives appended inside `http {}` (benchmarks, tests). Not validated. */
+  extraHttp?: string;
+}
+
+/** File name of the generated module; nginx/imageproxy.js imports it by this name. */
+export const CONFIG_MODULE_NAME = 'imageproxy_config.js';
+/** The njs script in njsDir. */
+export const NJS_SCRIPT_NAME = 'imageproxy.js';
+/** The js_set variable: the file stem, `bad_signature` or empty (see nginx/imageproxy.js). */
+export const STEM_VARIABLE = '$imageproxy_stem';
+export const UPSTREAM_NAME = 'imageproxy_app';
+/** Our Cache-Control on X-Accel-Redirect answers, empty when the app sent one. */
+export const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
+export const APP_LOCATION = '@imageproxy_app';
+/** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
+export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
+/** Body of the 410 nginx answers itself: `code: message`, as the app words it. */
+export const BAD_SIGNATURE_BODY = 'bad_signature: invalid or expired signature\n';
+
+// ---- validation: nothing from the config may end a directive or open a block -----------
+
+// Absolute paths of ordinary characters: no quote, backslash, `$` (variables), `;`, braces,
+// `#` or control characters can reach the config.
+const PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~= -]*$/;
+const LISTEN_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+const PREFIX_PATTERN = /^\/[A-Za-z0-9_-]+$/;
+const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
+// What may stand inside a double-quoted nginx string without escaping or interpolation.
+const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;
+
+function checkPath(key: string, value: string): string {
+  if (!PATH_PATTERN.test(value)) {
+    throw new ConfigError(key, `must be an absolute path of letters, digits and ._/+@,:~=- or space, got ${JSON.stringify(value)}`);
+  }
+  return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value;
+}
+
+function checkListen(key: string, value: string): string {
+  const match = LISTEN_PATTERN.exec(value);
+  if (match === null || Number(match[1]) > 65535) {
+    throw new ConfigError(key, `must be host:port (e.g. 127.0.0.1:8080), got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function checkInteger(key: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** A double-quoted nginx string; refuses what would need escaping or expand a variable. */
+function quote(value: string): string {
+  if (!QUOTABLE_PATTERN.test(value)) throw new ConfigError('nginx', `cannot quote ${JSON.stringify(value)}`);
+  return `"${value}"`;
+}
+
+/** The input, checked: throws ConfigError naming the field. */
+function checkInput(input: NginxRenderInput): NginxRenderInput {
+  const bucketNames = Object.keys(input.buckets);
+  if (bucketNames.length === 0) throw new ConfigError('buckets', 'at least one bucket is needed');
+  for (const name of bucketNames) {
+    // `__proto__` would set the prototype of the generated object instead of a key.
+    if (!BUCKET_NAME_PATTERN.test(name) || name === '__proto__') {
+      throw new ConfigError(`buckets.${name}`, 'bucket names are 1-32 of A-Z a-z 0-9 _ -');
+    }
+    if (typeof input.buckets[name]?.legacySignatures !== 'boolean') {
+      throw new ConfigError(`buckets.${name}.legacySignatures`, 'must be true or false');
+    }
+  }
+  if (!PREFIX_PATTERN.test(input.internalPrefix)) {
+    throw new ConfigError('internalPrefix', 'must be / followed by letters, digits, _ or - (e.g. /_imageproxy)');
+  }
+  if (Object.hasOwn(input.buckets, input.internalPrefix.slice(1))) {
+    throw new ConfigError('internalPrefix', 'must differ from every bucket name');
+  }
+  if (input.sizes.length === 0) throw new ConfigError('sizes', 'must be a non-empty list of integers');
+  input.sizes.forEach((size, index) => checkInteger(`sizes[${index}]`, size, 1, 10_000));
+  if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
+  input.secrets.forEach((secret, index) => {
+    if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
+  });
+  return {
+    nginxListen: checkListen('nginxListen', input.nginxListen),
+    appListen: checkListen('appListen', input.appListen),
+    root: checkPath('root', input.root),
+    internalPrefix: input.internalPrefix,
+    njsDir: checkPath('njsDir', input.njsDir),
+    configModuleDir: checkPath('configModuleDir', input.configModuleDir),
+    buckets: input.buckets,
+    sizes: input.sizes,
+    skewSeconds: checkInteger('skewSeconds', input.skewSeconds, 0, 86_400),
+    secrets: input.secrets,
+  };
+}
+
+// ---- rendering ---------------------------------------------------------------------
+
+function indent(lines: readonly string[], depth: number): string[] {
+  const pad = '    '.repeat(depth);
+  return lines.map((line) => (line === '' ? line : pad + line));
+}
+
+function addHeaders(headers: Readonly<Record<string, string>>, always: boolean): string[] {
+  return Object.entries(headers).map(
+    ([name, value]) => `add_header ${name} ${quote(value)}${always ? ' always' : ''};`,
+  );
+}
+
+/** Headers on every hit nginx sends (X-Accel-Redirect answers: Cache-Control via the map). */
+function fileHeaders(): string[] {
+  return addHeaders({ 'Cache-Control': IMAGE_CACHE_CONTROL, ...SECURITY_HEADERS }, false);
+}
+
+function typesBlock(): string[] {
+  return [
+    'types {',
+    ...IMAGE_EXTENSIONS.map((ext) => `    ${CONTENT_TYPE_BY_EXTENSION[ext]} ${ext};`),
+    '}',
+  ];
+}
+
+/**
+ * The directives for the inside of `http {}`: js_path/js_import/js_set and the upstream
+ * (http level only), then the `server {}`.
+ */
+export function renderServerBlock(rawInput: NginxRenderInput): string {
+  const input = checkInput(rawInput);
+  const stem = STEM_VARIABLE;
+  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${stem}.${ext}`).join(' ');
+  const imageExtensions = IMAGE_EXTENSIONS.join('|');
+
+  const httpLevel = [
+    '# imageproxy (generated by server/nginxConfig.ts): these lines go inside http { }.',
+    `js_path ${quote(`${input.njsDir}/`)};`,
+    `js_path ${quote(`${input.configModuleDir}/`)};`,
+    `js_import imageproxy from ${NJS_SCRIPT_NAME};`,
+    // Evaluated once per request, when the location first reads it.
+    `js_set ${stem} imageproxy.linkStem;`,
+    '',
+    // nginx keeps the app's Cache-Control on X-Accel-Redirect: add ours only when the app
+    // sent none, so there is never a second header (add_header skips empty values).
+    `map $upstream_http_cache_control ${ACCEL_CACHE_CONTROL_VARIABLE} {`,
+    `    "" ${quote(IMAGE_CACHE_CONTROL)};`,
+    '    default "";',
+    '}',
+    '',
+    `upstream ${UPSTREAM_NAME} {`,
+    `    server ${input.appListen};`,
+    // Without idle connections kept open, every miss pays a TCP handshake: half the speed.
+    '    keepalive 32;',
+    '}',
+    '',
+  ];
+
+  const server = [
+    `listen ${input.nginxListen};`,
+    `root ${quote(input.root)};`,
+    'server_tokens off;',
+    // Only image types: a file without one of these extensions is never served as a page.
+    ...typesBlock(),
+    'default_type application/octet-stream;',
+    // Stored files never change; this saves the open() and fstat() of a hit.
+    'open_file_cache max=10000 inactive=60s;',
+    'open_file_cache_valid 60s;',
+    '',
+    '# A link: njs checks it (nginx/imageproxy.js) and names the file stem.',
+    'location / {',
+    '    default_type "text/plain; charset=utf-8";',
+    // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
+    `    error_page 418 = ${APP_LOCATION};`,
+    `    if (${stem} = "") {`,
+    '        return 418;',
+    '    }',
+    `    if (${stem} = "bad_signature") {`,
+    ...indent(
+      addHeaders({ 'X-Imageproxy-Error': 'bad_signature', 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true),
+      2,
+    ),
+    // nginx turns the \n inside a quoted string into a newline.
+    `        return 410 ${quote(BAD_SIGNATURE_BODY.trimEnd()).slice(0, -1)}\\n";`,
+    '    }',
+    ...indent(fileHeaders(), 1),
+    `    try_files ${tryFiles} ${APP_LOCATION};`,
+    '}',
+    '',
+    "# The app's metrics are for whoever reaches the app's own address, not for visitors.",
+    'location = /metrics {',
+    '    return 404;',
+    '}',
+    '',
+    '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
+    `location ${APP_LOCATION} {`,
+    `    proxy_pass http://${UPSTREAM_NAME};`,
+    '    proxy_http_version 1.1;',
+    '    proxy_set_header Connection "";',
+    '    proxy_set_header Host $host;',
+    '    proxy_set_header X-Real-IP $remote_addr;',
+    '    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    '}',
+    '',
+    `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,
+    `location ^~ ${input.internalPrefix}/ {`,
+    '    internal;',
+    `    alias ${quote(`${input.root}/`)};`,
+    // Belt and braces: only image files, never a sidecar, lock or temp file.
+    `    if ($uri !~ "\\.(?:${imageExtensions})$") {`,
+    '        return 404;',
+    '    }',
+    // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
+    `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
+    ...indent(addHeaders(SECURITY_HEADERS, false), 1),
+    '}',
+  ];
+
+  return [...httpLevel, 'server {', ...indent(server, 1), '}', ''].join('\n');
+}
+
+/**
+ * A complete nginx.conf for `nginx -p {prefixDir} -c {file} -e {prefixDir}/error.log`:
+ * every path nginx writes (pid, logs, temp directories) lies under prefixDir, so it runs
+ * as an ordinary user as well as root. `-e` keeps nginx from opening its compiled-in
+ * error log before it reads this file.
+ */
+export function renderStandaloneConf(
+  input: NginxRenderInput,
+  prefixDir: string,
+  options: StandaloneOptions = {},
+): string {
+  const prefix = checkPath('prefixDir', prefixDir);
+  const under = (name: string): string => quote(`${prefix}/${name}`);
+  const workers = options.workerProcesses ?? 'auto';
+  if (workers !== 'auto') checkInteger('workerProcesses', workers, 1, 1024);
+  if (options.user !== undefined && !USER_PATTERN.test(options.user)) {
+    throw new ConfigError('user', `must be "user" or "user group", got ${JSON.stringify(options.user)}`);
+  }
+  const main = [
+    '# Generated by server/nginxConfig.ts.',
+    `load_module ${NJS_MODULE_PATH};`,
+    ...(options.user === undefined ? [] : [`user ${options.user};`]),
+    `daemon ${options.daemon === true ? 'on' : 'off'};`,
+    'master_process on;',
+    `worker_processes ${workers};`,
+    `pid ${under('nginx.pid')};`,
+    `error_log ${under('error.log')} warn;`,
+    '',
+    'events {',
+    '    worker_connections 1024;',
+    '}',
+    '',
+  ];
+  const http = [
+    `access_log ${under('access.log')} combined buffer=64k flush=1s;`,
+    `client_body_temp_path ${under('client_body_temp')};`,
+    `proxy_temp_path ${under('proxy_temp')};`,
+    `fastcgi_temp_path ${under('fastcgi_temp')};`,
+    `uwsgi_temp_path ${under('uwsgi_temp')};`,
+    `scgi_temp_path ${under('scgi_temp')};`,
+    'sendfile on;',
+    'tcp_nopush on;',
+    'keepalive_timeout 65s;',
+    '',
+    ...renderServerBlock(input).trimEnd().split('\n'),
+    ...(options.extraHttp === undefined ? [] : ['', ...options.extraHttp.trimEnd().split('\n')]),
+  ];
+  return [...main, 'http {', ...indent(http, 1), '}', ''].join('\n');
+}
+
+/** A JavaScript string literal of plain ASCII: anything else is a \u escape. */
+function jsString(value: string): string {
+  let out = '"';
+  for (let index = 0; index < value.length; index += 1) {
+    const code = value.charCodeAt(index);
+    const char = value[index] ?? '';
+    const plain = code >= 0x20 && code < 0x7f && char !== '"' && char !== '\\';
+    out += plain ? char : `\\u${code.toString(16).padStart(4, '0')}`;
+  }
+  return `${out}"`;
+}
+
+/**
+ * The generated njs module imported by nginx/imageproxy.js: secrets, buckets (name →
+ * legacy flag), allowed sizes and skew, in the lookup shapes the script uses as they are
+ * (njs re-runs module code on each request, so nothing is converted there). It holds
+ * the secrets: write it with mode 0600 or 0640, never world-readable.
+ */
+export function renderConfigModule(rawInput: NginxRenderInput): string {
+  const input = checkInput(rawInput);
+  const buckets = Object.entries(input.buckets).map(([name, bucket]) => `${jsString(name)}: ${bucket.legacySignatures}`);
+  const sizes = [...new Set(input.sizes)].sort((a, b) => a - b).map((size) => `"${size}": true`);
+  // The object is JSON as well as JavaScript, so tests can read it back.
+  return [
+    '// Generated by server/nginxConfig.ts for nginx/imageproxy.js. Holds the signing',
+    '// secrets: keep it 0600/0640, never world-readable. Do not edit; re-render instead.',
+    '// buckets: name -> also accept legacy signatures (ext_url without the bucket);',
+    '// sizes: the allowed sizes as keys.',
+    'export default {',
+    `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
+    `    "buckets": {${buckets.join(', ')}},`,
+    `    "sizes": {${sizes.join(', ')}},`,
+    `    "skewSeconds": ${input.skewSeconds}`,
+    '};',
+    '',
+  ].join('\n');
+}

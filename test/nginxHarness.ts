@@ -1,0 +1,120 @@
+/**
+ * Runs a real nginx for tests and benchmarks: free loopback port, the standalone config
+ * under a temp prefix, nginx in the foreground, stopped by pid. Also says, with the
+ * packages to install, when nginx, its njs module or the njs CLI is missing.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NJS_MODULE_PATH } from '../server/nginxConfig.js';
+
+export const NGINX_INSTALL_HINT = 'apt-get install nginx libnginx-mod-http-js njs';
+export const NJS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'nginx');
+const NGINX_BINARY = 'nginx';
+
+export function commandWorks(command: string, args: string[]): boolean {
+  const result = spawnSync(command, args, { stdio: 'ignore' });
+  return result.error === undefined && result.status === 0;
+}
+
+/** nginx with the njs module, or why not (the message names the packages). */
+export function nginxMissing(): string | null {
+  if (!commandWorks(NGINX_BINARY, ['-v'])) return `nginx not found: ${NGINX_INSTALL_HINT}`;
+  if (!existsSync(NJS_MODULE_PATH)) return `${NJS_MODULE_PATH} not found: ${NGINX_INSTALL_HINT}`;
+  return null;
+}
+
+/** The `njs` command-line tool, or why not. */
+export function njsMissing(): string | null {
+  return commandWorks('njs', ['-v']) ? null : `njs command not found: ${NGINX_INSTALL_HINT}`;
+}
+
+/** A loopback TCP port free right now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * `user` for the standalone config: as root, the workers run as root too so they can
+ * read a private temp dir (tests and benchmarks only); otherwise none (nginx would ignore it).
+ */
+export function testWorkerUser(): string | undefined {
+  return process.getuid?.() === 0 ? userInfo().username : undefined;
+}
+
+export interface RunningNginx {
+  prefixDir: string;
+  process: ChildProcess;
+  /** Stops nginx (SIGTERM to the master, SIGKILL after 3 s) and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function readOr(path: string, fallback: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * Writes `confText` to {prefixDir}/nginx.conf and runs nginx in the foreground
+ * (`daemon off`) until `port` accepts connections. Throws with nginx's error log when it
+ * does not start.
+ */
+export async function startNginx(prefixDir: string, confText: string, port: number): Promise<RunningNginx> {
+  const confPath = join(prefixDir, 'nginx.conf');
+  const errorLog = join(prefixDir, 'error.log');
+  await writeFile(confPath, confText);
+  const child = spawn(NGINX_BINARY, ['-p', prefixDir, '-c', confPath, '-e', errorLog], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) break;
+    if (await canConnect(port)) return { prefixDir, process: child, stop };
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await stop();
+  const log = await readOr(errorLog, '');
+  throw new Error(`nginx did not start: ${stderr.trim()} ${log.trim()}`);
+}
+
