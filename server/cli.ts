@@ -4,7 +4,9 @@
  * its own beyond turning flags into a config layer and results into lines and exit codes.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { resolve } from 'node:path';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   ConfigError,
   buildConfig,
@@ -18,6 +20,13 @@ import { isImageproxyError } from './errors.js';
 import { startServer } from './http/server.js';
 import { imageUrlBytes, parseLink } from './link.js';
 import { createLogger } from './log.js';
+import {
+  CONFIG_MODULE_NAME,
+  renderConfigModule,
+  renderServerBlock,
+  renderStandaloneConf,
+  type NginxRenderInput,
+} from './nginxConfig.js';
 import { resolveSecrets } from './secrets.js';
 import { signLink, verifySignature } from './signing.js';
 import { ImageStore } from './store.js';
@@ -177,6 +186,52 @@ async function initBuckets(options: CommonOptions): Promise<void> {
   process.stdout.write(`${resolve(config.root)}: ${buckets.join(', ')}: created ${created} of ${buckets.length * 64 * 64} directories\n`);
 }
 
+/** The repository's nginx/ directory (dist/server/cli.js and server/cli.ts are both two levels down). */
+const NJS_SCRIPT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'nginx');
+
+function nginxConfig(options: CommonOptions & Record<string, unknown>): void {
+  const config = loadConfig(options);
+  const secrets = resolveSecrets(config, false);
+  const standalone = options.standaloneConf === true;
+  const prefix = resolve(typeof options.prefix === 'string' ? options.prefix : 'nginx-prefix');
+  const moduleDir = resolve(
+    typeof options.moduleDir === 'string' ? options.moduleDir : standalone ? prefix : '/etc/nginx/imageproxy',
+  );
+  const input: NginxRenderInput = {
+    nginxListen: config.nginx.listen,
+    appListen: config.listen,
+    root: resolve(config.root),
+    internalPrefix: config.nginx.internalPrefix,
+    njsDir: resolve(typeof options.njsDir === 'string' ? options.njsDir : NJS_SCRIPT_DIR),
+    configModuleDir: moduleDir,
+    buckets: config.buckets,
+    sizes: config.sizes,
+    skewSeconds: config.skewSeconds,
+    secrets: secrets.secrets,
+  };
+  const workers = typeof options.workers === 'string' ? parsePositiveInteger('--workers', options.workers) : undefined;
+  const text = standalone
+    ? renderStandaloneConf(input, prefix, {
+        ...(typeof options.user === 'string' ? { user: options.user } : {}),
+        ...(workers === undefined ? {} : { workerProcesses: workers }),
+      })
+    : renderServerBlock(input);
+
+  // The secrets go into a module only nginx's master reads; never world-readable.
+  mkdirSync(moduleDir, { recursive: true, mode: 0o750 });
+  const modulePath = join(moduleDir, CONFIG_MODULE_NAME);
+  writeFileSync(modulePath, renderConfigModule(input), { mode: 0o600 });
+  chmodSync(modulePath, 0o600);
+  if (standalone) mkdirSync(prefix, { recursive: true });
+  if (typeof options.out === 'string') {
+    writeFileSync(options.out, text);
+    process.stderr.write(`imageproxy: wrote ${resolve(options.out)} and ${modulePath} (0600, holds the secrets)\n`);
+  } else {
+    process.stdout.write(text);
+    process.stderr.write(`imageproxy: wrote ${modulePath} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('imageproxy')
     .description('Signed image cache and proxy for Gazelle-based sites')
@@ -209,6 +264,20 @@ export function buildProgram(): Command {
     .action((path: string, options: CommonOptions & Record<string, unknown>) => {
       process.exitCode = verify(path, options);
     });
+
+  withCommon(
+    program
+      .command('nginx-config')
+      .description('print the nginx config for this config (a server block, or a whole nginx.conf) and write its secrets module'),
+  )
+    .option('--standalone-conf', 'a complete nginx.conf for `nginx -p PREFIX -c FILE -e PREFIX/error.log`')
+    .option('--prefix <dir>', 'with --standalone-conf: where nginx keeps pid, logs and temp files', 'nginx-prefix')
+    .option('--module-dir <dir>', 'where to write imageproxy_config.js (default: the prefix, or /etc/nginx/imageproxy)')
+    .option('--njs-dir <dir>', 'directory holding imageproxy.js (default: this checkout\'s nginx/)')
+    .option('--user <user>', 'with --standalone-conf: the user nginx workers run as when started as root (e.g. www-data)')
+    .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
+    .option('--out <file>', 'write the config to this file instead of stdout')
+    .action(nginxConfig);
 
   withCommon(program.command('init-buckets').description('create the 64 × 64 directories of each bucket (idempotent)')).action(
     initBuckets,
