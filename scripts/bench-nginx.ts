@@ -191,8 +191,7 @@ export async function benchNginx(): Promise<BenchResult> {
   }
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const result = await benchNginx();
+export function printNginxResult(result: BenchResult): void {
   console.log(
     `median: plain ${result.plainRps.toFixed(0)} req/s, njs ${result.njsRps.toFixed(0)} req/s, ratio njs/plain ${result.ratio.toFixed(2)} (goal >= 0.6)`,
   );
@@ -201,4 +200,8 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
       `worker CPU per request: plain ${result.plainCpuMicros.toFixed(1)} µs, njs ${result.njsCpuMicros.toFixed(1)} µs, ratio plain/njs ${(result.plainCpuMicros / result.njsCpuMicros).toFixed(2)}`,
     );
   }
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  printNginxResult(await benchNginx());
 }

@@ -114,7 +114,7 @@ export async function benchResize(): Promise<ResizeBenchRow[]> {
   return rows;
 }
 
-function printRows(rows: ResizeBenchRow[]): void {
+export function printResizeRows(rows: ResizeBenchRow[]): void {
   console.log(`resize: median ms per thumbnail over ${MEASURED_ROUNDS} runs (after ${WARM_UP_ROUNDS} warm-up), one thread each`);
   console.log(['input'.padEnd(26), 'size'.padEnd(8), 'sharp ms'.padStart(9), 'jimp ms'.padStart(9), 'jimp/sharp'.padStart(11)].join(' '));
   for (const row of rows) {
@@ -131,4 +131,4 @@ function printRows(rows: ResizeBenchRow[]): void {
 }
 
 const runDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
-if (runDirectly) printRows(await benchResize());
+if (runDirectly) printResizeRows(await benchResize());
