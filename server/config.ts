@@ -19,6 +19,8 @@ export interface Limits {
   connectTimeoutMs: number;
   totalTimeoutMs: number;
   maxRedirects: number;
+  /** Thumbnails being made or waiting for the engine; past this, `busy` (503). */
+  maxQueuedResizes: number;
 }
 
 export interface Config {
@@ -66,6 +68,9 @@ export const DEFAULT_CONFIG: Config = {
     connectTimeoutMs: 5000,
     totalTimeoutMs: 30_000,
     maxRedirects: 3,
+    // sharp makes ~80 thumbnails a second per core, jimp ~8: a full queue is seconds of
+    // work; beyond it, answering 503 at once beats holding memory and sockets.
+    maxQueuedResizes: 100,
   },
   singleFlightWaitMs: 30_000,
   tempMaxAgeSeconds: 3600,
@@ -76,7 +81,8 @@ export const DEFAULT_CONFIG: Config = {
   // libwebp's default, about JPEG 80 at ~25% fewer bytes; avif 50: sharp's default, AVIF's
   // scale runs lower, 50 looks like JPEG 80 at roughly half the bytes.
   quality: { jpeg: 80, webp: 80, avif: 50 },
-  userAgent: 'imageproxy/0.1 (+https://github.com/OPSnet/imageproxy)',
+  // Recognisable in origins' logs; set your site's name and a contact here.
+  userAgent: 'imageproxy/0.1 (Gazelle image cache)',
   logLevel: 'info',
   nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy' },
 };
@@ -131,6 +137,7 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' 
   { env: 'IMAGEPROXY_CONNECT_TIMEOUT_MS', key: 'limits.connectTimeoutMs', kind: 'number' },
   { env: 'IMAGEPROXY_TOTAL_TIMEOUT_MS', key: 'limits.totalTimeoutMs', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_REDIRECTS', key: 'limits.maxRedirects', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_QUEUED_RESIZES', key: 'limits.maxQueuedResizes', kind: 'number' },
   { env: 'IMAGEPROXY_SINGLE_FLIGHT_WAIT_MS', key: 'singleFlightWaitMs', kind: 'number' },
   { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
   { env: 'IMAGEPROXY_LOG_LEVEL', key: 'logLevel', kind: 'string' },
@@ -334,6 +341,7 @@ export function validateConfig(raw: ConfigLayer): Config {
       connectTimeoutMs: expectInteger('limits.connectTimeoutMs', limits.connectTimeoutMs, 1),
       totalTimeoutMs: expectInteger('limits.totalTimeoutMs', limits.totalTimeoutMs, 1),
       maxRedirects: expectInteger('limits.maxRedirects', limits.maxRedirects, 0, 20),
+      maxQueuedResizes: expectInteger('limits.maxQueuedResizes', limits.maxQueuedResizes, 1),
     },
     singleFlightWaitMs: expectInteger('singleFlightWaitMs', raw.singleFlightWaitMs, 1),
     tempMaxAgeSeconds: expectInteger('tempMaxAgeSeconds', raw.tempMaxAgeSeconds, 1),

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { backoffRemainingSeconds, recordFailure } from './backoff.js';
 import type { Config } from './config.js';
-import type { ResizeEngine } from './engines/engine.js';
+import type { ResizeEngine, ResizeResult } from './engines/engine.js';
 import { ImageproxyError, toImageproxyError, type ErrorCode } from './errors.js';
 import type { FetchedImage } from './fetcher.js';
 import type { ImageAnswer, ImageRequest, ImageService } from './imageService.js';
@@ -50,6 +50,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
   const flights = new InProcessFlights();
+  let queuedResizes = 0;
   const lockOptions: FileLockOptions = {
     waitMs: config.singleFlightWaitMs,
     // A holder refreshes its lock every stale/2; 10 s survives a busy event loop.
@@ -143,37 +144,52 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
 
   function ensureVariant(request: ImageRequest, label: string): Promise<StoredImage> {
     const { bucket } = request.link;
-    const size = request.link.size;
     const stem = fileStem(request.key, label);
     const findVariant = (): Promise<StoredImage | null> => store.find(bucket, request.key, label);
     return flights.run(`variant:${bucket}/${stem}`, async () => {
       const original = await ensureOriginal(request);
       return withFileLock(await store.prepareLock(bucket, request.key, stem), lockOptions, findVariant, () =>
         withBackoff(request, stem, async () => {
-          const format = formatFromExt(original.ext);
-          if (format === null || size.kind !== 'box') throw new Error(`cannot resize ${original.relativePath}`);
-          const started = now();
-          const input = await readFile(original.path);
-          const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
-          let resized;
-          try {
-            resized = await engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth });
-          } catch (error) {
-            metrics.resizes.inc({ engine: engine.name, result: toImageproxyError(error).code });
-            throw error;
-          } finally {
-            stopTimer();
+          if (queuedResizes >= config.limits.maxQueuedResizes) {
+            throw new ImageproxyError('busy', 'too many thumbnails in the making, try again', {
+              retryAfterSeconds: 2,
+              detail: `${queuedResizes} resizes queued (limits.maxQueuedResizes)`,
+            });
           }
-          metrics.resizes.inc({ engine: engine.name, result: 'ok' });
-          const image = await store.storeImage(bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
-          logger.info(
-            { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
-            'resized',
-          );
-          return image;
+          queuedResizes += 1;
+          try {
+            return await resizeAndStore(request, original, label);
+          } finally {
+            queuedResizes -= 1;
+          }
         }),
       );
     });
+  }
+
+  async function resizeAndStore(request: ImageRequest, original: StoredImage, label: string): Promise<StoredImage> {
+    const { size } = request.link;
+    const format = formatFromExt(original.ext);
+    if (format === null || size.kind !== 'box') throw new Error(`cannot resize ${original.relativePath}`);
+    const started = now();
+    const input = await readFile(original.path);
+    const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
+    let resized: ResizeResult;
+    try {
+      resized = await engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth });
+    } catch (error) {
+      metrics.resizes.inc({ engine: engine.name, result: toImageproxyError(error).code });
+      throw error;
+    } finally {
+      stopTimer();
+    }
+    metrics.resizes.inc({ engine: engine.name, result: 'ok' });
+    const image = await store.storeImage(request.link.bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
+    logger.info(
+      { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
+      'resized',
+    );
+    return image;
   }
 
   async function passThrough(request: ImageRequest): Promise<ImageAnswer> {

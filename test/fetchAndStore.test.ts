@@ -194,6 +194,38 @@ describe('fetch once, store, serve', () => {
     }
   });
 
+  test('past limits.maxQueuedResizes a thumbnail answers 503 busy at once, and is made on the next try', async () => {
+    const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .jpeg()
+      .toBuffer();
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big));
+    const root = await makeRoot();
+    const app = await startApp(root, { limits: { maxQueuedResizes: 1, maxBytes: 20_000_000 } });
+    try {
+      const imageUrl = `${origin.url}/big.jpg`;
+      assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // the original, stored
+      const sizes = ['150x', 'x200', '250x250', '500x500'];
+      const answers = await Promise.all(sizes.map((size) => fetch(app.url + linkFor(imageUrl, { size }))));
+      const busy = answers.filter((answer) => answer.status === 503);
+      assert.ok(busy.length >= 1, `statuses ${answers.map((answer) => answer.status).join(',')}`);
+      assert.ok(answers.some((answer) => answer.status === 200));
+      for (const answer of busy) {
+        assert.equal(answer.headers.get('x-imageproxy-error'), 'busy');
+        assert.equal(answer.headers.get('retry-after'), '2');
+      }
+      // busy is not the origin's fault: no backoff, the next try makes the thumbnail.
+      for (const size of sizes) assert.equal((await fetch(app.url + linkFor(imageUrl, { size }))).status, 200, size);
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.endsWith('.fail')).length, 0);
+      assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.startsWith(`${key}.`) && name.endsWith('.jpg')).length, 5);
+      assert.equal(origin.requests, 1);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   test('two server processes on one root fetch a new image once', async () => {
     const origin = await startOrigin((_req, res) => {
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 300);
