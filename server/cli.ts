@@ -179,6 +179,52 @@ function verify(path: string, options: CommonOptions & Record<string, unknown>):
   }
 }
 
+/**
+ * Removes what is stored for an image: by a link (any signature, even expired: admins
+ * purge old links) or by its image URL, in one bucket or all of them.
+ */
+async function purge(target: string | undefined, options: CommonOptions & Record<string, unknown>): Promise<number> {
+  const config = loadConfig(options);
+  const store = new ImageStore(resolve(config.root));
+  let urlBytes: Buffer;
+  let buckets: string[];
+  if (typeof options.imageUrl === 'string') {
+    if (target !== undefined) throw new UsageError('give a link or --image-url, not both');
+    urlBytes = Buffer.from(options.imageUrl, 'utf8');
+    buckets = typeof options.bucket === 'string' ? [options.bucket] : Object.keys(config.buckets);
+  } else {
+    if (target === undefined) throw new UsageError('give a link to purge, or --image-url URL');
+    const pathname = target.replace(/^https?:\/\/[^/]+/, '').split('?')[0] ?? '';
+    let link;
+    try {
+      // The size does not matter here: every size of the image goes.
+      const segments = pathname.split('/');
+      if (segments.length > 2) segments[2] = 'full';
+      link = parseLink(segments.join('/'), { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes });
+    } catch (error) {
+      if (isImageproxyError(error)) throw new UsageError(`${target}: ${error.code}: ${error.message}`);
+      throw error;
+    }
+    urlBytes = imageUrlBytes(link.extUrl);
+    buckets = [link.bucket];
+  }
+  const key = storageKey(urlBytes);
+  let removed = 0;
+  for (const bucket of buckets) {
+    if (!Object.hasOwn(config.buckets, bucket)) throw new UsageError(`--bucket: ${bucket} is not a configured bucket`);
+    for (const path of await store.purge(bucket, key)) {
+      process.stdout.write(`removed ${path}\n`);
+      removed += 1;
+    }
+  }
+  if (removed === 0) {
+    process.stdout.write(`nothing stored for key ${key} in ${buckets.join(', ')}\n`);
+    return 1;
+  }
+  process.stdout.write(`purged key ${key}; nginx may serve cached handles for up to 60 s (open_file_cache)\n`);
+  return 0;
+}
+
 async function initBuckets(options: CommonOptions): Promise<void> {
   const config = loadConfig(options);
   const buckets = Object.keys(config.buckets);
@@ -278,6 +324,13 @@ export function buildProgram(): Command {
     .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
     .option('--out <file>', 'write the config to this file instead of stdout')
     .action(nginxConfig);
+
+  withCommon(program.command('purge [link]').description('remove a stored image with all its thumbnails (exit 1 if nothing was stored)'))
+    .option('--image-url <url>', 'purge by image URL instead of by link')
+    .option('--bucket <bucket>', 'with --image-url: only this bucket (default: all)')
+    .action(async (link: string | undefined, options: CommonOptions & Record<string, unknown>) => {
+      process.exitCode = await purge(link, options);
+    });
 
   withCommon(program.command('init-buckets').description('create the 64 × 64 directories of each bucket (idempotent)')).action(
     initBuckets,

@@ -139,6 +139,29 @@ export class ImageStore {
   }
 
   /**
+   * Removes everything stored for a key: original, thumbnails, metadata and backoff
+   * record (not a lock or temp file of a write in progress). Returns the removed paths.
+   */
+  async purge(bucket: string, key: string): Promise<string[]> {
+    const directory = this.directoryOf(bucket, key);
+    let names: string[];
+    try {
+      names = await readdir(directory);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      if (!name.startsWith(`${key}.`) || name.endsWith('.lock')) continue;
+      const path = join(directory, name);
+      await rm(path, { force: true });
+      removed.push(path);
+    }
+    return removed.sort();
+  }
+
+  /**
    * Creates `{bucket}/{c1}/{c2}` for all 64 × 64 pairs. Idempotent: existing directories
    * are kept. Returns how many directories were created.
    */

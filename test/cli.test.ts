@@ -214,7 +214,16 @@ describe('usage and config errors exit 2 with a one-line reason', () => {
 });
 
 describe('--help', () => {
-  for (const args of [['--help'], ['serve', '--help'], ['sign', '--help'], ['verify', '--help'], ['init-buckets', '--help'], ['help', 'sign']]) {
+  for (const args of [
+    ['--help'],
+    ['serve', '--help'],
+    ['sign', '--help'],
+    ['verify', '--help'],
+    ['init-buckets', '--help'],
+    ['nginx-config', '--help'],
+    ['purge', '--help'],
+    ['help', 'sign'],
+  ]) {
     it(args.join(' '), async () => {
       const run = await runCli(args, { cwd });
       assert.equal(run.code, 0, run.stderr);
@@ -235,6 +244,41 @@ describe('init-buckets', () => {
     const second = await runCli(['init-buckets'], { cwd, env });
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stdout, /created 0 of 8192 directories\n$/);
+  });
+});
+
+describe('purge', () => {
+  it('removes an image with its thumbnails and sidecars, by link (even expired) or by image URL', async () => {
+    const root = join(cwd, 'purge-root');
+    const env = { IMAGEPROXY_ROOT: root };
+    const imageUrl = 'https://example.org/purge-me.jpg';
+    const key = storageKey(Buffer.from(imageUrl));
+    const store = new ImageStore(root);
+    const place = async (): Promise<void> => {
+      await store.storeImage('i', key, null, 'jpg', Buffer.from('original'));
+      await store.storeImage('i', key, '150x', 'jpg', Buffer.from('thumb'));
+      await store.writeAtomic('i', key, `${key}.json`, Buffer.from('{}'));
+      // Another image in the same directory stays.
+      await store.writeAtomic('i', key, 'neighbour.jpg', Buffer.from('other'));
+    };
+    await place();
+    const expiredLink = `/i/250x/AAAAAAAAAAAAAAAA/${extUrlOf(imageUrl)}`;
+    const byLink = await runCli(['purge', expiredLink, '--secret', 's'], { cwd, env });
+    assert.equal(byLink.code, 0, byLink.stderr);
+    assert.equal(lines(byLink.stdout).filter((line) => line.startsWith('removed ')).length, 3);
+    assert.deepEqual(await readdir(store.directoryOf('i', key)), ['neighbour.jpg']);
+
+    const again = await runCli(['purge', expiredLink], { cwd, env });
+    assert.equal(again.code, 1);
+    assert.match(again.stdout, /nothing stored for key/);
+
+    await place();
+    const byUrl = await runCli(['purge', '--image-url', imageUrl], { cwd, env });
+    assert.equal(byUrl.code, 0, byUrl.stderr);
+    assert.deepEqual(await readdir(store.directoryOf('i', key)), ['neighbour.jpg']);
+
+    const neither = await runCli(['purge'], { cwd, env });
+    assert.equal(neither.code, 2);
   });
 });
 

@@ -195,7 +195,7 @@ describe('fetch once, store, serve', () => {
   });
 
   test('past limits.maxQueuedResizes a thumbnail answers 503 busy at once, and is made on the next try', async () => {
-    const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+    const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
       .jpeg()
       .toBuffer();
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big));
