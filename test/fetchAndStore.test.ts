@@ -226,6 +226,34 @@ describe('fetch once, store, serve', () => {
     }
   });
 
+  test('an image that passes sniffing but does not decode: original kept, thumbnail 502 bad_image then backoff', async () => {
+    // A real JPEG header (dimensions readable) followed by garbage instead of scan data.
+    const broken = Buffer.concat([jpeg.subarray(0, 600), Buffer.alloc(4000, 0x5a)]);
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(broken));
+    const root = await makeRoot();
+    const app = await startApp(root);
+    try {
+      const imageUrl = `${origin.url}/broken.jpg`;
+      const thumb = await fetch(app.url + linkFor(imageUrl, { size: '150x' }));
+      assert.equal(thumb.status, 502);
+      assert.equal(thumb.headers.get('x-imageproxy-error'), 'bad_image');
+      const again = await fetch(app.url + linkFor(imageUrl, { size: '150x' }));
+      assert.equal(again.status, 503);
+      assert.equal(again.headers.get('x-imageproxy-error'), 'backoff');
+      // The documented rule: the original stays and full-size links serve what the origin sent.
+      const full = await fetch(app.url + linkFor(imageUrl));
+      assert.equal(full.status, 200);
+      assert.ok(Buffer.from(await full.arrayBuffer()).equals(broken));
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.150x.fail`, `${key}.jpg`, `${key}.json`]);
+      assert.equal(origin.requests, 1);
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   test('two server processes on one root fetch a new image once', async () => {
     const origin = await startOrigin((_req, res) => {
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 300);
