@@ -254,6 +254,37 @@ describe('fetch once, store, serve', () => {
     }
   });
 
+  test("the origin sees our User-Agent and nothing of the visitor's", async () => {
+    let seen: IncomingMessage['headers'] = {};
+    const origin = await startOrigin((req, res) => {
+      seen = req.headers;
+      res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Set-Cookie': 'tracker=1' }).end(jpeg);
+    });
+    const root = await makeRoot();
+    const app = await startApp(root, { userAgent: 'imageproxy-test/1 (ops@example.org)' });
+    try {
+      const response = await fetch(app.url + linkFor(`${origin.url}/visitor.jpg`), {
+        headers: {
+          Cookie: 'session=secret',
+          Referer: 'https://tracker.example/torrents.php?id=1',
+          'X-Forwarded-For': '203.0.113.7',
+          Authorization: 'Basic dXNlcjpwYXNz',
+          'User-Agent': 'VisitorBrowser/1.0',
+        },
+      });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('set-cookie'), null); // nor the origin's cookies back
+      assert.equal(seen['user-agent'], 'imageproxy-test/1 (ops@example.org)');
+      for (const header of ['cookie', 'referer', 'x-forwarded-for', 'x-real-ip', 'forwarded', 'authorization']) {
+        assert.equal(seen[header], undefined, header);
+      }
+    } finally {
+      await app.close();
+      await origin.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   test('two server processes on one root fetch a new image once', async () => {
     const origin = await startOrigin((_req, res) => {
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 300);
