@@ -106,7 +106,7 @@ function findBoxes(bytes: Uint8Array, parents: readonly Box[], path: readonly st
   return level;
 }
 
-function childBoxes(bytes: Uint8Array, parents: readonly Box[], type: string): Box[] {
+function childBoxes(parents: readonly Box[], type: string): Box[] {
   return parents.filter((box) => box.type === type);
 }
 
@@ -140,13 +140,13 @@ function largest(sizes: readonly Dimensions[]): Dimensions | null {
 function inspectAvif(bytes: Uint8Array): { size: Dimensions | null; frames: number } {
   const data = view(bytes);
   const top = readBoxes(bytes, 0, bytes.length);
-  const itemSizes = childBoxes(bytes, findBoxes(bytes, top, ['meta', 'iprp', 'ipco']), 'ispe').map((ispe) => ({
+  const itemSizes = childBoxes(findBoxes(bytes, top, ['meta', 'iprp', 'ipco']), 'ispe').map((ispe) => ({
     width: data.getUint32(ispe.start + 4),
     height: data.getUint32(ispe.start + 8),
   }));
   const tracks = findBoxes(bytes, top, ['moov']).filter((box) => box.type === 'trak');
   const trackSizes = tracks.flatMap((trak) =>
-    childBoxes(bytes, readBoxes(bytes, trak.start, trak.end), 'tkhd').map((tkhd) => {
+    childBoxes(readBoxes(bytes, trak.start, trak.end), 'tkhd').map((tkhd) => {
       // FullBox header, then times and ids (20 bytes, 32 in version 1), then 52 bytes
       // of layer/volume/matrix; width and height are 16.16 fixed point.
       const widthOffset = tkhd.start + 4 + (data.getUint8(tkhd.start) === 1 ? 32 : 20) + 52;
@@ -155,7 +155,6 @@ function inspectAvif(bytes: Uint8Array): { size: Dimensions | null; frames: numb
   );
   const sampleCounts = tracks.flatMap((trak) =>
     childBoxes(
-      bytes,
       findBoxes(bytes, readBoxes(bytes, trak.start, trak.end), ['mdia', 'minf', 'stbl']),
       'stsz',
     ).map((stsz) => data.getUint32(stsz.start + 8)),
@@ -186,7 +185,6 @@ function gifColorTableSize(packedFields: number): number {
 
 const GIF_IMAGE_DESCRIPTOR = 0x2c;
 const GIF_EXTENSION = 0x21;
-const GIF_TRAILER = 0x3b;
 
 /** Image descriptors in a GIF; a body cut short counts the frames it holds. */
 function countGifFrames(bytes: Uint8Array): number {

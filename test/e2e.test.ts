@@ -7,8 +7,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -19,6 +17,7 @@ import { createLogger } from '../server/log.js';
 import { CONTENT_SECURITY_POLICY, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
 import { makeTempRoot, removeTempRoot, request, signedPath, VECTORS, type Answer } from './helpers.js';
 import { freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
+import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'e2e-secret';
 const missing = nginxMissing();
@@ -27,9 +26,8 @@ if (missing !== null) console.log(`# e2e skipped: ${missing}`);
 describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
   let workDir = '';
   let root = '';
-  let origin: Server;
+  let origin: Origin;
   let originUrl = '';
-  const originHits = new Map<string, number>();
   let app: RunningServer | null = null;
   let nginx: RunningNginx | null = null;
   let base = '';
@@ -40,7 +38,7 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     signedPath({ secret: SECRET, imageUrl: `${originUrl}${path}`, atMs: options.atMs ?? Date.now(), ...options });
   const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> =>
     request(base, path, { method, headers });
-  const hitsOf = (path: string): number => originHits.get(path) ?? 0;
+  const hitsOf = (path: string): number => origin.requests.filter((request) => request.url === path).length;
 
   function assertImageHeaders(answer: Answer, contentType: string): void {
     assert.equal(answer.headers.get('content-type'), contentType);
@@ -58,15 +56,13 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     workDir = await makeTempRoot('imageproxy-e2e-');
     root = join(workDir, 'tree');
 
-    origin = createServer((req, res) => {
+    origin = await startOrigin((req, res) => {
       const path = req.url ?? '/';
-      originHits.set(path, hitsOf(path) + 1);
       if (path.endsWith('.jpg')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
       else if (path.endsWith('.png')) res.writeHead(200, { 'Content-Type': 'image/png' }).end(png);
       else res.writeHead(404).end('no such image');
     });
-    await new Promise<void>((done) => origin.listen(0, '127.0.0.1', done));
-    originUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
+    originUrl = origin.url('').origin;
 
     const nginxPort = await freePort();
     const config = buildConfig({
@@ -107,10 +103,7 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
   after(async () => {
     await nginx?.stop();
     await app?.close();
-    await new Promise<void>((done) => {
-      origin.closeAllConnections();
-      origin.close(() => done());
-    });
+    await origin.close();
     await removeTempRoot(workDir);
   });
 

@@ -5,10 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -17,50 +15,13 @@ import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
-import { signLink } from '../server/signing.js';
+import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { startOrigin } from './origin.js';
 
 const SECRET = 'fetch-test-secret';
 
-interface Origin {
-  url: string;
-  requests: number;
-  connections: number;
-  close(): Promise<void>;
-}
-
-async function startOrigin(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Origin> {
-  const server: Server = createServer((req, res) => {
-    origin.requests += 1;
-    handler(req, res);
-  });
-  const origin: Origin = {
-    url: '',
-    requests: 0,
-    connections: 0,
-    close: () =>
-      new Promise<void>((done) => {
-        server.closeAllConnections();
-        server.close(() => done());
-      }),
-  };
-  server.on('connection', () => {
-    origin.connections += 1;
-  });
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  origin.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return origin;
-}
-
-function linkFor(imageUrl: string, options: { size?: string; proxy?: boolean; bucket?: string } = {}, atMs = Date.now()): string {
-  const bucket = options.bucket ?? 'i';
-  const extUrl = Buffer.from(imageUrl).toString('base64url');
-  const proxy = options.proxy ?? false;
-  const signature = signLink(SECRET, { bucket, extUrl, proxy }, atMs);
-  return `/${bucket}/${options.size ?? 'full'}/${signature}/${extUrl}${proxy ? '/proxy' : ''}`;
-}
-
-async function makeRoot(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'imageproxy-fetch-'));
+function linkFor(imageUrl: string, options: { size?: string; proxy?: boolean } = {}, atMs = Date.now()): string {
+  return signedPath({ secret: SECRET, imageUrl, atMs, ...options });
 }
 
 async function startApp(root: string, overrides: ConfigLayer = {}, now?: () => number): Promise<RunningServer> {
@@ -124,17 +85,17 @@ describe('fetch once, store, serve', () => {
       // A slow origin keeps every request in flight at once.
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 200);
     });
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root);
     try {
-      const imageUrl = `${origin.url}/burst.jpg`;
+      const imageUrl = origin.url('/burst.jpg').href;
       const answers = await Promise.all(
         Array.from({ length: 100 }, async () => {
           const response = await fetch(app.url + linkFor(imageUrl));
           return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
         }),
       );
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       for (const answer of answers) {
         assert.equal(answer.status, 200);
         assert.ok(answer.bytes.equals(jpeg));
@@ -144,7 +105,7 @@ describe('fetch once, store, serve', () => {
       // Served from the tree from now on.
       const again = await fetch(app.url + linkFor(imageUrl));
       assert.equal(again.status, 200);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       // What an admin's Prometheus sees of it.
       const metrics = await (await fetch(`${app.url}/metrics`)).text();
       assert.match(metrics, /^imageproxy_origin_fetches_total\{result="ok"\} 1$/m);
@@ -153,16 +114,16 @@ describe('fetch once, store, serve', () => {
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
   test('variants are made once from the stored original and read back at the fitted size', async () => {
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(png));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root);
     try {
-      const imageUrl = `${origin.url}/alpha.png`;
+      const imageUrl = origin.url('/alpha.png').href;
       const cases = [
         { size: '150x', width: 225, height: 150 },
         { size: 'x200', width: 200, height: 133 },
@@ -177,7 +138,7 @@ describe('fetch once, store, serve', () => {
         const metadata = await sharp(Buffer.from(await response.arrayBuffer())).metadata();
         assert.deepEqual([metadata.width, metadata.height, metadata.format, metadata.hasAlpha], [expected.width, expected.height, 'png', true], expected.size);
       }
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       const key = storageKey(Buffer.from(imageUrl));
       assert.deepEqual(await filesOfKey(root, imageUrl), [
         `${key}.150x.png`,
@@ -190,7 +151,7 @@ describe('fetch once, store, serve', () => {
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
@@ -199,10 +160,10 @@ describe('fetch once, store, serve', () => {
       .jpeg()
       .toBuffer();
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root, { limits: { maxQueuedResizes: 1, maxBytes: 20_000_000 } });
     try {
-      const imageUrl = `${origin.url}/big.jpg`;
+      const imageUrl = origin.url('/big.jpg').href;
       assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // the original, stored
       const sizes = ['150x', 'x200', '250x250', '500x500'];
       const answers = await Promise.all(sizes.map((size) => fetch(app.url + linkFor(imageUrl, { size }))));
@@ -218,11 +179,11 @@ describe('fetch once, store, serve', () => {
       const key = storageKey(Buffer.from(imageUrl));
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.endsWith('.fail')).length, 0);
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.startsWith(`${key}.`) && name.endsWith('.jpg')).length, 5);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
@@ -230,10 +191,10 @@ describe('fetch once, store, serve', () => {
     // A real JPEG header (dimensions readable) followed by garbage instead of scan data.
     const broken = Buffer.concat([jpeg.subarray(0, 600), Buffer.alloc(4000, 0x5a)]);
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(broken));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root);
     try {
-      const imageUrl = `${origin.url}/broken.jpg`;
+      const imageUrl = origin.url('/broken.jpg').href;
       const thumb = await fetch(app.url + linkFor(imageUrl, { size: '150x' }));
       assert.equal(thumb.status, 502);
       assert.equal(thumb.headers.get('x-imageproxy-error'), 'bad_image');
@@ -246,11 +207,11 @@ describe('fetch once, store, serve', () => {
       assert.ok(Buffer.from(await full.arrayBuffer()).equals(broken));
       const key = storageKey(Buffer.from(imageUrl));
       assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.150x.fail`, `${key}.jpg`, `${key}.json`]);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
@@ -260,10 +221,10 @@ describe('fetch once, store, serve', () => {
       seen = req.headers;
       res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Set-Cookie': 'tracker=1' }).end(jpeg);
     });
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root, { userAgent: 'imageproxy-test/1 (ops@example.org)' });
     try {
-      const response = await fetch(app.url + linkFor(`${origin.url}/visitor.jpg`), {
+      const response = await fetch(app.url + linkFor(origin.url('/visitor.jpg').href), {
         headers: {
           Cookie: 'session=secret',
           Referer: 'https://tracker.example/torrents.php?id=1',
@@ -281,7 +242,7 @@ describe('fetch once, store, serve', () => {
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
@@ -289,7 +250,7 @@ describe('fetch once, store, serve', () => {
     const origin = await startOrigin((_req, res) => {
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 300);
     });
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const children: ChildProcess[] = [];
     try {
       const urls = await Promise.all([0, 1].map(async () => {
@@ -309,14 +270,14 @@ describe('fetch once, store, serve', () => {
           child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${output}`)));
         });
       }));
-      const imageUrl = `${origin.url}/shared.jpg`;
+      const imageUrl = origin.url('/shared.jpg').href;
       const answers = await Promise.all(
         Array.from({ length: 40 }, async (_, index) => {
           const response = await fetch(urls[index % 2] + linkFor(imageUrl));
           return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
         }),
       );
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       for (const answer of answers) {
         assert.equal(answer.status, 200);
         assert.ok(answer.bytes.equals(jpeg));
@@ -324,16 +285,16 @@ describe('fetch once, store, serve', () => {
     } finally {
       for (const child of children) child.kill('SIGTERM');
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
   test('a stale lock left by a dead process is taken over', async () => {
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root);
     try {
-      const imageUrl = `${origin.url}/stale.jpg`;
+      const imageUrl = origin.url('/stale.jpg').href;
       const key = storageKey(Buffer.from(imageUrl));
       const lockPath = join(root, keyDirectory('i', key), `${key}.lock`);
       await mkdir(lockPath, { recursive: true });
@@ -341,17 +302,17 @@ describe('fetch once, store, serve', () => {
       await utimes(lockPath, longAgo, longAgo);
       const response = await fetch(app.url + linkFor(imageUrl));
       assert.equal(response.status, 200);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       await assert.rejects(stat(lockPath), { code: 'ENOENT' });
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 
   test('temp files older than tempMaxAgeSeconds are swept at start; fresh ones are kept', async () => {
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const directory = join(root, 'i', 'A', 'b');
     await mkdir(directory, { recursive: true });
     const oldTemp = join(directory, '.Abkey.jpg.123.aaaa.tmp');
@@ -368,7 +329,7 @@ describe('fetch once, store, serve', () => {
       assert.deepEqual(await readdir(directory), ['.Abkey.jpg.123.bbbb.tmp']);
     } finally {
       await app.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 });
@@ -443,10 +404,10 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
   for (const testCase of cases) {
     test(testCase.name, async () => {
       const origin = await startOrigin(testCase.handler);
-      const root = await makeRoot();
+      const root = await makeTempRoot('imageproxy-fetch-');
       const app = await startApp(root, { limits: { maxBytes: 1_000_000, totalTimeoutMs: 1500, connectTimeoutMs: 1000 } });
       try {
-        const imageUrl = `${origin.url}/bad.jpg`;
+        const imageUrl = origin.url('/bad.jpg').href;
         for (const size of ['full', '150x']) {
           const response = await fetch(app.url + linkFor(imageUrl, { size }));
           const body = await response.text();
@@ -461,7 +422,7 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
             assert.ok(Number(response.headers.get('retry-after')) > 0);
           }
         }
-        assert.equal(origin.requests, testCase.requests ?? 1);
+        assert.equal(origin.requests.length, testCase.requests ?? 1);
         const key = storageKey(Buffer.from(imageUrl));
         assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.fail`]);
         const health = await fetch(`${app.url}/healthz`);
@@ -469,7 +430,7 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
       } finally {
         await app.close();
         await origin.close();
-        await rm(root, { recursive: true, force: true });
+        await removeTempRoot(root);
       }
     });
   }
@@ -482,22 +443,22 @@ describe('backoff', () => {
       if (healthy) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
       else res.writeHead(500).end();
     });
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     let clock = Date.now();
     const app = await startApp(root, {}, () => clock);
     try {
-      const imageUrl = `${origin.url}/flaky.jpg`;
+      const imageUrl = origin.url('/flaky.jpg').href;
       const get = (): Promise<Response> => fetch(app.url + linkFor(imageUrl, {}, clock));
       assert.equal((await get()).status, 502);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
       const during = await get();
       assert.equal(during.status, 503);
       assert.equal(during.headers.get('retry-after'), '60');
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
 
       clock += 61_000; // first window (60 s) over: try again, fail again
       assert.equal((await get()).status, 502);
-      assert.equal(origin.requests, 2);
+      assert.equal(origin.requests.length, 2);
       const second = await get();
       assert.equal(second.status, 503);
       assert.equal(second.headers.get('retry-after'), '120'); // doubled, counted from this failure
@@ -505,13 +466,13 @@ describe('backoff', () => {
       clock += 121_000;
       healthy = true;
       assert.equal((await get()).status, 200);
-      assert.equal(origin.requests, 3);
+      assert.equal(origin.requests.length, 3);
       const key = storageKey(Buffer.from(imageUrl));
       assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 });
@@ -519,26 +480,26 @@ describe('backoff', () => {
 describe('/proxy', () => {
   test('an image not stored is passed through and not stored; a stored one is served from the tree', async () => {
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(png));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root);
     try {
-      const imageUrl = `${origin.url}/passing.png`;
+      const imageUrl = origin.url('/passing.png').href;
       const proxied = await fetch(app.url + linkFor(imageUrl, { proxy: true, size: 'garbage' }));
       assert.equal(proxied.status, 200);
       assert.equal(proxied.headers.get('content-type'), 'image/png');
       assert.ok(Buffer.from(await proxied.arrayBuffer()).equals(png));
       assert.deepEqual(await filesOfKey(root, imageUrl), []);
-      assert.equal(origin.requests, 1);
+      assert.equal(origin.requests.length, 1);
 
       assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // now stored
       const fromTree = await fetch(app.url + linkFor(imageUrl, { proxy: true }));
       assert.equal(fromTree.status, 200);
       assert.ok(Buffer.from(await fromTree.arrayBuffer()).equals(png));
-      assert.equal(origin.requests, 2);
+      assert.equal(origin.requests.length, 2);
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 });
@@ -546,10 +507,10 @@ describe('/proxy', () => {
 describe('address policy through the server', () => {
   test('with private networks refused, loopback links answer 403 and never connect', async () => {
     const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
-    const root = await makeRoot();
+    const root = await makeTempRoot('imageproxy-fetch-');
     const app = await startApp(root, { allowPrivateNetworks: false });
     try {
-      const port = new URL(origin.url).port;
+      const port = origin.port;
       for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '0.0.0.0', '127.1', '2130706433']) {
         const response = await fetch(app.url + linkFor(`http://${host}:${port}/x.jpg`));
         assert.equal(response.status, 403, host);
@@ -559,7 +520,7 @@ describe('address policy through the server', () => {
     } finally {
       await app.close();
       await origin.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempRoot(root);
     }
   });
 });

@@ -4,7 +4,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { isImageproxyError, type ErrorCode } from '../server/errors.js';
@@ -15,6 +14,7 @@ import {
   type FetchedImage,
   type Fetcher,
 } from '../server/fetcher.js';
+import { startOrigin, type Handler, type Origin } from './origin.js';
 
 const TEST_TIMEOUT_MS = 5_000;
 
@@ -33,49 +33,6 @@ function fetcherOptions(overrides: Partial<FetchOptions> = {}): FetchOptions {
 }
 
 // ---------------------------------------------------------------------------------
-// A misbehaving origin
-
-type Handler = (request: http.IncomingMessage, response: http.ServerResponse, origin: Origin) => void;
-
-interface Origin {
-  /** http://host:port + path, host bracketed when IPv6. */
-  url(path?: string, host?: string): URL;
-  port: number;
-  connections: number;
-  requests: http.IncomingMessage[];
-  close(): Promise<void>;
-}
-
-async function startOrigin(handler: Handler, host = '127.0.0.1'): Promise<Origin> {
-  const server = http.createServer();
-  const origin: Origin = {
-    port: 0,
-    connections: 0,
-    requests: [],
-    url(path = '/', urlHost = host) {
-      const bracketed = urlHost.includes(':') ? `[${urlHost}]` : urlHost;
-      return new URL(`http://${bracketed}:${this.port}${path}`);
-    },
-    close() {
-      server.closeAllConnections();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-  server.on('connection', () => {
-    origin.connections += 1;
-  });
-  server.on('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
-    origin.requests.push(request);
-    handler(request, response, origin);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
-  });
-  origin.port = (server.address() as AddressInfo).port;
-  return origin;
-}
-
 /** The ImageproxyError code the promise rejects with (fails on anything else). */
 async function rejectionCode(promise: Promise<unknown>): Promise<ErrorCode> {
   try {
