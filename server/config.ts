@@ -4,6 +4,7 @@
  * `readConfigFile`, the one function that touches the disk.
  */
 import { readFileSync } from 'node:fs';
+import { parseAllowList } from './netPolicy.js';
 
 export type Delivery = 'direct' | 'accel';
 export type EngineName = 'sharp' | 'jimp';
@@ -34,6 +35,8 @@ export interface Config {
   delivery: Delivery;
   engine: EngineName;
   allowPrivateNetworks: boolean;
+  /** Addresses or CIDRs allowed although the policy blocks them (an origin on your LAN). */
+  allowedAddresses: string[];
   limits: Limits;
   /** How long a request waits for another request's fetch of the same image. */
   singleFlightWaitMs: number;
@@ -62,6 +65,8 @@ export const DEFAULT_CONFIG: Config = {
   delivery: 'direct',
   engine: 'sharp',
   allowPrivateNetworks: false,
+  // Narrower than allowPrivateNetworks: one intranet origin, not the whole private space.
+  allowedAddresses: [],
   limits: {
     maxBytes: 2 * 1024 * 1024, // as imageproxy-py
     maxPixels: 50_000_000, // all frames of an animation counted
@@ -132,6 +137,7 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' 
   { env: 'IMAGEPROXY_DELIVERY', key: 'delivery', kind: 'string' },
   { env: 'IMAGEPROXY_ENGINE', key: 'engine', kind: 'string' },
   { env: 'IMAGEPROXY_ALLOW_PRIVATE_NETWORKS', key: 'allowPrivateNetworks', kind: 'boolean' },
+  { env: 'IMAGEPROXY_ALLOWED_ADDRESSES', key: 'allowedAddresses', kind: 'list' },
   { env: 'IMAGEPROXY_MAX_BYTES', key: 'limits.maxBytes', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_PIXELS', key: 'limits.maxPixels', kind: 'number' },
   { env: 'IMAGEPROXY_CONNECT_TIMEOUT_MS', key: 'limits.connectTimeoutMs', kind: 'number' },
@@ -271,6 +277,19 @@ function expectOneOf<T extends string>(key: string, value: unknown, allowed: rea
   return value as T;
 }
 
+function expectAddressList(key: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw new ConfigError(key, 'must be a list of IP addresses or CIDRs');
+  return value.map((entry, index) => {
+    const text = expectString(`${key}[${index}]`, entry);
+    try {
+      parseAllowList([text]);
+    } catch {
+      throw new ConfigError(`${key}[${index}]`, `${JSON.stringify(text)} is not an IP address or CIDR`);
+    }
+    return text;
+  });
+}
+
 function rejectUnknownKeys(key: string, value: Record<string, unknown>, known: object): void {
   for (const name of Object.keys(value)) {
     // Own keys only: `in` would let `constructor`, `toString` or `__proto__` through.
@@ -335,6 +354,7 @@ export function validateConfig(raw: ConfigLayer): Config {
     delivery: expectOneOf('delivery', raw.delivery, ['direct', 'accel'] as const),
     engine: expectOneOf('engine', raw.engine, ['sharp', 'jimp'] as const),
     allowPrivateNetworks: expectBoolean('allowPrivateNetworks', raw.allowPrivateNetworks),
+    allowedAddresses: expectAddressList('allowedAddresses', raw.allowedAddresses),
     limits: {
       maxBytes: expectInteger('limits.maxBytes', limits.maxBytes, 1),
       maxPixels: expectInteger('limits.maxPixels', limits.maxPixels, 1),

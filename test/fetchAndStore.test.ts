@@ -523,5 +523,23 @@ describe('address policy through the server', () => {
       await removeTempRoot(root);
     }
   });
+
+  test('allowedAddresses lets one blocked address through, and only that one', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+    const root = await makeTempRoot('imageproxy-fetch-');
+    const app = await startApp(root, { allowPrivateNetworks: false, allowedAddresses: ['127.0.0.1'] });
+    try {
+      const allowed = await fetch(app.url + linkFor(origin.url('/intranet.jpg').href));
+      assert.equal(allowed.status, 200);
+      const other = await fetch(app.url + linkFor(origin.url('/intranet.jpg', '127.0.0.2').href));
+      assert.equal(other.status, 403);
+      assert.equal(other.headers.get('x-imageproxy-error'), 'blocked_destination');
+      assert.equal(origin.requests.length, 1);
+    } finally {
+      await app.close();
+      await origin.close();
+      await removeTempRoot(root);
+    }
+  });
 });
 

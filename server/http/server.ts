@@ -39,6 +39,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const fetcher = createFetcher({
     limits: config.limits,
     allowPrivateNetworks: config.allowPrivateNetworks,
+    allowedAddresses: config.allowedAddresses,
     userAgent: config.userAgent,
   });
   const engine = await createEngine(config.engine, {
