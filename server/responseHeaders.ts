@@ -9,8 +9,18 @@ import { FORMAT_INFO } from './sniff.js';
 export const IMAGE_CACHE_CONTROL = 'public, max-age=604800, immutable';
 /** Errors may go away (an origin comes back, a link gets signed): never cache them. */
 export const ERROR_CACHE_CONTROL = 'no-store';
-/** Nothing we answer may run script or load anything, even if a browser is tricked into rendering it. */
-export const CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox";
+/**
+ * Nothing we answer may run script or load anything, even if a browser is tricked into
+ * rendering it. The directives feed helmet (the app); the string, nginx.
+ */
+export const CSP_DIRECTIVES: Readonly<Record<string, readonly string[]>> = { 'default-src': ["'none'"], sandbox: [] };
+export const CONTENT_SECURITY_POLICY = Object.entries(CSP_DIRECTIVES)
+  .map(([name, values]) => [name, ...values].join(' '))
+  .join('; ');
+/** Images are embedded by the site, another origin. */
+export const CROSS_ORIGIN_RESOURCE_POLICY = 'cross-origin';
+/** Nothing we send makes requests, but if it did, it would tell nobody where from. */
+export const REFERRER_POLICY = 'no-referrer';
 
 export const CONTENT_TYPE_BY_EXTENSION = Object.fromEntries(
   Object.values(FORMAT_INFO).map((info) => [info.ext, info.contentType]),
@@ -20,6 +30,6 @@ export const CONTENT_TYPE_BY_EXTENSION = Object.fromEntries(
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'X-Content-Type-Options': 'nosniff',
   'Content-Security-Policy': CONTENT_SECURITY_POLICY,
-  'Cross-Origin-Resource-Policy': 'cross-origin',
-  'Referrer-Policy': 'no-referrer',
+  'Cross-Origin-Resource-Policy': CROSS_ORIGIN_RESOURCE_POLICY,
+  'Referrer-Policy': REFERRER_POLICY,
 };

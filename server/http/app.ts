@@ -11,7 +11,14 @@ import { storageKey } from '../layout.js';
 import { decodeImageUrl, imageUrlBytes, parseLink, type LinkRules } from '../link.js';
 import type { Logger } from '../log.js';
 import { createMetrics, type Metrics } from '../metrics.js';
-import { CONTENT_TYPE_BY_EXTENSION, ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../responseHeaders.js';
+import {
+  CONTENT_TYPE_BY_EXTENSION,
+  CROSS_ORIGIN_RESOURCE_POLICY,
+  CSP_DIRECTIVES,
+  ERROR_CACHE_CONTROL,
+  IMAGE_CACHE_CONTROL,
+  REFERRER_POLICY,
+} from '../responseHeaders.js';
 import { verifySignature } from '../signing.js';
 
 export interface AppDependencies {
@@ -37,10 +44,10 @@ export function createApp(deps: AppDependencies): express.Express {
   app.set('query parser', false);
   app.use(
     helmet({
-      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], sandbox: [] } },
-      // Images are embedded by the site from another origin.
-      crossOriginResourcePolicy: { policy: 'cross-origin' },
-      referrerPolicy: { policy: 'no-referrer' },
+      // The same values nginx sets on the files it serves (server/responseHeaders.ts).
+      contentSecurityPolicy: { useDefaults: false, directives: CSP_DIRECTIVES },
+      crossOriginResourcePolicy: { policy: CROSS_ORIGIN_RESOURCE_POLICY },
+      referrerPolicy: { policy: REFERRER_POLICY },
       // TLS is terminated in front of us; HSTS is the front's decision.
       strictTransportSecurity: false,
       // Headers meant for HTML documents: an image answer needs none of them, and
