@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -498,6 +499,55 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
       const body = answer.body.toString('latin1');
       assert.ok(!body.includes(OUTSIDE_SECRET) && !body.includes(SIDECAR_TEXT), `${path} served ${answer.status} ${body.slice(0, 80)}`);
       assert.notEqual(answer.status, 200, path);
+    }
+  });
+});
+
+describe('the standalone config started by an ordinary user', {
+  skip:
+    nginxMissing() ??
+    (process.getuid?.() === 0 ? false : 'not root: every other nginx test here already runs as an ordinary user'),
+}, () => {
+  it('starts as nobody (no user directive needed), serves a hit and refuses a bad link', async () => {
+    const nobody = { uid: Number(execFileSync('id', ['-u', 'nobody']).toString()), gid: Number(execFileSync('id', ['-g', 'nobody']).toString()) };
+    const prefixDir = await makeTempRoot('imageproxy-nginx-user-');
+    let nginx: RunningNginx | null = null;
+    try {
+      await chmod(prefixDir, 0o755);
+      const root = join(prefixDir, 'root');
+      const configModuleDir = join(prefixDir, 'njs');
+      await mkdir(configModuleDir, { recursive: true });
+      const port = await freePort();
+      const input: NginxRenderInput = {
+        ...BASE_INPUT,
+        nginxListen: `127.0.0.1:${port}`,
+        appListen: '127.0.0.1:9', // never reached: only a hit and a refusal are asked for
+        root,
+        njsDir: NJS_DIR,
+        configModuleDir,
+      };
+      await writeFile(join(configModuleDir, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
+      const imageUrl = 'https://example.com/ordinary-user.jpg';
+      const key = storageKey(Buffer.from(imageUrl));
+      const bytes = randomBytes(1234);
+      await mkdir(join(root, keyDirectory('i', key)), { recursive: true });
+      await writeFile(join(root, keyDirectory('i', key), `${key}.jpg`), bytes);
+      execFileSync('chown', ['-R', `${nobody.uid}:${nobody.gid}`, prefixDir]);
+
+      nginx = await startNginx(prefixDir, renderStandaloneConf(input, prefixDir, { workerProcesses: 1 }), port, { asUser: nobody });
+      const base = `http://127.0.0.1:${port}`;
+      const signature = signLink(BASE_INPUT.secrets[0] ?? '', { bucket: 'i', extUrl: extUrlOf(imageUrl), proxy: false }, Date.now());
+      const hit = await request(base, `/i/full/${signature}/${extUrlOf(imageUrl)}`);
+      assert.equal(hit.status, 200);
+      assert.deepEqual(hit.body, bytes);
+      const refused = await request(base, `/i/full/${signature === 'A'.repeat(16) ? 'B' : 'A'}${'A'.repeat(15)}/${extUrlOf(imageUrl)}`);
+      assert.equal(refused.status, 410);
+      // The master really runs as nobody.
+      const status = await readFile(`/proc/${nginx.process.pid}/status`, 'utf8');
+      assert.match(status, new RegExp(`^Uid:\\s+${nobody.uid}\\s`, 'm'));
+    } finally {
+      await nginx?.stop();
+      await removeTempRoot(prefixDir);
     }
   });
 });

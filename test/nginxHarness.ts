@@ -85,12 +85,18 @@ async function readOr(path: string, fallback: string): Promise<string> {
  * (`daemon off`) until `port` accepts connections. Throws with nginx's error log when it
  * does not start.
  */
-export async function startNginx(prefixDir: string, confText: string, port: number): Promise<RunningNginx> {
+export async function startNginx(
+  prefixDir: string,
+  confText: string,
+  port: number,
+  options: { asUser?: { uid: number; gid: number } } = {},
+): Promise<RunningNginx> {
   const confPath = join(prefixDir, 'nginx.conf');
   const errorLog = join(prefixDir, 'error.log');
   await writeFile(confPath, confText);
   const child = spawn(NGINX_BINARY, ['-p', prefixDir, '-c', confPath, '-e', errorLog], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    ...(options.asUser === undefined ? {} : { uid: options.asUser.uid, gid: options.asUser.gid }),
   });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
