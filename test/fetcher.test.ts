@@ -478,6 +478,21 @@ describe('redirect hops are re-checked with the policy on', () => {
     });
   }
 
+  it('refuses a redirect into 127.0.0.1 (the first hop on 127.0.0.2 allowed)', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const target = await startOrigin(send(200, png));
+    const redirector = await startOrigin(redirect(() => target.url('/into-loopback.png').href), '127.0.0.2');
+    await withFetcher(
+      { ...POLICY_ON, allowedAddresses: ['127.0.0.2'] },
+      async (fetcher) => {
+        assert.equal(await rejectionCode(fetcher.fetchImage(redirector.url())), 'blocked_destination');
+        assert.equal(redirector.requests.length, 1, 'the first hop was allowed and answered');
+      },
+      redirector,
+      target,
+    );
+    assert.equal(target.connections, 0, '127.0.0.1 never saw a connection');
+  });
+
   it('control: with both addresses allowed, the same redirect reaches the target', { timeout: TEST_TIMEOUT_MS }, async () => {
     const redirector = await startOrigin(redirect(() => targets.second.url('/').href));
     const requestsBefore = targets.second.requests.length;
