@@ -11,8 +11,8 @@
  */
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { imageSize } from 'image-size';
 import { ImageproxyError } from '../errors.js';
+import { inspectImage, pixelCount } from '../sniff.js';
 import { badImage, pixelCountDetail, tooManyPixels } from './engine.js';
 import type { EngineOptions, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
 import type { WorkerJob, WorkerMessage } from './jimpWorker.js';
@@ -64,30 +64,18 @@ export async function createJimpEngine(options: EngineOptions): Promise<ResizeEn
   };
 }
 
-/** Header checks done on the calling thread: readable, under the pixel limit, decodable by jimp. */
+/**
+ * Header checks done on the calling thread with the same reader the fetcher uses
+ * (server/sniff.ts, no decoding): readable, under the pixel limit (all frames counted),
+ * decodable by jimp.
+ */
 function checkBeforeDecode(request: ResizeRequest, maxPixels: number): void {
-  let width: number;
-  let height: number;
-  try {
-    ({ width, height } = imageSize(request.input));
-  } catch (error) {
-    throw badImage(error, `jimp: unreadable ${request.format} header`);
-  }
-  if (width * height > maxPixels) throw tooManyPixels(pixelCountDetail(width, height, maxPixels));
-  if (request.format === 'webp' && isAnimatedWebp(request.input)) {
+  const info = inspectImage(request.input);
+  if (info === null) throw badImage(undefined, `jimp: unreadable ${request.format} header`);
+  if (pixelCount(info) > maxPixels) throw tooManyPixels(pixelCountDetail(info.width, info.height * info.frames, maxPixels));
+  if (info.format === 'webp' && info.frames > 1) {
     throw badImage(undefined, 'jimp: animated WebP is not supported by the jimp engine (use sharp)');
   }
-}
-
-/**
- * An extended WebP (RIFF….WEBPVP8X) with the animation flag set. Layout: 'RIFF', size,
- * 'WEBP', 'VP8X', chunk size, then the flags byte (bit 1 = animation) at offset 20.
- */
-export function isAnimatedWebp(bytes: Uint8Array): boolean {
-  if (bytes.byteLength < 21) return false;
-  const ascii = (start: number, end: number): string => Buffer.from(bytes.subarray(start, end)).toString('latin1');
-  const flags = bytes[20] ?? 0;
-  return ascii(0, 4) === 'RIFF' && ascii(8, 16) === 'WEBPVP8X' && (flags & 0x02) !== 0;
 }
 
 type PoolJob = Omit<WorkerJob, 'id'>;
