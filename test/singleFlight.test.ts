@@ -1,0 +1,103 @@
+/** server/singleFlight.ts against a real directory: one piece of work per id and per lock. */
+import assert from 'node:assert/strict';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { isImageproxyError } from '../server/errors.js';
+import { InProcessFlights, withFileLock, type FileLockOptions } from '../server/singleFlight.js';
+import { makeTempRoot, removeTempRoot } from './helpers.js';
+
+describe('InProcessFlights', () => {
+  it('runs concurrent calls with one id once and gives all of them its result', async () => {
+    const flights = new InProcessFlights();
+    let runs = 0;
+    const work = async (): Promise<string> => {
+      runs += 1;
+      await sleep(20);
+      return 'done';
+    };
+    const results = await Promise.all(Array.from({ length: 10 }, () => flights.run('a', work)));
+    assert.deepEqual(results, Array(10).fill('done'));
+    assert.equal(runs, 1);
+    assert.equal(flights.size, 0);
+    await flights.run('a', work); // settled: the next call runs again
+    assert.equal(runs, 2);
+  });
+
+  it('shares a failure with every waiter and then forgets it', async () => {
+    const flights = new InProcessFlights();
+    const failing = async (): Promise<never> => {
+      await sleep(10);
+      throw new Error('origin down');
+    };
+    const outcomes = await Promise.allSettled([flights.run('b', failing), flights.run('b', failing)]);
+    assert.deepEqual(outcomes.map((outcome) => outcome.status), ['rejected', 'rejected']);
+    assert.equal(await flights.run('b', async () => 'recovered'), 'recovered');
+  });
+
+  it('keeps different ids apart', async () => {
+    const flights = new InProcessFlights();
+    const [one, two] = await Promise.all([flights.run('x', async () => 1), flights.run('y', async () => 2)]);
+    assert.deepEqual([one, two], [1, 2]);
+  });
+});
+
+describe('withFileLock', () => {
+  let directory = '';
+  before(async () => {
+    directory = await makeTempRoot('imageproxy-lock-');
+  });
+  after(() => removeTempRoot(directory));
+
+  const options = (waitMs: number): FileLockOptions => ({ waitMs, staleMs: 10_000, onCompromised: () => undefined });
+
+  it('a second caller waits for the holder and takes its result without working', async () => {
+    const lockPath = join(directory, 'one.lock');
+    let result: string | null = null;
+    let works = 0;
+    const existing = async (): Promise<string | null> => result;
+    const holder = withFileLock(lockPath, options(5000), existing, async () => {
+      works += 1;
+      await sleep(150);
+      result = 'stored';
+      return result;
+    });
+    await sleep(20); // the holder has the lock
+    const waiter = withFileLock(lockPath, options(5000), existing, async () => {
+      works += 1;
+      return 'fetched again';
+    });
+    assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
+    assert.equal(works, 1);
+    await assert.rejects(stat(lockPath), { code: 'ENOENT' }); // released
+  });
+
+  it('answers busy with Retry-After when the holder takes longer than waitMs', async () => {
+    const lockPath = join(directory, 'two.lock');
+    const existing = async (): Promise<string | null> => null;
+    let holderFinished = false;
+    const holder = withFileLock(lockPath, options(10_000), existing, async () => {
+      await sleep(1500);
+      holderFinished = true;
+      return 'slow';
+    });
+    await sleep(20);
+    const started = Date.now();
+    await assert.rejects(
+      withFileLock(lockPath, options(200), existing, async () => 'never'),
+      (error) => isImageproxyError(error) && error.code === 'busy' && error.status === 503 && error.retryAfterSeconds === 5,
+    );
+    // It waited its 200 ms, and gave up while the holder was still at work.
+    assert.ok(Date.now() - started >= 190);
+    assert.equal(holderFinished, false);
+    assert.equal(await holder, 'slow');
+  });
+
+  it('releases the lock when the work fails, so the next caller can try', async () => {
+    const lockPath = join(directory, 'three.lock');
+    const existing = async (): Promise<string | null> => null;
+    await assert.rejects(withFileLock(lockPath, options(1000), existing, async () => Promise.reject(new Error('disk full'))), /disk full/);
+    assert.equal(await withFileLock(lockPath, options(1000), existing, async () => 'second try'), 'second try');
+  });
+});
