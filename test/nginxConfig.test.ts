@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -517,13 +517,18 @@ describe('the standalone config started by an ordinary user', {
       const root = join(prefixDir, 'root');
       const configModuleDir = join(prefixDir, 'njs');
       await mkdir(configModuleDir, { recursive: true });
+      // The checkout may sit below a directory nobody cannot enter (a 0700 temp dir):
+      // give nginx its own copy of the script, as an install under /opt would.
+      const njsDir = join(prefixDir, 'script');
+      await mkdir(njsDir);
+      await copyFile(join(NJS_DIR, 'imageproxy.js'), join(njsDir, 'imageproxy.js'));
       const port = await freePort();
       const input: NginxRenderInput = {
         ...BASE_INPUT,
         nginxListen: `127.0.0.1:${port}`,
         appListen: '127.0.0.1:9', // never reached: only a hit and a refusal are asked for
         root,
-        njsDir: NJS_DIR,
+        njsDir,
         configModuleDir,
       };
       await writeFile(join(configModuleDir, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
