@@ -56,6 +56,11 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 
   const { host, port } = splitListen(config.listen);
   const server = app.listen(port, host);
+  // nginx keeps idle upstream connections for 60 s (keepalive_timeout of the upstream
+  // block); if Node closed them first (its default is 5 s), nginx could send a miss on a
+  // socket being closed and answer 502. Stay open longer than nginx does.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   await new Promise<void>((done, fail) => {
     server.once('listening', done);
     server.once('error', fail);
