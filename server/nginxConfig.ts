@@ -259,6 +259,9 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '    proxy_set_header Host $host;',
     '    proxy_set_header X-Real-IP $remote_addr;',
     '    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    // A miss may wait for another request's fetch (singleFlightWaitMs, 30 s) and then
+    // fetch and resize itself (totalTimeoutMs, 30 s): nginx's 60 s default is too short.
+    '    proxy_read_timeout 120s;',
     '}',
     '',
     `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,

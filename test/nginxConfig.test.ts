@@ -59,6 +59,7 @@ describe('renderServerBlock', () => {
     ['import', 'js_import imageproxy from imageproxy.js;'],
     ['js_set', 'js_set $imageproxy_stem imageproxy.linkStem;'],
     ['upstream server', 'server 127.0.0.1:8091;'],
+    ['miss timeout longer than a wait plus a fetch', 'proxy_read_timeout 120s;'],
     ['upstream keepalive', 'keepalive 32;'],
     ['listen', 'listen 127.0.0.1:8080;'],
     ['root', 'root "/srv/imageproxy/data";'],
