@@ -31,7 +31,9 @@ export interface StartOptions {
   now?: () => number;
 }
 
-const TEMP_SWEEP_INTERVAL_MS = 3_600_000;
+// Temp files only outlive a crash, and a crashed process sweeps when it starts again;
+// the daily pass catches the rest without listing a tree of millions of files hourly.
+const TEMP_SWEEP_INTERVAL_MS = 86_400_000;
 
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const { config, logger } = options;
