@@ -18,7 +18,7 @@ import {
 } from './config.js';
 import { isImageproxyError } from './errors.js';
 import { startServer } from './http/server.js';
-import { imageUrlBytes, parseLink } from './link.js';
+import { imageUrlBytes, linkPathOf, linkRulesOf, parseLink } from './link.js';
 import { createLogger } from './log.js';
 import {
   CONFIG_MODULE_NAME,
@@ -28,7 +28,7 @@ import {
   type NginxRenderInput,
 } from './nginxConfig.js';
 import { resolveSecrets } from './secrets.js';
-import { signLink, verifySignature } from './signing.js';
+import { signLink, verifyLinkSignature } from './signing.js';
 import { ImageStore } from './store.js';
 import { storageKey } from './layout.js';
 
@@ -152,15 +152,9 @@ function sign(imageUrl: string, options: CommonOptions & Record<string, unknown>
 function verify(path: string, options: CommonOptions & Record<string, unknown>): number {
   const config = loadConfig(options);
   const secrets = resolveSecrets(config, false).secrets;
-  const pathname = path.replace(/^https?:\/\/[^/]+/, '').split('?')[0] ?? '';
   try {
-    const link = parseLink(pathname, { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes });
-    const match = verifySignature(link.signature, link, {
-      secrets,
-      legacyAllowed: config.buckets[link.bucket]?.legacySignatures ?? false,
-      nowMs: parseInstant(options.at as string | undefined),
-      skewSeconds: config.skewSeconds,
-    });
+    const link = parseLink(linkPathOf(path), linkRulesOf(config));
+    const match = verifyLinkSignature(link, { ...config, secrets, nowMs: parseInstant(options.at as string | undefined) });
     if (match === null) {
       process.stdout.write('invalid: bad_signature: no configured secret signed this link in an accepted week\n');
       return 1;
@@ -194,13 +188,12 @@ async function purge(target: string | undefined, options: CommonOptions & Record
     buckets = typeof options.bucket === 'string' ? [options.bucket] : Object.keys(config.buckets);
   } else {
     if (target === undefined) throw new UsageError('give a link to purge, or --image-url URL');
-    const pathname = target.replace(/^https?:\/\/[^/]+/, '').split('?')[0] ?? '';
     let link;
     try {
       // The size does not matter here: every size of the image goes.
-      const segments = pathname.split('/');
+      const segments = linkPathOf(target).split('/');
       if (segments.length > 2) segments[2] = 'full';
-      link = parseLink(segments.join('/'), { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes });
+      link = parseLink(segments.join('/'), linkRulesOf(config));
     } catch (error) {
       if (isImageproxyError(error)) throw new UsageError(`${target}: ${error.code}: ${error.message}`);
       throw error;

@@ -235,9 +235,10 @@ function mergeLayers(base: ConfigLayer, layer: ConfigLayer): ConfigLayer {
 
 // ---- validation ----------------------------------------------------------------------
 
+// Shared with server/nginxConfig.ts, which checks its own input by the same rules.
+export const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+export const PREFIX_PATTERN = /^\/[A-Za-z0-9_-]+$/;
 const LISTEN_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
-const PREFIX_PATTERN = /^\/[A-Za-z0-9_-]+$/;
 
 function expectObject(key: string, value: unknown): Record<string, unknown> {
   if (!isPlainObject(value)) throw new ConfigError(key, 'must be an object');
@@ -249,7 +250,7 @@ function expectString(key: string, value: unknown): string {
   return value;
 }
 
-function expectListen(key: string, value: unknown): string {
+export function expectListen(key: string, value: unknown): string {
   const text = expectString(key, value);
   const match = LISTEN_PATTERN.exec(text);
   if (match === null || Number(match[1]) > 65535) {
@@ -258,7 +259,7 @@ function expectListen(key: string, value: unknown): string {
   return text;
 }
 
-function expectInteger(key: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function expectInteger(key: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
   }

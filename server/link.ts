@@ -5,6 +5,7 @@
  * structure (segments, bucket, size, alphabets) is checked first, then the caller
  * verifies the signature, and only a signed link has its image URL decoded and judged.
  */
+import type { Config } from './config.js';
 import { ImageproxyError } from './errors.js';
 import { SIGNATURE_PATTERN } from './signing.js';
 import { FULL_SIZE, parseSize, type SizeSpec } from './sizes.js';
@@ -12,6 +13,16 @@ import { FULL_SIZE, parseSize, type SizeSpec } from './sizes.js';
 export interface LinkRules {
   buckets: ReadonlySet<string>;
   sizes: readonly number[];
+}
+
+/** The contract's rules as a config sets them. */
+export function linkRulesOf(config: Pick<Config, 'buckets' | 'sizes'>): LinkRules {
+  return { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes };
+}
+
+/** The path of a link an admin pastes, as a path or a whole URL, without its query string. */
+export function linkPathOf(text: string): string {
+  return text.replace(/^https?:\/\/[^/]+/, '').split('?')[0] ?? '';
 }
 
 export interface ParsedLink {

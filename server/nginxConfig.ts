@@ -18,7 +18,7 @@
  * alternative, reading a secret file from njs per request, costs a file read on every
  * hit, and njs 0.7.9 keeps no state between requests to cache it in.
  */
-import { ConfigError } from './config.js';
+import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen } from './config.js';
 import { IMAGE_EXTENSIONS } from './layout.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
@@ -82,9 +82,6 @@ export const BAD_SIGNATURE_BODY = 'bad_signature: invalid or expired signature\n
 // Absolute paths of ordinary characters: no quote, backslash, `$` (variables), `;`, braces,
 // `#` or control characters can reach the config.
 const PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~= -]*$/;
-const LISTEN_PATTERN = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
-const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
-const PREFIX_PATTERN = /^\/[A-Za-z0-9_-]+$/;
 const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
 // What may stand inside a double-quoted nginx string without escaping or interpolation.
 const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;
@@ -94,21 +91,6 @@ function checkPath(key: string, value: string): string {
     throw new ConfigError(key, `must be an absolute path of letters, digits and ._/+@,:~=- or space, got ${JSON.stringify(value)}`);
   }
   return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value;
-}
-
-function checkListen(key: string, value: string): string {
-  const match = LISTEN_PATTERN.exec(value);
-  if (match === null || Number(match[1]) > 65535) {
-    throw new ConfigError(key, `must be host:port (e.g. 127.0.0.1:8080), got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-function checkInteger(key: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
 }
 
 /** A double-quoted nginx string; refuses what would need escaping or expand a variable. */
@@ -137,21 +119,21 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     throw new ConfigError('internalPrefix', 'must differ from every bucket name');
   }
   if (input.sizes.length === 0) throw new ConfigError('sizes', 'must be a non-empty list of integers');
-  input.sizes.forEach((size, index) => checkInteger(`sizes[${index}]`, size, 1, 10_000));
+  input.sizes.forEach((size, index) => expectInteger(`sizes[${index}]`, size, 1, 10_000));
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
   return {
-    nginxListen: checkListen('nginxListen', input.nginxListen),
-    appListen: checkListen('appListen', input.appListen),
+    nginxListen: expectListen('nginxListen', input.nginxListen),
+    appListen: expectListen('appListen', input.appListen),
     root: checkPath('root', input.root),
     internalPrefix: input.internalPrefix,
     njsDir: checkPath('njsDir', input.njsDir),
     configModuleDir: checkPath('configModuleDir', input.configModuleDir),
     buckets: input.buckets,
     sizes: input.sizes,
-    skewSeconds: checkInteger('skewSeconds', input.skewSeconds, 0, 86_400),
+    skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
     secrets: input.secrets,
   };
 }
@@ -295,7 +277,7 @@ export function renderStandaloneConf(
   const prefix = checkPath('prefixDir', prefixDir);
   const under = (name: string): string => quote(`${prefix}/${name}`);
   const workers = options.workerProcesses ?? 'auto';
-  if (workers !== 'auto') checkInteger('workerProcesses', workers, 1, 1024);
+  if (workers !== 'auto') expectInteger('workerProcesses', workers, 1, 1024);
   if (options.user !== undefined && !USER_PATTERN.test(options.user)) {
     throw new ConfigError('user', `must be "user" or "user group", got ${JSON.stringify(options.user)}`);
   }

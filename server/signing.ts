@@ -78,6 +78,19 @@ export function verifySignature(
   return match;
 }
 
+/** A parsed link's signature under a config's secrets, buckets (legacy flags) and skew. */
+export function verifyLinkSignature(
+  link: SignedParts & { signature: string },
+  rules: { secrets: readonly string[]; buckets: Readonly<Record<string, { legacySignatures: boolean }>>; skewSeconds: number; nowMs: number },
+): SignatureMatch | null {
+  return verifySignature(link.signature, link, {
+    secrets: rules.secrets,
+    legacyAllowed: rules.buckets[link.bucket]?.legacySignatures ?? false,
+    nowMs: rules.nowMs,
+    skewSeconds: rules.skewSeconds,
+  });
+}
+
 /** The signature Gazelle would put in a link made at `atMs` (today's Gazelle: ISO rule). */
 export function signLink(
   secret: string,

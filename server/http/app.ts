@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import { ImageproxyError, toImageproxyError } from '../errors.js';
 import type { ImageAnswer, ImageService } from '../imageService.js';
 import { storageKey } from '../layout.js';
-import { decodeImageUrl, imageUrlBytes, parseLink, type LinkRules } from '../link.js';
+import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink } from '../link.js';
 import type { Logger } from '../log.js';
 import { createMetrics, type Metrics } from '../metrics.js';
 import {
@@ -19,7 +19,7 @@ import {
   IMAGE_CACHE_CONTROL,
   REFERRER_POLICY,
 } from '../responseHeaders.js';
-import { verifySignature } from '../signing.js';
+import { verifyLinkSignature } from '../signing.js';
 
 export interface AppDependencies {
   config: Config;
@@ -37,7 +37,7 @@ export function createApp(deps: AppDependencies): express.Express {
   const { config, images, logger } = deps;
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
-  const rules: LinkRules = { buckets: new Set(Object.keys(config.buckets)), sizes: config.sizes };
+  const rules = linkRulesOf(config);
 
   const app = express();
   app.disable('x-powered-by');
@@ -76,12 +76,7 @@ export function createApp(deps: AppDependencies): express.Express {
       throw new ImageproxyError('method_not_allowed', 'only GET and HEAD');
     }
     const link = parseLink(req.path, rules);
-    const match = verifySignature(link.signature, link, {
-      secrets: deps.secrets,
-      legacyAllowed: config.buckets[link.bucket]?.legacySignatures ?? false,
-      nowMs: now(),
-      skewSeconds: config.skewSeconds,
-    });
+    const match = verifyLinkSignature(link, { ...config, secrets: deps.secrets, nowMs: now() });
     if (match === null) throw new ImageproxyError('bad_signature', 'invalid or expired signature');
     const imageUrl = decodeImageUrl(link.extUrl);
     const key = storageKey(imageUrlBytes(link.extUrl));
