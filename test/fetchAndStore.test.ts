@@ -16,7 +16,7 @@ import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
 import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
-import { startOrigin } from './origin.js';
+import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'fetch-test-secret';
 
@@ -36,6 +36,26 @@ async function startApp(root: string, overrides: ConfigLayer = {}, now?: () => n
     },
   });
   return startServer({ config, secrets: config.secrets, logger: createLogger('silent'), ...(now ? { now } : {}) });
+}
+
+type OriginHandler = Parameters<typeof startOrigin>[0];
+
+/** A loopback origin, a fresh root and the whole server in front of them, torn down after `body`. */
+async function withOriginAndApp(
+  handler: OriginHandler,
+  options: { config?: ConfigLayer; now?: () => number },
+  body: (context: { origin: Origin; root: string; app: RunningServer }) => Promise<void>,
+): Promise<void> {
+  const origin = await startOrigin(handler);
+  const root = await makeTempRoot('imageproxy-fetch-');
+  const app = await startApp(root, options.config, options.now);
+  try {
+    await body({ origin, root, app });
+  } finally {
+    await app.close();
+    await origin.close();
+    await removeTempRoot(root);
+  }
 }
 
 /** Every file below the key's directory, sorted: what a failed fetch must not leave behind. */
@@ -81,13 +101,10 @@ before(async () => {
 
 describe('fetch once, store, serve', () => {
   test('100 concurrent requests for one new image: one origin fetch, same bytes for all', async () => {
-    const origin = await startOrigin((_req, res) => {
+    await withOriginAndApp((_req, res) => {
       // A slow origin keeps every request in flight at once.
       setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 200);
-    });
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root);
-    try {
+    }, {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/burst.jpg').href;
       const answers = await Promise.all(
         Array.from({ length: 100 }, async () => {
@@ -111,18 +128,11 @@ describe('fetch once, store, serve', () => {
       assert.match(metrics, /^imageproxy_origin_fetches_total\{result="ok"\} 1$/m);
       assert.match(metrics, /^imageproxy_responses_total\{outcome="stored"\} 101$/m);
       assert.match(metrics, new RegExp(`^imageproxy_origin_fetched_bytes_total ${jpeg.length}$`, 'm'));
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('variants are made once from the stored original and read back at the fitted size', async () => {
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(png));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root);
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(png), {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/alpha.png').href;
       const cases = [
         { size: '150x', width: 225, height: 150 },
@@ -148,21 +158,14 @@ describe('fetch once, store, serve', () => {
         `${key}.png`,
         `${key}.x200.png`,
       ]);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('past limits.maxQueuedResizes a thumbnail answers 503 busy at once, and is made on the next try', async () => {
     const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
       .jpeg()
       .toBuffer();
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root, { limits: { maxQueuedResizes: 1, maxBytes: 20_000_000 } });
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxQueuedResizes: 1, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/big.jpg').href;
       assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // the original, stored
       const sizes = ['150x', 'x200', '250x250', '500x500'];
@@ -180,20 +183,13 @@ describe('fetch once, store, serve', () => {
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.endsWith('.fail')).length, 0);
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.startsWith(`${key}.`) && name.endsWith('.jpg')).length, 5);
       assert.equal(origin.requests.length, 1);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('an image that passes sniffing but does not decode: original kept, thumbnail 502 bad_image then backoff', async () => {
     // A real JPEG header (dimensions readable) followed by garbage instead of scan data.
     const broken = Buffer.concat([jpeg.subarray(0, 600), Buffer.alloc(4000, 0x5a)]);
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(broken));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root);
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(broken), {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/broken.jpg').href;
       const thumb = await fetch(app.url + linkFor(imageUrl, { size: '150x' }));
       assert.equal(thumb.status, 502);
@@ -208,22 +204,15 @@ describe('fetch once, store, serve', () => {
       const key = storageKey(Buffer.from(imageUrl));
       assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.150x.fail`, `${key}.jpg`, `${key}.json`]);
       assert.equal(origin.requests.length, 1);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test("the origin sees our User-Agent and nothing of the visitor's", async () => {
     let seen: IncomingMessage['headers'] = {};
-    const origin = await startOrigin((req, res) => {
+    await withOriginAndApp((req, res) => {
       seen = req.headers;
       res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Set-Cookie': 'tracker=1' }).end(jpeg);
-    });
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root, { userAgent: 'imageproxy-test/1 (ops@example.org)' });
-    try {
+    }, { config: { userAgent: 'imageproxy-test/1 (ops@example.org)' } }, async ({ origin, app }) => {
       const response = await fetch(app.url + linkFor(origin.url('/visitor.jpg').href), {
         headers: {
           Cookie: 'session=secret',
@@ -239,11 +228,7 @@ describe('fetch once, store, serve', () => {
       for (const header of ['cookie', 'referer', 'x-forwarded-for', 'x-real-ip', 'forwarded', 'authorization']) {
         assert.equal(seen[header], undefined, header);
       }
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('two server processes on one root fetch a new image once', async () => {
@@ -290,10 +275,7 @@ describe('fetch once, store, serve', () => {
   });
 
   test('a stale lock left by a dead process is taken over', async () => {
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root);
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/stale.jpg').href;
       const key = storageKey(Buffer.from(imageUrl));
       const lockPath = join(root, keyDirectory('i', key), `${key}.lock`);
@@ -304,11 +286,7 @@ describe('fetch once, store, serve', () => {
       assert.equal(response.status, 200);
       assert.equal(origin.requests.length, 1);
       await assert.rejects(stat(lockPath), { code: 'ENOENT' });
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('temp files older than tempMaxAgeSeconds are swept at start; fresh ones are kept', async () => {
@@ -403,10 +381,7 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
 
   for (const testCase of cases) {
     test(testCase.name, async () => {
-      const origin = await startOrigin(testCase.handler);
-      const root = await makeTempRoot('imageproxy-fetch-');
-      const app = await startApp(root, { limits: { maxBytes: 1_000_000, totalTimeoutMs: 1500, connectTimeoutMs: 1000 } });
-      try {
+      await withOriginAndApp(testCase.handler, { config: { limits: { maxBytes: 1_000_000, totalTimeoutMs: 1500, connectTimeoutMs: 1000 } } }, async ({ origin, root, app }) => {
         const imageUrl = origin.url('/bad.jpg').href;
         for (const size of ['full', '150x']) {
           const response = await fetch(app.url + linkFor(imageUrl, { size }));
@@ -427,11 +402,7 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
         assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.fail`]);
         const health = await fetch(`${app.url}/healthz`);
         assert.equal(health.status, 200);
-      } finally {
-        await app.close();
-        await origin.close();
-        await removeTempRoot(root);
-      }
+      });
     });
   }
 });
@@ -439,14 +410,11 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
 describe('backoff', () => {
   test('window doubles from the failure time, answers 503 without contacting the origin, success clears it', async () => {
     let healthy = false;
-    const origin = await startOrigin((_req, res) => {
+    let clock = Date.now();
+    await withOriginAndApp((_req, res) => {
       if (healthy) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
       else res.writeHead(500).end();
-    });
-    const root = await makeTempRoot('imageproxy-fetch-');
-    let clock = Date.now();
-    const app = await startApp(root, {}, () => clock);
-    try {
+    }, { now: () => clock }, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/flaky.jpg').href;
       const get = (): Promise<Response> => fetch(app.url + linkFor(imageUrl, {}, clock));
       assert.equal((await get()).status, 502);
@@ -469,20 +437,13 @@ describe('backoff', () => {
       assert.equal(origin.requests.length, 3);
       const key = storageKey(Buffer.from(imageUrl));
       assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 });
 
 describe('/proxy', () => {
   test('an image not stored is passed through and not stored; a stored one is served from the tree', async () => {
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(png));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root);
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(png), {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/passing.png').href;
       const proxied = await fetch(app.url + linkFor(imageUrl, { proxy: true, size: 'garbage' }));
       assert.equal(proxied.status, 200);
@@ -496,20 +457,13 @@ describe('/proxy', () => {
       assert.equal(fromTree.status, 200);
       assert.ok(Buffer.from(await fromTree.arrayBuffer()).equals(png));
       assert.equal(origin.requests.length, 2);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 });
 
 describe('address policy through the server', () => {
   test('with private networks refused, loopback links answer 403 and never connect', async () => {
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root, { allowPrivateNetworks: false });
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), { config: { allowPrivateNetworks: false } }, async ({ origin, app }) => {
       const port = origin.port;
       for (const host of ['127.0.0.1', 'localhost', '[::1]', '[::ffff:127.0.0.1]', '0.0.0.0', '127.1', '2130706433']) {
         const response = await fetch(app.url + linkFor(`http://${host}:${port}/x.jpg`));
@@ -517,29 +471,18 @@ describe('address policy through the server', () => {
         assert.equal(response.headers.get('x-imageproxy-error'), 'blocked_destination', host);
       }
       assert.equal(origin.connections, 0);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 
   test('allowedAddresses lets one blocked address through, and only that one', async () => {
-    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
-    const root = await makeTempRoot('imageproxy-fetch-');
-    const app = await startApp(root, { allowPrivateNetworks: false, allowedAddresses: ['127.0.0.1'] });
-    try {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), { config: { allowPrivateNetworks: false, allowedAddresses: ['127.0.0.1'] } }, async ({ origin, app }) => {
       const allowed = await fetch(app.url + linkFor(origin.url('/intranet.jpg').href));
       assert.equal(allowed.status, 200);
       const other = await fetch(app.url + linkFor(origin.url('/intranet.jpg', '127.0.0.2').href));
       assert.equal(other.status, 403);
       assert.equal(other.headers.get('x-imageproxy-error'), 'blocked_destination');
       assert.equal(origin.requests.length, 1);
-    } finally {
-      await app.close();
-      await origin.close();
-      await removeTempRoot(root);
-    }
+    });
   });
 });
 
