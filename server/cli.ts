@@ -7,15 +7,17 @@ import { Command, CommanderError, Option } from 'commander';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ConfigError, setKey, type ConfigLayer } from './config.js';
 import {
-  ConfigError,
-  buildConfig,
-  envLayer,
-  readConfigFile,
-  setKey,
-  type Config,
-  type ConfigLayer,
-} from './config.js';
+  EXIT_USAGE,
+  UsageError,
+  configuredBucket,
+  loadConfig,
+  parseInstant,
+  parsePositiveInteger,
+  withCommon,
+  type CommonOptions,
+} from './cli/common.js';
 import { isImageproxyError } from './errors.js';
 import { startServer } from './http/server.js';
 import { imageUrlBytes, linkPathOf, linkRulesOf, parseLink } from './link.js';
@@ -32,53 +34,9 @@ import { signLink, verifyLinkSignature } from './signing.js';
 import { ImageStore } from './store.js';
 import { storageKey } from './layout.js';
 
-/** Exit codes: 0 done, 1 a negative answer (verify), 2 a usage or config error. */
-const EXIT_USAGE = 2;
-
-class UsageError extends Error {}
-
-interface CommonOptions {
-  config?: string;
-  secret?: string[];
-}
-
-function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
-  const file = options.config === undefined ? undefined : readConfigFile(options.config);
-  const flagLayer: ConfigLayer = { ...flags };
-  if (options.secret !== undefined && options.secret.length > 0) {
-    flagLayer.secrets = options.secret;
-    flagLayer.secretFile = null;
-  }
-  return buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
-}
-
-function parseInstant(text: string | undefined): number {
-  if (text === undefined) return Date.now();
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  const parsed = Date.parse(text);
-  if (Number.isNaN(parsed)) throw new UsageError(`--at: ${text} is neither an ISO date nor epoch seconds`);
-  return parsed;
-}
-
-function parsePositiveInteger(flag: string, text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) === 0) throw new UsageError(`${flag}: ${text} is not a positive integer`);
-  return Number(text);
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-function withCommon(command: Command): Command {
-  return command
-    .option('--config <file>', 'JSON config file')
-    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config)', collect);
-}
-
 async function serve(options: CommonOptions & Record<string, unknown>): Promise<void> {
   const flags: ConfigLayer = {};
   if (typeof options.listen === 'string') flags.listen = options.listen;
-  if (typeof options.root === 'string') flags.root = options.root;
   if (typeof options.delivery === 'string') flags.delivery = options.delivery;
   if (typeof options.engine === 'string') flags.engine = options.engine;
   if (typeof options.logLevel === 'string') flags.logLevel = options.logLevel;
@@ -117,10 +75,7 @@ async function serve(options: CommonOptions & Record<string, unknown>): Promise<
 
 function sign(imageUrl: string, options: CommonOptions & Record<string, unknown>): void {
   const config = loadConfig(options);
-  const bucket = typeof options.bucket === 'string' ? options.bucket : 'i';
-  if (!Object.hasOwn(config.buckets, bucket)) {
-    throw new UsageError(`--bucket: ${bucket} is not a configured bucket (${Object.keys(config.buckets).join(', ')})`);
-  }
+  const bucket = configuredBucket(config, '--bucket', typeof options.bucket === 'string' ? options.bucket : 'i');
   let parsed: URL;
   try {
     parsed = new URL(imageUrl);
@@ -204,7 +159,7 @@ async function purge(target: string | undefined, options: CommonOptions & Record
   const key = storageKey(urlBytes);
   let removed = 0;
   for (const bucket of buckets) {
-    if (!Object.hasOwn(config.buckets, bucket)) throw new UsageError(`--bucket: ${bucket} is not a configured bucket`);
+    configuredBucket(config, '--bucket', bucket);
     for (const path of await store.purge(bucket, key)) {
       process.stdout.write(`removed ${path}\n`);
       removed += 1;
@@ -281,7 +236,6 @@ export function buildProgram(): Command {
 
   withCommon(program.command('serve').description('run the HTTP server'))
     .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)')
-    .option('--root <dir>', 'bucket-tree root')
     .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
     .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
     .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
@@ -328,6 +282,8 @@ export function buildProgram(): Command {
   withCommon(program.command('init-buckets').description('create the 64 × 64 directories of each bucket (idempotent)')).action(
     initBuckets,
   );
+
+  // Operations commands, one file each in server/cli/ (each exports register(program)).
   return program;
 }
 

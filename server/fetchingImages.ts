@@ -13,6 +13,7 @@ import type { ImageAnswer, ImageRequest, ImageService } from './imageService.js'
 import { fileStem } from './layout.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { storeOriginal } from './originals.js';
 import { FORMAT_INFO, formatFromExt } from './sniff.js';
 import { InProcessFlights, withFileLock, type FileLockOptions } from './singleFlight.js';
 import type { ImageStore, StoredImage } from './store.js';
@@ -113,22 +114,13 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
   }
 
   async function fetchAndStore(request: ImageRequest): Promise<StoredImage> {
-    const { bucket } = request.link;
     return withBackoff(request, request.key, async () => {
       const fetched = await fetchOriginal(request);
-      const info = FORMAT_INFO[fetched.format];
-      const image = await store.storeImage(bucket, request.key, null, info.ext, fetched.bytes);
-      await store.writeMetadata(bucket, request.key, {
+      return storeOriginal(store, request.link.bucket, request.key, fetched, {
         sourceUrl: request.imageUrl.href,
-        contentType: info.contentType,
         originContentType: fetched.originContentType ?? null,
-        bytes: fetched.bytes.length,
-        width: fetched.width,
-        height: fetched.height,
-        frames: fetched.frames,
         fetchedAt: new Date(now()).toISOString(),
       });
-      return image;
     });
   }
 

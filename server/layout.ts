@@ -15,6 +15,12 @@
  */
 import { createHash } from 'node:crypto';
 
+/**
+ * `{root}/.imageproxy/`: the tree's own records (blocklist, audit log, import reports,
+ * counters). No bucket can have this name (bucket names have no dot) and nothing serves it.
+ */
+export const STATE_DIRECTORY = '.imageproxy';
+
 /** Served extensions, in the order lookups try them (most common first). */
 export const IMAGE_EXTENSIONS = ['jpg', 'png', 'webp', 'gif', 'avif'] as const;
 export type ImageExtension = (typeof IMAGE_EXTENSIONS)[number];

@@ -38,6 +38,8 @@ export interface ImageMetadata {
   width: number;
   height: number;
   frames: number;
+  /** sha256 (hex) of the stored bytes: what `purge --block` records to refuse the same image elsewhere. */
+  sha256: string;
   fetchedAt: string;
 }
 

@@ -1,0 +1,155 @@
+/**
+ * Progress of a long command (import-legacy, populate, purge --from-file, stats): a live
+ * bar (cli-progress) when stderr is a terminal, else a plain line every few seconds, so a
+ * run under systemd, cron or `| tee` logs its pace too; and the one summary line at the end.
+ * Also the interrupt handling those commands share.
+ */
+import cliProgress from 'cli-progress';
+
+export type ItemOutcome = 'ok' | 'failed' | 'skipped';
+
+export interface ProgressCounts {
+  done: number;
+  ok: number;
+  failed: number;
+  skipped: number;
+}
+
+export interface ProgressOptions {
+  /** The command's name, first on every line. */
+  label: string;
+  /** Items to do, when known up front (an ETA needs it). */
+  total: number | null;
+  /** Where progress goes; stdout stays for the command's own output. */
+  stream?: NodeJS.WriteStream;
+  /** Plain-line period when the stream is not a terminal. */
+  intervalMs?: number;
+  /** Force the plain lines even on a terminal (tests, `--no-progress-bar`). */
+  plain?: boolean;
+}
+
+const DEFAULT_INTERVAL_MS = 5000;
+
+function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '?';
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export class ProgressReporter {
+  readonly counts: ProgressCounts = { done: 0, ok: 0, failed: 0, skipped: 0 };
+  private total: number | null;
+  private readonly startedMs = Date.now();
+  private readonly stream: NodeJS.WriteStream;
+  private readonly bar: cliProgress.SingleBar | null;
+  private readonly timer: NodeJS.Timeout | null;
+
+  constructor(private readonly options: ProgressOptions) {
+    this.total = options.total;
+    this.stream = options.stream ?? process.stderr;
+    if (this.stream.isTTY === true && options.plain !== true) {
+      this.bar = new cliProgress.SingleBar(
+        {
+          stream: this.stream,
+          format: `${options.label} [{bar}] {value}/{total} | ok {ok} failed {failed} skipped {skipped} | {rate}/s | ETA {eta_formatted}`,
+          etaBuffer: 200,
+          hideCursor: true,
+          clearOnComplete: false,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(this.total ?? 0, 0, this.payload());
+      this.timer = null;
+    } else {
+      this.bar = null;
+      this.timer = setInterval(() => this.stream.write(`${this.line()}\n`), options.intervalMs ?? DEFAULT_INTERVAL_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** Items per second since the start. */
+  rate(): number {
+    const seconds = (Date.now() - this.startedMs) / 1000;
+    return seconds > 0 ? this.counts.done / seconds : 0;
+  }
+
+  elapsedSeconds(): number {
+    return (Date.now() - this.startedMs) / 1000;
+  }
+
+  private payload(): Record<string, string | number> {
+    return { ...this.counts, rate: Math.round(this.rate()) };
+  }
+
+  setTotal(total: number): void {
+    this.total = total;
+    this.bar?.setTotal(total);
+  }
+
+  tick(outcome: ItemOutcome): void {
+    this.counts.done += 1;
+    this.counts[outcome] += 1;
+    if (this.bar !== null) {
+      if (this.total === null) this.bar.setTotal(this.counts.done);
+      this.bar.update(this.counts.done, this.payload());
+    }
+  }
+
+  /** The plain progress line: done/total, ok, failed, skipped, rate, ETA. */
+  line(): string {
+    const { done, ok, failed, skipped } = this.counts;
+    const rate = this.rate();
+    const of = this.total === null ? `${done}` : `${done}/${this.total}`;
+    const eta = this.total === null || rate === 0 ? '' : `, ETA ${formatSeconds((this.total - done) / rate)}`;
+    return `${this.options.label}: ${of} done, ok ${ok}, failed ${failed}, skipped ${skipped}, ${rate.toFixed(0)}/s${eta}`;
+  }
+
+  /** Stops the bar or the timer; call once, before printing the summary. */
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.bar?.stop();
+  }
+
+  /** The summary line: counts, time and rate. */
+  summary(interrupted: boolean): string {
+    const { done, ok, failed, skipped } = this.counts;
+    const seconds = this.elapsedSeconds();
+    return (
+      `${this.options.label}: ${interrupted ? 'interrupted after' : 'done:'} ${done} entries in ${seconds.toFixed(1)} s ` +
+      `(${this.rate().toFixed(0)}/s): ok ${ok}, failed ${failed}, skipped ${skipped}`
+    );
+  }
+}
+
+export interface Interrupt {
+  /** Aborted at the first SIGINT or SIGTERM: stop taking new work, finish what runs. */
+  signal: AbortSignal;
+  dispose(): void;
+}
+
+/**
+ * First SIGINT/SIGTERM: the signal aborts and the command winds down (work in flight
+ * finishes, files it writes stay true, the summary is printed, exit 130). A second one
+ * exits at once with 130: atomic writes leave nothing half-written either way.
+ */
+export function interruptOnSignals(label: string, stream: NodeJS.WriteStream = process.stderr): Interrupt {
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) {
+      stream.write(`\n${label}: ${signal} again, stopping now\n`);
+      process.exit(130);
+    }
+    stream.write(`\n${label}: ${signal}: finishing the entries in progress (press Ctrl-C again to stop at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
