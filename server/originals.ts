@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { ImageInfo } from './sniff.js';
 import { FORMAT_INFO } from './sniff.js';
-import type { ImageStore, StoredImage } from './store.js';
+import type { ImageMetadata, ImageStore, StoredImage } from './store.js';
 
 /** An original as sniffing read it: format, pixel size, frames, and its bytes. */
 export interface OriginalImage extends ImageInfo {
@@ -24,7 +24,12 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Writes the original under `key` and then its sidecar; returns the stored image. */
+/**
+ * Writes the sidecar and then the original under `key`; returns the stored image. The
+ * image comes last: it is what every lookup finds, so once it exists its sidecar does
+ * too, and a crash in between leaves only a sidecar, which nothing serves and the next
+ * store rewrites.
+ */
 export async function storeOriginal(
   store: ImageStore,
   bucket: string,
@@ -33,10 +38,15 @@ export async function storeOriginal(
   provenance: OriginalProvenance,
 ): Promise<StoredImage> {
   const info = FORMAT_INFO[image.format];
-  const stored = await store.storeImage(bucket, key, null, info.ext, image.bytes);
-  await store.writeMetadata(bucket, key, {
+  await store.writeMetadata(bucket, key, originalMetadata(image, provenance));
+  return store.storeImage(bucket, key, null, info.ext, image.bytes);
+}
+
+/** The sidecar of an original. */
+export function originalMetadata(image: OriginalImage, provenance: OriginalProvenance): ImageMetadata {
+  return {
     sourceUrl: provenance.sourceUrl,
-    contentType: info.contentType,
+    contentType: FORMAT_INFO[image.format].contentType,
     originContentType: provenance.originContentType,
     bytes: image.bytes.length,
     width: image.width,
@@ -44,6 +54,5 @@ export async function storeOriginal(
     frames: image.frames,
     sha256: sha256Hex(image.bytes),
     fetchedAt: provenance.fetchedAt,
-  });
-  return stored;
+  };
 }
