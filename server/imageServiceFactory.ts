@@ -1,0 +1,68 @@
+/**
+ * The fetching image service as `serve` runs it: store, fetcher (address policy, limits),
+ * resize engine and the service over them, built from the config in one place. The
+ * server and `imageproxy populate` both use it, so a bulk import fetches under exactly
+ * the server's policy, limits, single-flight and backoff.
+ */
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import type { Config } from './config.js';
+import { createEngine } from './engines/engine.js';
+import { createFetcher, type Fetcher } from './fetcher.js';
+import { createFetchingImageService } from './fetchingImages.js';
+import type { ImageService } from './imageService.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { ImageStore } from './store.js';
+
+export interface ImageServiceParts {
+  service: ImageService;
+  store: ImageStore;
+  fetcher: Fetcher;
+  /** Closes the fetcher's connections and the engine's workers. */
+  close(): Promise<void>;
+}
+
+export interface ImageServiceOptions {
+  metrics?: Metrics;
+  now?: () => number;
+}
+
+export async function createImageServiceFor(
+  config: Config,
+  logger: Logger,
+  options: ImageServiceOptions = {},
+): Promise<ImageServiceParts> {
+  const store = new ImageStore(resolve(config.root));
+  const fetcher = createFetcher({
+    limits: config.limits,
+    allowPrivateNetworks: config.allowPrivateNetworks,
+    allowedAddresses: config.allowedAddresses,
+    userAgent: config.userAgent,
+  });
+  const engine = await createEngine(config.engine, {
+    maxPixels: config.limits.maxPixels,
+    timeoutSeconds: Math.ceil(config.limits.totalTimeoutMs / 1000),
+    // Leave a core for the event loop and nginx on small machines.
+    concurrency: Math.max(1, availableParallelism() - 1),
+    quality: config.quality,
+  });
+  const service = createFetchingImageService({
+    config,
+    store,
+    fetcher,
+    engine,
+    logger,
+    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  return {
+    service,
+    store,
+    fetcher,
+    async close() {
+      fetcher.close();
+      await service.close();
+    },
+  };
+}

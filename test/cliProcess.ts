@@ -1,0 +1,56 @@
+/**
+ * The built command as a child process (`npm run build` first): run it to completion, or
+ * start it and talk to it (signals, output as it comes). The environment is cleaned of
+ * any IMAGEPROXY_* the developer may have set; tests add their own.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
+const DEFAULT_TIMEOUT_MS = 20_000;
+
+/** The environment without any IMAGEPROXY_* the developer may have set, plus `extra`. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  return { ...env, ...extra };
+}
+
+export interface CliOptions {
+  cwd: string;
+  env?: Record<string, string>;
+}
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function startCli(args: string[], options: CliOptions): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: cleanEnv(options.env) });
+}
+
+/** Waits for a started command to exit (killed after `timeoutMs`) and collects its output. */
+export function finishCli(child: ChildProcessWithoutNullStreams, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export function runCli(args: string[], options: CliOptions & { timeoutMs?: number }): Promise<CliRun> {
+  return finishCli(startCli(args, options), options.timeoutMs);
+}
+
+/** The non-empty lines of an output. */
+export function lines(text: string): string[] {
+  return text.split('\n').filter((line) => line !== '');
+}
