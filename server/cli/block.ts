@@ -1,0 +1,103 @@
+/**
+ * `imageproxy block --host <host>...`: refuses every link to an origin host with 451
+ * `blocked`, without any fetch, from running servers within a couple of seconds (they
+ * reload the blocklist, server/blocklistStore.ts). Images (a link or image URL) are
+ * blocked with `purge --block`, which also removes their files. Appended to the audit log.
+ *
+ * Exit codes: 0 a host was added; 1 nothing to do (every host already blocked) or a
+ * host failed (an unreadable blocklist); 2 usage; 130 interrupted.
+ */
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { appendAuditRecord } from '../auditStore.js';
+import { addEntries, normaliseHost } from '../blocklist.js';
+import { updateBlocklist } from '../blocklistStore.js';
+import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
+import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { currentActor } from './takedownTargets.js';
+
+const LABEL = 'block';
+
+interface BlockOptions extends CommonOptions {
+  host?: string[];
+  note?: string;
+}
+
+/** Hosts from --host, normalised; a value that is not a bare host is a usage error. */
+export function hostsOf(values: readonly string[] | undefined, command: string): string[] {
+  if (values === undefined || values.length === 0) throw new UsageError(`${command}: give --host HOST (repeatable)`);
+  return values.map((value) => {
+    const host = normaliseHost(value);
+    if (host === null) throw new UsageError(`--host: ${value} is not a host name or IP address (no scheme, port or path)`);
+    return host;
+  });
+}
+
+async function block(options: BlockOptions): Promise<number> {
+  const config = loadConfig(options);
+  const root = resolve(config.root);
+  const hosts = hostsOf(options.host, 'block');
+  const actor = currentActor();
+  const progress = new ProgressReporter({ label: LABEL, total: hosts.length });
+  const interrupt = interruptOnSignals(LABEL);
+  try {
+    for (const host of hosts) {
+      if (interrupt.signal.aborted) break;
+      const at = new Date().toISOString();
+      let added: number;
+      try {
+        added = await updateBlocklist(root, (list) => {
+          const result = addEntries(list, [
+            { kind: 'host', value: host, at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) },
+          ]);
+          return { list: result.list, result: result.added.length };
+        });
+      } catch (error) {
+        process.stderr.write(`${LABEL}: ${host}: ${(error as Error).message}\n`);
+        progress.tick('failed');
+        continue;
+      }
+      await appendAuditRecord(root, {
+        time: at,
+        action: 'block',
+        target: host,
+        host,
+        changed: added,
+        ...(options.note === undefined ? {} : { note: options.note }),
+        user: actor.user,
+        argv: actor.argv,
+      });
+      const fromConfig = config.blockedHosts.includes(host) ? ' (also in the config blockedHosts)' : '';
+      process.stdout.write(added > 0 ? `blocked host ${host}${fromConfig}\n` : `host ${host} already blocked${fromConfig}\n`);
+      progress.tick(added > 0 ? 'ok' : 'skipped');
+    }
+  } finally {
+    progress.stop();
+    interrupt.dispose();
+  }
+  const interrupted = interrupt.signal.aborted;
+  process.stdout.write(`${progress.summary(interrupted)}\n`);
+  if (progress.counts.ok > 0) {
+    process.stdout.write(
+      `${LABEL}: links to these hosts answer 451 from running servers within seconds; images already stored from them ` +
+        'stay on disk (nginx serves hits itself): remove those with purge --block\n',
+    );
+  }
+  if (interrupted) return EXIT_INTERRUPTED;
+  return progress.counts.ok > 0 && progress.counts.failed === 0 ? EXIT_OK : EXIT_FAILURES;
+}
+
+export function register(program: Command): void {
+  withCommon(
+    program
+      .command('block')
+      .description(
+        'refuse every link to an origin host with 451, without fetching (images: purge --block); exit 0 added, 1 nothing to do, 2 usage',
+      ),
+  )
+    .option('--host <host>', 'origin host to block (repeatable)', collect)
+    .option('--note <text>', 'a reason kept in the blocklist and the audit log')
+    .action(async (options: BlockOptions) => {
+      process.exitCode = await block(options);
+    });
+}

@@ -1,0 +1,245 @@
+/**
+ * `imageproxy purge <link-or-url>... [--block]`: removes what is stored for each image
+ * (original, thumbnails, sidecar, backoff record). With `--block` it is a takedown that
+ * sticks: the key (that image URL, every bucket) and the sha256 of each stored original
+ * go into the blocklist first, running servers are given time to load it, then the files
+ * go from every bucket, so from then on every link to the image answers 451 `blocked`
+ * without contacting the origin, and the same bytes under another URL are refused.
+ * Every purge is appended to the audit log.
+ *
+ * Exit codes: 0 something was removed or blocked; 1 nothing to do (nothing stored and,
+ * with --block, already blocked) or some --from-file lines failed; 2 usage; 130 interrupted.
+ */
+import { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { relative, resolve } from 'node:path';
+import { addEntries, type BlockEntry } from '../blocklist.js';
+import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
+import { appendAuditRecord } from '../auditStore.js';
+import { sha256Hex } from '../originals.js';
+import { metadataFileName } from '../layout.js';
+import { ImageStore } from '../store.js';
+import {
+  EXIT_FAILURES,
+  EXIT_INTERRUPTED,
+  EXIT_OK,
+  UsageError,
+  collect,
+  configuredBucket,
+  loadConfig,
+  withCommon,
+  type CommonOptions,
+} from './common.js';
+import { ProgressReporter, interruptOnSignals } from './progress.js';
+import {
+  currentActor,
+  readTargetFile,
+  resolveImageUrl,
+  resolveTarget,
+  waitForRunningServers,
+  type Actor,
+  type TakedownTarget,
+} from './takedownTargets.js';
+
+const LABEL = 'purge';
+
+interface PurgeOptions extends CommonOptions {
+  imageUrl?: string[];
+  bucket?: string;
+  fromFile?: string;
+  block?: boolean;
+  note?: string;
+}
+
+/** The sha256 of every stored original of the key (file bytes, and the sidecar's if it says otherwise). */
+async function storedDigests(store: ImageStore, buckets: readonly string[], key: string): Promise<string[]> {
+  const digests = new Set<string>();
+  for (const bucket of buckets) {
+    const original = await store.find(bucket, key, null);
+    if (original !== null) {
+      const bytes = await readFile(original.path).catch(() => null);
+      if (bytes !== null) digests.add(sha256Hex(bytes));
+    }
+    const sidecar = await readFile(`${store.directoryOf(bucket, key)}/${metadataFileName(key)}`, 'utf8').catch(() => null);
+    if (sidecar !== null) {
+      try {
+        const recorded = (JSON.parse(sidecar) as { sha256?: unknown }).sha256;
+        if (typeof recorded === 'string' && /^[0-9a-f]{64}$/.test(recorded)) digests.add(recorded);
+      } catch {
+        // A damaged sidecar: the file's own bytes were hashed above.
+      }
+    }
+  }
+  return [...digests].sort();
+}
+
+async function removeStored(store: ImageStore, buckets: readonly string[], key: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const bucket of buckets) {
+    for (const path of await store.purge(bucket, key)) {
+      process.stdout.write(`removed ${path}\n`);
+      removed.push(relative(store.root, path));
+    }
+  }
+  return removed;
+}
+
+interface PendingBlock {
+  target: TakedownTarget;
+  digests: string[];
+  added: number;
+}
+
+async function purge(positional: string[], options: PurgeOptions): Promise<number> {
+  const config = loadConfig(options);
+  const root = resolve(config.root);
+  const store = new ImageStore(root);
+  const block = options.block === true;
+  const allBuckets = Object.keys(config.buckets);
+  if (block && options.bucket !== undefined) {
+    throw new UsageError('--bucket does not go with --block: a blocked image is removed from every bucket');
+  }
+  if (options.bucket !== undefined) configuredBucket(config, '--bucket', options.bucket);
+
+  const targets: TakedownTarget[] = [
+    ...positional.map((text) => resolveTarget(text, config)),
+    ...(options.imageUrl ?? []).map((text) => resolveImageUrl(text)),
+  ];
+  const fileLines = options.fromFile === undefined ? [] : await readTargetFile(options.fromFile, config);
+  if (targets.length === 0 && options.fromFile === undefined) {
+    throw new UsageError('give a link or image URL to purge, --image-url URL, or --from-file FILE');
+  }
+
+  const actor: Actor = currentActor();
+  const progress = new ProgressReporter({ label: LABEL, total: targets.length + fileLines.length });
+  const interrupt = interruptOnSignals(LABEL);
+  const totals = { removed: 0, keys: 0, digests: 0 };
+  const pending: PendingBlock[] = [];
+
+  const bucketsOf = (target: TakedownTarget): string[] =>
+    block ? allBuckets : target.bucket !== null ? [target.bucket] : options.bucket !== undefined ? [options.bucket] : allBuckets;
+
+  const handle = async (target: TakedownTarget): Promise<void> => {
+    const buckets = bucketsOf(target);
+    if (!block) {
+      const removed = await removeStored(store, buckets, target.key);
+      totals.removed += removed.length;
+      await appendAuditRecord(root, {
+        time: new Date().toISOString(),
+        action: 'purge',
+        target: target.text,
+        key: target.key,
+        url: target.imageUrl,
+        removed,
+        ...(options.note === undefined ? {} : { note: options.note }),
+        user: actor.user,
+        argv: actor.argv,
+      });
+      if (removed.length === 0) process.stdout.write(`nothing stored for key ${target.key} in ${buckets.join(', ')}\n`);
+      else process.stdout.write(`purged key ${target.key}\n`);
+      progress.tick(removed.length > 0 ? 'ok' : 'skipped');
+      return;
+    }
+    // Block first, remove later: the digests are read from the files before they go.
+    const digests = await storedDigests(store, buckets, target.key);
+    const at = new Date().toISOString();
+    const common = { at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) };
+    const entries: BlockEntry[] = [
+      { kind: 'key', value: target.key, ...common, url: target.imageUrl },
+      ...digests.map((digest): BlockEntry => ({ kind: 'digest', value: digest, ...common, key: target.key })),
+    ];
+    const added = await updateBlocklist(root, (list) => {
+      const result = addEntries(list, entries);
+      return { list: result.list, result: result.added };
+    });
+    totals.keys += added.filter((entry) => entry.kind === 'key').length;
+    totals.digests += added.filter((entry) => entry.kind === 'digest').length;
+    pending.push({ target, digests, added: added.length });
+  };
+
+  try {
+    const work: Array<TakedownTarget | { line: number; problem: string }> = [
+      ...targets,
+      ...fileLines.map((line) => line.target ?? { line: line.line, problem: line.problem ?? 'unreadable' }),
+    ];
+    for (const item of work) {
+      if (interrupt.signal.aborted) break;
+      if ('problem' in item) {
+        process.stderr.write(`${LABEL}: line ${item.line}: ${item.problem}\n`);
+        progress.tick('failed');
+        continue;
+      }
+      try {
+        await handle(item);
+      } catch (error) {
+        process.stderr.write(`${LABEL}: ${item.text}: ${(error as Error).message}\n`);
+        progress.tick('failed');
+      }
+    }
+
+    if (pending.length > 0) {
+      // Whatever was blocked is also removed, interrupted or not: a blocked image left on
+      // disk would still be served by nginx.
+      if (pending.some((item) => item.added > 0)) {
+        process.stderr.write(`${LABEL}: blocked; waiting for running servers to load the blocklist before removing files\n`);
+        await waitForRunningServers(BLOCKLIST_RECHECK_MS);
+      }
+      for (const { target, digests, added } of pending) {
+        const removed = await removeStored(store, allBuckets, target.key);
+        totals.removed += removed.length;
+        await appendAuditRecord(root, {
+          time: new Date().toISOString(),
+          action: 'block',
+          target: target.text,
+          key: target.key,
+          url: target.imageUrl,
+          digests,
+          removed,
+          changed: added,
+          ...(options.note === undefined ? {} : { note: options.note }),
+          user: actor.user,
+          argv: actor.argv,
+        });
+        const digestText = digests.length === 0 ? 'no stored original, so no digest: blocked by key only' : `${digests.length} digest(s)`;
+        if (added === 0 && removed.length === 0) {
+          process.stdout.write(`already blocked and nothing stored: key ${target.key}\n`);
+        } else {
+          process.stdout.write(`blocked key ${target.key} (${digestText}); removed ${removed.length} file(s)\n`);
+        }
+        progress.tick(added > 0 || removed.length > 0 ? 'ok' : 'skipped');
+      }
+    }
+  } finally {
+    progress.stop();
+    interrupt.dispose();
+  }
+
+  const interrupted = interrupt.signal.aborted;
+  process.stdout.write(`${progress.summary(interrupted)}\n`);
+  process.stdout.write(
+    `${LABEL}: removed ${totals.removed} file(s)` +
+      (block ? `; blocklist: added ${totals.keys} key(s), ${totals.digests} digest(s)` : '') +
+      '\n',
+  );
+  if (interrupted) return EXIT_INTERRUPTED;
+  if (progress.counts.failed > 0 || progress.counts.ok === 0) return EXIT_FAILURES;
+  return EXIT_OK;
+}
+
+export function register(program: Command): void {
+  withCommon(
+    program
+      .command('purge [targets...]')
+      .description(
+        'remove stored images with all their thumbnails; with --block, also refuse them from now on (exit 0 done, 1 nothing to do or some lines failed, 2 usage, 130 interrupted)',
+      ),
+  )
+    .option('--image-url <url>', 'an image URL to purge (repeatable; any target may also be an image URL)', collect)
+    .option('--bucket <bucket>', 'image URLs: only this bucket (default: all; not with --block)')
+    .option('--from-file <file>', 'targets one per line (links or image URLs; # comments and blank lines skipped)')
+    .option('--block', 'also block: every link to the image and the same bytes under any URL answer 451 from now on')
+    .option('--note <text>', 'a reason kept in the blocklist and the audit log (e.g. a ticket number)')
+    .action(async (targets: string[], options: PurgeOptions) => {
+      process.exitCode = await purge(targets, options);
+    });
+}

@@ -1,0 +1,126 @@
+/**
+ * A takedown through the production shape: real nginx (config rendered by the CLI) in
+ * front of the app in `accel` delivery, a loopback origin. nginx serves the stored image
+ * itself from a handle in its open_file_cache; `purge --block` runs as a process while
+ * requests keep coming; nginx must answer 451 within 5 s of the command's start.
+ */
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { buildConfig } from '../server/config.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { createLogger } from '../server/log.js';
+import { ERROR_CACHE_CONTROL } from '../server/responseHeaders.js';
+import { finishCli, startCli } from './cliProcess.js';
+import { makeTempRoot, removeTempRoot, request, signedPath, type Answer } from './helpers.js';
+import { freePort, nginxMissing, startNginx, renderStandaloneWithCli, type RunningNginx } from './nginxHarness.js';
+import { startOrigin, type Origin } from './origin.js';
+
+const SECRET = 'takedown-nginx-secret';
+const DEADLINE_MS = 5000;
+const POLL_MS = 50;
+const missing = nginxMissing();
+if (missing !== null) console.log(`# takedown through nginx skipped: ${missing}`);
+
+describe('purge --block through real nginx', { skip: missing ?? false }, () => {
+  let workDir = '';
+  let root = '';
+  let origin: Origin;
+  let app: RunningServer | null = null;
+  let nginx: RunningNginx | null = null;
+  let base = '';
+  let jpeg: Buffer;
+
+  const link = (path: string, options: { size?: string; proxy?: boolean } = {}): string =>
+    signedPath({ secret: SECRET, imageUrl: origin.url(path).href, atMs: Date.now(), ...options });
+  const get = (path: string): Promise<Answer> => request(base, path);
+  const fetchesOf = (path: string): number => origin.requests.filter((incoming) => incoming.url === path).length;
+
+  before(async () => {
+    jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#336699' } }).jpeg().toBuffer();
+    workDir = await makeTempRoot('imageproxy-takedown-nginx-');
+    root = join(workDir, 'tree');
+    origin = await startOrigin((req, res) => {
+      if ((req.url ?? '').endsWith('.jpg')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
+      else res.writeHead(404).end('no');
+    });
+    const nginxPort = await freePort();
+    const config = buildConfig({
+      flags: {
+        listen: '127.0.0.1:0',
+        root,
+        secrets: [SECRET],
+        delivery: 'accel',
+        allowPrivateNetworks: true,
+        logLevel: 'silent',
+        nginx: { listen: `127.0.0.1:${nginxPort}`, internalPrefix: '/_imageproxy' },
+      },
+    });
+    app = await startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+    const configPath = join(workDir, 'config.json');
+    await writeFile(configPath, JSON.stringify({ ...config, listen: new URL(app.url).host }, null, 2));
+    const prefix = join(workDir, 'nginx');
+    const rendered = await renderStandaloneWithCli(configPath, prefix);
+    nginx = await startNginx(prefix, rendered, nginxPort);
+    base = `http://127.0.0.1:${nginxPort}`;
+  });
+
+  after(async () => {
+    await nginx?.stop();
+    await app?.close();
+    await origin?.close();
+    await removeTempRoot(workDir);
+  });
+
+  it('a hit nginx serves from its open file cache answers 451 blocked within 5 s of the command', async () => {
+    const full = link('/taken-down.jpg');
+    const thumbnail = link('/taken-down.jpg', { size: '150x' });
+    for (const path of [full, thumbnail, full, thumbnail, full]) {
+      const answer = await get(path);
+      assert.equal(answer.status, 200);
+    }
+    assert.equal(fetchesOf('/taken-down.jpg'), 1, 'stored once, then hits');
+
+    const started = performance.now();
+    const command = finishCli(startCli(['purge', '--block', full], { cwd: workDir, env: { IMAGEPROXY_ROOT: root } }));
+    let exitedAfterMs: number | null = null;
+    void command.then(() => {
+      exitedAfterMs = performance.now() - started;
+    });
+    const seen = new Map<number, number>();
+    let blockedAfterMs: number | null = null;
+    let blocked: Answer | null = null;
+    while (performance.now() - started < DEADLINE_MS * 2) {
+      const answer = await get(full);
+      seen.set(answer.status, (seen.get(answer.status) ?? 0) + 1);
+      if (answer.status === 451) {
+        blockedAfterMs = performance.now() - started;
+        blocked = answer;
+        break;
+      }
+      assert.equal(answer.status, 200, `before the block takes effect only the image, got ${answer.status}`);
+      assert.ok(answer.body.equals(jpeg));
+      await sleep(POLL_MS);
+    }
+    const run = await command;
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    assert.ok(blockedAfterMs !== null && blocked !== null, `no 451 within ${DEADLINE_MS * 2} ms: ${JSON.stringify([...seen])}`);
+    console.log(
+      `# takedown through nginx: first 451 ${(blockedAfterMs / 1000).toFixed(2)} s after purge --block started ` +
+        `(command exited after ${exitedAfterMs === null ? '?' : (exitedAfterMs / 1000).toFixed(2)} s; ${seen.get(200) ?? 0} hits served before)`,
+    );
+    assert.ok(blockedAfterMs < DEADLINE_MS, `first 451 after ${blockedAfterMs.toFixed(0)} ms`);
+    assert.equal(blocked.headers.get('x-imageproxy-error'), 'blocked');
+    assert.equal(blocked.headers.get('cache-control'), ERROR_CACHE_CONTROL);
+
+    for (const path of [thumbnail, link('/taken-down.jpg', { proxy: true }), link('/taken-down.jpg', { size: '250x250' })]) {
+      const answer = await get(path);
+      assert.equal(answer.status, 451, path);
+      assert.equal(answer.headers.get('x-imageproxy-error'), 'blocked');
+    }
+    assert.equal(fetchesOf('/taken-down.jpg'), 1, 'the origin was never asked again');
+  });
+});
