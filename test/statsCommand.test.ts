@@ -1,0 +1,323 @@
+// `imageproxy stats` as a real process (`npm run build` first) over trees made in temp
+// roots with known files, sizes and mtimes: the exact figures in text and JSON, the
+// bucket filter, usage errors, a missing or empty tree, an unreadable blocklist, and an
+// interrupt that leaves partial figures marked as such.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { formatBlocklist } from '../server/blocklist.js';
+import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
+import { finishCli, lines, runCli, startCli } from './cliProcess.js';
+import { makeTempRoot, removeTempRoot } from './helpers.js';
+
+const T_OLD = Date.parse('2025-06-01T10:00:00Z');
+const T_MID = Date.parse('2025-09-15T12:30:45Z');
+const T_NEW = Date.parse('2026-02-03T04:05:06Z');
+
+const KEY_A = storageKey(Buffer.from('https://origin.test/a.jpg'));
+const KEY_B = storageKey(Buffer.from('https://origin.test/b.png'));
+const KEY_C = storageKey(Buffer.from('https://origin.test/c.jpg'));
+const KEY_D = storageKey(Buffer.from('https://origin.test/d.gif'));
+
+function keyDir(root: string, bucket: string, key: string): string {
+  return join(root, bucket, key[0] ?? '', key[1] ?? '');
+}
+
+async function place(path: string, size: number, mtimeMs?: number): Promise<void> {
+  await mkdir(join(path, '..'), { recursive: true });
+  await writeFile(path, Buffer.alloc(size, 1));
+  if (mtimeMs !== undefined) await utimes(path, mtimeMs / 1000, mtimeMs / 1000);
+}
+
+/**
+ * Bucket i: originals A (1000 B, T_OLD) and B (3000 B, T_NEW) with sidecars, three
+ * thumbnails (200 + 50 + 70 B), two backoff records, a temp file, a stray file and a lock
+ * directory. Bucket f: original D (500 B, T_MID) with its sidecar. Bucket t: never made.
+ * Blocklist: two keys and a host.
+ */
+async function makeKnownTree(root: string): Promise<void> {
+  const dirA = keyDir(root, 'i', KEY_A);
+  const dirB = keyDir(root, 'i', KEY_B);
+  const dirC = keyDir(root, 'i', KEY_C);
+  await place(join(dirA, `${KEY_A}.jpg`), 1000, T_OLD);
+  await place(join(dirA, `${KEY_A}.json`), 321);
+  await place(join(dirA, `${KEY_A}.150x.jpg`), 200, T_NEW + 86_400_000);
+  await mkdir(join(dirA, `${KEY_A}.lock`), { recursive: true });
+  await place(join(dirB, `${KEY_B}.png`), 3000, T_NEW);
+  await place(join(dirB, `${KEY_B}.json`), 300);
+  await place(join(dirB, `${KEY_B}.x200.png`), 50);
+  await place(join(dirB, `${KEY_B}.250x250.png`), 70);
+  await place(join(dirB, `.${KEY_B}.png.77.abc.tmp`), 10);
+  await place(join(dirC, `${KEY_C}.fail`), 40);
+  await place(join(dirC, `${KEY_C}.150x.fail`), 40);
+  await place(join(dirC, 'notes.txt'), 5);
+  const dirD = keyDir(root, 'f', KEY_D);
+  await place(join(dirD, `${KEY_D}.gif`), 500, T_MID);
+  await place(join(dirD, `${KEY_D}.json`), 300);
+  await mkdir(join(root, STATE_DIRECTORY), { recursive: true });
+  await writeFile(
+    join(root, STATE_DIRECTORY, 'blocklist.json'),
+    formatBlocklist({
+      version: 1,
+      entries: [
+        { kind: 'key', value: KEY_A, at: '2026-01-01T00:00:00Z', by: 'test' },
+        { kind: 'key', value: KEY_C, at: '2026-01-01T00:00:00Z', by: 'test' },
+        { kind: 'host', value: 'blocked.example', at: '2026-01-01T00:00:00Z', by: 'test' },
+      ],
+    }),
+  );
+}
+
+/** A row of the table split into its cells (bytes keep their two parts together). */
+function rowOf(output: string, name: string): string[] | undefined {
+  const line = lines(output).find((candidate) => candidate.split(/\s+/)[0] === name);
+  return line?.split(/\s{2,}/);
+}
+
+async function listTree(directory: string): Promise<string[]> {
+  const entries = await readdir(directory, { recursive: true });
+  return entries.sort();
+}
+
+let cwd = '';
+let root = '';
+before(async () => {
+  cwd = await makeTempRoot();
+  root = join(cwd, 'tree');
+  await makeKnownTree(root);
+});
+after(() => removeTempRoot(cwd));
+
+describe('imageproxy stats on a known tree', () => {
+  it('prints the exact figures per bucket and in total, exit 0, summary on stderr', async () => {
+    const run = await runCli(['stats', '--root', root], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(rowOf(run.stdout, 'bucket'), ['bucket', 'originals', 'thumbnails', 'bytes', 'in backoff', 'oldest fetch', 'newest fetch']);
+    assert.deepEqual(rowOf(run.stdout, 'i'), ['i', '2', '3', '4.2 KiB (4320)', '2', '2025-06-01T10:00:00Z', '2026-02-03T04:05:06Z']);
+    assert.deepEqual(rowOf(run.stdout, 'f'), ['f', '1', '0', '500 B (500)', '0', '2025-09-15T12:30:45Z', '2025-09-15T12:30:45Z']);
+    assert.deepEqual(rowOf(run.stdout, 't'), ['t', '0', '0', '0 B (0)', '0', '-', '-']);
+    assert.deepEqual(rowOf(run.stdout, 'total'), ['total', '3', '3', '4.7 KiB (4820)', '2', '2025-06-01T10:00:00Z', '2026-02-03T04:05:06Z']);
+    assert.ok(lines(run.stdout).includes('sidecars 3, temp files 1, other files 1'), run.stdout);
+    assert.ok(lines(run.stdout).includes('blocked (all buckets): 3 entries: key 2, digest 0, host 1'), run.stdout);
+    assert.ok(!run.stdout.includes('INTERRUPTED'));
+    assert.match(run.stderr, /^stats: done: 12288 entries in [\d.]+ s \(\d+\/s\): ok 4, failed 0, skipped 12284$/m);
+  });
+
+  it('--json prints one object with the same figures', async () => {
+    const run = await runCli(['stats', '--root', root, '--json'], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(lines(run.stdout).length, 1);
+    const report = JSON.parse(run.stdout) as Record<string, unknown>;
+    assert.equal(report.complete, true);
+    assert.equal(report.root, root);
+    assert.equal(report.shardsWalked, 3 * 4096);
+    assert.equal(report.shardsTotal, 3 * 4096);
+    assert.deepEqual(report.buckets, {
+      i: {
+        originals: 2,
+        thumbnails: 3,
+        sidecars: 2,
+        backoff: 2,
+        temp: 1,
+        other: 1,
+        bytes: 4320,
+        originalBytes: 4000,
+        thumbnailBytes: 320,
+        oldestFetch: '2025-06-01T10:00:00.000Z',
+        newestFetch: '2026-02-03T04:05:06.000Z',
+      },
+      f: {
+        originals: 1,
+        thumbnails: 0,
+        sidecars: 1,
+        backoff: 0,
+        temp: 0,
+        other: 0,
+        bytes: 500,
+        originalBytes: 500,
+        thumbnailBytes: 0,
+        oldestFetch: '2025-09-15T12:30:45.000Z',
+        newestFetch: '2025-09-15T12:30:45.000Z',
+      },
+      t: {
+        originals: 0,
+        thumbnails: 0,
+        sidecars: 0,
+        backoff: 0,
+        temp: 0,
+        other: 0,
+        bytes: 0,
+        originalBytes: 0,
+        thumbnailBytes: 0,
+        oldestFetch: null,
+        newestFetch: null,
+      },
+    });
+    assert.deepEqual(report.total, {
+      originals: 3,
+      thumbnails: 3,
+      sidecars: 3,
+      backoff: 2,
+      temp: 1,
+      other: 1,
+      bytes: 4820,
+      originalBytes: 4500,
+      thumbnailBytes: 320,
+      oldestFetch: '2025-06-01T10:00:00.000Z',
+      newestFetch: '2026-02-03T04:05:06.000Z',
+    });
+    assert.deepEqual(report.blocked, { key: 2, digest: 0, host: 1, total: 3 });
+    assert.equal(report.blockedError, null);
+  });
+
+  it('--bucket f: only that bucket, no total row', async () => {
+    const text = await runCli(['stats', '--root', root, '--bucket', 'f'], { cwd });
+    assert.equal(text.code, 0, text.stderr);
+    assert.deepEqual(rowOf(text.stdout, 'f'), ['f', '1', '0', '500 B (500)', '0', '2025-09-15T12:30:45Z', '2025-09-15T12:30:45Z']);
+    assert.equal(rowOf(text.stdout, 'i'), undefined);
+    assert.equal(rowOf(text.stdout, 'total'), undefined);
+    const json = await runCli(['stats', '--root', root, '--bucket', 'f', '--json'], { cwd });
+    const report = JSON.parse(json.stdout) as { buckets: Record<string, unknown>; total: { originals: number }; shardsTotal: number };
+    assert.deepEqual(Object.keys(report.buckets), ['f']);
+    assert.equal(report.total.originals, 1);
+    assert.equal(report.shardsTotal, 4096);
+  });
+
+  it('buckets come from the config: IMAGEPROXY_BUCKETS limits the walk', async () => {
+    const run = await runCli(['stats', '--root', root, '--json'], { cwd, env: { IMAGEPROXY_BUCKETS: 'i' } });
+    const report = JSON.parse(run.stdout) as { buckets: Record<string, unknown>; total: { originals: number } };
+    assert.deepEqual(Object.keys(report.buckets), ['i']);
+    assert.equal(report.total.originals, 2);
+  });
+
+  it('reads only: the tree is unchanged and a second run prints the same table', async () => {
+    const before = await listTree(root);
+    const first = await runCli(['stats', '--root', root], { cwd });
+    const second = await runCli(['stats', '--root', root], { cwd });
+    assert.equal(second.code, 0);
+    assert.equal(second.stdout, first.stdout);
+    assert.deepEqual(await listTree(root), before);
+  });
+});
+
+describe('imageproxy stats: usage and edge cases', () => {
+  it('an unknown bucket exits 2 with one line naming it', async () => {
+    const run = await runCli(['stats', '--root', root, '--bucket', 'nope'], { cwd });
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '');
+    assert.deepEqual(lines(run.stderr), ['imageproxy: --bucket: nope is not a configured bucket (i, f, t)']);
+  });
+
+  it('an unknown flag exits 2', async () => {
+    const run = await runCli(['stats', '--root', root, '--recount'], { cwd });
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '');
+  });
+
+  it('--help names the flags and the exit codes', async () => {
+    const run = await runCli(['stats', '--help'], { cwd });
+    assert.equal(run.code, 0);
+    for (const text of ['--bucket', '--json', '--root', '--config', '130 interrupted', '2 usage']) {
+      assert.ok(run.stdout.includes(text), `${text} in ${run.stdout}`);
+    }
+  });
+
+  it('a missing root prints zeros, exit 0, and creates nothing', async () => {
+    const missing = join(cwd, 'no-such-tree');
+    const run = await runCli(['stats', '--root', missing, '--json'], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout) as { complete: boolean; total: Record<string, unknown>; blocked: unknown };
+    assert.equal(report.complete, true);
+    assert.deepEqual(report.total, {
+      originals: 0,
+      thumbnails: 0,
+      sidecars: 0,
+      backoff: 0,
+      temp: 0,
+      other: 0,
+      bytes: 0,
+      originalBytes: 0,
+      thumbnailBytes: 0,
+      oldestFetch: null,
+      newestFetch: null,
+    });
+    assert.deepEqual(report.blocked, { key: 0, digest: 0, host: 0, total: 0 });
+    assert.ok(!(await readdir(cwd)).includes('no-such-tree'));
+  });
+
+  it('an empty tree (init-buckets only) prints zeros in the table', async () => {
+    const empty = join(cwd, 'empty');
+    const init = await runCli(['init-buckets', '--root', empty], { cwd });
+    assert.equal(init.code, 0, init.stderr);
+    const run = await runCli(['stats', '--root', empty], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    for (const bucket of ['i', 'f', 't', 'total']) {
+      assert.deepEqual(rowOf(run.stdout, bucket), [bucket, '0', '0', '0 B (0)', '0', '-', '-']);
+    }
+    assert.ok(lines(run.stdout).includes('blocked (all buckets): 0 entries: key 0, digest 0, host 0'));
+    assert.match(run.stderr, /ok 0, failed 0, skipped 12288$/m);
+  });
+
+  it('an unreadable blocklist: the figures still come, blocked is unknown with the reason', async () => {
+    const broken = join(cwd, 'broken-blocklist');
+    await place(join(keyDir(broken, 'i', KEY_A), `${KEY_A}.jpg`), 10, T_OLD);
+    await mkdir(join(broken, STATE_DIRECTORY));
+    await writeFile(join(broken, STATE_DIRECTORY, 'blocklist.json'), '{ not json');
+    const text = await runCli(['stats', '--root', broken, '--bucket', 'i'], { cwd });
+    assert.equal(text.code, 0, text.stderr);
+    assert.deepEqual(rowOf(text.stdout, 'i')?.slice(0, 2), ['i', '1']);
+    assert.match(text.stdout, /^blocked: unknown: .*blocklist\.json: not valid JSON/m);
+    const json = await runCli(['stats', '--root', broken, '--bucket', 'i', '--json'], { cwd });
+    const report = JSON.parse(json.stdout) as { blocked: unknown; blockedError: string };
+    assert.equal(report.blocked, null);
+    assert.match(report.blockedError, /not valid JSON/);
+  });
+});
+
+describe('imageproxy stats: interrupted', () => {
+  it('SIGINT: exit 130, the output says INTERRUPTED and JSON says complete: false', async () => {
+    // The blocklist is a FIFO: the command blocks reading it, after its signal handler is
+    // installed and before the walk, until this test writes the list. The interrupt thus
+    // lands at a known point, without any timing guess.
+    const tree = join(cwd, 'interrupted');
+    await place(join(keyDir(tree, 'i', KEY_A), `${KEY_A}.jpg`), 10, T_OLD);
+    const fifo = join(tree, STATE_DIRECTORY, 'blocklist.json');
+    await mkdir(join(fifo, '..'), { recursive: true });
+    execFileSync('mkfifo', [fifo]);
+
+    for (const json of [false, true]) {
+      const child = startCli(['stats', '--root', tree, ...(json ? ['--json'] : [])], { cwd });
+      const finished = finishCli(child);
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+      // A non-blocking open for writing succeeds only once the command has the FIFO open for reading.
+      let writer = null;
+      for (let attempt = 0; writer === null && attempt < 500; attempt += 1) {
+        writer = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => null);
+        if (writer === null) await sleep(10);
+      }
+      assert.ok(writer !== null, 'the command opened the blocklist within 5 s');
+      child.kill('SIGINT');
+      for (let attempt = 0; !stderr.includes('SIGINT') && attempt < 500; attempt += 1) await sleep(10);
+      assert.ok(stderr.includes('SIGINT'), 'the command took the interrupt within 5 s');
+      await writer.writeFile(formatBlocklist({ version: 1, entries: [{ kind: 'host', value: 'blocked.example', at: '', by: 'test' }] }));
+      await writer.close();
+      const run = await finished;
+      assert.equal(run.code, 130, run.stderr);
+      assert.match(run.stderr, /stats: SIGINT: finishing/);
+      assert.match(run.stderr, /^stats: interrupted after /m);
+      if (json) {
+        const report = JSON.parse(run.stdout) as { complete: boolean; blocked: unknown; shardsWalked: number };
+        assert.equal(report.complete, false);
+        assert.equal(report.shardsWalked, 0);
+        assert.deepEqual(report.blocked, { key: 0, digest: 0, host: 1, total: 1 });
+      } else {
+        assert.equal(lines(run.stdout)[0], 'INTERRUPTED: partial figures, 0 of 12288 shard directories walked');
+      }
+    }
+  });
+});

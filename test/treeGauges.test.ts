@@ -1,0 +1,154 @@
+// The tree gauges of the whole server in-process: after the background walk they equal
+// the figures of a tree made with known files; a scrape never walks; the periodic walk
+// picks up changes.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { formatBlocklist } from '../server/blocklist.js';
+import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
+import { createLogger } from '../server/log.js';
+import { makeTempRoot, removeTempRoot, request } from './helpers.js';
+
+const T_OLD = Date.parse('2025-06-01T10:00:00Z');
+const T_NEW = Date.parse('2026-02-03T04:05:06Z');
+
+async function place(root: string, bucket: string, url: string, suffix: string, size: number, mtimeMs?: number): Promise<void> {
+  const key = storageKey(Buffer.from(url));
+  const directory = join(root, bucket, key[0] ?? '', key[1] ?? '');
+  await mkdir(directory, { recursive: true });
+  const path = join(directory, `${key}${suffix}`);
+  await writeFile(path, Buffer.alloc(size));
+  if (mtimeMs !== undefined) await utimes(path, mtimeMs / 1000, mtimeMs / 1000);
+}
+
+/** i: originals of 100 B (T_OLD) and 200 B (T_NEW), a 30 B thumbnail, a sidecar, a backoff record; f: one 50 B original; blocklist: a digest and a host. */
+async function makeKnownTree(root: string): Promise<void> {
+  await place(root, 'i', 'https://origin.test/1.jpg', '.jpg', 100, T_OLD);
+  await place(root, 'i', 'https://origin.test/1.jpg', '.json', 10);
+  await place(root, 'i', 'https://origin.test/1.jpg', '.150x.jpg', 30);
+  await place(root, 'i', 'https://origin.test/2.png', '.png', 200, T_NEW);
+  await place(root, 'i', 'https://origin.test/3.png', '.fail', 10);
+  await place(root, 'f', 'https://origin.test/4.gif', '.gif', 50, T_OLD);
+  await mkdir(join(root, STATE_DIRECTORY), { recursive: true });
+  await writeFile(
+    join(root, STATE_DIRECTORY, 'blocklist.json'),
+    formatBlocklist({
+      version: 1,
+      entries: [
+        { kind: 'digest', value: 'a'.repeat(64), at: '', by: 'test' },
+        { kind: 'host', value: 'blocked.example', at: '', by: 'test' },
+      ],
+    }),
+  );
+}
+
+async function start(root: string, overrides: ConfigLayer): Promise<RunningServer> {
+  const config = buildConfig({
+    flags: { listen: '127.0.0.1:0', root, secrets: ['gauge-secret'], allowPrivateNetworks: true, logLevel: 'silent', ...overrides },
+  });
+  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+}
+
+/** `name{labels}` → value, for the imageproxy_tree_* samples of one scrape. */
+async function scrapeTree(app: RunningServer): Promise<Map<string, number>> {
+  const answer = await request(app.url, '/metrics');
+  assert.equal(answer.status, 200);
+  const samples = new Map<string, number>();
+  for (const line of answer.body.toString('utf8').split('\n')) {
+    const match = /^(imageproxy_tree_\S+) (\S+)$/.exec(line);
+    if (match?.[1] !== undefined) samples.set(match[1], Number(match[2]));
+  }
+  return samples;
+}
+
+/** Scrapes until `ready` holds, for at most 5 s. */
+async function scrapeUntil(app: RunningServer, ready: (samples: Map<string, number>) => boolean): Promise<Map<string, number>> {
+  let samples = await scrapeTree(app);
+  for (let attempt = 0; !ready(samples) && attempt < 100; attempt += 1) {
+    await sleep(50);
+    samples = await scrapeTree(app);
+  }
+  assert.ok(ready(samples), `within 5 s: ${JSON.stringify([...samples])}`);
+  return samples;
+}
+
+const scanned = (samples: Map<string, number>): boolean => (samples.get('imageproxy_tree_scan_timestamp_seconds') ?? 0) > 0;
+
+describe('tree gauges', () => {
+  let root = '';
+  before(async () => {
+    root = await makeTempRoot();
+    await makeKnownTree(root);
+  });
+  after(() => removeTempRoot(root));
+
+  it('equal the known figures after the walk at start; scraping again does not walk', async () => {
+    const app = await start(root, { statsRefreshSeconds: 3600 });
+    try {
+      const samples = await scrapeUntil(app, scanned);
+      const expected: Record<string, number> = {
+        'imageproxy_tree_files{bucket="i",kind="original"}': 2,
+        'imageproxy_tree_files{bucket="i",kind="thumbnail"}': 1,
+        'imageproxy_tree_files{bucket="i",kind="sidecar"}': 1,
+        'imageproxy_tree_files{bucket="i",kind="temp"}': 0,
+        'imageproxy_tree_files{bucket="i",kind="other"}': 0,
+        'imageproxy_tree_files{bucket="f",kind="original"}': 1,
+        'imageproxy_tree_files{bucket="t",kind="original"}': 0,
+        'imageproxy_tree_bytes{bucket="i",kind="original"}': 300,
+        'imageproxy_tree_bytes{bucket="i",kind="thumbnail"}': 30,
+        'imageproxy_tree_bytes{bucket="f",kind="original"}': 50,
+        'imageproxy_tree_backoff_files{bucket="i"}': 1,
+        'imageproxy_tree_backoff_files{bucket="f"}': 0,
+        'imageproxy_tree_oldest_fetch_timestamp_seconds{bucket="i"}': T_OLD / 1000,
+        'imageproxy_tree_newest_fetch_timestamp_seconds{bucket="i"}': T_NEW / 1000,
+        'imageproxy_tree_oldest_fetch_timestamp_seconds{bucket="f"}': T_OLD / 1000,
+        'imageproxy_tree_blocked_entries{kind="key"}': 0,
+        'imageproxy_tree_blocked_entries{kind="digest"}': 1,
+        'imageproxy_tree_blocked_entries{kind="host"}': 1,
+      };
+      for (const [sample, value] of Object.entries(expected)) assert.equal(samples.get(sample), value, sample);
+      assert.equal(samples.has('imageproxy_tree_oldest_fetch_timestamp_seconds{bucket="t"}'), false, 'no originals, no instant');
+      const scanAt = samples.get('imageproxy_tree_scan_timestamp_seconds') ?? 0;
+      assert.ok(Math.abs(scanAt - Date.now() / 1000) < 60, `scan timestamp ${scanAt} is about now`);
+
+      // A new original between scrapes: a scrape that walked would count it.
+      await place(root, 'i', 'https://origin.test/5.jpg', '.jpg', 7, T_NEW);
+      const again = await scrapeTree(app);
+      assert.equal(again.get('imageproxy_tree_scan_timestamp_seconds'), scanAt);
+      assert.equal(again.get('imageproxy_tree_files{bucket="i",kind="original"}'), 2);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('the periodic walk picks up a change', async () => {
+    const app = await start(root, { statsRefreshSeconds: 1 });
+    try {
+      const first = await scrapeUntil(app, scanned);
+      const originals = first.get('imageproxy_tree_files{bucket="f",kind="original"}') ?? -1;
+      await place(root, 'f', 'https://origin.test/6.jpg', '.jpg', 11, T_NEW);
+      const later = await scrapeUntil(app, (samples) => samples.get('imageproxy_tree_files{bucket="f",kind="original"}') === originals + 1);
+      assert.equal(later.get('imageproxy_tree_bytes{bucket="f",kind="original"}'), 61);
+      assert.ok((later.get('imageproxy_tree_scan_timestamp_seconds') ?? 0) > (first.get('imageproxy_tree_scan_timestamp_seconds') ?? 0));
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('statsRefreshSeconds 0: no walk, the gauges stay empty', async () => {
+    const app = await start(root, { statsRefreshSeconds: 0 });
+    try {
+      // Long enough for a walk of this small tree, had one been started.
+      await sleep(500);
+      const samples = await scrapeTree(app);
+      assert.equal(samples.get('imageproxy_tree_scan_timestamp_seconds'), 0);
+      assert.equal(samples.has('imageproxy_tree_files{bucket="i",kind="original"}'), false);
+    } finally {
+      await app.close();
+    }
+  });
+});
