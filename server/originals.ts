@@ -4,8 +4,9 @@
  * stripping), then write the image and its metadata sidecar atomically.
  */
 import { createHash } from 'node:crypto';
+import { stripMetadata } from './metadataStrip.js';
 import type { ImageInfo } from './sniff.js';
-import { FORMAT_INFO } from './sniff.js';
+import { FORMAT_INFO, inspectImage } from './sniff.js';
 import type { ImageMetadata, ImageStore, StoredImage } from './store.js';
 
 /** An original as sniffing read it: format, pixel size, frames, and its bytes. */
@@ -18,6 +19,53 @@ export interface OriginalProvenance {
   sourceUrl: string;
   originContentType: string | null;
   fetchedAt: string;
+}
+
+/** An original after `prepareOriginal`, and what happened to it. */
+export interface PreparedOriginal<Image extends OriginalImage> {
+  /** The image to store: stripped, or the input itself. */
+  image: Image;
+  /** Metadata segments removed (e.g. `APP1 XMP`, `tEXt`); empty when nothing was. */
+  removed: string[];
+  /** Why the bytes are stored as they came although stripping is on; null otherwise. */
+  unchangedReason: string | null;
+  /** True when `unchangedReason` is a failure (bytes that did not parse exactly), not a design choice (AVIF). */
+  failed: boolean;
+}
+
+/**
+ * Removes identifying metadata (EXIF, XMP, IPTC, comments) without re-encoding the
+ * pixels; see server/metadataStrip.ts. Pure. Whatever does not strip cleanly is kept
+ * byte for byte: a stripped result must read back with the same format, size and
+ * frames as the input, else the input is returned with the reason.
+ */
+export function prepareOriginal<Image extends OriginalImage>(
+  image: Image,
+  options: { stripMetadata: boolean },
+): PreparedOriginal<Image> {
+  const unchanged = (unchangedReason: string | null, failed: boolean): PreparedOriginal<Image> => ({
+    image,
+    removed: [],
+    unchangedReason,
+    failed,
+  });
+  if (!options.stripMetadata) return unchanged(null, false);
+  const result = stripMetadata(image.bytes, image.format);
+  if (result.kind === 'kept') return unchanged(result.reason, false);
+  if (result.kind === 'malformed') return unchanged(result.reason, true);
+  if (result.removed.length === 0) return unchanged(null, false);
+  const reread = inspectImage(result.bytes);
+  if (
+    reread === null ||
+    reread.format !== image.format ||
+    reread.width !== image.width ||
+    reread.height !== image.height ||
+    reread.frames !== image.frames
+  ) {
+    const found = reread === null ? 'unreadable' : `${reread.format} ${reread.width}x${reread.height}x${reread.frames}`;
+    return unchanged(`stripped bytes read back as ${found}, not ${image.format} ${image.width}x${image.height}x${image.frames}`, true);
+  }
+  return { image: { ...image, bytes: result.bytes }, removed: result.removed, unchangedReason: null, failed: false };
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
