@@ -27,6 +27,11 @@
  * plain static serving (scripts/bench-nginx.ts). No regex split or replace, no Date
  * objects, no charCodeAt loops on the hit path: each of those measured costlier in nginx.
  *
+ * The contract's numbers (ext_url length limit, signature length and bytes), the allowed
+ * sizes with a ready size segment -> label table, and the week rule come from the
+ * generated config module (server/nginxConfig.ts renderConfigModule), rendered from the
+ * TypeScript: this file holds no copy of them.
+ *
  * Written for njs 0.7.9: no for...of, no crypto.timingSafeEqual, no sha512.
  */
 import config from 'imageproxy_config.js';
@@ -35,18 +40,16 @@ var crypto = require('crypto');
 
 var DAY_SECONDS = 86400;
 var WEEK_SECONDS = 7 * DAY_SECONDS;
-var SIGNATURE_BYTES = 12; // the signature is the base64url of the 12 leading HMAC bytes
-// Same limits and alphabets as server/link.ts and server/sizes.ts.
-var MAX_EXT_URL_LENGTH = 8192;
+// The alphabets of server/link.ts and server/sizes.ts; lengths come from the config module.
 var BASE64URL_PATTERN = /^[A-Za-z0-9_-]+={0,2}$/;
-var SIGNATURE_PATTERN = /^[A-Za-z0-9_-]{16}$/;
+var SIGNATURE_ALPHABET = /^[A-Za-z0-9_-]+$/;
 var SIZE_PATTERN = /^(\d*)x(\d*)$/; // any number of digits: a disallowed value is ignored
 /*
  * The hit path: one regex for the whole well-formed link (bucket, size, signature,
  * ext_url, /proxy) instead of a split and two tests (~0.9 µs against ~3 µs). A path it
  * does not match is classified by refusal() to say which error the app will answer.
  */
-var LINK_PATTERN = /^\/([A-Za-z0-9_-]+)\/([^\/]*)\/([A-Za-z0-9_-]{16})\/([A-Za-z0-9_-]+={0,2})(\/proxy)?$/;
+var LINK_PATTERN = /^\/([A-Za-z0-9_-]+)\/([^\/]*)\/([A-Za-z0-9_-]+)\/([A-Za-z0-9_-]+={0,2})(\/proxy)?$/;
 
 /* ---- weeks (server/weeks.ts) ------------------------------------------------------- */
 /*
@@ -81,7 +84,7 @@ function twoDigits(week) {
 /*
  * The `YYYYWW` suffixes of the instant `seconds` (UTC): [ISO week-year + ISO week
  * (PHP date('oW')), calendar year + ISO week (PHP date('YW'))]. The two differ only in
- * the days around New Year.
+ * the days around New Year; the second is accepted only with calendarYearWeeks.
  */
 function instantSuffixes(seconds) {
     var day = Math.floor(seconds / DAY_SECONDS);
@@ -102,12 +105,18 @@ function acceptedInstant(index, nowSeconds, skewSeconds) {
 }
 var ACCEPTED_INSTANTS = 3;
 
+/* How many of instantSuffixes()' two rules are accepted: ISO, and calendar on request. */
+function ruleCount(calendarYearWeeks) {
+    return calendarYearWeeks === true ? 2 : 1;
+}
+
 /* Every accepted suffix at `nowSeconds`, without repeats (for tests and the docs). */
-function weekSuffixes(nowSeconds, skewSeconds) {
+function weekSuffixes(nowSeconds, skewSeconds, calendarYearWeeks) {
     var out = [];
+    var rules = ruleCount(calendarYearWeeks);
     for (var i = 0; i < ACCEPTED_INSTANTS; i++) {
         var pair = instantSuffixes(acceptedInstant(i, nowSeconds, skewSeconds));
-        for (var j = 0; j < 2; j++) {
+        for (var j = 0; j < rules; j++) {
             if (out.indexOf(pair[j]) < 0) out.push(pair[j]);
         }
     }
@@ -117,14 +126,14 @@ function weekSuffixes(nowSeconds, skewSeconds) {
 /* ---- signature (server/signing.ts) --------------------------------------------------- */
 
 /*
- * Whether the first 12 bytes of the HMAC `expected` equal `given` (the 12 bytes the
- * 16-character signature decodes to, exactly: 16 × 6 bits = 96 bits), in constant time:
- * every byte is compared, no early exit. Indexing Buffers costs a third of a
- * charCodeAt() loop over the base64url strings.
+ * Whether the first `bytes` bytes of the HMAC `expected` equal `given` (the bytes the
+ * signature decodes to, exactly: 16 characters × 6 bits = 96 bits = 12 bytes), in
+ * constant time: every byte is compared, no early exit. Indexing Buffers costs a third
+ * of a charCodeAt() loop over the base64url strings.
  */
-function sameSignature(expected, given) {
+function sameSignature(expected, given, bytes) {
     var diff = 0;
-    for (var i = 0; i < SIGNATURE_BYTES; i++) {
+    for (var i = 0; i < bytes; i++) {
         diff |= expected[i] ^ given[i];
     }
     return diff === 0;
@@ -135,11 +144,13 @@ function hmac(key, message) {
 }
 
 /* Whether `signature` is valid under week `suffix` with any secret (and scheme). */
-function signedUnder(suffix, given, message, legacyMessage, secrets) {
+function signedUnder(suffix, given, message, legacyMessage, cfg) {
+    var secrets = cfg.secrets;
+    var bytes = cfg.signatureBytes;
     for (var s = 0; s < secrets.length; s++) {
         var key = secrets[s] + suffix;
-        if (sameSignature(hmac(key, message), given)) return true;
-        if (legacyMessage !== null && sameSignature(hmac(key, legacyMessage), given)) return true;
+        if (sameSignature(hmac(key, message), given, bytes)) return true;
+        if (legacyMessage !== null && sameSignature(hmac(key, legacyMessage), given, bytes)) return true;
     }
     return false;
 }
@@ -155,12 +166,13 @@ function signatureValid(signature, bucket, signed, legacy, nowSeconds, cfg) {
     var message = bucket + '/' + signed;
     var legacyMessage = legacy ? signed : null;
     var tried = [];
+    var rules = ruleCount(cfg.calendarYearWeeks);
     for (var i = 0; i < ACCEPTED_INSTANTS; i++) {
         var pair = instantSuffixes(acceptedInstant(i, nowSeconds, cfg.skewSeconds));
-        for (var j = 0; j < 2; j++) {
+        for (var j = 0; j < rules; j++) {
             var suffix = pair[j];
             if (tried.indexOf(suffix) >= 0) continue;
-            if (signedUnder(suffix, given, message, legacyMessage, cfg.secrets)) return true;
+            if (signedUnder(suffix, given, message, legacyMessage, cfg)) return true;
             tried.push(suffix);
         }
     }
@@ -179,9 +191,15 @@ function allowedSize(digits, sizes) {
 /*
  * The variant label of a size segment: '' for full, '150x' / 'x200' / '250x250' for a
  * box, null when the size is malformed or nothing allowed remains (the app says 400).
+ * Segments made of allowed sizes are in the generated table; other digit forms
+ * ('0150x', '150x999') are parsed as server/sizes.ts does.
  */
-function sizeLabel(segment, sizes) {
+function sizeLabel(segment, cfg) {
     if (segment === 'full') return '';
+    var listed = cfg.sizeLabels[segment];
+    // typeof: inherited properties ("constructor", ...) are never labels.
+    if (typeof listed === 'string') return listed;
+    var sizes = cfg.sizes;
     var match = SIZE_PATTERN.exec(segment);
     if (match === null) return null;
     var height = allowedSize(match[1], sizes);
@@ -206,7 +224,7 @@ function refusal(path, cfg) {
     if (count === 5 && segments[4] !== 'proxy') return 'bad_path';
     var legacy = cfg.buckets[segments[0]];
     if (legacy !== true && legacy !== false) return 'unknown_bucket';
-    if (!SIGNATURE_PATTERN.test(segments[2])) return 'bad_signature';
+    if (segments[2].length !== cfg.signatureLength || !SIGNATURE_ALPHABET.test(segments[2])) return 'bad_signature';
     if (!BASE64URL_PATTERN.test(segments[3])) return 'bad_url';
     return 'bad_path'; // not reached for paths LINK_PATTERN rejects; the app decides
 }
@@ -230,11 +248,12 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     var legacy = cfg.buckets[bucket];
     // Booleans only: inherited properties ("constructor", ...) are never buckets.
     if (legacy !== true && legacy !== false) return 'unknown_bucket';
+    if (link[3].length !== cfg.signatureLength) return 'bad_signature';
     var extUrl = link[4];
-    if (extUrl.length > MAX_EXT_URL_LENGTH) return 'bad_url';
+    if (extUrl.length > cfg.maxExtUrlLength) return 'bad_url';
     var proxy = link[5] !== undefined;
     // With /proxy the size is ignored: pass-through serves the stored original.
-    var label = proxy ? '' : sizeLabel(link[2], cfg.sizes);
+    var label = proxy ? '' : sizeLabel(link[2], cfg);
     if (label === null) return 'bad_size';
 
     var signed = proxy ? extUrl + '/proxy' : extUrl;

@@ -1,5 +1,7 @@
 /**
- * The URL contract: `/{bucket}/{size}/{signature}/{ext_url}[/proxy]`. Pure.
+ * The URL contract: `/{bucket}/{size}/{signature}/{ext_url}[/proxy]`. Pure. parseLink
+ * reads a link, formatLink writes one: every link this project builds (CLI, tests) is
+ * written by formatLink.
  *
  * Parsing is split in two so the order of refusals matches nginx's njs check: the
  * structure (segments, bucket, size, alphabets) is checked first, then the caller
@@ -35,8 +37,17 @@ export interface ParsedLink {
 }
 
 const BASE64URL_PATTERN = /^[A-Za-z0-9_-]+={0,2}$/;
-// Longer than any URL a browser or Gazelle would keep; bounds the work on hostile input.
-const MAX_EXT_URL_LENGTH = 8192;
+/**
+ * Longest ext_url accepted, in characters: longer than any URL a browser or Gazelle
+ * would keep; bounds the work on hostile input. nginx/imageproxy.js gets it from the
+ * generated config module.
+ */
+export const MAX_EXT_URL_LENGTH = 8192;
+
+/** Whether an ext_url has the contract's shape (base64url, bounded length); decodeImageUrl judges its content. */
+export function isExtUrlShaped(extUrl: string): boolean {
+  return extUrl.length <= MAX_EXT_URL_LENGTH && BASE64URL_PATTERN.test(extUrl);
+}
 
 function decodeSegment(raw: string): string {
   try {
@@ -66,12 +77,38 @@ export function parseLink(pathname: string, rules: LinkRules): ParsedLink {
       detail: 'signature is not 16 base64url characters',
     });
   }
-  if (extUrl.length > MAX_EXT_URL_LENGTH || !BASE64URL_PATTERN.test(extUrl)) {
+  if (!isExtUrlShaped(extUrl)) {
     throw new ImageproxyError('bad_url', 'image URL is not base64url');
   }
   // With /proxy the size is ignored: pass-through never resizes.
   const size = proxy ? FULL_SIZE : parseSize(sizeSegment, rules.sizes);
   return { bucket, size, signature, extUrl, proxy };
+}
+
+/** The size segment of a link: `full` or the size's label (`150x`, `x200`, `250x250`). */
+export function sizeSegment(size: SizeSpec): string {
+  return size.kind === 'full' ? 'full' : size.label;
+}
+
+/**
+ * A link to write. The size is a parsed size, or a segment as it is to appear (a test
+ * of refusals writes sizes no config allows).
+ */
+export type LinkParts = Omit<ParsedLink, 'size'> & { size: SizeSpec | string };
+
+/**
+ * The path of a link, the inverse of parseLink (which reads a /proxy link's size as
+ * full, so a parsed proxy link is written with `full`). Checks nothing: signLinkFor in
+ * server/linkTools.ts decides what may be signed.
+ */
+export function formatLink(link: LinkParts): string {
+  const size = typeof link.size === 'string' ? link.size : sizeSegment(link.size);
+  return `/${link.bucket}/${size}/${link.signature}/${link.extUrl}${link.proxy ? '/proxy' : ''}`;
+}
+
+/** ext_url for an image URL as Gazelle writes it: base64url of its UTF-8 bytes, unpadded. */
+export function encodeImageUrl(imageUrl: string): string {
+  return Buffer.from(imageUrl, 'utf8').toString('base64url');
 }
 
 /** The decoded image URL bytes: the storage key is derived from exactly these. */

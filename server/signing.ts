@@ -7,11 +7,12 @@
  * ext_url (+ "/proxy") alone.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { acceptedWeeks, weekSuffix, type WeekCandidate, type WeekRule } from './weeks.js';
+import { acceptedWeeks, pastWeeks, weekSuffix, type PastWeek, type WeekCandidate, type WeekRule } from './weeks.js';
 
 export const SIGNATURE_BYTES = 12;
-export const SIGNATURE_LENGTH = 16; // base64url of 12 bytes, never padded
-/** A well-formed signature: exactly 16 base64url characters. */
+/** Characters of a signature in a link: base64url of SIGNATURE_BYTES, unpadded (16). */
+export const SIGNATURE_LENGTH = Math.ceil((SIGNATURE_BYTES * 8) / 6);
+/** A well-formed signature: the base64url of 12 bytes, 16 characters, never padded. */
 export const SIGNATURE_PATTERN = /^[A-Za-z0-9_-]{16}$/;
 
 export interface SignedParts {
@@ -40,6 +41,8 @@ export interface VerifyRules {
   legacyAllowed: boolean;
   nowMs: number;
   skewSeconds: number;
+  /** Also accept the calendar-year rule (Gazelle before 2024-12-30); see server/weeks.ts. */
+  calendarYearWeeks?: boolean;
 }
 
 export interface SignatureMatch {
@@ -66,7 +69,7 @@ export function verifySignature(
   let match: SignatureMatch | null = null;
   for (const legacy of schemes) {
     const message = signatureMessage(parts, legacy);
-    for (const week of acceptedWeeks(rules.nowMs, rules.skewSeconds)) {
+    for (const week of acceptedWeeks(rules.nowMs, rules.skewSeconds, rules.calendarYearWeeks ?? false)) {
       rules.secrets.forEach((secret, secretIndex) => {
         const expected = Buffer.from(computeSignature(secret, week.suffix, message), 'latin1');
         if (timingSafeEqual(given, expected) && match === null) {
@@ -81,14 +84,53 @@ export function verifySignature(
 /** A parsed link's signature under a config's secrets, buckets (legacy flags) and skew. */
 export function verifyLinkSignature(
   link: SignedParts & { signature: string },
-  rules: { secrets: readonly string[]; buckets: Readonly<Record<string, { legacySignatures: boolean }>>; skewSeconds: number; nowMs: number },
+  rules: {
+    secrets: readonly string[];
+    buckets: Readonly<Record<string, { legacySignatures: boolean }>>;
+    skewSeconds: number;
+    calendarYearWeeks: boolean;
+    nowMs: number;
+  },
 ): SignatureMatch | null {
   return verifySignature(link.signature, link, {
     secrets: rules.secrets,
     legacyAllowed: rules.buckets[link.bucket]?.legacySignatures ?? false,
     nowMs: rules.nowMs,
     skewSeconds: rules.skewSeconds,
+    calendarYearWeeks: rules.calendarYearWeeks,
   });
+}
+
+export interface PastSignature {
+  secretIndex: number;
+  week: PastWeek;
+  legacy: boolean;
+}
+
+/**
+ * The most recent past week (1 to `weeks` weeks before `nowMs`, either year rule, the
+ * legacy scheme included when the bucket allows it) in which a secret made `signature`,
+ * or null: tells an expired link from a forged one. An admin tool's question, not a
+ * verifier's; nothing here is accepted.
+ */
+export function findSigningWeek(
+  signature: string,
+  parts: SignedParts,
+  rules: { secrets: readonly string[]; legacyAllowed: boolean; nowMs: number; weeks: number },
+): PastSignature | null {
+  if (!SIGNATURE_PATTERN.test(signature)) return null;
+  const given = Buffer.from(signature, 'latin1');
+  const schemes = rules.legacyAllowed ? [false, true] : [false];
+  for (const week of pastWeeks(rules.nowMs, rules.weeks)) {
+    for (const legacy of schemes) {
+      const message = signatureMessage(parts, legacy);
+      for (const [secretIndex, secret] of rules.secrets.entries()) {
+        const expected = Buffer.from(computeSignature(secret, week.suffix, message), 'latin1');
+        if (timingSafeEqual(given, expected)) return { secretIndex, week, legacy };
+      }
+    }
+  }
+  return null;
 }
 
 /** The signature Gazelle would put in a link made at `atMs` (today's Gazelle: ISO rule). */

@@ -4,8 +4,10 @@
  * Gazelle keys each signature with the secret plus a year and an ISO week number.
  * Since 2024-12-30 it uses PHP `date('oW')` (ISO week-year + ISO week); before that
  * `date('YW')` (calendar year + ISO week), which differs only in the few days around
- * New Year where the ISO week belongs to the neighbouring year. We accept both so links
- * from either Gazelle keep working.
+ * New Year where the ISO week belongs to the neighbouring year. The calendar rule is
+ * accepted only when asked for (config calendarYearWeeks): in the last days of December
+ * it yields the `YYYY01` key of the year's first week, so a link signed in week 1 would
+ * verify again 51 weeks later.
  */
 
 export type WeekRule = 'iso' | 'calendar';
@@ -41,12 +43,18 @@ export function weekSuffix(epochMs: number, rule: WeekRule): string {
   return `${year}${String(week).padStart(2, '0')}`;
 }
 
+/** The year rules a verifier accepts: ISO always, the calendar rule only on request. */
+export function weekRulesOf(calendarYearWeeks: boolean): readonly WeekRule[] {
+  return calendarYearWeeks ? ['iso', 'calendar'] : ['iso'];
+}
+
 /**
  * Every week suffix a signature may carry at `nowMs`: this week, last week (links stay
  * valid for the current and the previous week) and the week of now + skew (signers in
- * timezones ahead of UTC roll over first), each under both year rules, without repeats.
+ * timezones ahead of UTC roll over first), under the ISO rule and, with
+ * `calendarYearWeeks`, the calendar rule too, without repeats.
  */
-export function acceptedWeeks(nowMs: number, skewSeconds: number): WeekCandidate[] {
+export function acceptedWeeks(nowMs: number, skewSeconds: number, calendarYearWeeks = false): WeekCandidate[] {
   const instants: Array<[WeekInstant, number]> = [
     ['now', nowMs],
     ['previous week', nowMs - WEEK_MS],
@@ -54,7 +62,7 @@ export function acceptedWeeks(nowMs: number, skewSeconds: number): WeekCandidate
   ];
   const candidates: WeekCandidate[] = [];
   for (const [instant, epochMs] of instants) {
-    for (const rule of ['iso', 'calendar'] as const) {
+    for (const rule of weekRulesOf(calendarYearWeeks)) {
       const suffix = weekSuffix(epochMs, rule);
       if (!candidates.some((candidate) => candidate.suffix === suffix)) {
         candidates.push({ suffix, rule, instant });
@@ -62,4 +70,35 @@ export function acceptedWeeks(nowMs: number, skewSeconds: number): WeekCandidate
     }
   }
   return candidates;
+}
+
+/** A week a signature may have been made in, about `weeksAgo` weeks before the instant searched from. */
+export interface PastWeek {
+  suffix: string;
+  rule: WeekRule;
+  /** Monday-to-Sunday weeks between the search instant's week and this one (0: this week). */
+  weeksAgo: number;
+}
+
+/**
+ * The week suffixes of every day from `nowMs` back `weeks` weeks, under both year rules,
+ * nearest first, without repeats: where an old link may have been signed. Day by day,
+ * not week by week, so the calendar-rule keys of the days around New Year are met too.
+ * An admin tool's search, not a verifier's: nothing here is accepted.
+ */
+export function pastWeeks(nowMs: number, weeks: number): PastWeek[] {
+  // Weeks counted from the Monday before 1970-01-01 (a Thursday), three days earlier.
+  const weekNumber = (epochMs: number): number => Math.floor((Math.floor(epochMs / DAY_MS) + 3) / 7);
+  const seen = new Set<string>();
+  const found: PastWeek[] = [];
+  for (let daysAgo = 0; daysAgo <= weeks * 7; daysAgo += 1) {
+    const dayMs = nowMs - daysAgo * DAY_MS;
+    for (const rule of ['iso', 'calendar'] as const) {
+      const suffix = weekSuffix(dayMs, rule);
+      if (seen.has(suffix)) continue;
+      seen.add(suffix);
+      found.push({ suffix, rule, weeksAgo: weekNumber(nowMs) - weekNumber(dayMs) });
+    }
+  }
+  return found;
 }

@@ -2,7 +2,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ERROR_STATUS, ImageproxyError, type ErrorCode } from '../server/errors.js';
-import { decodeImageUrl, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/link.js';
+import { decodeImageUrl, formatLink, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/link.js';
+import { describeVerdict, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/linkTools.js';
 import { parseSize, type SizeSpec } from '../server/sizes.js';
 import { VECTORS, extUrlOf } from './helpers.js';
 
@@ -202,6 +203,99 @@ describe('parseSize', () => {
   for (const testCase of SIZE_CASES) {
     it(testCase.name, () => {
       assertOutcome(() => parseSize(testCase.segment, testCase.allowed ?? RULES.sizes), testCase.expected);
+    });
+  }
+});
+
+describe('formatLink', () => {
+  const table: Array<[string, ParsedLink, string]> = [
+    ['full', { bucket: 'i', size: { kind: 'full' }, signature: SIG, extUrl: EXT, proxy: false }, `/i/full/${SIG}/${EXT}`],
+    ['height only', { bucket: 'f', size: box(150, null, '150x'), signature: SIG, extUrl: EXT, proxy: false }, `/f/150x/${SIG}/${EXT}`],
+    ['width only', { bucket: 't', size: box(null, 200, 'x200'), signature: SIG, extUrl: EXT, proxy: false }, `/t/x200/${SIG}/${EXT}`],
+    ['box', { bucket: 'i', size: box(250, 250, '250x250'), signature: SIG, extUrl: EXT, proxy: false }, `/i/250x250/${SIG}/${EXT}`],
+    ['proxy', { bucket: 'i', size: { kind: 'full' }, signature: SIG, extUrl: EXT, proxy: true }, `/i/full/${SIG}/${EXT}/proxy`],
+    ['padded ext_url', { bucket: 'i', size: { kind: 'full' }, signature: SIG, extUrl: EXT_PADDED.replace(/\+/g, '-').replace(/\//g, '_'), proxy: false }, `/i/full/${SIG}/${EXT_PADDED.replace(/\+/g, '-').replace(/\//g, '_')}`],
+  ];
+  for (const [name, link, path] of table) {
+    it(`${name}: writes the path, and parseLink reads the same link back`, () => {
+      assert.equal(formatLink(link), path);
+      assert.deepEqual(parseLink(path, RULES), link);
+    });
+  }
+
+  it('every vector path is formatLink of its parsed link', () => {
+    for (const vector of VECTORS) {
+      assert.equal(formatLink(parseLink(vector.path, RULES)), vector.path, vector.name);
+    }
+  });
+});
+
+// ---- server/linkTools.ts: what sign and verify decide ------------------------------------
+
+const POLICY: LinkPolicy = {
+  buckets: { i: { legacySignatures: false }, old: { legacySignatures: true } },
+  sizes: [150, 200, 250, 500],
+  skewSeconds: 3600,
+  calendarYearWeeks: false,
+};
+const AT = Date.parse('2025-06-11T12:00:00Z');
+const signer = { policy: POLICY, secret: 's' };
+
+describe('signLinkFor', () => {
+  const refusals: Array<[string, Partial<SignRequest>, ErrorCode]> = [
+    ['credentials', { imageUrl: 'http://u:p@example.com/a.jpg' }, 'bad_url'],
+    ['ftp', { imageUrl: 'ftp://example.com/a.jpg' }, 'bad_url'],
+    ['not a URL', { imageUrl: 'example.com/a.jpg' }, 'bad_url'],
+    ['too long for a link', { imageUrl: `https://example.com/${'a'.repeat(6200)}` }, 'bad_url'],
+    ['height not allowed', { height: 999 }, 'bad_size'],
+    ['width not allowed with an allowed height', { height: 150, width: 7 }, 'bad_size'],
+    ['unknown bucket', { bucket: 'zz' }, 'unknown_bucket'],
+    ['legacy in a bucket without legacy', { legacy: true }, 'bad_signature'],
+  ];
+  for (const [name, overrides, code] of refusals) {
+    it(`refuses: ${name} (${code})`, () => {
+      assert.throws(
+        () => signLinkFor({ imageUrl: 'https://example.com/a.jpg', bucket: 'i', atMs: AT, ...overrides }, signer),
+        (error: unknown) => error instanceof ImageproxyError && error.code === code,
+      );
+    });
+  }
+
+  it('a proxy link is full size whatever size was asked', () => {
+    const path = signLinkFor({ imageUrl: 'https://example.com/a.jpg', bucket: 'i', atMs: AT, proxy: true, height: 999 }, signer);
+    assert.match(path, /^\/i\/full\/[A-Za-z0-9_-]{16}\/[A-Za-z0-9_-]+\/proxy$/);
+  });
+
+  it('the longest signable URL is right at the ext_url limit', () => {
+    const base = 'https://example.com/';
+    const longest = `${base}${'a'.repeat((8192 / 4) * 3 - base.length)}`;
+    assert.doesNotThrow(() => signLinkFor({ imageUrl: longest, bucket: 'i', atMs: AT }, signer));
+    assert.throws(() => signLinkFor({ imageUrl: `${longest}a`, bucket: 'i', atMs: AT }, signer));
+  });
+
+  it('what it signs, judgeLink calls valid, with the week and the bucket scheme', () => {
+    const path = signLinkFor({ imageUrl: 'https://ex.com/ü ñ.png?x=1#y', bucket: 'old', legacy: true, height: 150, atMs: AT }, signer);
+    const verdict = judgeLink(path, { policy: POLICY, secrets: ['other', 's'], nowMs: AT });
+    assert.equal(verdict.kind, 'valid');
+    assert.match(describeVerdict(verdict), /^valid: secret #1, week 202524 \(iso year rule, now\), legacy scheme/);
+  });
+});
+
+describe('judgeLink', () => {
+  const fresh = signLinkFor({ imageUrl: 'https://example.com/a.jpg', bucket: 'i', atMs: AT }, signer);
+  const table: Array<[string, string, number, string]> = [
+    ['valid now', fresh, AT, 'valid'],
+    ['valid last week', fresh, AT + 7 * 86_400_000, 'valid'],
+    ['expired three weeks later', fresh, AT + 21 * 86_400_000, 'expired'],
+    ['wrong after more than a year', fresh, AT + 60 * 7 * 86_400_000, 'wrong'],
+    ['wrong: tampered', fresh.replace(/\/([A-Za-z0-9_-])([A-Za-z0-9_-]{15})\//, (_all, first: string, rest: string) => `/${first === 'A' ? 'B' : 'A'}${rest}/`), AT, 'wrong'],
+    ['invalid: structure', '/i/full', AT, 'refused'],
+  ];
+  for (const [name, path, nowMs, kind] of table) {
+    it(name, () => {
+      const verdict = judgeLink(path, { policy: POLICY, secrets: ['s'], nowMs });
+      assert.equal(verdict.kind, kind);
+      assert.match(describeVerdict(verdict), new RegExp(`^${kind === 'refused' ? 'invalid' : kind}: `));
     });
   }
 });

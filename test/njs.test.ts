@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
 import { fileStem, keyDirectory, storageKey } from '../server/layout.js';
-import { imageUrlBytes, parseLink } from '../server/link.js';
+import { formatLink, imageUrlBytes, parseLink } from '../server/link.js';
 import { CONFIG_MODULE_NAME, renderConfigModule, type NginxRenderInput } from '../server/nginxConfig.js';
 import { signLink, verifySignature } from '../server/signing.js';
 import { acceptedWeeks } from '../server/weeks.js';
@@ -52,10 +52,17 @@ function njsConfig(input: NginxRenderInput): NjsConfig {
 }
 
 const plainConfig = njsConfig(renderInput({}));
-const legacyConfig = njsConfig(renderInput({ buckets: { i: { legacySignatures: true }, f: { legacySignatures: false } } }));
+const legacyConfig = njsConfig(renderInput({ buckets: { i: { legacySignatures: true }, f: { legacySignatures: true } } }));
+const calendarConfig = njsConfig(renderInput({ calendarYearWeeks: true }));
 
-function bucketsFor(vector: Vector): NjsConfig {
+function configFor(vector: Vector): NjsConfig {
+  if (vector.calendarYearWeeks === true) return calendarConfig;
   return vector.legacy ? legacyConfig : plainConfig;
+}
+
+/** The stem nginx should try for a vector, as vectors.json states it (not computed here). */
+function vectorStem(vector: Vector): string {
+  return `/${vector.bucket}/${vector.key[0]}/${vector.key[1]}/${vector.fileStem}`;
 }
 
 /** The stem nginx should try for a URL: server/layout.ts, as the app stores it. */
@@ -65,7 +72,7 @@ function expectedStem(bucket: string, imageUrl: string, label: string | null): s
 }
 
 function linkPath(bucket: string, size: string, signature: string, extUrl: string, proxy: boolean): string {
-  return `/${bucket}/${size}/${signature}/${extUrl}${proxy ? '/proxy' : ''}`;
+  return formatLink({ bucket, size, signature, extUrl, proxy });
 }
 
 function tamper(signature: string): string {
@@ -94,7 +101,7 @@ function typescriptVerdict(path: string, nowSeconds: number, input: NginxRenderI
 
 type NjsCase =
   | { kind: 'verify'; path: string; now: number; cfg: NjsConfig }
-  | { kind: 'weeks'; now: number; skew: number }
+  | { kind: 'weeks'; now: number; skew: number; calendar: boolean }
   | { kind: 'stem'; method: string; path: string };
 
 interface Expectation {
@@ -112,8 +119,8 @@ function verifyCase(name: string, path: string, now: number, cfg: NjsConfig, exp
 // ---- the shared vectors -----------------------------------------------------------------
 
 for (const vector of vectors) {
-  const cfg = bucketsFor(vector);
-  const stem = expectedStem(vector.bucket, vector.imageUrl, null);
+  const cfg = configFor(vector);
+  const stem = vectorStem(vector);
   verifyCase(`vector "${vector.name}" at its time`, vector.path, vector.at, cfg, stem);
   verifyCase(`vector "${vector.name}" one week later (previous week)`, vector.path, vector.at + 7 * DAY, cfg, stem);
   verifyCase(`vector "${vector.name}" two weeks later`, vector.path, vector.at + 14 * DAY, cfg, 'bad_signature');
@@ -125,6 +132,25 @@ for (const vector of vectors) {
 
 const [bucketVector, , proxyVector, legacyVector] = vectors;
 assert.ok(bucketVector && proxyVector?.proxy && legacyVector?.legacy, 'vectors.json holds the expected vectors');
+
+for (const vector of vectors.filter((item) => item.calendarYearWeeks === true)) {
+  verifyCase(`calendar vector "${vector.name}" without calendarYearWeeks`, vector.path, vector.at, plainConfig, 'bad_signature');
+}
+
+// The New-Year replay: a link signed in ISO week 1 against the calendar rule's key in late December.
+const replayImageUrl = 'https://example.com/replayed.jpg';
+const replayPath = linkPath(
+  'i',
+  'full',
+  signLink('1234', { bucket: 'i', extUrl: extUrlOf(replayImageUrl), proxy: false }, Date.parse('2024-01-03T12:00:00Z')),
+  extUrlOf(replayImageUrl),
+  false,
+);
+for (const instant of ['2024-12-30T00:00:00Z', '2024-12-31T23:59:59Z']) {
+  const now = Date.parse(instant) / 1000;
+  verifyCase(`signed 2024-01-03, replayed ${instant}: refused by default`, replayPath, now, plainConfig, 'bad_signature');
+  verifyCase(`signed 2024-01-03, replayed ${instant}: accepted with calendarYearWeeks`, replayPath, now, calendarConfig, expectedStem('i', replayImageUrl, null));
+}
 
 verifyCase('legacy vector on a bucket without legacy signatures', legacyVector.path, legacyVector.at, plainConfig, 'bad_signature');
 verifyCase('bucket vector on a legacy bucket', bucketVector.path, bucketVector.at, legacyConfig, expectedStem('i', bucketVector.imageUrl, null));
@@ -252,11 +278,17 @@ for (let year = 2000; year <= 2040; year += 1) {
 }
 for (const now of weekInstants) {
   for (const skew of [0, 3600, 86_400]) {
-    const expected = acceptedWeeks(now * 1000, skew)
-      .map((candidate) => candidate.suffix)
-      .sort()
-      .join(',');
-    cases.push({ name: `weeks at ${new Date(now * 1000).toISOString()} skew ${skew}`, run: { kind: 'weeks', now, skew }, expected });
+    for (const calendar of [false, true]) {
+      const expected = acceptedWeeks(now * 1000, skew, calendar)
+        .map((candidate) => candidate.suffix)
+        .sort()
+        .join(',');
+      cases.push({
+        name: `weeks at ${new Date(now * 1000).toISOString()} skew ${skew}${calendar ? ' calendar' : ''}`,
+        run: { kind: 'weeks', now, skew, calendar },
+        expected,
+      });
+    }
   }
 }
 
@@ -286,7 +318,7 @@ for (var i = 0; i < cases.length; i++) {
     var c = cases[i];
     var out;
     if (c.kind === 'verify') out = ip.verifyLink(c.path, c.now, c.cfg);
-    else if (c.kind === 'weeks') out = ip.weekSuffixes(c.now, c.skew).sort().join(',');
+    else if (c.kind === 'weeks') out = ip.weekSuffixes(c.now, c.skew, c.calendar).sort().join(',');
     else out = ip.linkStem({ method: c.method, variables: { request_uri: c.path } });
     console.log(JSON.stringify([i, out]));
 }
@@ -331,7 +363,7 @@ describe('nginx/imageproxy.js under njs', { skip: njsMissing() ?? false }, () =>
   it('every vector verifies at its time and not two weeks later', () => {
     for (const vector of vectors) {
       const index = cases.findIndex((entry) => entry.name === `vector "${vector.name}" at its time`);
-      assert.match(results[index] ?? '', /^\/i\/[A-Za-z0-9_-]\/[A-Za-z0-9_-]\/[A-Za-z0-9_-]{43}$/, vector.name);
+      assert.equal(results[index], vectorStem(vector), vector.name);
       const later = cases.findIndex((entry) => entry.name === `vector "${vector.name}" two weeks later`);
       assert.equal(results[later], 'bad_signature', vector.name);
     }

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   computeSignature,
+  findSigningWeek,
   signLink,
   signatureMessage,
   verifySignature,
@@ -10,6 +11,7 @@ import {
   type SignedParts,
   type VerifyRules,
 } from '../server/signing.js';
+import { weekSuffix } from '../server/weeks.js';
 import { VECTORS, ruleOf, type Vector } from './helpers.js';
 
 const DAY_MS = 86_400_000;
@@ -21,7 +23,14 @@ function partsOf(vector: Vector): { signature: string; parts: SignedParts } {
 }
 
 function rulesAt(vector: Vector, overrides: Partial<VerifyRules> = {}): VerifyRules {
-  return { secrets: [vector.secret], legacyAllowed: vector.legacy, nowMs: vector.at * 1000, skewSeconds: 3600, ...overrides };
+  return {
+    secrets: [vector.secret],
+    legacyAllowed: vector.legacy,
+    nowMs: vector.at * 1000,
+    skewSeconds: 3600,
+    calendarYearWeeks: vector.calendarYearWeeks === true,
+    ...overrides,
+  };
 }
 
 /** One character replaced by another of the base64url alphabet. */
@@ -51,10 +60,12 @@ describe('vectors', () => {
     it(`${vector.name}: 14 days later it no longer verifies`, () => {
       assert.equal(verifySignature(signature, parts, rulesAt(vector, { nowMs: vector.at * 1000 + 14 * DAY_MS })), null);
     });
-    it(`${vector.name}: a signature from two weeks before does not verify`, () => {
-      const old = computeSignature(vector.secret, vector.weekSuffix, signatureMessage(parts, vector.legacy));
-      const twoWeeksOn = rulesAt(vector, { nowMs: vector.at * 1000 + 14 * DAY_MS });
-      assert.equal(verifySignature(old, parts, twoWeeksOn), null);
+    it(`${vector.name}: at its instant, a signature made two weeks before does not verify (one made a week before does)`, () => {
+      const signedWeeksBefore = (weeks: number): string =>
+        computeSignature(vector.secret, weekSuffix(vector.at * 1000 - weeks * 7 * DAY_MS, 'iso'), signatureMessage(parts, vector.legacy));
+      assert.notEqual(signedWeeksBefore(2), signature);
+      assert.equal(verifySignature(signedWeeksBefore(2), parts, rulesAt(vector)), null);
+      assert.notEqual(verifySignature(signedWeeksBefore(1), parts, rulesAt(vector)), null);
     });
     it(`${vector.name}: any one character changed does not verify`, () => {
       for (let index = 0; index < signature.length; index += 1) {
@@ -75,6 +86,16 @@ describe('vectors', () => {
     assert.ok(legacy !== undefined);
     const { signature, parts } = partsOf(legacy);
     assert.equal(verifySignature(signature, parts, rulesAt(legacy, { legacyAllowed: false })), null);
+  });
+
+  it('the calendar-rule vector verifies only with calendarYearWeeks', () => {
+    const calendarVectors = VECTORS.filter((vector) => vector.calendarYearWeeks === true);
+    assert.ok(calendarVectors.length > 0);
+    for (const vector of calendarVectors) {
+      const { signature, parts } = partsOf(vector);
+      assert.equal(verifySignature(signature, parts, rulesAt(vector, { calendarYearWeeks: false })), null, vector.name);
+      assert.notEqual(verifySignature(signature, parts, rulesAt(vector, { calendarYearWeeks: true })), null, vector.name);
+    }
   });
 
   it('signLink reproduces every vector under the rule of its week suffix', () => {
@@ -107,6 +128,7 @@ interface VerifyCase {
   skewSeconds?: number;
   legacyAllowed?: boolean;
   secrets?: string[];
+  calendarYearWeeks?: boolean;
   expected: Pick<SignatureMatch, 'secretIndex' | 'legacy'> & { suffix: string; instant: string } | null;
 }
 
@@ -130,9 +152,29 @@ const VERIFY_CASES: VerifyCase[] = [
     expected: { secretIndex: 0, legacy: false, suffix: '202501', instant: 'now' },
   },
   {
-    name: 'year end: calendar rule 202401 on 2024-12-30',
+    name: 'year end: calendar rule 202401 on 2024-12-30, with calendarYearWeeks',
     signature: computeSignature(SECRET, '202401', signatureMessage(PARTS, false)),
     nowMs: YEAR_END,
+    calendarYearWeeks: true,
+    expected: { secretIndex: 0, legacy: false, suffix: '202401', instant: 'now' },
+  },
+  {
+    name: 'year end: calendar rule 202401 on 2024-12-30 is refused by default',
+    signature: computeSignature(SECRET, '202401', signatureMessage(PARTS, false)),
+    nowMs: YEAR_END,
+    expected: null,
+  },
+  {
+    name: 'replay: signed 2024-01-03 (ISO 202401), refused on 2024-12-31 by default',
+    signature: signedAt(Date.parse('2024-01-03T12:00:00Z')),
+    nowMs: Date.parse('2024-12-31T12:00:00Z'),
+    expected: null,
+  },
+  {
+    name: 'replay: signed 2024-01-03 (ISO 202401), accepted on 2024-12-31 with calendarYearWeeks',
+    signature: signedAt(Date.parse('2024-01-03T12:00:00Z')),
+    nowMs: Date.parse('2024-12-31T12:00:00Z'),
+    calendarYearWeeks: true,
     expected: { secretIndex: 0, legacy: false, suffix: '202401', instant: 'now' },
   },
   {
@@ -188,6 +230,7 @@ describe('verifySignature', () => {
         legacyAllowed: testCase.legacyAllowed ?? false,
         nowMs: testCase.nowMs,
         skewSeconds: testCase.skewSeconds ?? 3600,
+        calendarYearWeeks: testCase.calendarYearWeeks ?? false,
       });
       const summary =
         match === null
@@ -196,4 +239,39 @@ describe('verifySignature', () => {
       assert.deepEqual(summary, testCase.expected);
     });
   }
+});
+
+describe('findSigningWeek', () => {
+  const search = (signature: string, nowMs: number, overrides: { secrets?: string[]; legacyAllowed?: boolean } = {}) =>
+    findSigningWeek(signature, PARTS, { secrets: overrides.secrets ?? [SECRET], legacyAllowed: overrides.legacyAllowed ?? false, nowMs, weeks: 53 });
+
+  it('finds the week of a link signed three weeks ago', () => {
+    const found = search(signedAt(MIDWEEK - 21 * DAY_MS), MIDWEEK);
+    assert.deepEqual(found, { secretIndex: 0, legacy: false, week: { suffix: '202521', rule: 'iso', weeksAgo: 3 } });
+  });
+
+  it('finds a link of 50 weeks ago with the second secret', () => {
+    const found = search(signedAt(MIDWEEK - 50 * 7 * DAY_MS), MIDWEEK, { secrets: ['newer', SECRET] });
+    assert.equal(found?.secretIndex, 1);
+    assert.equal(found?.week.weeksAgo, 50);
+  });
+
+  it('finds a legacy signature only where the bucket allows it', () => {
+    const legacy = signedAt(MIDWEEK - 21 * DAY_MS, PARTS, true);
+    assert.equal(search(legacy, MIDWEEK), null);
+    assert.equal(search(legacy, MIDWEEK, { legacyAllowed: true })?.legacy, true);
+  });
+
+  it('finds a calendar-rule key from the days around New Year', () => {
+    const found = search(computeSignature(SECRET, '202401', signatureMessage(PARTS, false)), Date.parse('2025-03-05T12:00:00Z'));
+    assert.equal(found?.week.suffix, '202401');
+    assert.equal(found?.week.rule, 'calendar');
+  });
+
+  it('finds nothing for a link older than a year, a tampered one, or another secret', () => {
+    assert.equal(search(signedAt(MIDWEEK - 60 * 7 * DAY_MS), MIDWEEK), null);
+    const signature = signedAt(MIDWEEK - 21 * DAY_MS);
+    assert.equal(search(`${signature.slice(0, -1)}${signature.endsWith('A') ? 'B' : 'A'}`, MIDWEEK), null);
+    assert.equal(search(signature, MIDWEEK, { secrets: ['other'] }), null);
+  });
 });

@@ -3,7 +3,7 @@
 // and `+%Y%V` (calendar rule), not computed with the code under test.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptedWeeks, isoWeekOf, weekSuffix, type WeekCandidate } from '../server/weeks.js';
+import { acceptedWeeks, isoWeekOf, pastWeeks, weekSuffix, type WeekCandidate } from '../server/weeks.js';
 
 interface WeekCase {
   name: string;
@@ -157,11 +157,59 @@ const ACCEPTED_CASES: AcceptedCase[] = [
 
 describe('acceptedWeeks', () => {
   for (const testCase of ACCEPTED_CASES) {
-    it(testCase.name, () => {
-      const candidates = acceptedWeeks(Date.parse(testCase.instant), testCase.skewSeconds);
+    it(`${testCase.name} (with calendarYearWeeks)`, () => {
+      const candidates = acceptedWeeks(Date.parse(testCase.instant), testCase.skewSeconds, true);
       assert.deepEqual(candidates, testCase.expected);
       const suffixes = candidates.map((candidate) => candidate.suffix);
       assert.equal(new Set(suffixes).size, suffixes.length, 'no suffix twice');
     });
+    it(`${testCase.name} (default: ISO rule only)`, () => {
+      const candidates = acceptedWeeks(Date.parse(testCase.instant), testCase.skewSeconds);
+      assert.deepEqual(candidates, testCase.expected.filter((candidate) => candidate.rule === 'iso'));
+    });
   }
+});
+
+// A link signed in ISO week 1 carries `YYYY01`; date('YW') gives that same key again in
+// the last days of December, when the ISO week is already week 1 of the next year.
+const REPLAY_CASES: Array<{ signed: string; replayed: string[] }> = [
+  { signed: '2024-01-03T12:00:00Z', replayed: ['2024-12-30T00:00:00Z', '2024-12-30T12:00:00Z', '2024-12-31T23:59:59Z'] },
+  { signed: '2019-01-02T12:00:00Z', replayed: ['2019-12-31T12:00:00Z'] },
+  { signed: '2025-01-01T12:00:00Z', replayed: ['2025-12-30T12:00:00Z'] },
+];
+
+describe('week-1 replay at New Year', () => {
+  for (const { signed, replayed } of REPLAY_CASES) {
+    const key = weekSuffix(Date.parse(signed), 'iso');
+    for (const instant of replayed) {
+      it(`${key} (signed ${signed}) is refused on ${instant} by default, accepted with calendarYearWeeks`, () => {
+        const nowMs = Date.parse(instant);
+        assert.ok(!acceptedWeeks(nowMs, 3600).some((week) => week.suffix === key));
+        assert.ok(acceptedWeeks(nowMs, 3600, true).some((week) => week.suffix === key && week.rule === 'calendar'));
+      });
+    }
+  }
+});
+
+describe('pastWeeks', () => {
+  it('lists the weeks before an instant, nearest first, both rules, without repeats', () => {
+    // Wednesday 2025-01-01: Monday 2024-12-30 began ISO 2025-W01 (calendar rule: 202401).
+    const weeks = pastWeeks(Date.parse('2025-01-01T12:00:00Z'), 3);
+    assert.deepEqual(weeks, [
+      { suffix: '202501', rule: 'iso', weeksAgo: 0 },
+      { suffix: '202401', rule: 'calendar', weeksAgo: 0 },
+      { suffix: '202452', rule: 'iso', weeksAgo: 1 },
+      { suffix: '202451', rule: 'iso', weeksAgo: 2 },
+      { suffix: '202450', rule: 'iso', weeksAgo: 3 },
+    ]);
+  });
+
+  it('a year back reaches the calendar-rule key of the year-end week', () => {
+    const weeks = pastWeeks(Date.parse('2025-06-11T12:00:00Z'), 53);
+    assert.ok(weeks.some((week) => week.suffix === '202401' && week.rule === 'calendar'), 'calendar key of 2024-12-30');
+    assert.ok(weeks.some((week) => week.suffix === '202501' && week.rule === 'iso'));
+    assert.equal(new Set(weeks.map((week) => week.suffix)).size, weeks.length);
+    // 2024-06-05, 53 weeks back, is in 2024-W23.
+    assert.equal(weeks.at(-1)?.suffix, '202423');
+  });
 });

@@ -1,0 +1,44 @@
+/**
+ * What `sign`, `verify` and `decode` share: the config as their flags make it (the
+ * calendar-year option included), the secrets, and the link policy of server/linkTools.ts.
+ */
+import type { Command } from 'commander';
+import type { Config, ConfigLayer } from '../config.js';
+import type { LinkPolicy } from '../linkTools.js';
+import { resolveSecrets } from '../secrets.js';
+import { loadConfig, type CommonOptions } from './common.js';
+
+export type LinkCommandOptions = CommonOptions & {
+  at?: string;
+  calendarYearWeeks?: boolean;
+};
+
+export const CALENDAR_YEAR_WEEKS_HELP =
+  "accept (sign: use) week keys made with the calendar year, as Gazelle before 2024-12-30 did (date('YW')); " +
+  'reopens week-1 links in late December';
+
+export function withLinkOptions(command: Command): Command {
+  return command
+    .option('--at <when>', 'as of this instant (ISO date or epoch seconds; default now)')
+    .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP);
+}
+
+export function loadLinkConfig(options: LinkCommandOptions): Config {
+  const flags: ConfigLayer = {};
+  if (options.calendarYearWeeks === true) flags.calendarYearWeeks = true;
+  return loadConfig(options, flags);
+}
+
+export function policyOf(config: Config): LinkPolicy {
+  return {
+    buckets: config.buckets,
+    sizes: config.sizes,
+    skewSeconds: config.skewSeconds,
+    calendarYearWeeks: config.calendarYearWeeks,
+  };
+}
+
+/** The configured secrets, never generating one: a CLI that signs must use the site's. */
+export function configuredSecrets(config: Config): string[] {
+  return resolveSecrets(config, false).secrets;
+}
