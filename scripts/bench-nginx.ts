@@ -148,7 +148,7 @@ export async function benchNginx(): Promise<BenchResult> {
       `    listen 127.0.0.1:${plainPort};`,
       `    root "${plainRoot}";`,
       '    open_file_cache max=10000 inactive=60s;',
-      '    open_file_cache_valid 60s;',
+      '    open_file_cache_valid 1s;',
       '    location / { }',
       '}',
     ].join('\n');

@@ -4,6 +4,7 @@
  * `readConfigFile`, the one function that touches the disk.
  */
 import { readFileSync } from 'node:fs';
+import { normaliseHost } from './blocklist.js';
 import { parseAllowList } from './netPolicy.js';
 
 export type Delivery = 'direct' | 'accel';
@@ -32,19 +33,27 @@ export interface Config {
   buckets: Record<string, BucketConfig>;
   sizes: number[];
   skewSeconds: number;
+  /** Also accept keys made with the calendar year (`date('YW')`, Gazelle before 2024-12-30). */
+  calendarYearWeeks: boolean;
   delivery: Delivery;
   engine: EngineName;
   allowPrivateNetworks: boolean;
   /** Addresses or CIDRs allowed although the policy blocks them (an origin on your LAN). */
   allowedAddresses: string[];
+  /** Origin hosts refused with 451 `blocked` before any fetch (merged with the blocklist's hosts). */
+  blockedHosts: string[];
   limits: Limits;
   /** How long a request waits for another request's fetch of the same image. */
   singleFlightWaitMs: number;
   /** Temp files older than this are leftovers of a crash and are removed. */
   tempMaxAgeSeconds: number;
+  /** Period of the background walk behind the tree gauges (`imageproxy_tree_*`); 0: no walk. */
+  statsRefreshSeconds: number;
   backoff: { initialSeconds: number; maxSeconds: number };
   quality: { jpeg: number; webp: number; avif: number };
   userAgent: string;
+  /** Remove EXIF, XMP, IPTC and comments from originals before storing them (pixels untouched). */
+  stripMetadata: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   nginx: { listen: string; internalPrefix: string };
 }
@@ -62,32 +71,47 @@ export const DEFAULT_CONFIG: Config = {
   sizes: [150, 200, 250, 500],
   // Signers in timezones ahead of UTC start a new week up to this much earlier.
   skewSeconds: 3600,
+  // Off: with the calendar rule a link signed in ISO week 1 verifies again in the last
+  // days of December of that year. Only sites still running Gazelle from before
+  // 2024-12-30 (date('YW')) need it, at the price of that replay.
+  calendarYearWeeks: false,
   delivery: 'direct',
   engine: 'sharp',
   allowPrivateNetworks: false,
   // Narrower than allowPrivateNetworks: one intranet origin, not the whole private space.
   allowedAddresses: [],
+  // Nothing is refused until an operator says so; takedowns usually go to the tree's
+  // blocklist (`imageproxy block --host`), this list is for hosts fixed by deployment.
+  blockedHosts: [],
   limits: {
     maxBytes: 2 * 1024 * 1024, // as imageproxy-py
     maxPixels: 50_000_000, // all frames of an animation counted
     connectTimeoutMs: 5000,
     totalTimeoutMs: 30_000,
     maxRedirects: 3,
-    // sharp makes ~80 thumbnails a second per core, jimp ~8: a full queue is seconds of
-    // work; beyond it, answering 503 at once beats holding memory and sockets.
+    // Beyond this many thumbnails waiting, answering 503 at once beats holding memory
+    // and sockets. A count, not a time: with jimp (far slower than sharp, README
+    // Benchmarks) a full queue is much longer work; lower it there.
     maxQueuedResizes: 100,
   },
   singleFlightWaitMs: 30_000,
   tempMaxAgeSeconds: 3600,
+  // Ten minutes: a walk reads every directory entry of the tree, so on a tree of millions
+  // of files it is real disk work; tree figures change slowly, and dashboards look at
+  // trends, so fresher gauges would cost I/O for nothing.
+  statsRefreshSeconds: 600,
   // imageproxy-py retried a failing origin every minute; we double up to a day.
   backoff: { initialSeconds: 60, maxSeconds: 86_400 },
   // Encoder qualities, 1-100 on each encoder's own scale. jpeg 80: with mozjpeg's trellis
   // quantisation no visible loss on a thumbnail (imgproxy ships 80, Next.js 75); webp 80:
-  // libwebp's default, about JPEG 80 at ~25% fewer bytes; avif 50: sharp's default, AVIF's
-  // scale runs lower, 50 looks like JPEG 80 at roughly half the bytes.
+  // libwebp's default, looks like JPEG 80 in fewer bytes; avif 50: sharp's default, AVIF's
+  // scale runs lower, 50 looks like JPEG 80 in fewer bytes still.
   quality: { jpeg: 80, webp: 80, avif: 50 },
   // Recognisable in origins' logs; set your site's name and a contact here.
   userAgent: 'imageproxy/0.1 (Gazelle image cache)',
+  // On: a photo's EXIF (GPS position, camera serial, owner) would otherwise reach every
+  // visitor, and imageproxy-py, through imgproxy, stored stripped images too.
+  stripMetadata: true,
   logLevel: 'info',
   nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy' },
 };
@@ -134,10 +158,12 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' 
   { env: 'IMAGEPROXY_BUCKETS', key: 'buckets', kind: 'buckets' },
   { env: 'IMAGEPROXY_SIZES', key: 'sizes', kind: 'numberList' },
   { env: 'IMAGEPROXY_SKEW_SECONDS', key: 'skewSeconds', kind: 'number' },
+  { env: 'IMAGEPROXY_CALENDAR_YEAR_WEEKS', key: 'calendarYearWeeks', kind: 'boolean' },
   { env: 'IMAGEPROXY_DELIVERY', key: 'delivery', kind: 'string' },
   { env: 'IMAGEPROXY_ENGINE', key: 'engine', kind: 'string' },
   { env: 'IMAGEPROXY_ALLOW_PRIVATE_NETWORKS', key: 'allowPrivateNetworks', kind: 'boolean' },
   { env: 'IMAGEPROXY_ALLOWED_ADDRESSES', key: 'allowedAddresses', kind: 'list' },
+  { env: 'IMAGEPROXY_BLOCKED_HOSTS', key: 'blockedHosts', kind: 'list' },
   { env: 'IMAGEPROXY_MAX_BYTES', key: 'limits.maxBytes', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_PIXELS', key: 'limits.maxPixels', kind: 'number' },
   { env: 'IMAGEPROXY_CONNECT_TIMEOUT_MS', key: 'limits.connectTimeoutMs', kind: 'number' },
@@ -145,7 +171,9 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' 
   { env: 'IMAGEPROXY_MAX_REDIRECTS', key: 'limits.maxRedirects', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_QUEUED_RESIZES', key: 'limits.maxQueuedResizes', kind: 'number' },
   { env: 'IMAGEPROXY_SINGLE_FLIGHT_WAIT_MS', key: 'singleFlightWaitMs', kind: 'number' },
+  { env: 'IMAGEPROXY_STATS_REFRESH_SECONDS', key: 'statsRefreshSeconds', kind: 'number' },
   { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
+  { env: 'IMAGEPROXY_STRIP_METADATA', key: 'stripMetadata', kind: 'boolean' },
   { env: 'IMAGEPROXY_LOG_LEVEL', key: 'logLevel', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_LISTEN', key: 'nginx.listen', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_INTERNAL_PREFIX', key: 'nginx.internalPrefix', kind: 'string' },
@@ -291,6 +319,15 @@ function expectAddressList(key: string, value: unknown): string[] {
   });
 }
 
+function expectHostList(key: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw new ConfigError(key, 'must be a list of host names');
+  return value.map((entry, index) => {
+    const host = normaliseHost(expectString(`${key}[${index}]`, entry));
+    if (host === null) throw new ConfigError(`${key}[${index}]`, `${JSON.stringify(entry)} is not a host name or IP address`);
+    return host;
+  });
+}
+
 function rejectUnknownKeys(key: string, value: Record<string, unknown>, known: object): void {
   for (const name of Object.keys(value)) {
     // Own keys only: `in` would let `constructor`, `toString` or `__proto__` through.
@@ -352,10 +389,12 @@ export function validateConfig(raw: ConfigLayer): Config {
     buckets,
     sizes: [...new Set(sizes)].sort((a, b) => a - b),
     skewSeconds: expectInteger('skewSeconds', raw.skewSeconds, 0, 86_400),
+    calendarYearWeeks: expectBoolean('calendarYearWeeks', raw.calendarYearWeeks),
     delivery: expectOneOf('delivery', raw.delivery, ['direct', 'accel'] as const),
     engine: expectOneOf('engine', raw.engine, ['sharp', 'jimp'] as const),
     allowPrivateNetworks: expectBoolean('allowPrivateNetworks', raw.allowPrivateNetworks),
     allowedAddresses: expectAddressList('allowedAddresses', raw.allowedAddresses),
+    blockedHosts: expectHostList('blockedHosts', raw.blockedHosts),
     limits: {
       maxBytes: expectInteger('limits.maxBytes', limits.maxBytes, 1),
       maxPixels: expectInteger('limits.maxPixels', limits.maxPixels, 1),
@@ -366,6 +405,7 @@ export function validateConfig(raw: ConfigLayer): Config {
     },
     singleFlightWaitMs: expectInteger('singleFlightWaitMs', raw.singleFlightWaitMs, 1),
     tempMaxAgeSeconds: expectInteger('tempMaxAgeSeconds', raw.tempMaxAgeSeconds, 1),
+    statsRefreshSeconds: expectInteger('statsRefreshSeconds', raw.statsRefreshSeconds, 0),
     backoff: {
       initialSeconds: backoffInitial,
       maxSeconds: expectInteger('backoff.maxSeconds', backoff.maxSeconds, backoffInitial),
@@ -376,6 +416,7 @@ export function validateConfig(raw: ConfigLayer): Config {
       avif: expectInteger('quality.avif', quality.avif, 1, 100),
     },
     userAgent,
+    stripMetadata: expectBoolean('stripMetadata', raw.stripMetadata),
     logLevel: expectOneOf('logLevel', raw.logLevel, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     nginx: { listen: expectListen('nginx.listen', nginx.listen), internalPrefix },
   };

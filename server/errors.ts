@@ -14,7 +14,6 @@ export const ERROR_STATUS = {
   unknown_bucket: 404,
   bad_signature: 410,
   method_not_allowed: 405,
-  not_found: 404,
   not_stored: 404,
   // fetching from the origin
   blocked_destination: 403,
@@ -27,6 +26,8 @@ export const ERROR_STATUS = {
   too_many_redirects: 502,
   backoff: 503,
   busy: 503,
+  // an operator's takedown (server/blocklist.ts): by link, image bytes or origin host
+  blocked: 451,
   // resizing
   bad_image: 502,
   // anything we did not foresee

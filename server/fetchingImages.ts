@@ -5,19 +5,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import { backoffRemainingSeconds, recordFailure } from './backoff.js';
+import { isBlocked, type BlockQuery } from './blocklist.js';
+import { watchBlocklist, type BlocklistWatcher } from './blocklistStore.js';
 import type { Config } from './config.js';
 import type { ResizeEngine, ResizeResult } from './engines/engine.js';
 import { ImageproxyError, toImageproxyError, type ErrorCode } from './errors.js';
 import type { FetchedImage } from './fetcher.js';
-import type { ImageAnswer, ImageRequest, ImageService } from './imageService.js';
+import { variantLabelOf, type ImageAnswer, type ImageRequest, type ImageService } from './imageService.js';
 import { fileStem } from './layout.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { storeOriginal } from './originals.js';
+import { prepareOriginal, sha256Hex, storeOriginal, type OriginalImage } from './originals.js';
 import { FORMAT_INFO, formatFromExt } from './sniff.js';
 import { InProcessFlights, withFileLock, type FileLockOptions } from './singleFlight.js';
 import type { ImageStore, StoredImage } from './store.js';
-import { variantLabelOf } from './storedImages.js';
 
 export interface ImageFetcher {
   fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage>;
@@ -31,6 +32,8 @@ export interface FetchingServiceDependencies {
   logger: Logger;
   metrics?: Metrics;
   now?: () => number;
+  /** The takedown blocklist; by default the tree's own file, watched (server/blocklistStore.ts). */
+  blocklist?: BlocklistWatcher;
 }
 
 /** Failures that say something about the origin or its bytes: retrying soon would fail again. */
@@ -58,6 +61,21 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     staleMs: 10_000,
     onCompromised: (error) => logger.error({ err: error }, 'single-flight lock lost while held'),
   };
+  const blocklist = deps.blocklist ?? watchBlocklist(store.root, { extraHosts: config.blockedHosts });
+
+  /** 451 `blocked` when an operator took this link, host or image down (not a fetch failure: no backoff record). */
+  async function refuseBlocked(query: BlockQuery): Promise<void> {
+    const entry = isBlocked(await blocklist.current(), query);
+    if (entry !== null) {
+      throw new ImageproxyError('blocked', 'taken down by the operator', { detail: `blocklist ${entry.kind} ${entry.value}` });
+    }
+  }
+
+  /** What a fetched image is matched on: its host after redirects, and its bytes as fetched and as they would be stored. */
+  function fetchedQuery(request: ImageRequest, fetched: FetchedImage, storedBytes: Uint8Array): BlockQuery {
+    const finalHost = URL.canParse(fetched.finalUrl) ? new URL(fetched.finalUrl).hostname : request.imageUrl.hostname;
+    return { key: request.key, host: finalHost, digests: [sha256Hex(fetched.bytes), sha256Hex(storedBytes)] };
+  }
 
   async function refuseDuringBackoff(request: ImageRequest, stem: string): Promise<void> {
     const record = await store.readFailure(request.link.bucket, request.key, stem);
@@ -113,10 +131,29 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     return fetched;
   }
 
+  /**
+   * The bytes a visitor will get: metadata stripped (server/originals.ts), for stored
+   * originals and pass-through alike; refused if an operator blocked them.
+   */
+  async function prepareFetched(request: ImageRequest, fetched: FetchedImage): Promise<OriginalImage> {
+    const prepared = prepareOriginal(fetched, { stripMetadata: config.stripMetadata });
+    if (prepared.failed) {
+      logger.warn({ url: request.imageUrl.href, reason: prepared.unchangedReason }, 'metadata not stripped; kept as fetched');
+    } else if (prepared.removed.length > 0 || prepared.unchangedReason !== null) {
+      logger.debug(
+        { url: request.imageUrl.href, removed: prepared.removed, reason: prepared.unchangedReason, bytes: prepared.image.bytes.length },
+        prepared.removed.length > 0 ? 'metadata stripped' : 'metadata kept',
+      );
+    }
+    await refuseBlocked(fetchedQuery(request, fetched, prepared.image.bytes));
+    return prepared.image;
+  }
+
   async function fetchAndStore(request: ImageRequest): Promise<StoredImage> {
     return withBackoff(request, request.key, async () => {
       const fetched = await fetchOriginal(request);
-      return storeOriginal(store, request.link.bucket, request.key, fetched, {
+      const image = await prepareFetched(request, fetched);
+      return storeOriginal(store, request.link.bucket, request.key, image, {
         sourceUrl: request.imageUrl.href,
         originContentType: fetched.originContentType ?? null,
         fetchedAt: new Date(now()).toISOString(),
@@ -176,6 +213,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       stopTimer();
     }
     metrics.resizes.inc({ engine: engine.name, result: 'ok' });
+    await refuseBlocked({ key: request.key });
     const image = await store.storeImage(request.link.bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
     logger.info(
       { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
@@ -188,13 +226,16 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     const fetched = await flights.run(`proxy:${request.link.bucket}/${request.key}`, () =>
       withBackoff(request, request.key, () => fetchOriginal(request)),
     );
-    return { kind: 'passthrough', bytes: fetched.bytes, contentType: FORMAT_INFO[fetched.format].contentType };
+    const image = await prepareFetched(request, fetched);
+    return { kind: 'passthrough', bytes: image.bytes, contentType: FORMAT_INFO[image.format].contentType };
   }
 
   return {
     async get(request: ImageRequest): Promise<ImageAnswer> {
       const { bucket } = request.link;
       const label = variantLabelOf(request);
+      // Before the lookup: a file a takedown left behind is never served by the app.
+      await refuseBlocked({ key: request.key, host: request.imageUrl.hostname });
       const stored = await store.find(bucket, request.key, label);
       if (stored !== null) return { kind: 'stored', image: stored };
       if (request.link.proxy) return passThrough(request);

@@ -1,6 +1,6 @@
 /**
  * What the HTTP layer asks for: "the image this signed link names". The service decides
- * between the stored file, a fetch (server/fetchAndStore.ts) and a resize; the HTTP layer
+ * between the stored file, a fetch (server/fetchingImages.ts) and a resize; the HTTP layer
  * only delivers the answer.
  */
 import type { ParsedLink } from './link.js';
@@ -17,6 +17,11 @@ export type ImageAnswer =
   | { kind: 'stored'; image: StoredImage }
   /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
   | { kind: 'passthrough'; bytes: Buffer; contentType: string };
+
+/** The thumbnail label a request asks for, or null for the original. */
+export function variantLabelOf(request: ImageRequest): string | null {
+  return request.link.size.kind === 'box' ? request.link.size.label : null;
+}
 
 export interface ImageService {
   get(request: ImageRequest): Promise<ImageAnswer>;

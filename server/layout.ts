@@ -72,3 +72,34 @@ export function isTempFileName(name: string): boolean {
 export function isImageExtension(value: string): value is ImageExtension {
   return (IMAGE_EXTENSIONS as readonly string[]).includes(value);
 }
+
+/**
+ * What a file in a key directory is, by its name alone (statistics, sweeps):
+ * `original` `{key}.{ext}`, `thumbnail` `{key}.{label}.{ext}`, `sidecar` `{key}.json`,
+ * `failure` `{key}.fail` or `{key}.{label}.fail`, `temp` `.{name}.{unique}.tmp`, and
+ * `other` for anything else (a stray file, an imageproxy-py leftover). Lock directories
+ * are directories and never reach it.
+ */
+export type TreeFileKind = 'original' | 'thumbnail' | 'sidecar' | 'failure' | 'temp' | 'other';
+
+const KEY_NAME_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+/** A variant label as sizeLabel writes it: `150x`, `x200`, `250x250`, never a bare `x`. */
+const LABEL_NAME_PATTERN = /^(\d+x\d*|x\d+)$/;
+
+export function classifyTreeFile(name: string): TreeFileKind {
+  if (isTempFileName(name)) return 'temp';
+  const parts = name.split('.');
+  const [key, second, third] = parts;
+  if (key === undefined || !KEY_NAME_PATTERN.test(key)) return 'other';
+  if (parts.length === 2 && second !== undefined) {
+    if (isImageExtension(second)) return 'original';
+    if (second === 'json') return 'sidecar';
+    if (second === 'fail') return 'failure';
+    return 'other';
+  }
+  if (parts.length === 3 && second !== undefined && third !== undefined && LABEL_NAME_PATTERN.test(second)) {
+    if (isImageExtension(third)) return 'thumbnail';
+    if (third === 'fail') return 'failure';
+  }
+  return 'other';
+}

@@ -3,7 +3,9 @@
  * in one process. Served by the app at `GET /metrics`; the rendered nginx config does
  * not pass that path through, so only whoever reaches the app's own address sees it.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { BLOCK_KINDS } from './blocklist.js';
+import type { TreeStats } from './treeStats.js';
 
 export interface Metrics {
   registry: Registry;
@@ -14,6 +16,22 @@ export interface Metrics {
   fetchedBytes: Counter;
   resizes: Counter<'engine' | 'result'>;
   resizeSeconds: Histogram<'engine'>;
+  tree: TreeGauges;
+}
+
+/**
+ * The tree's figures as of the last background walk (server/treeStatsRefresh.ts), the
+ * same as `imageproxy stats` prints. Set only when a walk completes: a scrape never walks.
+ */
+export interface TreeGauges {
+  files: Gauge<'bucket' | 'kind'>;
+  bytes: Gauge<'bucket' | 'kind'>;
+  backoffFiles: Gauge<'bucket'>;
+  oldestFetch: Gauge<'bucket'>;
+  newestFetch: Gauge<'bucket'>;
+  blockedEntries: Gauge<'kind'>;
+  scanTimestamp: Gauge;
+  scanDuration: Gauge;
 }
 
 export function createMetrics(options: { processMetrics: boolean }): Metrics {
@@ -57,5 +75,81 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    tree: createTreeGauges(registry),
   };
+}
+
+function createTreeGauges(registry: Registry): TreeGauges {
+  return {
+    files: new Gauge({
+      name: 'imageproxy_tree_files',
+      help: 'Files in the tree at the last walk, by bucket and kind (original, thumbnail, sidecar, temp, other)',
+      labelNames: ['bucket', 'kind'] as const,
+      registers: [registry],
+    }),
+    bytes: new Gauge({
+      name: 'imageproxy_tree_bytes',
+      help: 'Bytes of images in the tree at the last walk, by bucket and kind (original, thumbnail)',
+      labelNames: ['bucket', 'kind'] as const,
+      registers: [registry],
+    }),
+    backoffFiles: new Gauge({
+      name: 'imageproxy_tree_backoff_files',
+      help: 'Backoff records (.fail files) in the tree at the last walk, by bucket',
+      labelNames: ['bucket'] as const,
+      registers: [registry],
+    }),
+    oldestFetch: new Gauge({
+      name: 'imageproxy_tree_oldest_fetch_timestamp_seconds',
+      help: 'mtime of the oldest original at the last walk, by bucket (absent when the bucket has none)',
+      labelNames: ['bucket'] as const,
+      registers: [registry],
+    }),
+    newestFetch: new Gauge({
+      name: 'imageproxy_tree_newest_fetch_timestamp_seconds',
+      help: 'mtime of the newest original at the last walk, by bucket (absent when the bucket has none)',
+      labelNames: ['bucket'] as const,
+      registers: [registry],
+    }),
+    blockedEntries: new Gauge({
+      name: 'imageproxy_tree_blocked_entries',
+      help: 'Blocklist entries at the last walk, by kind (key, digest, host)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    scanTimestamp: new Gauge({
+      name: 'imageproxy_tree_scan_timestamp_seconds',
+      help: 'When the last complete walk of the tree started (the tree_* gauges are from it)',
+      registers: [registry],
+    }),
+    scanDuration: new Gauge({
+      name: 'imageproxy_tree_scan_duration_seconds',
+      help: 'How long the last complete walk of the tree took',
+      registers: [registry],
+    }),
+  };
+}
+
+/** Sets the tree gauges from a complete walk, replacing the previous walk's values. */
+export function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
+  for (const gauge of [gauges.files, gauges.bytes, gauges.backoffFiles, gauges.oldestFetch, gauges.newestFetch, gauges.blockedEntries]) {
+    gauge.reset();
+  }
+  for (const [bucket, figures] of Object.entries(stats.buckets)) {
+    gauges.files.set({ bucket, kind: 'original' }, figures.originals);
+    gauges.files.set({ bucket, kind: 'thumbnail' }, figures.thumbnails);
+    gauges.files.set({ bucket, kind: 'sidecar' }, figures.sidecars);
+    gauges.files.set({ bucket, kind: 'temp' }, figures.temp);
+    gauges.files.set({ bucket, kind: 'other' }, figures.other);
+    gauges.bytes.set({ bucket, kind: 'original' }, figures.originalBytes);
+    gauges.bytes.set({ bucket, kind: 'thumbnail' }, figures.thumbnailBytes);
+    gauges.backoffFiles.set({ bucket }, figures.backoff);
+    if (figures.oldestFetchMs !== null) gauges.oldestFetch.set({ bucket }, figures.oldestFetchMs / 1000);
+    if (figures.newestFetchMs !== null) gauges.newestFetch.set({ bucket }, figures.newestFetchMs / 1000);
+  }
+  if (stats.blocked !== null) {
+    for (const kind of BLOCK_KINDS) gauges.blockedEntries.set({ kind }, stats.blocked[kind]);
+  }
+  gauges.scanTimestamp.set(stats.startedMs / 1000);
+  gauges.scanDuration.set(stats.durationMs / 1000);
 }

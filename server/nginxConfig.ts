@@ -18,8 +18,11 @@
  * alternative, reading a secret file from njs per request, costs a file read on every
  * hit, and njs 0.7.9 keeps no state between requests to cache it in.
  */
-import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen } from './config.js';
+import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from './config.js';
 import { IMAGE_EXTENSIONS } from './layout.js';
+import { MAX_EXT_URL_LENGTH } from './link.js';
+import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from './signing.js';
+import { parseSize } from './sizes.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
   ERROR_CACHE_CONTROL,
@@ -43,6 +46,8 @@ export interface NginxRenderInput {
   buckets: Record<string, { legacySignatures: boolean }>;
   sizes: number[];
   skewSeconds: number;
+  /** Also accept the calendar-year week rule (config calendarYearWeeks). Default false. */
+  calendarYearWeeks?: boolean;
   secrets: string[];
 }
 
@@ -99,6 +104,25 @@ function quote(value: string): string {
   return `"${value}"`;
 }
 
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '*']);
+
+/**
+ * Refuses listen addresses nginx could never use: port 0 (a port picked at each start
+ * cannot be written into nginx's upstream or listen) and nginx on the app's own address
+ * (one of the two would fail to bind). Errors name the config keys.
+ */
+function workableListens(nginxListen: string, appListen: string): { nginxListen: string; appListen: string } {
+  const nginx = splitListen(nginxListen);
+  const app = splitListen(appListen);
+  if (app.port === 0) throw new ConfigError('listen', `${appListen}: port 0 picks a new port at each start; nginx's upstream needs the app's fixed port`);
+  if (nginx.port === 0) throw new ConfigError('nginx.listen', `${nginxListen}: port 0 cannot be rendered; give nginx a fixed port`);
+  const hostsOverlap = nginx.host === app.host || WILDCARD_HOSTS.has(nginx.host) || WILDCARD_HOSTS.has(app.host);
+  if (nginx.port === app.port && hostsOverlap) {
+    throw new ConfigError('nginx.listen', `${nginxListen} overlaps the app's listen ${appListen}: nginx and the app cannot both bind it`);
+  }
+  return { nginxListen, appListen };
+}
+
 /** The input, checked: throws ConfigError naming the field. */
 function checkInput(input: NginxRenderInput): NginxRenderInput {
   const bucketNames = Object.keys(input.buckets);
@@ -120,13 +144,15 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
   }
   if (input.sizes.length === 0) throw new ConfigError('sizes', 'must be a non-empty list of integers');
   input.sizes.forEach((size, index) => expectInteger(`sizes[${index}]`, size, 1, 10_000));
+  if (input.calendarYearWeeks !== undefined && typeof input.calendarYearWeeks !== 'boolean') {
+    throw new ConfigError('calendarYearWeeks', 'must be true or false');
+  }
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
   return {
-    nginxListen: expectListen('nginxListen', input.nginxListen),
-    appListen: expectListen('appListen', input.appListen),
+    ...workableListens(expectListen('nginxListen', input.nginxListen), expectListen('appListen', input.appListen)),
     root: checkPath('root', input.root),
     internalPrefix: input.internalPrefix,
     njsDir: checkPath('njsDir', input.njsDir),
@@ -134,6 +160,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     buckets: input.buckets,
     sizes: input.sizes,
     skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
+    calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
   };
 }
@@ -201,12 +228,18 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `listen ${input.nginxListen};`,
     `root ${quote(input.root)};`,
     'server_tokens off;',
+    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
+    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
+    'large_client_header_buffers 4 16k;',
     // Only image types: a file without one of these extensions is never served as a page.
     ...typesBlock(),
     'default_type application/octet-stream;',
-    // Stored files never change; this saves the open() and fstat() of a hit.
+    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
+    // servable until its entry is checked again (one stat by name): after a takedown
+    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
+    // checked every second. A hot file still costs one stat a second, not one per hit.
     'open_file_cache max=10000 inactive=60s;',
-    'open_file_cache_valid 60s;',
+    'open_file_cache_valid 1s;',
     '',
     '# A link: njs checks it (nginx/imageproxy.js) and names the file stem.',
     'location / {',
@@ -326,26 +359,53 @@ function jsString(value: string): string {
 }
 
 /**
+ * Every size segment made only of allowed sizes (`150x`, `x200`, `150x200`, …) and the
+ * label the app stores it under, as server/sizes.ts parses it: the table njs looks a
+ * segment up in. Other digit forms (`0150x`, `150x999`) are not listed.
+ */
+export function sizeLabelTable(sizes: readonly number[]): Record<string, string> {
+  const values = ['', ...[...new Set(sizes)].sort((a, b) => a - b).map(String)];
+  const table: Record<string, string> = {};
+  for (const height of values) {
+    for (const width of values) {
+      if (height === '' && width === '') continue;
+      const size = parseSize(`${height}x${width}`, sizes);
+      if (size.kind === 'box') table[`${height}x${width}`] = size.label;
+    }
+  }
+  return table;
+}
+
+/**
  * The generated njs module imported by nginx/imageproxy.js: secrets, buckets (name →
- * legacy flag), allowed sizes and skew, in the lookup shapes the script uses as they are
- * (njs re-runs module code on each request, so nothing is converted there). It holds
- * the secrets: write it with mode 0600 or 0640, never world-readable.
+ * legacy flag), allowed sizes, the ready size-segment → label table, skew, the week
+ * rule, and the contract's constants (server/link.ts, server/signing.ts), in the lookup
+ * shapes the script uses as they are (njs re-runs module code on each request, so
+ * nothing is converted there). It holds the secrets: write it with mode 0600 or 0640,
+ * never world-readable.
  */
 export function renderConfigModule(rawInput: NginxRenderInput): string {
   const input = checkInput(rawInput);
   const buckets = Object.entries(input.buckets).map(([name, bucket]) => `${jsString(name)}: ${bucket.legacySignatures}`);
   const sizes = [...new Set(input.sizes)].sort((a, b) => a - b).map((size) => `"${size}": true`);
+  const sizeLabels = Object.entries(sizeLabelTable(input.sizes)).map(([segment, label]) => `"${segment}": "${label}"`);
   // The object is JSON as well as JavaScript, so tests can read it back.
   return [
     '// Generated by server/nginxConfig.ts for nginx/imageproxy.js. Holds the signing',
     '// secrets: keep it 0600/0640, never world-readable. Do not edit; re-render instead.',
     '// buckets: name -> also accept legacy signatures (ext_url without the bucket);',
-    '// sizes: the allowed sizes as keys.',
+    '// sizes: the allowed sizes as keys; sizeLabels: size segment -> stored label;',
+    '// calendarYearWeeks: also accept calendar-year week keys; the rest: the URL contract.',
     'export default {',
     `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
     `    "buckets": {${buckets.join(', ')}},`,
     `    "sizes": {${sizes.join(', ')}},`,
-    `    "skewSeconds": ${input.skewSeconds}`,
+    `    "sizeLabels": {${sizeLabels.join(', ')}},`,
+    `    "skewSeconds": ${input.skewSeconds},`,
+    `    "calendarYearWeeks": ${input.calendarYearWeeks === true},`,
+    `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
+    `    "signatureLength": ${SIGNATURE_LENGTH},`,
+    `    "signatureBytes": ${SIGNATURE_BYTES}`,
     '};',
     '',
   ].join('\n');

@@ -45,6 +45,7 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
     } catch (error) {
       throw new ConfigError('secretFile', `cannot read ${config.secretFile}: ${(error as Error).message}`);
     }
+    refuseReadableByOthers('secretFile', config.secretFile);
     const fromFile = secretsFromText(text);
     if (fromFile.length === 0) throw new ConfigError('secretFile', `${config.secretFile} holds no secret`);
     secrets.push(...fromFile);
@@ -55,6 +56,7 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
   const path = generatedSecretPath(config.root);
   try {
     const existing = secretsFromText(readFileSync(path, 'utf8'));
+    refuseReadableByOthers('secrets', path);
     if (existing.length > 0) return { secrets: existing, generatedAt: null, source: `generated ${path}`, file: path };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
@@ -74,7 +76,17 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
   return { secrets: [secret], generatedAt: path, source: `generated ${path}`, file: path };
 }
 
-/** True when others than the owner and group can read the file (a secret must not be). */
-export function isWorldReadable(path: string): boolean {
-  return (statSync(path).mode & 0o004) !== 0;
+/**
+ * Refuses a secret file that every user of the machine can read: anyone with a shell
+ * could sign links for any URL. Group-readable is fine (0640 root:imageproxy is the
+ * documented setup), and so is a file readable only by its owner.
+ */
+function refuseReadableByOthers(key: string, path: string): void {
+  const mode = statSync(path).mode & 0o777;
+  if ((mode & 0o004) !== 0) {
+    throw new ConfigError(
+      key,
+      `${path} is readable by every user (mode ${mode.toString(8).padStart(4, '0')}); make it private first: chmod o-rwx ${path}`,
+    );
+  }
 }

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { storageKey } from '../server/layout.js';
 import { ImageStore } from '../server/store.js';
-import { VECTORS, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, type Vector } from './helpers.js';
+import { finishCli } from './cliProcess.js';
+import { VECTORS, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, signedPath, type Vector } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
 const TIMEOUT_MS = 20_000;
@@ -57,6 +58,12 @@ before(async () => {
 });
 after(() => removeTempRoot(cwd));
 
+/** The --height/--width flags of a vector's size segment. */
+function sizeArgs(size: string): string[] {
+  const [height = '', width = ''] = size === 'full' ? [] : size.split('x');
+  return [...(height === '' ? [] : ['--height', height]), ...(width === '' ? [] : ['--width', width])];
+}
+
 const signArgs = (vector: Vector): string[] => [
   'sign',
   vector.imageUrl,
@@ -66,17 +73,21 @@ const signArgs = (vector: Vector): string[] => [
   String(vector.at),
   '--bucket',
   vector.bucket,
+  ...sizeArgs(vector.size),
   ...(vector.proxy ? ['--proxy'] : []),
   ...(vector.legacy ? ['--legacy'] : []),
+  ...(vector.calendarYearWeeks === true ? ['--calendar-year-weeks'] : []),
 ];
 
-/** sign follows today's Gazelle (ISO week-year); the calendar-rule vector is verify-only. */
+/** A legacy vector needs its bucket to accept legacy signatures. */
+const envFor = (vector: Vector): Record<string, string> => (vector.legacy ? { IMAGEPROXY_BUCKETS: `i,f,t,${vector.bucket}:legacy` } : {});
+
 const ISO_VECTORS = VECTORS.filter((vector) => ruleOf(vector) === 'iso');
 
 describe('sign', () => {
-  for (const vector of ISO_VECTORS) {
+  for (const vector of VECTORS) {
     it(`reproduces the vector: ${vector.name}`, async () => {
-      const run = await runCli(signArgs(vector), { cwd });
+      const run = await runCli(signArgs(vector), { cwd, env: envFor(vector) });
       assert.equal(run.code, 0, run.stderr);
       assert.equal(run.stdout, `${vector.path}\n`, 'exactly one line, the path');
       assert.equal(run.stderr, '');
@@ -96,7 +107,55 @@ describe('sign', () => {
     const sized = await runCli([...base, '--height', '150', '--width', '200'], { cwd });
     assert.match(sized.stdout, /^\/i\/150x200\/[A-Za-z0-9_-]{16}\/[A-Za-z0-9_-]+\n$/);
     const proxied = await runCli([...base, '--height', '150', '--proxy'], { cwd });
+    assert.equal(proxied.code, 0, proxied.stderr);
     assert.match(proxied.stdout, /^\/i\/full\/[A-Za-z0-9_-]{16}\/[A-Za-z0-9_-]+\/proxy\n$/);
+    // Even a size no config allows: proxy ignores the size, as the app does.
+    const oddSize = await runCli([...base, '--height', '999', '--proxy'], { cwd });
+    assert.equal(oddSize.stdout, proxied.stdout);
+  });
+
+  it('--calendar-year-weeks signs with the calendar-year key at New Year, as old Gazelle did', async () => {
+    const base = ['sign', 'https://example.com/a.jpg', '--secret', 's', '--at', '2024-12-30T12:00:00Z'];
+    const iso = await runCli(base, { cwd });
+    const calendar = await runCli([...base, '--calendar-year-weeks'], { cwd });
+    assert.equal(calendar.code, 0, calendar.stderr);
+    assert.notEqual(calendar.stdout, iso.stdout);
+    const checked = await runCli(['verify', calendar.stdout.trim(), '--secret', 's', '--at', '2024-12-30T12:00:00Z', '--calendar-year-weeks'], { cwd });
+    assert.match(checked.stdout, /^valid: .*week 202401 \(calendar year rule/);
+  });
+});
+
+describe('sign --from-file', () => {
+  const urls = ['https://example.com/1.jpg', 'ftp://example.com/2.jpg', '', 'https://u:p@example.com/3.jpg', 'https://example.com/4 five.png'];
+
+  it('prints one link per signable line, in order, and each unsignable line on stderr with its number (exit 1)', async () => {
+    const file = join(cwd, 'urls.txt');
+    await writeFile(file, `${urls.join('\r\n')}\n`);
+    const run = await runCli(['sign', '--from-file', file, '--secret', 's', '--height', '150', '--at', '1735560000'], { cwd });
+    assert.equal(run.code, 1, run.stderr);
+    const single = async (url: string): Promise<string> =>
+      (await runCli(['sign', url, '--secret', 's', '--height', '150', '--at', '1735560000'], { cwd })).stdout;
+    assert.equal(run.stdout, (await single(urls[0] ?? '')) + (await single(urls[4] ?? '')));
+    const errors = lines(run.stderr);
+    assert.match(errors[0] ?? '', /line 2: bad_url: .*http/);
+    assert.match(errors[1] ?? '', /line 3: empty line/);
+    assert.match(errors[2] ?? '', /line 4: bad_url: .*credentials/);
+    assert.match(errors[3] ?? '', /2 of 5 lines not signed|3 of 5 lines not signed/);
+  });
+
+  it('reads stdin with -, exit 0 when every line signs', async () => {
+    const child = startCli(['sign', '--from-file', '-', '--secret', 's', '--at', '1735560000'], { cwd });
+    child.stdin.end('https://example.com/a.jpg\nhttps://example.com/b.jpg\n');
+    const run = await finishCli(child);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(lines(run.stdout).length, 2);
+    assert.equal(run.stderr, '');
+  });
+
+  it('a missing file is a usage error (exit 2)', async () => {
+    const run = await runCli(['sign', '--from-file', join(cwd, 'nope.txt'), '--secret', 's'], { cwd });
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--from-file/);
   });
 });
 
@@ -104,8 +163,11 @@ describe('verify', () => {
   for (const vector of VECTORS) {
     it(`accepts the vector at its instant and says why: ${vector.name}`, async () => {
       const rule = ruleOf(vector);
-      const env: Record<string, string> = vector.legacy ? { IMAGEPROXY_BUCKETS: 'i:legacy' } : {};
-      const run = await runCli(['verify', vector.path, '--secret', 'a newer secret', '--secret', vector.secret, '--at', String(vector.at)], { cwd, env });
+      const calendar = vector.calendarYearWeeks === true ? ['--calendar-year-weeks'] : [];
+      const run = await runCli(
+        ['verify', vector.path, '--secret', 'a newer secret', '--secret', vector.secret, '--at', String(vector.at), ...calendar],
+        { cwd, env: envFor(vector) },
+      );
       assert.equal(run.code, 0, run.stdout + run.stderr);
       assert.equal(lines(run.stdout).length, 1);
       assert.match(run.stdout, /^valid: /);
@@ -126,30 +188,115 @@ describe('verify', () => {
     env?: Record<string, string>;
     reason: string;
   }
+  const calendarVector = VECTORS.find((item) => item.calendarYearWeeks === true);
+  assert.ok(calendarVector !== undefined);
   const INVALID_CASES: InvalidCase[] = [
-    { name: 'tampered signature', args: ['verify', tamperedPath, '--secret', vector.secret, '--at', String(vector.at)], reason: 'bad_signature' },
-    { name: 'two weeks later', args: ['verify', vector.path, '--secret', vector.secret, '--at', String(vector.at + 14 * 86_400)], reason: 'bad_signature' },
-    { name: 'wrong secret', args: ['verify', vector.path, '--secret', 'nope', '--at', String(vector.at)], reason: 'bad_signature' },
+    { name: 'tampered signature', args: ['verify', tamperedPath, '--secret', vector.secret, '--at', String(vector.at)], reason: 'wrong: bad_signature' },
+    {
+      name: 'two weeks later: expired, signed two weeks before',
+      args: ['verify', vector.path, '--secret', vector.secret, '--at', String(vector.at + 14 * 86_400)],
+      reason: `expired: bad_signature: signed with secret #0 in week ${vector.weekSuffix} (iso year rule, about 2 weeks ago)`,
+    },
+    {
+      name: 'fifty weeks later: still found, expired',
+      args: ['verify', vector.path, '--secret', 'newer', '--secret', vector.secret, '--at', String(vector.at + 50 * 7 * 86_400)],
+      reason: `expired: bad_signature: signed with secret #1 in week ${vector.weekSuffix} (iso year rule, about 50 weeks ago)`,
+    },
+    { name: 'wrong secret', args: ['verify', vector.path, '--secret', 'nope', '--at', String(vector.at)], reason: 'wrong: bad_signature' },
     {
       name: 'legacy link in a bucket without legacy',
       args: ['verify', VECTORS.find((item) => item.legacy)?.path ?? '', '--secret', vector.secret, '--at', String(vector.at)],
-      reason: 'bad_signature',
+      reason: 'wrong: bad_signature',
     },
-    { name: 'unknown bucket', args: ['verify', vector.path.replace('/i/', '/x/'), '--secret', vector.secret], reason: 'unknown_bucket' },
-    { name: 'bad path', args: ['verify', '/i/full', '--secret', vector.secret], reason: 'bad_path' },
+    {
+      name: 'calendar-rule vector without --calendar-year-weeks',
+      args: ['verify', calendarVector.path, '--secret', calendarVector.secret, '--at', String(calendarVector.at)],
+      reason: 'expired: bad_signature: signed with secret #0 in week 202401 (calendar year rule',
+    },
+    { name: 'unknown bucket', args: ['verify', vector.path.replace('/i/', '/x/'), '--secret', vector.secret], reason: 'invalid: unknown_bucket' },
+    { name: 'bad path', args: ['verify', '/i/full', '--secret', vector.secret], reason: 'invalid: bad_path' },
+    {
+      name: 'signed, but the image URL carries credentials',
+      args: ['verify', signedPath({ secret: 's', imageUrl: 'http://u:p@example.com/a.jpg', atMs: vector.at * 1000 }), '--secret', 's', '--at', String(vector.at)],
+      reason: 'invalid: bad_url',
+    },
   ];
   for (const testCase of INVALID_CASES) {
     it(`exit 1: ${testCase.name}`, async () => {
       const run = await runCli(testCase.args, { cwd, env: testCase.env });
       assert.equal(run.code, 1, run.stdout + run.stderr);
       assert.equal(run.stdout, run.stdout.split('\n')[0] + '\n', 'one line');
-      assert.ok(run.stdout.startsWith(`invalid: ${testCase.reason}`), run.stdout);
+      assert.ok(run.stdout.startsWith(testCase.reason), run.stdout);
     });
   }
+
+  it('the New-Year replay: refused by default, valid with --calendar-year-weeks', async () => {
+    const path = signedPath({ secret: 's', imageUrl: 'https://example.com/w1.jpg', atMs: Date.parse('2024-01-03T12:00:00Z') });
+    for (const at of ['2024-12-30T12:00:00Z', '2024-12-31T12:00:00Z']) {
+      const refused = await runCli(['verify', path, '--secret', 's', '--at', at], { cwd });
+      assert.equal(refused.code, 1, at);
+      // The same key is this week's under the calendar rule: the line names that rule and the option.
+      assert.match(refused.stdout, /^expired: bad_signature: signed with secret #0 in week 202401 .*only with calendarYearWeeks/, at);
+      const accepted = await runCli(['verify', path, '--secret', 's', '--at', at, '--calendar-year-weeks'], { cwd });
+      assert.equal(accepted.code, 0, at);
+      const viaEnv = await runCli(['verify', path, '--secret', 's', '--at', at], { cwd, env: { IMAGEPROXY_CALENDAR_YEAR_WEEKS: 'true' } });
+      assert.equal(viaEnv.code, 0, at);
+    }
+  });
 
   it('accepts a full URL as well as a path', async () => {
     const run = await runCli(['verify', `https://img.example.org${vector.path}?x=1`, '--secret', vector.secret, '--at', String(vector.at)], { cwd });
     assert.equal(run.code, 0, run.stdout);
+  });
+});
+
+describe('decode', () => {
+  const sized = VECTORS.find((item) => item.name === 'sized thumbnail');
+  assert.ok(sized !== undefined);
+
+  it('prints bucket, size, proxy, image URL, key, stored files and the verdict', async () => {
+    const root = join(cwd, 'decode-root');
+    const store = new ImageStore(root);
+    await store.storeImage('i', sized.key, '150x', 'jpg', Buffer.from('thumb'));
+    await store.storeImage('i', sized.key, null, 'png', Buffer.from('original'));
+    const run = await runCli(['decode', sized.path, '--secret', sized.secret, '--at', String(sized.at), '--root', root], { cwd });
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    const directory = store.directoryOf('i', sized.key);
+    assert.deepEqual(lines(run.stdout).slice(0, 7), [
+      'bucket: i',
+      'size: 150x',
+      'proxy: no',
+      `image URL: ${sized.imageUrl}`,
+      `key: ${sized.key}`,
+      `stored: ${join(directory, `${sized.key}.150x.jpg`)}`,
+      `stored: ${join(directory, `${sized.key}.png`)}`,
+    ]);
+    assert.match(lines(run.stdout)[7] ?? '', /^valid: secret #0, week 202152 \(iso year rule, now\)/);
+  });
+
+  it('tells an expired link (exit 1) from a forged one (exit 1), and says nothing is stored', async () => {
+    const root = join(cwd, 'decode-empty');
+    const later = String(sized.at + 30 * 86_400);
+    const expired = await runCli(['decode', sized.path, '--secret', sized.secret, '--at', later, '--root', root], { cwd });
+    assert.equal(expired.code, 1);
+    assert.ok(lines(expired.stdout).includes(`stored: nothing in ${new ImageStore(root).directoryOf('i', sized.key)}`), expired.stdout);
+    assert.match(lines(expired.stdout).at(-1) ?? '', /^expired: bad_signature: signed with secret #0 in week 202152 \(iso year rule, about 4 weeks ago\)/);
+    const forged = await runCli(['decode', sized.path, '--secret', 'another', '--at', String(sized.at), '--root', root], { cwd });
+    assert.equal(forged.code, 1);
+    assert.match(lines(forged.stdout).at(-1) ?? '', /^wrong: bad_signature: no configured secret signed this link/);
+  });
+
+  it('escapes control characters of the image URL', async () => {
+    const path = signedPath({ secret: 's', imageUrl: 'https://example.com/a\u001b[2Jb.jpg', atMs: sized.at * 1000 });
+    const run = await runCli(['decode', path, '--secret', 's', '--at', String(sized.at), '--root', join(cwd, 'decode-empty')], { cwd });
+    assert.ok(lines(run.stdout).includes('image URL: https://example.com/a\\u001b[2Jb.jpg'), run.stdout);
+    assert.ok(!run.stdout.includes('\u001b'));
+  });
+
+  it('an unparsable link: one invalid line, exit 1', async () => {
+    const run = await runCli(['decode', '/i/full', '--secret', 's'], { cwd });
+    assert.equal(run.code, 1);
+    assert.deepEqual(lines(run.stdout), ['invalid: bad_path: link must have 4 or 5 path segments']);
   });
 });
 
@@ -187,6 +334,15 @@ const USAGE_CASES: UsageCase[] = [
   },
   { name: 'sign for an unknown bucket', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--bucket', 'zz'], mentions: '--bucket' },
   { name: 'sign an ftp URL', args: ['sign', 'ftp://example.com/a.jpg', '--secret', 's'], mentions: 'http' },
+  { name: 'sign a URL with credentials (the app refuses it)', args: ['sign', 'http://u:p@example.com/a.jpg', '--secret', 's'], mentions: 'credentials' },
+  { name: 'sign a size not allowed', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--height', '999'], mentions: '999' },
+  {
+    name: 'sign a URL too long for a link',
+    args: ['sign', `https://example.com/${'a'.repeat(8192)}`, '--secret', 's'],
+    mentions: 'bad_url',
+  },
+  { name: 'sign --legacy for a bucket without legacy signatures', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--legacy'], mentions: 'legacy' },
+  { name: 'sign with both a URL and --from-file', args: ['sign', 'https://example.com/a.jpg', '--from-file', '-', '--secret', 's'], mentions: '--from-file' },
   { name: 'no secret anywhere', args: ['sign', 'https://example.com/a.jpg'], mentions: 'secret' },
   { name: 'bad value in the config file', args: ['sign', 'https://example.com/a.jpg', '--secret', 's'], config: '{"limits": {"maxBytes": 0}}', mentions: 'limits.maxBytes' },
   { name: 'unknown key in the config file', args: ['init-buckets'], config: '{"sizez": [150]}', mentions: 'sizez' },
@@ -219,6 +375,7 @@ describe('--help', () => {
     ['serve', '--help'],
     ['sign', '--help'],
     ['verify', '--help'],
+    ['decode', '--help'],
     ['init-buckets', '--help'],
     ['nginx-config', '--help'],
     ['purge', '--help'],

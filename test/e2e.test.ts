@@ -5,7 +5,6 @@
  * at that loopback origin, so nothing leaves the machine even if the code is broken.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +15,7 @@ import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
 import { CONTENT_SECURITY_POLICY, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
 import { makeTempRoot, removeTempRoot, request, signedPath, VECTORS, type Answer } from './helpers.js';
-import { freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
+import { freePort, nginxMissing, startNginx, renderStandaloneWithCli, type RunningNginx } from './nginxHarness.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'e2e-secret';
@@ -85,17 +84,7 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
       JSON.stringify({ ...config, listen: new URL(app.url).host, secrets: [SECRET] }, null, 2),
     );
     const prefix = join(workDir, 'nginx');
-    const user = testWorkerUser();
-    const rendered = await new Promise<string>((resolve, reject) => {
-      const args = ['dist/server/cli.js', 'nginx-config', '--config', configPath, '--standalone-conf', '--prefix', prefix];
-      if (user !== undefined) args.push('--user', user);
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.once('exit', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`nginx-config exited ${code}: ${stderr}`))));
-    });
+    const rendered = await renderStandaloneWithCli(configPath, prefix);
     nginx = await startNginx(prefix, rendered, nginxPort);
     base = `http://127.0.0.1:${nginxPort}`;
   });

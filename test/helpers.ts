@@ -11,10 +11,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { buildConfig, type Config, type ConfigLayer } from '../server/config.js';
 import { createApp } from '../server/http/app.js';
+import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
-import { createStoredImageService } from '../server/storedImages.js';
+import { ImageproxyError } from '../server/errors.js';
+import { variantLabelOf, type ImageService } from '../server/imageService.js';
 import { ImageStore } from '../server/store.js';
-import { weekSuffix, type WeekRule } from '../server/weeks.js';
+import type { WeekRule } from '../server/weeks.js';
 
 export interface Vector {
   name: string;
@@ -23,19 +25,26 @@ export interface Vector {
   at: number;
   bucket: string;
   imageUrl: string;
+  /** The link's size segment. */
+  size: string;
   proxy: boolean;
   legacy: boolean;
+  /** Present (true) on vectors signed with the calendar-year rule: they verify only with that option. */
+  calendarYearWeeks?: boolean;
   weekSuffix: string;
   path: string;
+  /** Storage key (server/layout.ts) and the stored file's name without extension. */
+  key: string;
+  fileStem: string;
 }
 
 export const VECTORS: readonly Vector[] = (
   JSON.parse(readFileSync(new URL('./vectors.json', import.meta.url), 'utf8')) as { signatures: Vector[] }
 ).signatures;
 
-/** The year rule a vector was signed under: ISO unless its suffix is the calendar-year one. */
+/** The year rule a vector was signed under: ISO unless it is marked calendarYearWeeks. */
 export function ruleOf(vector: Vector): WeekRule {
-  return weekSuffix(vector.at * 1000, 'iso') === vector.weekSuffix ? 'iso' : 'calendar';
+  return vector.calendarYearWeeks === true ? 'calendar' : 'iso';
 }
 
 /** A fresh directory under the OS temp dir; `prefix` may start with a dot to make a hidden one. */
@@ -48,7 +57,7 @@ export function removeTempRoot(root: string): Promise<void> {
 }
 
 export function extUrlOf(imageUrl: string): string {
-  return Buffer.from(imageUrl, 'utf8').toString('base64url');
+  return encodeImageUrl(imageUrl);
 }
 
 export interface LinkSpec {
@@ -67,7 +76,7 @@ export function signedPath(spec: LinkSpec): string {
   const proxy = spec.proxy ?? false;
   const extUrl = extUrlOf(spec.imageUrl);
   const signature = signLink(spec.secret, { bucket, extUrl, proxy }, spec.atMs, { legacy: spec.legacy ?? false });
-  return `/${bucket}/${spec.size ?? 'full'}/${signature}/${extUrl}${proxy ? '/proxy' : ''}`;
+  return formatLink({ bucket, size: spec.size ?? 'full', signature, extUrl, proxy });
 }
 
 export interface Answer {
@@ -102,6 +111,21 @@ export function request(
     outgoing.on('error', reject);
     outgoing.end();
   });
+}
+
+/**
+ * An image service that only reads the tree: stored files are served, anything else is
+ * `not_stored`. Tests of the HTTP contract use it so that nothing is ever fetched.
+ */
+export function createStoredImageService(store: ImageStore): ImageService {
+  return {
+    async get(request) {
+      const image = await store.find(request.link.bucket, request.key, variantLabelOf(request));
+      if (image === null) throw new ImageproxyError('not_stored', 'image is not stored');
+      return { kind: 'stored', image };
+    },
+    async close() {},
+  };
 }
 
 export interface RunningApp {

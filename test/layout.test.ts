@@ -1,11 +1,11 @@
 // Storage layout (pure names) and the ImageStore over a real temp root.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
+  classifyTreeFile,
   failureFileName,
   fileStem,
   imageFileName,
@@ -16,6 +16,7 @@ import {
   metadataFileName,
   storageKey,
   tempFileName,
+  type TreeFileKind,
 } from '../server/layout.js';
 import { imageUrlBytes, parseLink } from '../server/link.js';
 import { ImageStore } from '../server/store.js';
@@ -26,14 +27,24 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 interface KeyCase {
   name: string;
   imageUrl: string;
+  /** Computed outside this code: printf '%s' URL | openssl dgst -sha256 -binary | basenc --base64url | tr -d = */
+  expectedKey: string;
 }
 
 const KEY_CASES: KeyCase[] = [
-  { name: 'plain https', imageUrl: 'https://example.com/a.jpg' },
-  { name: 'query string', imageUrl: 'https://example.com/a.jpg?size=large&x=1' },
-  { name: 'non-ASCII path', imageUrl: 'https://example.com/bild-ü.png' },
-  { name: 'IDN host', imageUrl: 'https://bücher.example/a.gif' },
-  { name: 'long URL', imageUrl: `https://example.com/${'a'.repeat(2000)}.webp` },
+  { name: 'plain https', imageUrl: 'https://example.com/a.jpg', expectedKey: 'J2oawAuk8OpH7ur8okKE9BvHjcWTrx8EhhWs66RKudk' },
+  {
+    name: 'query string',
+    imageUrl: 'https://example.com/a.jpg?size=large&x=1',
+    expectedKey: 'qciEQK_gpqEOniGdcxWfWrhHw060C8LlsSvDhrc_U3U',
+  },
+  { name: 'non-ASCII path', imageUrl: 'https://example.com/bild-ü.png', expectedKey: 'Vl0Q-0TpVGZdJ9L8miBb8sNgsYBm41e4ByK4v03oxi8' },
+  { name: 'IDN host', imageUrl: 'https://bücher.example/a.gif', expectedKey: 'BDrzWpp5tZEeJ-zj4kDX6CxFs7P3fQlCMWf-Wx4-Bi4' },
+  {
+    name: 'long URL',
+    imageUrl: `https://example.com/${'a'.repeat(2000)}.webp`,
+    expectedKey: 'VXMCdeVDhFGvBWxgYD75e3ANaEO93ajUwFUTsrpp29E',
+  },
 ];
 
 describe('storageKey', () => {
@@ -41,7 +52,7 @@ describe('storageKey', () => {
     it(`${testCase.name}: 43 base64url characters, sha256 of the decoded bytes`, () => {
       const key = storageKey(imageUrlBytes(extUrlOf(testCase.imageUrl)));
       assert.match(key, KEY_PATTERN);
-      assert.equal(key, createHash('sha256').update(testCase.imageUrl, 'utf8').digest('base64url'));
+      assert.equal(key, testCase.expectedKey);
     });
   }
 
@@ -225,4 +236,48 @@ describe('ImageStore.initBuckets', () => {
     assert.equal(await store.initBuckets(['i', 'f']), 0);
     assert.equal(await store.initBuckets(['i', 'f', 't']), 4096);
   });
+});
+
+interface ClassifyCase {
+  fileName: string;
+  expected: TreeFileKind;
+}
+
+const TREE_KEY = storageKey(Buffer.from('https://example.com/classify.jpg'));
+
+const CLASSIFY_CASES: ClassifyCase[] = [
+  ...IMAGE_EXTENSIONS.map((ext) => ({ fileName: imageFileName(fileStem(TREE_KEY, null), ext), expected: 'original' as const })),
+  { fileName: imageFileName(fileStem(TREE_KEY, '150x'), 'jpg'), expected: 'thumbnail' },
+  { fileName: imageFileName(fileStem(TREE_KEY, 'x200'), 'webp'), expected: 'thumbnail' },
+  { fileName: imageFileName(fileStem(TREE_KEY, '250x250'), 'png'), expected: 'thumbnail' },
+  { fileName: metadataFileName(TREE_KEY), expected: 'sidecar' },
+  { fileName: failureFileName(TREE_KEY), expected: 'failure' },
+  { fileName: failureFileName(fileStem(TREE_KEY, '150x')), expected: 'failure' },
+  { fileName: tempFileName(`${TREE_KEY}.jpg`, '123.abcdef'), expected: 'temp' },
+  { fileName: tempFileName(metadataFileName(TREE_KEY), '9.ff'), expected: 'temp' },
+  { fileName: tempFileName('blocklist.json', '1.a'), expected: 'temp' },
+  // Names that only look like ours.
+  { fileName: `${TREE_KEY}.jpeg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.JPG`, expected: 'other' },
+  { fileName: `${TREE_KEY}.x.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.json`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.250x.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.tmp`, expected: 'other' },
+  { fileName: `${TREE_KEY}`, expected: 'other' },
+  { fileName: `${TREE_KEY.slice(1)}.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}A.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY.slice(0, 42)}+.jpg`, expected: 'other' },
+  { fileName: `.${TREE_KEY}.jpg`, expected: 'other' },
+  { fileName: '0a1b2c3d4e5f.jpg', expected: 'other' },
+  { fileName: '.DS_Store', expected: 'other' },
+  { fileName: '', expected: 'other' },
+];
+
+describe('classifyTreeFile', () => {
+  for (const testCase of CLASSIFY_CASES) {
+    it(`${JSON.stringify(testCase.fileName.replace(TREE_KEY, '{key}'))} is ${testCase.expected}`, () => {
+      assert.equal(classifyTreeFile(testCase.fileName), testCase.expected);
+    });
+  }
 });

@@ -124,3 +124,25 @@ export async function startNginx(
   throw new Error(`nginx did not start: ${stderr.trim()} ${log.trim()}`);
 }
 
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'server', 'cli.js');
+
+/**
+ * Renders the standalone config as an admin does, with the built CLI from a config file:
+ * `imageproxy nginx-config --config FILE --standalone-conf --out PREFIX` (with `--user`
+ * when the tests run as root). Returns the written nginx.conf; the secrets module is
+ * written beside it.
+ */
+export async function renderStandaloneWithCli(configPath: string, prefixDir: string): Promise<string> {
+  const args = [CLI, 'nginx-config', '--config', configPath, '--standalone-conf', '--out', prefixDir];
+  const user = testWorkerUser();
+  if (user !== undefined) args.push('--user', user);
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`nginx-config exited ${code}: ${stderr}`))));
+  });
+  return readFile(join(prefixDir, 'nginx.conf'), 'utf8');
+}

@@ -52,22 +52,41 @@ describe('withFileLock', () => {
 
   const options = (waitMs: number): FileLockOptions => ({ waitMs, staleMs: 10_000, onCompromised: () => undefined });
 
+  /** A promise and its resolver: the tests open gates instead of guessing with sleeps. */
+  function gate(): { opened: Promise<void>; open(): void } {
+    let open = (): void => undefined;
+    const opened = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    return { opened, open };
+  }
+
   it('a second caller waits for the holder and takes its result without working', async () => {
     const lockPath = join(directory, 'one.lock');
     let result: string | null = null;
     let works = 0;
+    const entered = gate();
+    const finish = gate();
     const existing = async (): Promise<string | null> => result;
     const holder = withFileLock(lockPath, options(5000), existing, async () => {
       works += 1;
-      await sleep(150);
+      entered.open();
+      await finish.opened;
       result = 'stored';
       return result;
     });
-    await sleep(20); // the holder has the lock
+    await entered.opened; // the holder is inside its work: it holds the lock
+    assert.ok((await stat(lockPath)).isDirectory(), 'the lock directory exists while the holder works');
+    let waiterSettled = false;
     const waiter = withFileLock(lockPath, options(5000), existing, async () => {
       works += 1;
       return 'fetched again';
+    }).finally(() => {
+      waiterSettled = true;
     });
+    await sleep(100); // several polls of the waiter, all while the holder works
+    assert.equal(waiterSettled, false, 'the waiter does not finish before the holder');
+    finish.open();
     assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
     assert.equal(works, 1);
     await assert.rejects(stat(lockPath), { code: 'ENOENT' }); // released
@@ -76,21 +95,23 @@ describe('withFileLock', () => {
   it('answers busy with Retry-After when the holder takes longer than waitMs', async () => {
     const lockPath = join(directory, 'two.lock');
     const existing = async (): Promise<string | null> => null;
-    let holderFinished = false;
+    const entered = gate();
+    const finish = gate();
     const holder = withFileLock(lockPath, options(10_000), existing, async () => {
-      await sleep(1500);
-      holderFinished = true;
+      entered.open();
+      await finish.opened;
       return 'slow';
     });
-    await sleep(20);
+    await entered.opened;
     const started = Date.now();
     await assert.rejects(
       withFileLock(lockPath, options(200), existing, async () => 'never'),
       (error) => isImageproxyError(error) && error.code === 'busy' && error.status === 503 && error.retryAfterSeconds === 5,
     );
-    // It waited its 200 ms, and gave up while the holder was still at work.
+    // It waited its 200 ms, and gave up while the holder still held the lock.
     assert.ok(Date.now() - started >= 190);
-    assert.equal(holderFinished, false);
+    assert.ok((await stat(lockPath)).isDirectory(), 'the holder still holds the lock');
+    finish.open();
     assert.equal(await holder, 'slow');
   });
 

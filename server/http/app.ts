@@ -148,7 +148,7 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
 }
 
 /** The one place an error becomes a response. */
-export function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger): void {
+function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger): void {
   const logLine = { code: error.code, status: error.status, path: req.path, detail: error.detail, err: error.cause };
   if (error.status >= 500) logger.error(logLine, error.message);
   else logger.info(logLine, error.message);

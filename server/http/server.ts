@@ -5,15 +5,12 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config.js';
-import { createEngine } from '../engines/engine.js';
-import { createFetcher } from '../fetcher.js';
-import { createFetchingImageService } from '../fetchingImages.js';
+import { createImageServiceFor } from '../imageServiceFactory.js';
 import type { Logger } from '../log.js';
 import { createMetrics } from '../metrics.js';
-import { ImageStore } from '../store.js';
+import type { ImageStore } from '../store.js';
+import { startTreeStatsRefresh } from '../treeStatsRefresh.js';
 import { createApp } from './app.js';
 
 export interface RunningServer {
@@ -37,23 +34,10 @@ const TEMP_SWEEP_INTERVAL_MS = 86_400_000;
 
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const { config, logger } = options;
-  const store = new ImageStore(resolve(config.root));
-  const fetcher = createFetcher({
-    limits: config.limits,
-    allowPrivateNetworks: config.allowPrivateNetworks,
-    allowedAddresses: config.allowedAddresses,
-    userAgent: config.userAgent,
-  });
-  const engine = await createEngine(config.engine, {
-    maxPixels: config.limits.maxPixels,
-    timeoutSeconds: Math.ceil(config.limits.totalTimeoutMs / 1000),
-    // Leave a core for the event loop and nginx on small machines.
-    concurrency: Math.max(1, availableParallelism() - 1),
-    quality: config.quality,
-  });
   const metrics = createMetrics({ processMetrics: true });
   const clock = options.now ? { now: options.now } : {};
-  const images = createFetchingImageService({ config, store, fetcher, engine, logger, metrics, ...clock });
+  const imageService = await createImageServiceFor(config, logger, { metrics, ...clock });
+  const { store, service: images } = imageService;
   const app = createApp({ config, secrets: options.secrets, images, logger, metrics, ...clock });
 
   const { host, port } = splitListen(config.listen);
@@ -82,6 +66,13 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   runSweep();
   const sweepTimer = setInterval(runSweep, TEMP_SWEEP_INTERVAL_MS);
   sweepTimer.unref();
+  const treeStats = startTreeStatsRefresh({
+    root: store.root,
+    buckets: Object.keys(config.buckets),
+    intervalSeconds: config.statsRefreshSeconds,
+    gauges: metrics.tree,
+    logger,
+  });
 
   return {
     url: `http://${shownHost}:${address.port}`,
@@ -89,6 +80,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     store,
     async close() {
       clearInterval(sweepTimer);
+      await treeStats.stop();
       // Let requests in flight finish; cut what still hangs after a grace period.
       const force = setTimeout(() => server.closeAllConnections(), 5000);
       await new Promise<void>((done) => {
@@ -96,8 +88,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
         server.closeIdleConnections();
       });
       clearTimeout(force);
-      fetcher.close();
-      await images.close();
+      await imageService.close();
     },
   };
 }

@@ -1,0 +1,104 @@
+/**
+ * `imageproxy nginx-config`: the nginx side of this config. Printing is side-effect free;
+ * `--out DIR` writes the config and its secrets module together, so the module is never
+ * written somewhere the admin did not name.
+ */
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import {
+  CONFIG_MODULE_NAME,
+  renderConfigModule,
+  renderServerBlock,
+  renderStandaloneConf,
+  type NginxRenderInput,
+} from '../nginxConfig.js';
+import { resolveSecrets } from '../secrets.js';
+import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
+
+/** The repository's nginx/ directory (dist/server/cli/ and server/cli/ are both three levels down). */
+const NJS_SCRIPT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'nginx');
+/** Where a packaged nginx (Debian's /etc/nginx) finds the module when only the server block is printed. */
+const SYSTEM_MODULE_DIR = '/etc/nginx/imageproxy';
+const STANDALONE_CONF_NAME = 'nginx.conf';
+const SERVER_BLOCK_NAME = 'imageproxy.conf';
+
+interface NginxConfigOptions extends CommonOptions {
+  standaloneConf?: boolean;
+  prefix?: string;
+  moduleDir?: string;
+  njsDir?: string;
+  user?: string;
+  workers?: string;
+  out?: string;
+}
+
+function nginxConfig(options: NginxConfigOptions): void {
+  const config = loadConfig(options);
+  const secrets = resolveSecrets(config, false);
+  const standalone = options.standaloneConf === true;
+  const outDir = options.out === undefined ? null : resolve(options.out);
+  // Standalone, the prefix holds nginx's pid, logs and temp files: by default the output directory.
+  const prefix = resolve(options.prefix ?? outDir ?? 'nginx-prefix');
+  const moduleDir = resolve(options.moduleDir ?? outDir ?? (standalone ? prefix : SYSTEM_MODULE_DIR));
+  if (outDir !== null && options.secret !== undefined && options.secret.length > 0) {
+    // The module is a copy of the secrets: it must not be the only one on this machine.
+    throw new UsageError('--out with --secret: the module would hold the only copy of that secret; put it in secretFile or the config first');
+  }
+  const input: NginxRenderInput = {
+    nginxListen: config.nginx.listen,
+    appListen: config.listen,
+    root: resolve(config.root),
+    internalPrefix: config.nginx.internalPrefix,
+    njsDir: resolve(options.njsDir ?? NJS_SCRIPT_DIR),
+    configModuleDir: moduleDir,
+    buckets: config.buckets,
+    sizes: config.sizes,
+    skewSeconds: config.skewSeconds,
+    calendarYearWeeks: config.calendarYearWeeks,
+    secrets: secrets.secrets,
+  };
+  const workers = options.workers === undefined ? undefined : parsePositiveInteger('--workers', options.workers);
+  const text = standalone
+    ? renderStandaloneConf(input, prefix, {
+        ...(options.user === undefined ? {} : { user: options.user }),
+        ...(workers === undefined ? {} : { workerProcesses: workers }),
+      })
+    : renderServerBlock(input);
+  const modulePath = join(moduleDir, CONFIG_MODULE_NAME);
+
+  if (outDir === null) {
+    process.stdout.write(text);
+    process.stderr.write(
+      `imageproxy: printed the config only; it expects its secrets module at ${modulePath}, not written: ` +
+        'run with --out DIR to write both\n',
+    );
+    return;
+  }
+  mkdirSync(outDir, { recursive: true });
+  if (standalone) mkdirSync(prefix, { recursive: true });
+  // The secrets go into a module only nginx's master reads; never readable by others.
+  mkdirSync(moduleDir, { recursive: true, mode: 0o750 });
+  writeFileSync(modulePath, renderConfigModule(input), { mode: 0o600 });
+  chmodSync(modulePath, 0o600);
+  const confPath = join(outDir, standalone ? STANDALONE_CONF_NAME : SERVER_BLOCK_NAME);
+  writeFileSync(confPath, text);
+  process.stderr.write(`imageproxy: wrote ${confPath} and ${modulePath} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
+}
+
+export function register(program: Command): void {
+  withCommon(
+    program
+      .command('nginx-config')
+      .description('print the nginx config for this config (a server block, or a whole nginx.conf); --out DIR writes it with its secrets module'),
+  )
+    .option('--out <dir>', `write ${SERVER_BLOCK_NAME} (or ${STANDALONE_CONF_NAME}) and ${CONFIG_MODULE_NAME} (0600) into this directory`)
+    .option('--standalone-conf', 'a complete nginx.conf for `nginx -p PREFIX -c FILE -e PREFIX/error.log`')
+    .option('--prefix <dir>', 'with --standalone-conf: where nginx keeps pid, logs and temp files (default: --out, else ./nginx-prefix)')
+    .option('--module-dir <dir>', `where the secrets module lives (default: --out, else the prefix, or ${SYSTEM_MODULE_DIR})`)
+    .option('--njs-dir <dir>', "directory holding imageproxy.js (default: this checkout's nginx/)")
+    .option('--user <user>', 'with --standalone-conf: the user nginx workers run as when started as root (e.g. www-data)')
+    .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
+    .action(nginxConfig);
+}
