@@ -21,6 +21,8 @@ export interface AuditRecord {
   host?: string;
   /** Files removed, relative to the root. */
   removed?: string[];
+  /** How many files were removed, where listing them would make a line of megabytes (block --host). */
+  removedCount?: number;
   /** Entries the command added to or removed from the blocklist (0: it was already so). */
   changed?: number;
   note?: string;

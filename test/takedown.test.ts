@@ -64,8 +64,12 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
 
   before(async () => {
     jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: '#aa3355' } }).jpeg().toBuffer();
+    // Other bytes than the photo the tests block by content: for images that must stay unblocked.
+    const otherJpeg = await sharp({ create: { width: 300, height: 400, channels: 3, background: '#3355aa' } }).jpeg().toBuffer();
     const handler = (req: { url?: string }, res: import('node:http').ServerResponse): void => {
-      if ((req.url ?? '').split('?')[0]?.endsWith('.jpg')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      if (path.startsWith('/other-bytes/')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(otherJpeg);
+      else if (path.endsWith('.jpg')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
       else res.writeHead(404).end('no');
     };
     origin = await startOrigin(handler);
@@ -158,10 +162,20 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     assert.equal((await blocklist()).entries.length, before);
   });
 
-  it('block --host 127.0.0.2: links to it answer 451 without a connection; a rerun exits 1', async () => {
+  it('block --host 127.0.0.2: its stored images are removed, links to it answer 451 without a connection; a rerun exits 1', async () => {
+    const storedThere = origin2.url('/other-bytes/stored-before.jpg').href;
+    const storedElsewhere = origin.url('/other-bytes/other-host.jpg').href;
+    for (const path of [link(storedThere), link(storedThere, { size: '150x' }), link(storedThere, { bucket: 'f' }), link(storedElsewhere)]) {
+      assert.equal((await get(path)).status, 200, path);
+    }
+    assert.equal((await filesOf(storedThere)).length, 3, 'original, thumbnail and sidecar stored');
     const run = await cli(['block', '--host', '127.0.0.2', '--secret', 'not-for-the-log']);
     assert.equal(run.code, 0, run.stderr + run.stdout);
-    assert.match(run.stdout, /^blocked host 127\.0\.0\.2$/m);
+    assert.match(run.stdout, /^blocked host 127\.0\.0\.2; removed 5 stored file\(s\) from it$/m);
+    assert.deepEqual(await filesOf(storedThere), [], 'nothing of the blocked host left in bucket i (nginx would serve it)');
+    assert.deepEqual(await filesOf(storedThere, 'f'), [], 'nor in bucket f');
+    assert.equal((await filesOf(storedElsewhere)).length, 2, 'another host keeps its image');
+    assert.equal((await get(link(storedElsewhere))).status, 200);
     await sleep(RELOAD_WAIT_MS);
     const connections = origin2.connections;
     assertBlocked(await get(link(origin2.url('/fresh.jpg').href)), 'blocked host');
@@ -230,6 +244,8 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     assert.equal(records[1]?.changed, 0, 'the rerun changed nothing');
     assert.deepEqual(records[2]?.argv, ['block', '--host', '127.0.0.2', '--secret', '<redacted>']);
     assert.equal(records[2]?.host, '127.0.0.2');
+    assert.equal(records[2]?.removedCount, 5, 'the stored files of the host, counted');
+    assert.equal(records[3]?.removedCount, 0, 'the rerun found nothing left');
     assert.ok(!(await readFile(auditLogPath(root), 'utf8')).includes('not-for-the-log'));
     assert.ok(!(await readFile(blocklistPath(root), 'utf8')).includes('not-for-the-log'));
   });

@@ -1,20 +1,25 @@
 /**
  * `imageproxy block --host <host>...`: refuses every link to an origin host with 451
  * `blocked`, without any fetch, from running servers within a couple of seconds (they
- * reload the blocklist, server/blocklistStore.ts). Images (a link or image URL) are
- * blocked with `purge --block`, which also removes their files. Appended to the audit log.
+ * reload the blocklist, server/blocklistStore.ts), then removes the images already
+ * stored from those hosts (server/hostSweep.ts), which nginx would otherwise go on
+ * serving. Images (a link or image URL) are blocked with `purge --block`. Appended to
+ * the audit log.
  *
- * Exit codes: 0 a host was added; 1 nothing to do (every host already blocked) or a
- * host failed (an unreadable blocklist); 2 usage; 130 interrupted.
+ * Exit codes: 0 a host was added or files of it removed; 1 nothing to do (every host
+ * already blocked, nothing stored) or a host failed (an unreadable blocklist); 2 usage;
+ * 130 interrupted.
  */
 import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { appendAuditRecord } from '../auditStore.js';
 import { addEntries, normaliseHost } from '../blocklist.js';
-import { updateBlocklist } from '../blocklistStore.js';
+import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
+import { removeStoredFromHosts, type HostSweepResult } from '../hostSweep.js';
+import { ImageStore } from '../store.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
-import { currentActor } from './takedownTargets.js';
+import { currentActor, waitForRunningServers } from './takedownTargets.js';
 
 const LABEL = 'block';
 
@@ -40,47 +45,61 @@ async function block(options: BlockOptions): Promise<number> {
   const actor = currentActor();
   const progress = new ProgressReporter({ label: LABEL, total: hosts.length });
   const interrupt = interruptOnSignals(LABEL);
+  const blocked: Array<{ host: string; at: string; added: number }> = [];
+  let sweep: HostSweepResult | null = null;
   try {
     for (const host of hosts) {
       if (interrupt.signal.aborted) break;
       const at = new Date().toISOString();
-      let added: number;
       try {
-        added = await updateBlocklist(root, (list) => {
+        const added = await updateBlocklist(root, (list) => {
           const result = addEntries(list, [
             { kind: 'host', value: host, at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) },
           ]);
           return { list: result.list, result: result.added.length };
         });
+        blocked.push({ host, at, added });
       } catch (error) {
         process.stderr.write(`${LABEL}: ${host}: ${(error as Error).message}\n`);
         progress.tick('failed');
-        continue;
       }
+    }
+    if (blocked.length > 0 && !interrupt.signal.aborted) {
+      // Once running servers have the new list, none can store an image of these hosts
+      // again; then what is stored goes, so nginx has nothing of theirs left to serve.
+      await waitForRunningServers(BLOCKLIST_RECHECK_MS);
+      sweep = await removeStoredFromHosts(new ImageStore(root), Object.keys(config.buckets), new Set(blocked.map((entry) => entry.host)), {
+        signal: interrupt.signal,
+      });
+    }
+    for (const { host, at, added } of blocked) {
+      const removed = sweep?.removedByHost.get(host) ?? 0;
       await appendAuditRecord(root, {
         time: at,
         action: 'block',
         target: host,
         host,
         changed: added,
+        removedCount: removed,
         ...(options.note === undefined ? {} : { note: options.note }),
         user: actor.user,
         argv: actor.argv,
       });
       const fromConfig = config.blockedHosts.includes(host) ? ' (also in the config blockedHosts)' : '';
-      process.stdout.write(added > 0 ? `blocked host ${host}${fromConfig}\n` : `host ${host} already blocked${fromConfig}\n`);
-      progress.tick(added > 0 ? 'ok' : 'skipped');
+      const state = added > 0 ? `blocked host ${host}${fromConfig}` : `host ${host} already blocked${fromConfig}`;
+      process.stdout.write(`${state}; removed ${removed} stored file(s) from it\n`);
+      progress.tick(added > 0 || removed > 0 ? 'ok' : 'skipped');
     }
   } finally {
     progress.stop();
     interrupt.dispose();
   }
-  const interrupted = interrupt.signal.aborted;
+  const interrupted = interrupt.signal.aborted || sweep?.interrupted === true;
   process.stdout.write(`${progress.summary(interrupted)}\n`);
-  if (progress.counts.ok > 0) {
+  if (sweep !== null) {
     process.stdout.write(
-      `${LABEL}: links to these hosts answer 451 from running servers within seconds; images already stored from them ` +
-        'stay on disk (nginx serves hits itself): remove those with purge --block\n',
+      `${LABEL}: read ${sweep.sidecarsRead} sidecar(s)${sweep.interrupted ? ' before the interrupt: run it again to finish removing stored files' : ''}; ` +
+        'links to these hosts answer 451 from running servers within seconds\n',
     );
   }
   if (interrupted) return EXIT_INTERRUPTED;
