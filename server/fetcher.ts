@@ -183,7 +183,10 @@ function declaredLength(response: Response): number | undefined {
 /** The status and headers are acceptable; otherwise throws before the body is read. */
 function checkResponse(response: Response, limits: FetchLimits): void {
   if (response.statusCode !== 200) {
-    throw fetchError('origin_status', `origin answered ${response.statusCode}`);
+    // A status code is a number, not untrusted text: the message names it, in a fixed form.
+    throw new ImageproxyError('origin_status', `origin answered ${Number(response.statusCode)}`, {
+      detail: `origin answered ${response.statusCode}`,
+    });
   }
   const length = declaredLength(response);
   if (length !== undefined && length > limits.maxBytes) {

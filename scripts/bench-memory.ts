@@ -1,0 +1,163 @@
+/**
+ * Memory and liveness under a burst of cold misses: starts `imageproxy serve` as a child
+ * process (sharp, then jimp) in front of a loopback origin serving a noisy 12 MP JPEG of
+ * just under 2 MiB under many URLs, fires N concurrent cold misses (full size and
+ * 250x250 alternating), and samples the child's RSS (/proc/PID/status VmRSS) and the
+ * latency of /healthz every 50 ms. Prints peak RSS, the slowest /healthz answer and the
+ * answers by status and error code. Not part of CI; needs `npm run build` first.
+ *
+ *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp]
+ *
+ * The `cli` argument lets the same script measure another build (say an export of the
+ * last commit built in /tmp) for a before/after comparison.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { createServer, request as httpRequest, Agent } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { encodeImageUrl, formatLink } from '../server/link.js';
+import { signLink } from '../server/signing.js';
+
+const REQUESTS = Number(process.argv[2] ?? 512);
+const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
+const ENGINES = (process.argv[4] ?? 'sharp,jimp').split(',');
+const SECRET = 'bench-memory-secret';
+const SAMPLE_MS = 50;
+const MAX_BYTES = 2 * 1024 * 1024;
+
+/** A 4000×3000 noise photo, blurred just enough to land under the default maxBytes. */
+async function twelveMegapixelJpeg(): Promise<Buffer> {
+  const width = 4000;
+  const height = 3000;
+  const raw = Buffer.alloc(width * height * 3);
+  let seed = 12345;
+  for (let index = 0; index < raw.length; index += 1) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    raw[index] = seed >> 23;
+  }
+  let best = Buffer.alloc(0);
+  for (const sigma of [1.2, 1.5, 2, 2.5, 3, 4, 6]) {
+    for (const quality of [85, 75, 65, 55, 45]) {
+      const jpeg = await sharp(raw, { raw: { width, height, channels: 3 } }).blur(sigma).jpeg({ quality }).toBuffer();
+      if (jpeg.length < MAX_BYTES - 16_384) {
+        if (jpeg.length > best.length) best = jpeg;
+        break;
+      }
+    }
+    if (best.length > MAX_BYTES * 0.85) break;
+  }
+  return best;
+}
+
+function get(baseUrl: string, path: string, agent: Agent): Promise<{ status: number; code: string; ms: number }> {
+  const started = performance.now();
+  return new Promise((done) => {
+    const { hostname, port } = new URL(baseUrl);
+    const outgoing = httpRequest({ hostname, port, path, agent }, (incoming) => {
+      incoming.resume();
+      incoming.on('end', () =>
+        done({ status: incoming.statusCode ?? 0, code: String(incoming.headers['x-imageproxy-error'] ?? ''), ms: performance.now() - started }),
+      );
+      incoming.on('error', () => done({ status: -1, code: 'reset', ms: performance.now() - started }));
+    });
+    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', ms: performance.now() - started }));
+    outgoing.end();
+  });
+}
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  return match === null ? 0 : Number(match[1]);
+}
+
+function startServe(root: string, engine: string): Promise<{ child: ChildProcessWithoutNullStreams; url: string; errorLines: () => number }> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
+    { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0' } },
+  );
+  let errors = 0;
+  let pending = '';
+  return new Promise((done, fail) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.includes('"level":50')) errors += 1;
+        const match = /listening on (http:\/\/[0-9.:]+)/.exec(line);
+        if (match !== null) done({ child, url: match[1] as string, errorLines: () => errors });
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    child.once('exit', (code) => fail(new Error(`serve exited ${code}`)));
+  });
+}
+
+async function measure(engine: string, origin: URL, jpegBytes: number): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-memory-'));
+  const { child, url, errorLines } = await startServe(root, engine);
+  const pid = child.pid as number;
+  const idleKiB = await rssKiB(pid);
+  let peakKiB = idleKiB;
+  let healthMaxMs = 0;
+  let healthSlow = 0;
+  let sampling = true;
+  const healthAgent = new Agent({ keepAlive: false });
+  const sampler = (async () => {
+    while (sampling) {
+      const [rss, health] = await Promise.all([rssKiB(pid), get(url, '/healthz', healthAgent)]);
+      peakKiB = Math.max(peakKiB, rss);
+      healthMaxMs = Math.max(healthMaxMs, health.ms);
+      if (health.ms > 100) healthSlow += 1;
+      await new Promise((wait) => setTimeout(wait, SAMPLE_MS));
+    }
+  })();
+  const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+  const atMs = Date.now();
+  const started = performance.now();
+  const answers = await Promise.all(
+    Array.from({ length: REQUESTS }, (_, index) => {
+      const imageUrl = `${origin.href}photo-${engine}-${index}.jpg`;
+      const extUrl = encodeImageUrl(imageUrl);
+      const signature = signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs);
+      const size = index % 2 === 0 ? 'full' : '250x250';
+      return get(url, formatLink({ bucket: 'i', size, signature, extUrl, proxy: false }), agent);
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  sampling = false;
+  await sampler;
+  const byOutcome = new Map<string, number>();
+  for (const answer of answers) {
+    const outcome = `${answer.status}${answer.code === '' ? '' : ` ${answer.code}`}`;
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+  }
+  const outcomes = [...byOutcome].sort().map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
+  const slowest = Math.max(...answers.map((answer) => answer.ms));
+  console.log(
+    `${engine}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
+      `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
+      `/healthz max ${healthMaxMs.toFixed(0)} ms (${healthSlow} samples over 100 ms); slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
+      `error log lines ${errorLines()}; answers ${outcomes}`,
+  );
+  child.kill('SIGTERM');
+  await new Promise((done) => child.once('exit', done));
+  await rm(root, { recursive: true, force: true });
+}
+
+const jpeg = await twelveMegapixelJpeg();
+const origin = createServer((_request, response) => {
+  response.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': jpeg.length }).end(jpeg);
+});
+await new Promise<void>((done) => origin.listen(0, '127.0.0.1', done));
+const originUrl = new URL(`http://127.0.0.1:${(origin.address() as AddressInfo).port}/`);
+console.log(`cli ${CLI}`);
+for (const engine of ENGINES) await measure(engine, originUrl, jpeg.length);
+origin.close();
