@@ -35,6 +35,13 @@ export interface FileLockOptions {
   onCompromised: (error: Error) => void;
 }
 
+/**
+ * When a lock no one refreshes belongs to a dead process: its holder refreshes it every
+ * half of this, so 10 s survives a busy event loop (proper-lockfile's minimum is 5 s).
+ * The single-flight locks and the tree's heal pass both use it.
+ */
+export const LOCK_STALE_MS = 10_000;
+
 const POLL_MIN_MS = 25;
 const POLL_MAX_MS = 200;
 

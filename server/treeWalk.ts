@@ -12,6 +12,13 @@ export interface ShardFile {
   /** Absolute directory holding the file. */
   directory: string;
   name: string;
+  /** True only for directories, which walkShardFiles yields with `{ directories: true }`. */
+  isDirectory: boolean;
+}
+
+export interface ShardWalkOptions {
+  /** Also yield the directories at the file level (the heal pass looks at `.lock` ones). */
+  directories?: boolean;
 }
 
 async function* entriesOf(directory: string) {
@@ -29,11 +36,12 @@ async function* entriesOf(directory: string) {
 }
 
 /**
- * Every regular file two directory levels below `bucketDir`, in directory order.
- * Directories at the file level (our `.lock` directories) and symlinks are skipped; so
- * is anything not at that depth.
+ * Every regular file two directory levels below `bucketDir`, in directory order, one
+ * shard directory after the other. Directories at the file level (our `.lock`
+ * directories) are skipped unless `options.directories`; symlinks always are, and so is
+ * anything not at that depth.
  */
-export async function* walkShardFiles(bucketDir: string): AsyncGenerator<ShardFile> {
+export async function* walkShardFiles(bucketDir: string, options: ShardWalkOptions = {}): AsyncGenerator<ShardFile> {
   for await (const first of entriesOf(bucketDir)) {
     if (!first.isDirectory()) continue;
     const firstDir = join(bucketDir, first.name);
@@ -42,7 +50,8 @@ export async function* walkShardFiles(bucketDir: string): AsyncGenerator<ShardFi
       const directory = join(firstDir, second.name);
       const shard = `${first.name}/${second.name}`;
       for await (const file of entriesOf(directory)) {
-        if (file.isFile()) yield { shard, directory, name: file.name };
+        if (file.isFile()) yield { shard, directory, name: file.name, isDirectory: false };
+        else if (options.directories === true && file.isDirectory()) yield { shard, directory, name: file.name, isDirectory: true };
       }
     }
   }

@@ -1,0 +1,321 @@
+/**
+ * The heal pass over a bucket tree: a streaming walk (server/treeWalk.ts, lock
+ * directories included), one shard directory at a time, its facts gathered (lstat of
+ * every entry, sidecars of originals, the first bytes of every image, and with `decode`
+ * a full decode by sharp), judged by server/treeHealth.ts and, with `repair`, fixed.
+ * Used by `imageproxy check` and by the server at start and every healIntervalSeconds.
+ *
+ * The pid rule for temp files holds on the host that wrote them: temp names carry a tag
+ * of the writer's host (layout.tempUnique), and temps of other hosts, or of older names
+ * without the tag, are removed only once older than tempMaxAgeSeconds.
+ */
+import { lstat, open, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { SHARD_CHARACTERS, classifyTreeFile, isLockDirectoryName, metadataFileName } from './layout.js';
+import { originalMetadata } from './originals.js';
+import { LOCK_STALE_MS } from './singleFlight.js';
+import { inspectImage, sniffImageType, type ImageFormat } from './sniff.js';
+import { ImageStore, THIS_HOST_TAG } from './store.js';
+import {
+  FINDING_KINDS,
+  parseSidecar,
+  repairSteps,
+  shardFindings,
+  type Finding,
+  type FindingKind,
+  type ShardEntry,
+  type SidecarReading,
+} from './treeHealth.js';
+import { walkShardFiles, type ShardFile } from './treeWalk.js';
+
+/** Shard directories of one bucket: `{a}/{b}`, one per pair of key characters. */
+export const SHARDS_PER_BUCKET = SHARD_CHARACTERS.length * SHARD_CHARACTERS.length;
+
+/** Enough of a file's start for every format's magic number (AVIF's `ftyp` box included). */
+const SNIFF_BYTES = 64;
+/** Decodes in flight per shard: each holds a whole image's pixels. */
+const DECODE_CONCURRENCY = 2;
+
+export type RepairOutcome = 'repaired' | 'failed';
+
+export interface FindingReport extends Finding {
+  bucket: string;
+  /** `{bucket}/{a}/{b}/{name}`, relative to the root. */
+  relativePath: string;
+  /** null without `repair`. */
+  repair: RepairOutcome | null;
+  /** What the repair did, or why it failed. */
+  repairDetail: string | null;
+}
+
+export interface TreeHealthOptions {
+  root: string;
+  buckets: readonly string[];
+  tempMaxAgeMs: number;
+  repair: boolean;
+  /** Decode every image with sharp; one that fails is damaged. */
+  decode?: boolean;
+  /** Aborted: stop after the current shard directory; the result says `complete: false`. */
+  signal?: AbortSignal;
+  onFinding?: (report: FindingReport) => void;
+  /** Each lock directory seen still fresh: a crashed holder's lock is one until LOCK_STALE_MS has passed. */
+  onFreshLock?: (lock: { path: string; modifiedMs: number }) => void;
+  /** After each shard directory that held entries. */
+  onShardDone?: (bucket: string) => void;
+  /** After each bucket, with how many of its shard directories held entries. */
+  onBucketDone?: (bucket: string, shardsWithEntries: number) => void;
+  now?: () => number;
+}
+
+export interface TreeHealthResult {
+  complete: boolean;
+  found: Record<FindingKind, number>;
+  repaired: number;
+  repairFailed: number;
+  shardsWalked: number;
+}
+
+/** Whether a process with this pid exists here: signal 0 checks without sending anything. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+async function sniffHead(path: string): Promise<ImageFormat | null> {
+  const handle = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(SNIFF_BYTES);
+    const { bytesRead } = await handle.read(head, 0, SNIFF_BYTES, 0);
+    return sniffImageType(head.subarray(0, bytesRead));
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Why sharp cannot decode the file, or null when every frame decodes. */
+export async function decodeError(path: string): Promise<string | null> {
+  try {
+    await sharp(await readFile(path), { animated: true, limitInputPixels: false, failOn: 'warning' }).raw().toBuffer();
+    return null;
+  } catch (error) {
+    return (error as Error).message.split('\n')[0] ?? 'decode failed';
+  }
+}
+
+async function mapLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next] as T;
+      next += 1;
+      await work(item);
+    }
+  });
+  await Promise.all(runners);
+}
+
+function isGone(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+/** The facts of one shard directory; entries gone since the listing are left out. */
+async function gatherFacts(directory: string, files: readonly ShardFile[], decode: boolean) {
+  const stated = await Promise.all(
+    files.map(async (file): Promise<ShardEntry | null> => {
+      try {
+        const info = await lstat(join(directory, file.name));
+        return { name: file.name, isDirectory: file.isDirectory, bytes: info.size, modifiedMs: info.mtimeMs };
+      } catch (error) {
+        if (isGone(error)) return null;
+        throw error;
+      }
+    }),
+  );
+  const entries = stated.filter((entry): entry is ShardEntry => entry !== null);
+  const names = new Set(entries.map((entry) => entry.name));
+  const images = entries.filter((entry) => {
+    const kind = classifyTreeFile(entry.name);
+    return !entry.isDirectory && (kind === 'original' || kind === 'thumbnail') && entry.bytes > 0;
+  });
+  const sidecars = new Map<string, SidecarReading>();
+  const sniffed = new Map<string, ImageFormat | null>();
+  await Promise.all(
+    images.map(async (image) => {
+      try {
+        sniffed.set(image.name, await sniffHead(join(directory, image.name)));
+        const key = image.name.split('.')[0] ?? '';
+        if (classifyTreeFile(image.name) === 'original' && names.has(metadataFileName(key))) {
+          sidecars.set(key, parseSidecar(await readFile(join(directory, metadataFileName(key)), 'utf8')));
+        }
+      } catch (error) {
+        if (!isGone(error)) throw error;
+      }
+    }),
+  );
+  const decodeErrors = new Map<string, string>();
+  if (decode) {
+    await mapLimited(images, DECODE_CONCURRENCY, async (image) => {
+      if (sniffed.get(image.name) === null) return;
+      const error = await decodeError(join(directory, image.name)).catch((thrown: unknown) => (isGone(thrown) ? null : String(thrown)));
+      if (error !== null) decodeErrors.set(image.name, error);
+    });
+  }
+  return { entries, sidecars, sniffed, decodeErrors };
+}
+
+/**
+ * Rebuilds an original's sidecar from its bytes: sourceUrl null (unknown), fetchedAt the
+ * file's mtime (when it was stored). A file whose header cannot be read is moved aside
+ * instead, as a damaged original. Returns what was done.
+ */
+async function rebuildSidecar(store: ImageStore, bucket: string, key: string, name: string, names: Iterable<string>): Promise<string> {
+  const path = join(store.directoryOf(bucket, key), name);
+  // Written meanwhile by a fetch (sidecar first, then image): nothing to rebuild.
+  const current = await store.readSidecar(bucket, key);
+  if (current !== undefined && current !== null) return 'sidecar present now; left alone';
+  const [bytes, info] = await Promise.all([readFile(path), stat(path)]);
+  const image = inspectImage(bytes);
+  if (image === null) {
+    const moved = await store.applyRepairSteps(bucket, store.directoryOf(bucket, key), repairSteps({ kind: 'damaged-original', name, key }, names));
+    return `header unreadable: moved aside to ${moved[0] ?? '(gone)'}`;
+  }
+  await store.writeMetadata(
+    bucket,
+    key,
+    originalMetadata({ ...image, bytes }, { sourceUrl: null, originContentType: null, fetchedAt: info.mtime.toISOString() }),
+  );
+  return `sidecar rebuilt (${image.format} ${image.width}x${image.height}, ${bytes.length} bytes)`;
+}
+
+async function repairFinding(
+  store: ImageStore,
+  bucket: string,
+  directory: string,
+  finding: Finding,
+  names: readonly string[],
+  seen: ShardEntry | undefined,
+): Promise<string> {
+  const key = finding.key ?? '';
+  const steps = repairSteps(finding, names);
+  if (finding.kind === 'missing-sidecar') return rebuildSidecar(store, bucket, key, finding.name, names);
+  if (finding.kind === 'stale-lock') {
+    // Refreshed since the listing: its holder is alive after all.
+    const now = await lstat(join(directory, finding.name)).catch(() => null);
+    if (now !== null && seen !== undefined && now.mtimeMs !== seen.modifiedMs) return 'refreshed meanwhile; left alone';
+  }
+  if (finding.kind === 'damaged-original' || finding.kind === 'damaged-thumbnail') {
+    // Replaced since it was judged (a refetch): the new file is not the damaged one.
+    const now = await lstat(join(directory, finding.name)).catch(() => null);
+    if (now !== null && seen !== undefined && (now.size !== seen.bytes || now.mtimeMs !== seen.modifiedMs)) {
+      return 'replaced meanwhile; left alone';
+    }
+    const moved = await store.applyRepairSteps(bucket, directory, steps);
+    const removed = steps.filter((step) => step.action === 'remove').map((step) => step.name);
+    return `moved aside to ${moved.join(', ') || '(gone)'}${removed.length > 0 ? `; removed ${removed.join(', ')}` : ''}`;
+  }
+  await store.applyRepairSteps(bucket, directory, steps);
+  return 'removed';
+}
+
+/**
+ * Removes the locks of `seen` that nobody refreshed since: called LOCK_STALE_MS after
+ * they were seen, an unchanged mtime means a dead holder. Returns how many.
+ */
+export async function removeUnrefreshedLocks(seen: ReadonlyArray<{ path: string; modifiedMs: number }>): Promise<number> {
+  let removed = 0;
+  for (const lock of seen) {
+    const now = await lstat(lock.path).catch(() => null);
+    if (now === null || now.mtimeMs !== lock.modifiedMs) continue;
+    await rm(lock.path, { recursive: true, force: true });
+    removed += 1;
+  }
+  return removed;
+}
+
+export async function walkTreeHealth(options: TreeHealthOptions): Promise<TreeHealthResult> {
+  const now = options.now ?? Date.now;
+  const store = new ImageStore(options.root, { now });
+  const found = Object.fromEntries(FINDING_KINDS.map((kind) => [kind, 0])) as Record<FindingKind, number>;
+  const result: TreeHealthResult = { complete: true, found, repaired: 0, repairFailed: 0, shardsWalked: 0 };
+  const aborted = (): boolean => options.signal?.aborted === true;
+
+  const healShard = async (bucket: string, shard: string, directory: string, files: ShardFile[]): Promise<void> => {
+    const facts = await gatherFacts(directory, files, options.decode === true);
+    const findings = shardFindings(facts, {
+      nowMs: now(),
+      tempMaxAgeMs: options.tempMaxAgeMs,
+      lockStaleMs: LOCK_STALE_MS,
+      thisHostTag: THIS_HOST_TAG,
+      pidAlive,
+    });
+    const names = facts.entries.map((entry) => entry.name);
+    if (options.onFreshLock !== undefined) {
+      const stale = new Set(findings.filter((finding) => finding.kind === 'stale-lock').map((finding) => finding.name));
+      for (const entry of facts.entries) {
+        if (entry.isDirectory && isLockDirectoryName(entry.name) && !stale.has(entry.name)) {
+          options.onFreshLock({ path: join(directory, entry.name), modifiedMs: entry.modifiedMs });
+        }
+      }
+    }
+    for (const finding of findings) {
+      found[finding.kind] += 1;
+      let repair: RepairOutcome | null = null;
+      let repairDetail: string | null = null;
+      if (options.repair) {
+        try {
+          const seen = facts.entries.find((entry) => entry.name === finding.name);
+          repairDetail = await repairFinding(store, bucket, directory, finding, names, seen);
+          repair = 'repaired';
+          result.repaired += 1;
+        } catch (error) {
+          repair = 'failed';
+          repairDetail = (error as Error).message;
+          result.repairFailed += 1;
+        }
+      }
+      options.onFinding?.({ ...finding, bucket, relativePath: `${bucket}/${shard}/${finding.name}`, repair, repairDetail });
+    }
+  };
+
+  for (const bucket of options.buckets) {
+    if (aborted()) {
+      result.complete = false;
+      break;
+    }
+    let shard: string | null = null;
+    let directory = '';
+    let files: ShardFile[] = [];
+    let shardsWithEntries = 0;
+    const finishShard = async (): Promise<void> => {
+      if (shard === null) return;
+      await healShard(bucket, shard, directory, files);
+      shardsWithEntries += 1;
+      options.onShardDone?.(bucket);
+    };
+    for await (const file of walkShardFiles(join(options.root, bucket), { directories: true })) {
+      if (file.shard !== shard) {
+        await finishShard();
+        shard = file.shard;
+        directory = file.directory;
+        files = [];
+        if (aborted()) {
+          result.complete = false;
+          shard = null;
+          break;
+        }
+      }
+      files.push(file);
+    }
+    await finishShard();
+    result.shardsWalked += result.complete ? SHARDS_PER_BUCKET : shardsWithEntries;
+    if (!result.complete) break;
+    options.onBucketDone?.(bucket, shardsWithEntries);
+  }
+  return result;
+}

@@ -1,0 +1,240 @@
+/**
+ * The pure side of the heal pass: temp writer names, lock and quarantine names
+ * (server/layout.ts), and the findings and repair steps of a shard directory
+ * (server/treeHealth.ts), each as a table of cases.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  hostTag,
+  isLockDirectoryName,
+  quarantinePath,
+  storageKey,
+  tempFileName,
+  tempFileWriter,
+  tempUnique,
+} from '../server/layout.js';
+import type { ImageFormat } from '../server/sniff.js';
+import {
+  countFindings,
+  damagedImageReason,
+  parseSidecar,
+  repairSteps,
+  shardFindings,
+  type HealContext,
+  type ShardEntry,
+  type SidecarReading,
+} from '../server/treeHealth.js';
+
+const KEY = storageKey(Buffer.from('https://example.org/a.jpg'));
+const OTHER = storageKey(Buffer.from('https://example.org/b.png'));
+const HOST = hostTag('this-host');
+const NOW = Date.parse('2025-03-01T12:00:00Z');
+
+describe('temp file writers', () => {
+  const cases: Array<{ name: string; fileName: string; expected: ReturnType<typeof tempFileWriter> }> = [
+    { name: 'with host tag', fileName: tempFileName(`${KEY}.jpg`, tempUnique({ pid: 4242, hostTag: HOST }, 'a1b2c3')), expected: { pid: 4242, hostTag: HOST } },
+    { name: 'thumbnail with host tag', fileName: tempFileName(`${KEY}.150x.webp`, tempUnique({ pid: 7, hostTag: HOST }, 'ff')), expected: { pid: 7, hostTag: HOST } },
+    { name: 'old name, pid only', fileName: tempFileName(`${KEY}.json`, '123.abcdef'), expected: { pid: 123, hostTag: null } },
+    { name: 'no pid', fileName: tempFileName(`${KEY}.jpg`, 'abcdef'), expected: null },
+    { name: 'pid zero', fileName: tempFileName(`${KEY}.jpg`, '0.ab'), expected: null },
+    { name: 'tag of wrong length', fileName: `.${KEY}.jpg.12-abc.ff.tmp`, expected: null },
+    { name: 'not a temp name', fileName: `${KEY}.jpg`, expected: null },
+    { name: 'too few parts', fileName: '.12.ab.tmp', expected: null },
+  ];
+  for (const testCase of cases) {
+    it(testCase.name, () => assert.deepEqual(tempFileWriter(testCase.fileName), testCase.expected));
+  }
+  it('host tags are eight hex characters, one per host', () => {
+    assert.match(HOST, /^[0-9a-f]{8}$/);
+    assert.notEqual(hostTag('other-host'), HOST);
+  });
+});
+
+describe('lock directory names', () => {
+  const cases: Array<[string, boolean]> = [
+    [`${KEY}.lock`, true],
+    [`${KEY}.150x.lock`, true],
+    [`${KEY}.x200.lock`, true],
+    [`${KEY}.250x250.lock`, true],
+    [`${KEY}.jpg.lock`, false],
+    [`${KEY}.150x.jpg.lock`, false],
+    ['short.lock', false],
+    [`${KEY}.json`, false],
+  ];
+  for (const [name, expected] of cases) it(name, () => assert.equal(isLockDirectoryName(name), expected));
+});
+
+describe('quarantine paths', () => {
+  it('keep the bucket, the name and a sortable UTC time with milliseconds', () => {
+    assert.equal(
+      quarantinePath('i', `${KEY}.jpg`, Date.parse('2025-01-02T03:04:05.678Z')),
+      `.imageproxy/quarantine/i/${KEY}.jpg.20250102T030405.678Z`,
+    );
+  });
+});
+
+describe('parseSidecar', () => {
+  const cases: Array<[string, SidecarReading]> = [
+    ['{"bytes": 1234, "sourceUrl": null}', { bytes: 1234 }],
+    ['{"bytes": 0}', { bytes: 0 }],
+    ['{"bytes": "12"}', null],
+    ['{"bytes": -1}', null],
+    ['[]', null],
+    ['null', null],
+    ['{"bytes": 12', null],
+    ['', null],
+  ];
+  for (const [text, expected] of cases) it(JSON.stringify(text), () => assert.deepEqual(parseSidecar(text), expected));
+});
+
+describe('damagedImageReason', () => {
+  const cases: Array<{ name: string; image: Parameters<typeof damagedImageReason>[0]; expected: RegExp | null }> = [
+    { name: 'sound original, size as its sidecar', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'jpeg', sidecar: { bytes: 10 } }, expected: null },
+    { name: 'empty', image: { name: `${KEY}.jpg`, bytes: 0 }, expected: /^empty$/ },
+    { name: 'HTML at an original name', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: null }, expected: /not an image/ },
+    { name: 'PNG stored as .jpg', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'png' }, expected: /a png image stored as \.jpg/ },
+    { name: 'truncated: size below its sidecar', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'jpeg', sidecar: { bytes: 20 } }, expected: /10 bytes, its sidecar says 20/ },
+    { name: 'unreadable sidecar says nothing of the size', image: { name: `${KEY}.jpg`, bytes: 10, sidecar: null }, expected: null },
+    { name: 'not sniffed (the app): size alone', image: { name: `${KEY}.150x.webp`, bytes: 5 }, expected: null },
+    { name: 'decode failure', image: { name: `${KEY}.150x.webp`, bytes: 5, sniffed: 'webp', decodeError: 'bad' }, expected: /does not decode: bad/ },
+  ];
+  for (const testCase of cases) {
+    it(testCase.name, () => {
+      const reason = damagedImageReason(testCase.image);
+      if (testCase.expected === null) assert.equal(reason, null);
+      else assert.match(reason ?? '', testCase.expected);
+    });
+  }
+});
+
+function entry(name: string, options: { bytes?: number; ageMs?: number; directory?: boolean } = {}): ShardEntry {
+  return { name, isDirectory: options.directory ?? false, bytes: options.bytes ?? 100, modifiedMs: NOW - (options.ageMs ?? 0) };
+}
+
+const LIVE_PID = 100;
+const DEAD_PID = 200;
+const context: HealContext = {
+  nowMs: NOW,
+  tempMaxAgeMs: 3_600_000,
+  lockStaleMs: 10_000,
+  thisHostTag: HOST,
+  pidAlive: (pid) => pid === LIVE_PID,
+};
+
+describe('shardFindings', () => {
+  const temp = (pid: number, host: string | null, ageMs = 0): ShardEntry =>
+    entry(tempFileName(`${KEY}.jpg`, host === null ? `${pid}.ab` : tempUnique({ pid, hostTag: host }, `ab${pid}`)), { ageMs });
+  const cases: Array<{
+    name: string;
+    entries: ShardEntry[];
+    sidecars?: Array<[string, SidecarReading]>;
+    sniffed?: Array<[string, ImageFormat | null]>;
+    decodeErrors?: Array<[string, string]>;
+    expected: Array<[string, string]>;
+  }> = [
+    { name: 'temp of a dead writer on this host, fresh', entries: [temp(DEAD_PID, HOST)], expected: [['stale-temp', temp(DEAD_PID, HOST).name]] },
+    { name: 'temp of a live writer on this host', entries: [temp(LIVE_PID, HOST)], expected: [] },
+    { name: 'temp of a live writer, older than the age limit', entries: [temp(LIVE_PID, HOST, 7_200_000)], expected: [['stale-temp', temp(LIVE_PID, HOST).name]] },
+    { name: 'temp of another host: pid not judged', entries: [temp(DEAD_PID, hostTag('elsewhere'))], expected: [] },
+    { name: 'old temp name without host: age only', entries: [temp(DEAD_PID, null)], expected: [] },
+    { name: 'old temp name without host, old', entries: [temp(DEAD_PID, null, 7_200_000)], expected: [['stale-temp', temp(DEAD_PID, null).name]] },
+    { name: 'fresh lock', entries: [entry(`${KEY}.lock`, { directory: true, ageMs: 2000 })], expected: [] },
+    { name: 'stale lock', entries: [entry(`${KEY}.150x.lock`, { directory: true, ageMs: 60_000 })], expected: [['stale-lock', `${KEY}.150x.lock`]] },
+    { name: 'a directory of another name', entries: [entry('stray', { directory: true, ageMs: 60_000 })], expected: [] },
+    {
+      name: 'sound original with sidecar and thumbnail',
+      entries: [entry(`${KEY}.jpg`), entry(`${KEY}.json`), entry(`${KEY}.150x.jpg`, { bytes: 30 })],
+      sidecars: [[KEY, { bytes: 100 }]],
+      sniffed: [[`${KEY}.jpg`, 'jpeg'], [`${KEY}.150x.jpg`, 'jpeg']],
+      expected: [],
+    },
+    { name: 'original without sidecar', entries: [entry(`${OTHER}.png`)], sniffed: [[`${OTHER}.png`, 'png']], expected: [['missing-sidecar', `${OTHER}.png`]] },
+    {
+      name: 'original with unreadable sidecar',
+      entries: [entry(`${OTHER}.png`), entry(`${OTHER}.json`)],
+      sidecars: [[OTHER, null]],
+      sniffed: [[`${OTHER}.png`, 'png']],
+      expected: [['missing-sidecar', `${OTHER}.png`]],
+    },
+    { name: 'sidecar alone (crash between the two writes): nothing', entries: [entry(`${KEY}.json`)], expected: [] },
+    { name: 'empty original, no sidecar: damaged, not missing', entries: [entry(`${KEY}.jpg`, { bytes: 0 })], expected: [['damaged-original', `${KEY}.jpg`]] },
+    {
+      name: 'truncated original',
+      entries: [entry(`${KEY}.jpg`, { bytes: 50 }), entry(`${KEY}.json`)],
+      sidecars: [[KEY, { bytes: 100 }]],
+      sniffed: [[`${KEY}.jpg`, 'jpeg']],
+      expected: [['damaged-original', `${KEY}.jpg`]],
+    },
+    {
+      name: 'HTML thumbnail',
+      entries: [entry(`${KEY}.150x.jpg`)],
+      sniffed: [[`${KEY}.150x.jpg`, null]],
+      expected: [['damaged-thumbnail', `${KEY}.150x.jpg`]],
+    },
+    {
+      name: 'thumbnail that does not decode',
+      entries: [entry(`${KEY}.150x.jpg`)],
+      sniffed: [[`${KEY}.150x.jpg`, 'jpeg']],
+      decodeErrors: [[`${KEY}.150x.jpg`, 'premature end']],
+      expected: [['damaged-thumbnail', `${KEY}.150x.jpg`]],
+    },
+    { name: 'stray files and backoff records', entries: [entry('README'), entry(`${KEY}.fail`), entry(`${KEY}.150x.fail`)], expected: [] },
+  ];
+  for (const testCase of cases) {
+    it(testCase.name, () => {
+      const findings = shardFindings(
+        {
+          entries: testCase.entries,
+          sidecars: new Map(testCase.sidecars ?? []),
+          sniffed: new Map(testCase.sniffed ?? []),
+          decodeErrors: new Map(testCase.decodeErrors ?? []),
+        },
+        context,
+      );
+      assert.deepEqual(
+        findings.map((finding) => [finding.kind, finding.name]),
+        testCase.expected,
+      );
+    });
+  }
+  it('counts every kind, zero included', () => {
+    assert.deepEqual(countFindings([{ kind: 'stale-temp' }, { kind: 'stale-temp' }, { kind: 'damaged-thumbnail' }]), {
+      'stale-temp': 2,
+      'stale-lock': 0,
+      'missing-sidecar': 0,
+      'damaged-original': 0,
+      'damaged-thumbnail': 1,
+    });
+  });
+});
+
+describe('repairSteps', () => {
+  const names = [
+    `${KEY}.jpg`,
+    `${KEY}.json`,
+    `${KEY}.fail`,
+    `${KEY}.150x.jpg`,
+    `${KEY}.x200.webp`,
+    `${KEY}.250x250.fail`,
+    `${KEY}.150x.lock`,
+    `${OTHER}.png`,
+    `${OTHER}.150x.png`,
+  ];
+  it('a damaged original: itself and its sidecar moved aside, its thumbnails and their backoff records removed', () => {
+    assert.deepEqual(repairSteps({ kind: 'damaged-original', name: `${KEY}.jpg`, key: KEY }, names), [
+      { action: 'quarantine', name: `${KEY}.jpg` },
+      { action: 'remove', name: `${KEY}.150x.jpg` },
+      { action: 'remove', name: `${KEY}.250x250.fail` },
+      { action: 'quarantine', name: `${KEY}.json` },
+      { action: 'remove', name: `${KEY}.x200.webp` },
+    ]);
+  });
+  const single: Array<[Parameters<typeof repairSteps>[0], ReturnType<typeof repairSteps>]> = [
+    [{ kind: 'damaged-thumbnail', name: `${KEY}.150x.jpg`, key: KEY }, [{ action: 'quarantine', name: `${KEY}.150x.jpg` }]],
+    [{ kind: 'stale-temp', name: '.x.1.a.tmp', key: null }, [{ action: 'remove', name: '.x.1.a.tmp' }]],
+    [{ kind: 'stale-lock', name: `${KEY}.lock`, key: KEY }, [{ action: 'remove-directory', name: `${KEY}.lock` }]],
+    [{ kind: 'missing-sidecar', name: `${OTHER}.png`, key: OTHER }, [{ action: 'rebuild-sidecar', name: `${OTHER}.png` }]],
+  ];
+  for (const [finding, expected] of single) it(finding.kind, () => assert.deepEqual(repairSteps(finding, names), expected));
+});
