@@ -1,0 +1,146 @@
+/**
+ * `imageproxy serve`: runs the HTTP server (public listener and admin listener) until a
+ * signal. SIGHUP re-reads the config and secrets and applies them without dropping a
+ * request (an invalid new config is refused, the running one kept); SIGTERM/SIGINT stop
+ * accepting, let requests finish within `shutdownGraceMs`, answer the rest 503
+ * `shutting_down` and exit 0.
+ */
+import { Command, Option } from 'commander';
+import { relative, resolve } from 'node:path';
+import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
+import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
+import { createLogger, type Logger } from '../log.js';
+import { probeTreeWritable } from '../readiness.js';
+import { resolveSecrets } from '../secrets.js';
+import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
+import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
+
+type ServeOptions = CommonOptions & Record<string, unknown>;
+
+/** The config layer the serve flags make; kept for reloads, so a flag keeps winning over the file. */
+function flagLayer(options: ServeOptions): ConfigLayer {
+  const flags: ConfigLayer = {};
+  if (typeof options.listen === 'string') flags.listen = options.listen;
+  if (typeof options.adminListen === 'string') setKey(flags, 'admin.listen', options.adminListen === 'off' ? null : options.adminListen);
+  if (typeof options.delivery === 'string') flags.delivery = options.delivery;
+  if (typeof options.engine === 'string') flags.engine = options.engine;
+  if (typeof options.logLevel === 'string') flags.logLevel = options.logLevel;
+  if (options.allowPrivateNetworks === true) flags.allowPrivateNetworks = true;
+  if (options.calendarYearWeeks === true) flags.calendarYearWeeks = true;
+  if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger('--max-bytes', options.maxBytes));
+  return flags;
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const flags = flagLayer(options);
+  const config = loadConfig(options, flags);
+  const root = resolve(config.root);
+  // Before the secret is generated under it, and before anything listens.
+  try {
+    await probeTreeWritable(root);
+  } catch (error) {
+    throw new UsageError(`root ${root} cannot be created or written: ${(error as Error).message}`);
+  }
+  const logger = createLogger(config.logLevel);
+  const secrets = resolveSecrets(config, true);
+  if (secrets.generatedAt !== null) {
+    logger.warn(
+      { file: secrets.generatedAt },
+      `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
+    );
+  }
+  let running: RunningServer;
+  try {
+    running = await startServer({ config, secrets: secrets.secrets, logger });
+  } catch (error) {
+    if (error instanceof StartRefused) throw new UsageError(error.message);
+    throw error;
+  }
+  logger.info(
+    {
+      address: running.url,
+      admin: running.adminUrl,
+      root: running.store.root,
+      buckets: Object.keys(config.buckets),
+      sizes: config.sizes,
+      engine: config.engine,
+      delivery: config.delivery,
+      allowPrivateNetworks: config.allowPrivateNetworks,
+      secrets: secrets.source,
+      shutdownGraceMs: config.shutdownGraceMs,
+    },
+    `listening on ${running.url}${running.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${running.adminUrl}`}`,
+  );
+  if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(running.url, root, config));
+
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+  process.on('SIGHUP', () => void reload(options, flags, running, logger));
+  const shutdown = (signal: string): void => {
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: no new connections; requests in flight may finish');
+    running.close().then(
+      (summary) => {
+        logger.info(summary, 'stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'stopping failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** SIGHUP: the same loading as at start; on any failure the running settings stay. */
+async function reload(options: ServeOptions, flags: ConfigLayer, running: RunningServer, logger: Logger): Promise<void> {
+  let config: Config;
+  let secrets: string[];
+  try {
+    config = loadConfig(options, flags);
+    // No secret is generated on reload: one that vanished is an error to see, not to paper over.
+    secrets = resolveSecrets(config, false).secrets;
+  } catch (error) {
+    const reason = error instanceof ConfigError || error instanceof UsageError ? error.message : String(error);
+    logger.error({ reason }, `RELOAD REFUSED: ${reason}; still running with the previous config and secrets`);
+    return;
+  }
+  try {
+    const summary = await running.reload(config, secrets);
+    logger.info(summary, summary.changed.length === 0 ? 'reloaded: nothing changed' : `reloaded: ${summary.changed.join(', ')} changed; ${summary.secrets} secrets`);
+  } catch (error) {
+    const reason = error instanceof ReloadRefused ? error.message : String(error);
+    logger.error({ reason, err: error instanceof ReloadRefused ? undefined : error }, `RELOAD REFUSED: ${reason}; still running with the previous config and secrets`);
+  }
+}
+
+/** Ready to paste: sign a link with the generated secret and fetch it. */
+function firstLinkExample(url: string, root: string, config: Config): string {
+  const script = resolve(process.argv[1] ?? 'dist/server/cli.js');
+  const fromHere = relative(process.cwd(), script);
+  // Relative inside the checkout (`npm start`), absolute from anywhere else.
+  const cli = `node ${fromHere.startsWith('..') ? script : fromHere}`;
+  const imageUrl = 'https://upload.wikimedia.org/wikipedia/commons/3/3f/JPEG_example_flower.jpg';
+  const sign = `${cli} sign ${imageUrl} --root ${root}${config.calendarYearWeeks ? ' --calendar-year-weeks' : ''}`;
+  return [
+    '',
+    'First link: sign an image URL with the generated secret, then fetch it:',
+    `  ${sign}`,
+    `  curl -sS -o /tmp/imageproxy-first.jpg -w '%{http_code} %{content_type} %{size_download}\\n' "${url}$(${sign})"`,
+    `For an image served from this machine (http://127.0.0.1:…), start serve with --allow-private-networks.`,
+    '',
+  ].join('\n');
+}
+
+export function register(program: Command): void {
+  withCommon(program.command('serve').description('run the HTTP server (SIGHUP reloads config and secrets, SIGTERM stops gracefully)'))
+    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)')
+    .option('--admin-listen <host:port|off>', 'address of the admin listener (/metrics, /healthz, /readyz); off: none')
+    .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
+    .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
+    .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
+    .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP)
+    .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
+    .addOption(new Option('--log-level <level>').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(serve);
+}

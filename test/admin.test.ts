@@ -1,0 +1,185 @@
+// The admin listener against the whole server in-process: metrics only there (no spelling
+// of /metrics answers metrics on the public listener), /healthz on both, /readyz proves
+// the tree takes a write and the engine answers. Nothing leaves 127.0.0.1.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { STATE_DIRECTORY } from '../server/layout.js';
+import { createLogger } from '../server/log.js';
+import { makeTempRoot, removeTempRoot, request, signedPath } from './helpers.js';
+import { startOrigin, type Origin } from './origin.js';
+
+const SECRET = 'admin-secret';
+
+async function start(root: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
+  const config = buildConfig({
+    flags: {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      root,
+      secrets: [SECRET],
+      allowPrivateNetworks: true,
+      logLevel: 'silent',
+      statsRefreshSeconds: 0,
+      ...overrides,
+    },
+  });
+  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+}
+
+const METRICS_SPELLINGS = ['/metrics', '/metrics/', '/Metrics', '/METRICS?x=1', '//metrics', '/%6detrics'];
+
+describe('admin listener', () => {
+  let workDir: string;
+  let app: RunningServer;
+  let origin: Origin;
+  let jpeg: Buffer;
+
+  before(async () => {
+    workDir = await makeTempRoot('imageproxy-admin-');
+    jpeg = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#3a6' } }).jpeg().toBuffer();
+    origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+    app = await start(join(workDir, 'tree'));
+  });
+  after(async () => {
+    await app.close();
+    await origin.close();
+    await removeTempRoot(workDir);
+  });
+
+  for (const spelling of METRICS_SPELLINGS) {
+    it(`public ${spelling}: no metrics (a link refusal instead)`, async () => {
+      const answer = await request(app.url, spelling);
+      assert.notEqual(answer.status, 200);
+      assert.ok([400, 404].includes(answer.status), `status ${answer.status}`);
+      assert.ok(answer.headers.get('x-imageproxy-error'), 'answered by the link parser');
+      assert.doesNotMatch(answer.body.toString(), /imageproxy_|# HELP|# TYPE/);
+    });
+  }
+
+  it('admin /metrics: 200, Prometheus text with the app and process metrics', async () => {
+    assert.ok(app.adminUrl);
+    const answer = await request(app.adminUrl, '/metrics');
+    assert.equal(answer.status, 200);
+    assert.match(answer.headers.get('content-type') ?? '', /^text\/plain/);
+    const text = answer.body.toString();
+    assert.match(text, /^# TYPE imageproxy_responses_total counter$/m);
+    assert.match(text, /^# TYPE imageproxy_queue_depth gauge$/m);
+    assert.match(text, /^imageproxy_queue_depth\{queue="requests"\} \d+$/m);
+    assert.match(text, /^imageproxy_queue_depth\{queue="resize"\} 0$/m);
+    assert.match(text, /^imageproxy_nodejs_eventloop_lag_p99_seconds /m);
+    assert.match(text, /^imageproxy_process_resident_memory_bytes /m);
+  });
+
+  it('admin serves exact paths only: /Metrics and /metrics/ are 404 there too', async () => {
+    assert.ok(app.adminUrl);
+    for (const path of ['/Metrics', '/metrics/', '/nothing']) {
+      assert.equal((await request(app.adminUrl, path)).status, 404, path);
+    }
+    assert.equal((await request(app.adminUrl, '/metrics', { method: 'POST' })).status, 405);
+  });
+
+  it('/healthz answers 200 ok on both listeners', async () => {
+    assert.ok(app.adminUrl);
+    for (const base of [app.url, app.adminUrl]) {
+      const answer = await request(base, '/healthz');
+      assert.equal(answer.status, 200, base);
+      assert.equal(answer.body.toString(), 'ok\n');
+    }
+  });
+
+  it('/readyz: 200 ready, leaves no probe file, and is not on the public listener', async () => {
+    assert.ok(app.adminUrl);
+    const answer = await request(app.adminUrl, '/readyz');
+    assert.equal(answer.status, 200, answer.body.toString());
+    assert.equal(answer.body.toString(), 'ready\n');
+    assert.deepEqual(await readdir(join(workDir, 'tree', STATE_DIRECTORY)), []);
+    assert.notEqual((await request(app.url, '/readyz')).status, 200);
+  });
+
+  it('responses_total counts miss, variant and hit by bucket', async () => {
+    assert.ok(app.adminUrl);
+    const imageUrl = origin.url('/counted.jpg').href;
+    const link = (size: string, bucket = 'f'): string => signedPath({ secret: SECRET, imageUrl, atMs: Date.now(), size, bucket });
+    assert.equal((await request(app.url, link('full'))).status, 200); // nothing stored: miss
+    assert.equal((await request(app.url, link('full'))).status, 200); // hit
+    assert.equal((await request(app.url, link('x200'))).status, 200); // original stored, thumbnail made: variant
+    assert.equal((await request(app.url, link('x200'))).status, 200); // hit
+    assert.equal((await request(app.url, link('150x', 't'))).status, 200); // other bucket, nothing stored: miss
+    const text = (await request(app.adminUrl, '/metrics')).body.toString();
+    assert.match(text, /^imageproxy_responses_total\{outcome="miss",bucket="f"\} 1$/m);
+    assert.match(text, /^imageproxy_responses_total\{outcome="hit",bucket="f"\} 2$/m);
+    assert.match(text, /^imageproxy_responses_total\{outcome="variant",bucket="f"\} 1$/m);
+    assert.match(text, /^imageproxy_responses_total\{outcome="miss",bucket="t"\} 1$/m);
+    assert.equal(origin.requests.length, 2);
+  });
+});
+
+describe('admin listener off and readiness failures', () => {
+  let workDir: string;
+  before(async () => {
+    workDir = await makeTempRoot('imageproxy-admin-off-');
+  });
+  after(async () => {
+    await removeTempRoot(workDir);
+  });
+
+  it('admin.listen null: no admin listener, and still no metrics on the public one', async () => {
+    const app = await start(join(workDir, 'off'), { admin: { listen: null } });
+    try {
+      assert.equal(app.adminUrl, null);
+      for (const spelling of METRICS_SPELLINGS) {
+        const answer = await request(app.url, spelling);
+        assert.notEqual(answer.status, 200, spelling);
+        assert.doesNotMatch(answer.body.toString(), /# TYPE/);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('a root that turns read-only makes /readyz 503 naming the tree check, and 200 again once writable', async (t) => {
+    const root = join(workDir, 'ro');
+    await mkdir(root, { recursive: true });
+    const asRoot = process.getuid?.() === 0;
+    let makeReadOnly: () => Promise<void>;
+    let makeWritable: () => Promise<void>;
+    if (asRoot) {
+      // chmod does not stop root: a tmpfs remounted read-only does.
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', root], { stdio: 'ignore' });
+      } catch {
+        t.skip('running as root without permission to mount a tmpfs: cannot make a read-only root');
+        return;
+      }
+      makeReadOnly = async () => void execFileSync('mount', ['-o', 'remount,ro', root]);
+      makeWritable = async () => void execFileSync('mount', ['-o', 'remount,rw', root]);
+    } else {
+      makeReadOnly = () => chmod(join(root, STATE_DIRECTORY), 0o555);
+      makeWritable = () => chmod(join(root, STATE_DIRECTORY), 0o755);
+    }
+    const app = await start(root);
+    try {
+      assert.ok(app.adminUrl);
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+      await makeReadOnly();
+      const refused = await request(app.adminUrl, '/readyz');
+      assert.equal(refused.status, 503);
+      assert.match(refused.body.toString(), /^not ready: tree: /);
+      assert.doesNotMatch(refused.body.toString(), /engine:/);
+      // Liveness is not readiness: the process is alive.
+      assert.equal((await request(app.adminUrl, '/healthz')).status, 200);
+      await makeWritable();
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+    } finally {
+      await makeWritable().catch(() => {});
+      await app.close();
+      if (asRoot) execFileSync('umount', [root], { stdio: 'ignore' });
+    }
+  });
+});
