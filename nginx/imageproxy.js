@@ -282,8 +282,23 @@ function linkStem(r) {
     return '';
 }
 
+/*
+ * js_header_filter of the error locations (server/nginxConfig.ts). It runs before
+ * nginx's add_header, and deletes what an earlier pass of the same request left: the
+ * app's Cache-Control for the image, copied on X-Accel-Redirect before nginx opened the
+ * file (then unreadable or gone), or the file headers of a hit whose Range turned out
+ * unsatisfiable. The error location's add_header lines are then the only ones.
+ */
+function clearFileHeaders(r) {
+    var names = config.fileHeaderNames;
+    for (var index = 0; index < names.length; index++) {
+        delete r.headersOut[names[index]];
+    }
+}
+
 export default {
     linkStem: linkStem,
+    clearFileHeaders: clearFileHeaders,
     verifyLink: verifyLink,
     weekSuffixes: weekSuffixes,
     sizeLabel: sizeLabel

@@ -2,15 +2,18 @@
 # Creates the bucket tree for imageproxy: the root, owned by the app's user, and the
 # 64 × 64 directories of every configured bucket (imageproxy init-buckets, idempotent).
 # Directories are 0755 and files the app writes 0644, so nginx (another user) can read
-# them and only the app can write.
+# them and only the app can write. Then checks that nginx's user can enter every
+# directory from / down to the root, and names the one that keeps it out (a warning).
 #
-# usage: scripts/setup-tree.sh CONFIG [APP_USER]
-#   CONFIG    the JSON config the app runs with (its "root" and "buckets" are used)
-#   APP_USER  the user the app runs as (default: imageproxy); created if missing when run as root
+# usage: scripts/setup-tree.sh CONFIG [APP_USER [NGINX_USER]]
+#   CONFIG      the JSON config the app runs with (its "root" and "buckets" are used)
+#   APP_USER    the user the app runs as (default: imageproxy); created if missing when run as root
+#   NGINX_USER  the user nginx's workers run as (default: www-data, Debian's)
 set -eu
 
-config=${1:?usage: scripts/setup-tree.sh CONFIG [APP_USER]}
+config=${1:?usage: scripts/setup-tree.sh CONFIG [APP_USER [NGINX_USER]]}
 app_user=${2:-imageproxy}
+nginx_user=${3:-www-data}
 here=$(cd "$(dirname "$0")/.." && pwd)
 cli="$here/dist/server/cli.js"
 [ -f "$cli" ] || { echo "setup-tree: $cli is missing: run 'npm ci && npm run build' in $here first" >&2; exit 1; }
@@ -33,3 +36,31 @@ else
   (umask 022; node "$cli" init-buckets --config "$config")
 fi
 echo "setup-tree: $root ready"
+
+# Can nginx's user enter DIR? As root, the kernel answers for that user (ACLs included).
+nginx_can_enter() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "$nginx_user" -- test -x "$1"
+  else
+    test -x "$1"
+  fi
+}
+
+if ! id "$nginx_user" >/dev/null 2>&1; then
+  echo "setup-tree: warning: no user $nginx_user: cannot check that nginx can enter $root (name nginx's user as the third argument)" >&2
+elif [ "$(id -u)" != 0 ] && [ "$(id -un)" != "$nginx_user" ]; then
+  echo "setup-tree: warning: not root: cannot check that $nginx_user can enter $root (run as root, or look at namei -l $root)" >&2
+else
+  # Up from the root to /: the topmost directory nginx cannot enter is the one to fix
+  # (everything below it fails too).
+  blocked=
+  dir=$root
+  while :; do
+    nginx_can_enter "$dir" || blocked=$dir
+    [ "$dir" = / ] && break
+    dir=$(dirname "$dir")
+  done
+  if [ -n "$blocked" ]; then
+    echo "setup-tree: warning: nginx's user $nginx_user cannot enter $blocked (mode $(stat -c %a "$blocked"), owner $(stat -c %U:%G "$blocked")), so nginx cannot read $root: run chmod o+x '$blocked' (or chgrp $nginx_user '$blocked' && chmod g+x '$blocked')" >&2
+  fi
+fi
