@@ -3,13 +3,13 @@
  * lock (two admins at once lose nothing) with an atomic rewrite, and watch it from a
  * running server. Thin I/O over server/blocklist.ts.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { emptyBlocklist, formatBlocklist, parseBlocklist, withConfigHosts, type Blocklist } from './blocklist.js';
 import { ImageproxyError } from './errors.js';
 import { STATE_DIRECTORY, tempFileName } from './layout.js';
+import { writerUnique } from './store.js';
 
 export const BLOCKLIST_FILE_NAME = 'blocklist.json';
 
@@ -43,7 +43,7 @@ export async function readBlocklist(root: string): Promise<Blocklist> {
 }
 
 async function writeAtomic(path: string, directory: string, text: string): Promise<void> {
-  const tempPath = join(directory, tempFileName(BLOCKLIST_FILE_NAME, `${process.pid}.${randomBytes(6).toString('hex')}`));
+  const tempPath = join(directory, tempFileName(BLOCKLIST_FILE_NAME, writerUnique()));
   const handle = await open(tempPath, 'wx', 0o644);
   try {
     await handle.writeFile(text);

@@ -21,8 +21,19 @@ export interface Limits {
   connectTimeoutMs: number;
   totalTimeoutMs: number;
   maxRedirects: number;
-  /** Thumbnails being made or waiting for the engine; past this, `busy` (503). */
+  /** Origin fetches running at once (each holds up to maxBytes in memory until stored). */
+  maxConcurrentFetches: number;
+  /** Fetches waiting for a slot; past this, `busy` (503) at once. */
+  maxQueuedFetches: number;
+  /** Thumbnails being made at once. */
+  maxConcurrentResizes: number;
+  /**
+   * Thumbnails waiting (for a slot, or for their original's fetch); past this, `busy` at
+   * once. Before the resize slots existed it counted running ones too.
+   */
   maxQueuedResizes: number;
+  /** Longest wait in either queue before `busy`; below nginx's proxy_read_timeout (120 s). */
+  maxQueueWaitMs: number;
 }
 
 export interface Config {
@@ -47,6 +58,8 @@ export interface Config {
   singleFlightWaitMs: number;
   /** Temp files older than this are leftovers of a crash and are removed. */
   tempMaxAgeSeconds: number;
+  /** Period of the heal pass (stale temps and locks, missing sidecars, damaged files); 0: none, not even at start. */
+  healIntervalSeconds: number;
   /** Period of the background walk behind the tree gauges (`imageproxy_tree_*`); 0: no walk. */
   statsRefreshSeconds: number;
   backoff: { initialSeconds: number; maxSeconds: number };
@@ -56,6 +69,10 @@ export interface Config {
   stripMetadata: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   nginx: { listen: string; internalPrefix: string };
+  /** The operators' listener (`/metrics`, `/healthz`, `/readyz`); null: none. */
+  admin: { listen: string | null };
+  /** On SIGTERM/SIGINT, how long requests in flight may still finish before they answer 503 `shutting_down`. */
+  shutdownGraceMs: number;
 }
 
 /** Defaults, each with its reason. */
@@ -89,13 +106,27 @@ export const DEFAULT_CONFIG: Config = {
     connectTimeoutMs: 5000,
     totalTimeoutMs: 30_000,
     maxRedirects: 3,
-    // Beyond this many thumbnails waiting, answering 503 at once beats holding memory
-    // and sockets. A count, not a time: with jimp (far slower than sharp, README
-    // Benchmarks) a full queue is much longer work; lower it there.
+    // Fetches wait on the network, not the CPU, so several overlap well; each holds its
+    // body (up to maxBytes) until stored, so this times maxBytes bounds that memory.
+    maxConcurrentFetches: 8,
+    // Waiting costs a socket and no body; more than this would not get through
+    // within maxQueueWaitMs on a slow origin anyway.
+    maxQueuedFetches: 64,
+    // Resizing is CPU work: two keep two cores busy; more add decode buffers, not speed.
+    maxConcurrentResizes: 2,
+    // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;
+    // the wait itself is bounded by maxQueueWaitMs, whichever engine is slow.
     maxQueuedResizes: 100,
+    // Well below the rendered nginx proxy_read_timeout (120 s): a client gets `busy` with
+    // Retry-After, not nginx's 504 after work it can no longer receive.
+    maxQueueWaitMs: 20_000,
   },
   singleFlightWaitMs: 30_000,
   tempMaxAgeSeconds: 3600,
+  // A day: what a crash leaves is healed by the pass at start, and the app moves a
+  // damaged original aside when it looks one up; the periodic pass is for what nginx
+  // alone serves, and it reads the head of every image and every sidecar of the tree.
+  healIntervalSeconds: 86_400,
   // Ten minutes: a walk reads every directory entry of the tree, so on a tree of millions
   // of files it is real disk work; tree figures change slowly, and dashboards look at
   // trends, so fresher gauges would cost I/O for nothing.
@@ -114,6 +145,12 @@ export const DEFAULT_CONFIG: Config = {
   stripMetadata: true,
   logLevel: 'info',
   nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy' },
+  // Metrics and readiness on a listener of their own, loopback only: a path-based block
+  // in front of a router that ignores case and trailing slashes leaks, a socket cannot.
+  admin: { listen: '127.0.0.1:9091' },
+  // Most misses end within a few seconds; ten lets them finish and still leaves systemd's
+  // TimeoutStopSec (15 s in contrib/imageproxy.service) time for the 503s and the exit.
+  shutdownGraceMs: 10_000,
 };
 
 export class ConfigError extends Error {
@@ -150,7 +187,11 @@ export function readConfigFile(path: string): ConfigLayer {
  * Environment variables and the config key each one sets. Lists are comma-separated;
  * `IMAGEPROXY_BUCKETS` is `i,f,t,old:legacy`.
  */
-export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' | 'number' | 'boolean' | 'list' | 'numberList' | 'buckets' }> = [
+export const ENV_KEYS: ReadonlyArray<{
+  env: string;
+  key: string;
+  kind: 'string' | 'number' | 'boolean' | 'list' | 'numberList' | 'buckets' | 'listenOrOff';
+}> = [
   { env: 'IMAGEPROXY_LISTEN', key: 'listen', kind: 'string' },
   { env: 'IMAGEPROXY_ROOT', key: 'root', kind: 'string' },
   { env: 'IMAGEPROXY_SECRETS', key: 'secrets', kind: 'list' },
@@ -170,13 +211,20 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; kind: 'string' 
   { env: 'IMAGEPROXY_TOTAL_TIMEOUT_MS', key: 'limits.totalTimeoutMs', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_REDIRECTS', key: 'limits.maxRedirects', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_QUEUED_RESIZES', key: 'limits.maxQueuedResizes', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_CONCURRENT_FETCHES', key: 'limits.maxConcurrentFetches', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_QUEUED_FETCHES', key: 'limits.maxQueuedFetches', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_CONCURRENT_RESIZES', key: 'limits.maxConcurrentResizes', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_QUEUE_WAIT_MS', key: 'limits.maxQueueWaitMs', kind: 'number' },
   { env: 'IMAGEPROXY_SINGLE_FLIGHT_WAIT_MS', key: 'singleFlightWaitMs', kind: 'number' },
   { env: 'IMAGEPROXY_STATS_REFRESH_SECONDS', key: 'statsRefreshSeconds', kind: 'number' },
+  { env: 'IMAGEPROXY_HEAL_INTERVAL_SECONDS', key: 'healIntervalSeconds', kind: 'number' },
   { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
   { env: 'IMAGEPROXY_STRIP_METADATA', key: 'stripMetadata', kind: 'boolean' },
   { env: 'IMAGEPROXY_LOG_LEVEL', key: 'logLevel', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_LISTEN', key: 'nginx.listen', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_INTERNAL_PREFIX', key: 'nginx.internalPrefix', kind: 'string' },
+  { env: 'IMAGEPROXY_ADMIN_LISTEN', key: 'admin.listen', kind: 'listenOrOff' },
+  { env: 'IMAGEPROXY_SHUTDOWN_GRACE_MS', key: 'shutdownGraceMs', kind: 'number' },
 ];
 
 /** Sets a dotted key (`limits.maxBytes`) in a layer. */
@@ -196,6 +244,8 @@ function parseEnvValue(name: string, key: string, kind: (typeof ENV_KEYS)[number
   switch (kind) {
     case 'string':
       return raw;
+    case 'listenOrOff':
+      return raw.trim() === '' || raw.trim().toLowerCase() === 'off' ? null : raw;
     case 'number': {
       const value = Number(raw);
       if (raw.trim() === '' || !Number.isFinite(value)) throw new ConfigError(key, `${name}=${raw} is not a number`);
@@ -367,6 +417,13 @@ export function validateConfig(raw: ConfigLayer): Config {
   rejectUnknownKeys('quality', quality, DEFAULT_CONFIG.quality);
   const nginx = expectObject('nginx', raw.nginx);
   rejectUnknownKeys('nginx', nginx, DEFAULT_CONFIG.nginx);
+  const admin = expectObject('admin', raw.admin);
+  rejectUnknownKeys('admin', admin, DEFAULT_CONFIG.admin);
+  const listen = expectListen('listen', raw.listen);
+  const adminListen = admin.listen === null ? null : expectListen('admin.listen', admin.listen);
+  if (adminListen !== null && adminListen === listen && splitListen(listen).port !== 0) {
+    throw new ConfigError('admin.listen', 'must differ from listen (metrics stay off the public listener); null turns it off');
+  }
   const internalPrefix = expectString('nginx.internalPrefix', nginx.internalPrefix);
   if (!PREFIX_PATTERN.test(internalPrefix)) {
     throw new ConfigError('nginx.internalPrefix', 'must be / followed by letters, digits, _ or - (e.g. /_imageproxy)');
@@ -382,7 +439,7 @@ export function validateConfig(raw: ConfigLayer): Config {
 
   const backoffInitial = expectInteger('backoff.initialSeconds', backoff.initialSeconds, 1);
   return {
-    listen: expectListen('listen', raw.listen),
+    listen,
     root,
     secrets,
     secretFile,
@@ -401,11 +458,17 @@ export function validateConfig(raw: ConfigLayer): Config {
       connectTimeoutMs: expectInteger('limits.connectTimeoutMs', limits.connectTimeoutMs, 1),
       totalTimeoutMs: expectInteger('limits.totalTimeoutMs', limits.totalTimeoutMs, 1),
       maxRedirects: expectInteger('limits.maxRedirects', limits.maxRedirects, 0, 20),
-      maxQueuedResizes: expectInteger('limits.maxQueuedResizes', limits.maxQueuedResizes, 1),
+      maxConcurrentFetches: expectInteger('limits.maxConcurrentFetches', limits.maxConcurrentFetches, 1, 1024),
+      maxQueuedFetches: expectInteger('limits.maxQueuedFetches', limits.maxQueuedFetches, 0),
+      maxConcurrentResizes: expectInteger('limits.maxConcurrentResizes', limits.maxConcurrentResizes, 1, 256),
+      maxQueuedResizes: expectInteger('limits.maxQueuedResizes', limits.maxQueuedResizes, 0),
+      // nginx gives up on the app after proxy_read_timeout (120 s in the rendered config).
+      maxQueueWaitMs: expectInteger('limits.maxQueueWaitMs', limits.maxQueueWaitMs, 1, 119_999),
     },
     singleFlightWaitMs: expectInteger('singleFlightWaitMs', raw.singleFlightWaitMs, 1),
     tempMaxAgeSeconds: expectInteger('tempMaxAgeSeconds', raw.tempMaxAgeSeconds, 1),
     statsRefreshSeconds: expectInteger('statsRefreshSeconds', raw.statsRefreshSeconds, 0),
+    healIntervalSeconds: expectInteger('healIntervalSeconds', raw.healIntervalSeconds, 0),
     backoff: {
       initialSeconds: backoffInitial,
       maxSeconds: expectInteger('backoff.maxSeconds', backoff.maxSeconds, backoffInitial),
@@ -419,6 +482,8 @@ export function validateConfig(raw: ConfigLayer): Config {
     stripMetadata: expectBoolean('stripMetadata', raw.stripMetadata),
     logLevel: expectOneOf('logLevel', raw.logLevel, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     nginx: { listen: expectListen('nginx.listen', nginx.listen), internalPrefix },
+    admin: { listen: adminListen },
+    shutdownGraceMs: expectInteger('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
   };
 }
 

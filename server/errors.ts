@@ -30,6 +30,19 @@ export const ERROR_STATUS = {
   blocked: 451,
   // resizing
   bad_image: 502,
+  // the tree on disk (server/diskErrors.ts)
+  storage_full: 507,
+  storage_unwritable: 500,
+  // the server is stopping and this request did not finish within shutdownGraceMs
+  shutting_down: 503,
+  // answered by nginx itself, never by the app (server/nginxConfig.ts NGINX_ERROR_ANSWERS)
+  bad_request: 400,
+  forbidden: 403,
+  request_too_large: 413,
+  link_too_long: 414,
+  range_not_satisfiable: 416,
+  app_unavailable: 502,
+  app_timeout: 504,
   // anything we did not foresee
   internal: 500,
 } as const;
@@ -41,8 +54,10 @@ export interface ImageproxyErrorOptions {
   cause?: unknown;
   /** Extra facts for the log line (never sent to the client). */
   detail?: string;
-  /** For `backoff` and `busy`: seconds until a retry may succeed (sent as Retry-After). */
+  /** For `backoff`, `busy` and `shutting_down`: seconds until a retry may succeed (sent as Retry-After). */
   retryAfterSeconds?: number;
+  /** For a failure answered again from its backoff record: when it happened (ISO), sent as X-Imageproxy-Remembered. */
+  rememberedAt?: string;
 }
 
 export class ImageproxyError extends Error {
@@ -50,6 +65,7 @@ export class ImageproxyError extends Error {
   readonly status: number;
   readonly detail: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly rememberedAt: string | undefined;
 
   /** `message` is public: keep it short and free of untrusted text. */
   constructor(code: ErrorCode, message: string, options: ImageproxyErrorOptions = {}) {
@@ -59,6 +75,7 @@ export class ImageproxyError extends Error {
     this.status = ERROR_STATUS[code];
     this.detail = options.detail;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.rememberedAt = options.rememberedAt;
   }
 }
 

@@ -13,8 +13,15 @@ export interface ImageRequest {
   key: string;
 }
 
+/**
+ * What the tree held when the request came: `hit` the file asked for; `variant` only its
+ * original (the thumbnail was made, or waited for, now); `miss` nothing (the original was
+ * fetched, or waited for, now).
+ */
+export type CacheOutcome = 'hit' | 'variant' | 'miss';
+
 export type ImageAnswer =
-  | { kind: 'stored'; image: StoredImage }
+  | { kind: 'stored'; image: StoredImage; cache: CacheOutcome }
   /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
   | { kind: 'passthrough'; bytes: Buffer; contentType: string };
 
@@ -25,5 +32,7 @@ export function variantLabelOf(request: ImageRequest): string | null {
 
 export interface ImageService {
   get(request: ImageRequest): Promise<ImageAnswer>;
+  /** Work waiting or running now, by queue name (for the `imageproxy_queue_depth` gauge). */
+  queueDepths?(): Record<string, number>;
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { Config } from './config.js';
-import { createEngine } from './engines/engine.js';
+import { createEngine, type ResizeEngine } from './engines/engine.js';
 import { createFetcher, type Fetcher } from './fetcher.js';
 import { createFetchingImageService } from './fetchingImages.js';
 import type { ImageService } from './imageService.js';
@@ -19,6 +19,8 @@ export interface ImageServiceParts {
   service: ImageService;
   store: ImageStore;
   fetcher: Fetcher;
+  /** The resize engine the service uses (readiness probes it). */
+  engine: ResizeEngine;
   /** Closes the fetcher's connections and the engine's workers. */
   close(): Promise<void>;
 }
@@ -33,7 +35,9 @@ export async function createImageServiceFor(
   logger: Logger,
   options: ImageServiceOptions = {},
 ): Promise<ImageServiceParts> {
-  const store = new ImageStore(resolve(config.root));
+  const store = new ImageStore(resolve(config.root), {
+    onDamaged: (event) => logger.warn(event, 'damaged stored file moved aside; it will be fetched or made again'),
+  });
   const fetcher = createFetcher({
     limits: config.limits,
     allowPrivateNetworks: config.allowPrivateNetworks,
@@ -60,6 +64,7 @@ export async function createImageServiceFor(
     service,
     store,
     fetcher,
+    engine,
     async close() {
       fetcher.close();
       await service.close();

@@ -69,6 +69,72 @@ export function isTempFileName(name: string): boolean {
   return name.startsWith('.') && name.endsWith('.tmp');
 }
 
+/**
+ * Who wrote a temp file: the writer's pid and a tag of its host. The host is part of the
+ * name because trees are shared by machines (a shared filesystem): a pid means nothing
+ * on another host, so only temps of this host are judged by their writer's life.
+ */
+export interface TempWriter {
+  pid: number;
+  /** hostTag() of the writer's hostname; null in names written before it was recorded. */
+  hostTag: string | null;
+}
+
+/** Eight hex characters naming a host in temp names: short, and free of dots. */
+export function hostTag(hostname: string): string {
+  return createHash('sha256').update(hostname).digest('hex').slice(0, 8);
+}
+
+/** The `{unique}` part of a temp name: `{pid}-{hostTag}.{random}` (random without dots). */
+export function tempUnique(writer: { pid: number; hostTag: string }, random: string): string {
+  return `${writer.pid}-${writer.hostTag}.${random}`;
+}
+
+const TEMP_WRITER_PATTERN = /^(\d+)(?:-([0-9a-f]{8}))?$/;
+
+/**
+ * The writer recorded in a temp name, `.{name}.{pid}[-{hostTag}].{random}.tmp`; null for
+ * a temp name without one (another tool's, or not ours at all).
+ */
+export function tempFileWriter(name: string): TempWriter | null {
+  if (!isTempFileName(name)) return null;
+  const parts = name.slice(0, -'.tmp'.length).split('.');
+  if (parts.length < 4) return null;
+  const match = TEMP_WRITER_PATTERN.exec(parts[parts.length - 2] ?? '');
+  if (match === null) return null;
+  const pid = Number(match[1]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return null;
+  return { pid, hostTag: match[2] ?? null };
+}
+
+/** `{stem}.lock`: a single-flight lock directory of an original or a variant. */
+export function isLockDirectoryName(name: string): boolean {
+  if (!name.endsWith('.lock')) return false;
+  const stem = name.slice(0, -'.lock'.length);
+  const [key, label, ...rest] = stem.split('.');
+  if (key === undefined || !KEY_NAME_PATTERN.test(key) || rest.length > 0) return false;
+  return label === undefined || LABEL_NAME_PATTERN.test(label);
+}
+
+/** `quarantine` under STATE_DIRECTORY: damaged files moved aside, kept for a look, never served. */
+export const QUARANTINE_DIRECTORY = 'quarantine';
+
+/**
+ * Where a damaged file goes, relative to the root: `.imageproxy/quarantine/{bucket}/{name}.{time}`,
+ * time in compact UTC with milliseconds (`20250102T030405.678Z`) so the same name damaged
+ * twice keeps both.
+ */
+export function quarantinePath(bucket: string, name: string, atMs: number): string {
+  const time = new Date(atMs).toISOString().replace(/[-:]/g, '');
+  return `${STATE_DIRECTORY}/${QUARANTINE_DIRECTORY}/${bucket}/${name}.${time}`;
+}
+
+/** The key of a tree file's name (`{key}.…`), or null for a name that is none of ours. */
+export function keyOfTreeFile(name: string): string | null {
+  const key = name.split('.')[0];
+  return key !== undefined && KEY_NAME_PATTERN.test(key) ? key : null;
+}
+
 export function isImageExtension(value: string): value is ImageExtension {
   return (IMAGE_EXTENSIONS as readonly string[]).includes(value);
 }

@@ -5,7 +5,6 @@
  * is walked as a stream with a small pool of entries in flight, so memory stays bounded
  * on trees of millions of files. server/legacyTree.ts decides; this module does the I/O.
  */
-import { randomBytes } from 'node:crypto';
 import { link, lstat, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { originalMetadata, sha256Hex, type OriginalImage } from './originals.js';
@@ -19,7 +18,7 @@ import {
   type LegacyProblemReason,
 } from './legacyTree.js';
 import { FORMAT_INFO, inspectImage, pixelCount } from './sniff.js';
-import type { ImageStore } from './store.js';
+import { writerUnique, type ImageStore } from './store.js';
 import { walkShardFiles } from './treeWalk.js';
 
 export type ImportMode = 'copy' | 'link' | 'move';
@@ -209,7 +208,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     }
     if (options.mode === 'link') {
       // Link under a temp name, then rename over the final one: atomic, like writeAtomic.
-      const tempPath = join(store.directoryOf(entry.bucket, key), tempFileName(finalName, `${process.pid}.${randomBytes(6).toString('hex')}`));
+      const tempPath = join(store.directoryOf(entry.bucket, key), tempFileName(finalName, writerUnique()));
       await link(entry.sourcePath, tempPath);
       try {
         await rename(tempPath, finalPath);

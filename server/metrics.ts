@@ -1,7 +1,7 @@
 /**
- * Prometheus metrics (prom-client), one registry per app so tests can run several apps
- * in one process. Served by the app at `GET /metrics`; the rendered nginx config does
- * not pass that path through, so only whoever reaches the app's own address sees it.
+ * Prometheus metrics (prom-client), one registry per server so tests can run several in
+ * one process. Served only on the admin listener (`admin.listen`, server/http/admin.ts):
+ * the public app has no metrics route in any spelling.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BLOCK_KINDS } from './blocklist.js';
@@ -9,8 +9,16 @@ import type { TreeStats } from './treeStats.js';
 
 export interface Metrics {
   registry: Registry;
-  /** Every answer to a link, by outcome: a stored file, a pass-through, or an error code. */
-  responses: Counter<'outcome'>;
+  /**
+   * Every answer to a link, by bucket and outcome: `hit` (the file asked for was stored),
+   * `variant` (only its original was: the thumbnail was made now), `miss` (nothing was:
+   * the original was fetched now), `passthrough`, or the error code.
+   */
+  responses: Counter<'outcome' | 'bucket'>;
+  /** Work waiting or running, by queue, read from the registered sources at each scrape. */
+  queueDepth: Gauge<'queue'>;
+  /** Registers where a queue's depth is read (replacing an earlier source of that name). */
+  setQueueDepthSource(queue: string, read: () => number): void;
   fetches: Counter<'result'>;
   fetchSeconds: Histogram;
   fetchedBytes: Counter;
@@ -36,15 +44,29 @@ export interface TreeGauges {
 
 export function createMetrics(options: { processMetrics: boolean }): Metrics {
   const registry = new Registry();
+  // Process metrics include the event-loop lag (imageproxy_nodejs_eventloop_lag_*).
   if (options.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'imageproxy_' });
+  const queueSources = new Map<string, () => number>();
   return {
     registry,
     responses: new Counter({
       name: 'imageproxy_responses_total',
-      help: 'Answers to image links, by outcome (stored, passthrough, or the error code)',
-      labelNames: ['outcome'] as const,
+      help: 'Answers to image links, by bucket and outcome (hit, variant, miss, passthrough, or the error code)',
+      labelNames: ['outcome', 'bucket'] as const,
       registers: [registry],
     }),
+    queueDepth: new Gauge({
+      name: 'imageproxy_queue_depth',
+      help: 'Work waiting or running, by queue (requests: link requests in progress; resize: thumbnails queued or being made)',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+      collect() {
+        for (const [queue, read] of queueSources) this.set({ queue }, read());
+      },
+    }),
+    setQueueDepthSource(queue, read) {
+      queueSources.set(queue, read);
+    },
     fetches: new Counter({
       name: 'imageproxy_origin_fetches_total',
       help: 'Fetches from origins, by result (ok, or the error code)',

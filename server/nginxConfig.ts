@@ -19,6 +19,7 @@
  * hit, and njs 0.7.9 keeps no state between requests to cache it in.
  */
 import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from './config.js';
+import { ERROR_STATUS, type ErrorCode } from './errors.js';
 import { IMAGE_EXTENSIONS } from './layout.js';
 import { MAX_EXT_URL_LENGTH } from './link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from './signing.js';
@@ -77,10 +78,60 @@ export const UPSTREAM_NAME = 'imageproxy_app';
 /** Our Cache-Control on X-Accel-Redirect answers, empty when the app sent one. */
 export const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
 export const APP_LOCATION = '@imageproxy_app';
+/** The njs header filter of the error locations (nginx/imageproxy.js). */
+export const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
+/** What nginx adds to a file it serves; an error location deletes these before adding its own. */
+export const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
 export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
-/** Body of the 410 nginx answers itself: `code: message`, as the app words it. */
-export const BAD_SIGNATURE_BODY = 'bad_signature: invalid or expired signature\n';
+
+/**
+ * Every answer nginx makes itself, worded as the app words its errors (server/errors.ts:
+ * the status is the code's): `statuses` are the nginx statuses it replaces. The app's own
+ * error answers pass through untouched (no proxy_intercept_errors): they already are
+ * text with these headers, and more precise.
+ */
+export interface NginxErrorAnswer {
+  code: ErrorCode;
+  message: string;
+  statuses: readonly number[];
+}
+
+export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
+  // A request nginx cannot take: malformed, headers too large (494, sent as 400), an HTTP
+  // version it does not speak (505).
+  { code: 'bad_request', message: 'malformed request', statuses: [400, 494, 505] },
+  // nginx's user cannot read the stored file (a directory above the tree it cannot enter).
+  { code: 'forbidden', message: 'the server cannot read this file', statuses: [403] },
+  // The internal prefix asked for directly, the metrics path, a file purged between the
+  // app's answer and nginx's open.
+  { code: 'not_stored', message: 'image is not stored', statuses: [404] },
+  { code: 'bad_signature', message: 'invalid or expired signature', statuses: [410] },
+  { code: 'request_too_large', message: 'request body too large', statuses: [413] },
+  { code: 'link_too_long', message: 'link too long', statuses: [414] },
+  { code: 'range_not_satisfiable', message: 'range not satisfiable', statuses: [416] },
+  { code: 'internal', message: 'internal error', statuses: [500] },
+  // The app refused or dropped the connection: stopped or restarting.
+  { code: 'app_unavailable', message: 'image service unavailable, try again', statuses: [502] },
+  // nginx answers 503 only for limits an admin adds (limit_req, limit_conn).
+  { code: 'busy', message: 'too busy, try again', statuses: [503] },
+  { code: 'app_timeout', message: 'image service did not answer in time', statuses: [504] },
+];
+
+/** The body of an answer nginx makes itself: `code: message`, as the app's. */
+export function nginxErrorBody(answer: NginxErrorAnswer): string {
+  return `${answer.code}: ${answer.message}\n`;
+}
+
+/**
+ * The internal location answering `code`. A URI, not a named location: nginx cannot
+ * redirect to a named location before it has read the request line (a 414 or a 400
+ * there came out as 500). Exact-match and internal, so it never catches a link (four
+ * or five segments) and answers 404 when asked for from outside.
+ */
+export function errorLocationUri(code: ErrorCode): string {
+  return `/_imageproxy_error/${code}`;
+}
 
 // ---- validation: nothing from the config may end a directive or open a block -----------
 
@@ -183,6 +234,40 @@ function fileHeaders(): string[] {
   return addHeaders({ 'Cache-Control': IMAGE_CACHE_CONTROL, ...SECURITY_HEADERS }, false);
 }
 
+/** `return STATUS "text";` with the text's trailing newline as nginx's `\\n`. */
+function returnText(status: number, text: string): string {
+  const body = text.endsWith('\n') ? text.slice(0, -1) : text;
+  return `return ${status} ${quote(body).slice(0, -1)}${text.endsWith('\n') ? '\\n' : ''}";`;
+}
+
+/**
+ * `error_page` for every status nginx may answer itself. A location with an error_page of
+ * its own inherits none from the server, so this list goes into each such location too.
+ */
+function errorPages(): string[] {
+  return NGINX_ERROR_ANSWERS.map((answer) => `error_page ${answer.statuses.join(' ')} = ${errorLocationUri(answer.code)};`);
+}
+
+/**
+ * One location per answer: text whatever the path looks like (`types {}` empty, so
+ * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
+ * status (`always`). njs first deletes the file headers an earlier pass of the request
+ * left (add_header cannot replace a header): the app's Cache-Control for the image on an
+ * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416.
+ */
+function errorLocations(): string[] {
+  return NGINX_ERROR_ANSWERS.flatMap((answer) => [
+    `location = ${errorLocationUri(answer.code)} {`,
+    '    internal;',
+    '    types { }',
+    '    default_type "text/plain; charset=utf-8";',
+    `    js_header_filter ${ERROR_HEADER_FILTER};`,
+    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true), 1),
+    `    ${returnText(ERROR_STATUS[answer.code], nginxErrorBody(answer))}`,
+    '}',
+  ]);
+}
+
 function typesBlock(): string[] {
   return [
     'types {',
@@ -241,28 +326,32 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     'open_file_cache max=10000 inactive=60s;',
     'open_file_cache_valid 1s;',
     '',
+    "# nginx's own answers: text with the app's headers, never an HTML page (below).",
+    ...errorPages(),
+    // A miss or a link left to the app already went through an error_page (418): its
+    // 502/504 when the app is down must still find theirs.
+    'recursive_error_pages on;',
+    '',
     '# A link: njs checks it (nginx/imageproxy.js) and names the file stem.',
     'location / {',
-    '    default_type "text/plain; charset=utf-8";',
     // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
     `    error_page 418 = ${APP_LOCATION};`,
+    ...indent(errorPages(), 1),
     `    if (${stem} = "") {`,
     '        return 418;',
     '    }',
     `    if (${stem} = "bad_signature") {`,
-    ...indent(
-      addHeaders({ 'X-Imageproxy-Error': 'bad_signature', 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true),
-      2,
-    ),
-    // nginx turns the \n inside a quoted string into a newline.
-    `        return 410 ${quote(BAD_SIGNATURE_BODY.trimEnd()).slice(0, -1)}\\n";`,
+    '        return 410;',
     '    }',
+    // Without `always`: on 200, 206 and 304 only, never on an error.
     ...indent(fileHeaders(), 1),
     `    try_files ${tryFiles} ${APP_LOCATION};`,
     '}',
     '',
+    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
+    // case (Express routes ignore case and a trailing slash); a link has four segments.
     "# The app's metrics are for whoever reaches the app's own address, not for visitors.",
-    'location = /metrics {',
+    'location ~* ^/metrics/?$ {',
     '    return 404;',
     '}',
     '',
@@ -291,6 +380,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
     '}',
+    '',
+    ...errorLocations(),
   ];
 
   return [...httpLevel, 'server {', ...indent(server, 1), '}', ''].join('\n');
@@ -395,7 +486,8 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     '// secrets: keep it 0600/0640, never world-readable. Do not edit; re-render instead.',
     '// buckets: name -> also accept legacy signatures (ext_url without the bucket);',
     '// sizes: the allowed sizes as keys; sizeLabels: size segment -> stored label;',
-    '// calendarYearWeeks: also accept calendar-year week keys; the rest: the URL contract.',
+    '// calendarYearWeeks: also accept calendar-year week keys; fileHeaderNames: headers',
+    "// nginx's error answers delete before adding their own; the rest: the URL contract.",
     'export default {',
     `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
     `    "buckets": {${buckets.join(', ')}},`,
@@ -403,6 +495,7 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     `    "sizeLabels": {${sizeLabels.join(', ')}},`,
     `    "skewSeconds": ${input.skewSeconds},`,
     `    "calendarYearWeeks": ${input.calendarYearWeeks === true},`,
+    `    "fileHeaderNames": [${FILE_HEADER_NAMES.map(jsString).join(', ')}],`,
     `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
     `    "signatureLength": ${SIGNATURE_LENGTH},`,
     `    "signatureBytes": ${SIGNATURE_BYTES}`,

@@ -16,7 +16,8 @@ export interface OriginalImage extends ImageInfo {
 
 /** Where an original came from, for its sidecar. */
 export interface OriginalProvenance {
-  sourceUrl: string;
+  /** null when unknown: a sidecar rebuilt from stored bytes (server/treeHealthWalk.ts). */
+  sourceUrl: string | null;
   originContentType: string | null;
   fetchedAt: string;
 }

@@ -4,21 +4,47 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
   failureFileName,
   fileStem,
+  hostTag,
   imageFileName,
   lockFileName,
-  isTempFileName,
   keyDirectory,
   metadataFileName,
+  quarantinePath,
   tempFileName,
+  tempUnique,
   type ImageExtension,
 } from './layout.js';
+import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './treeHealth.js';
+
+/** This host in temp names (layout.tempUnique): the heal pass judges only its own host's writers by pid. */
+export const THIS_HOST_TAG = hostTag(hostname());
+
+/** A unique temp suffix naming this process as the writer. */
+export function writerUnique(): string {
+  return tempUnique({ pid: process.pid, hostTag: THIS_HOST_TAG }, randomBytes(6).toString('hex'));
+}
+
+/** A stored file the lookup found damaged and moved aside (see ImageStore.find). */
+export interface DamagedFileEvent {
+  relativePath: string;
+  reason: string;
+  /** Where it went, relative to the root. */
+  quarantinedAs: string;
+}
+
+export interface ImageStoreOptions {
+  /** Told about each damaged file `find` moves aside (the server logs it). */
+  onDamaged?: (event: DamagedFileEvent) => void;
+  now?: () => number;
+}
 
 export interface StoredImage {
   /** Absolute path on disk. */
@@ -31,7 +57,11 @@ export interface StoredImage {
 }
 
 export interface ImageMetadata {
-  sourceUrl: string;
+  /**
+   * The image URL it was fetched from; null in a sidecar rebuilt from the stored bytes
+   * (heal pass, `check --repair`), where the URL is unknown: only its hash is the key.
+   */
+  sourceUrl: string | null;
   contentType: string;
   originContentType: string | null;
   bytes: number;
@@ -44,27 +74,109 @@ export interface ImageMetadata {
 }
 
 export class ImageStore {
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    private readonly options: ImageStoreOptions = {},
+  ) {}
 
   directoryOf(bucket: string, key: string): string {
     return join(this.root, keyDirectory(bucket, key));
   }
 
-  /** The stored original (variantLabel null) or variant, whatever its format, or null. */
+  /**
+   * The stored original (variantLabel null) or variant, whatever its format, or null.
+   * A file found damaged is moved aside (with, for an original, its sidecar and
+   * thumbnails) and counts as absent, so the caller fetches or remakes it. The check is
+   * kept cheap, as it runs on every lookup: empty files, and an original whose size is
+   * not its sidecar's; the heal pass and `check` look deeper.
+   */
   async find(bucket: string, key: string, variantLabel: string | null): Promise<StoredImage | null> {
     const directory = keyDirectory(bucket, key);
     const stem = fileStem(key, variantLabel);
     for (const ext of IMAGE_EXTENSIONS) {
-      const relativePath = `${directory}/${imageFileName(stem, ext)}`;
+      const name = imageFileName(stem, ext);
+      const relativePath = `${directory}/${name}`;
       const path = join(this.root, relativePath);
+      let info;
       try {
-        const info = await stat(path);
-        if (info.isFile()) return { path, relativePath, ext, bytes: info.size, modifiedMs: info.mtimeMs };
+        info = await stat(path);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        continue;
       }
+      if (!info.isFile()) continue;
+      // The sidecar is read after the image's stat: it is written before the image, so
+      // it is never older than the image seen.
+      const sidecar = variantLabel === null && info.size > 0 ? await this.readSidecar(bucket, key) : undefined;
+      const reason = damagedImageReason({ name, bytes: info.size, ...(sidecar === undefined ? {} : { sidecar }) });
+      if (reason === null) return { path, relativePath, ext, bytes: info.size, modifiedMs: info.mtimeMs };
+      await this.moveDamagedAside(bucket, key, name, { bytes: info.size, ino: info.ino }, reason);
     }
     return null;
+  }
+
+  /** The sidecar of a key as its byte count: undefined when there is none, null when unreadable. */
+  async readSidecar(bucket: string, key: string): Promise<SidecarReading | undefined> {
+    try {
+      return parseSidecar(await readFile(join(this.directoryOf(bucket, key), metadataFileName(key)), 'utf8'));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Moves a damaged original or thumbnail aside, unless it changed since it was judged
+   * (same inode and size: another process may have replaced it meanwhile). Returns
+   * whether it moved.
+   */
+  private async moveDamagedAside(
+    bucket: string,
+    key: string,
+    name: string,
+    seen: { bytes: number; ino: number },
+    reason: string,
+  ): Promise<boolean> {
+    const directory = this.directoryOf(bucket, key);
+    const now = await stat(join(directory, name)).catch(() => null);
+    if (now === null || now.ino !== seen.ino || now.size !== seen.bytes) return false;
+    const names = await readdir(directory);
+    const isOriginal = name.split('.').length === 2;
+    const steps = repairSteps({ kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
+    const quarantined = await this.applyRepairSteps(bucket, directory, steps);
+    this.options.onDamaged?.({
+      relativePath: `${keyDirectory(bucket, key)}/${name}`,
+      reason,
+      quarantinedAs: quarantined[0] ?? '',
+    });
+    return true;
+  }
+
+  /**
+   * Carries out repair steps (server/treeHealth.ts) in a shard directory of `bucket`
+   * (absolute path), except `rebuild-sidecar`, which needs the image read
+   * (server/treeHealthWalk.ts). A file already gone counts as done. Returns where
+   * quarantined files went, relative to the root.
+   */
+  async applyRepairSteps(bucket: string, directory: string, steps: readonly RepairStep[]): Promise<string[]> {
+    const quarantined: string[] = [];
+    const nowMs = (this.options.now ?? Date.now)();
+    for (const step of steps) {
+      const path = join(directory, step.name);
+      if (step.action === 'remove') await rm(path, { force: true });
+      else if (step.action === 'remove-directory') await rm(path, { force: true, recursive: true });
+      else if (step.action === 'quarantine') {
+        const target = quarantinePath(bucket, step.name, nowMs);
+        await mkdir(dirname(join(this.root, target)), { recursive: true });
+        try {
+          await rename(path, join(this.root, target));
+          quarantined.push(target);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        }
+      }
+    }
+    return quarantined;
   }
 
   /**
@@ -75,7 +187,7 @@ export class ImageStore {
     const directory = this.directoryOf(bucket, key);
     await mkdir(directory, { recursive: true });
     const finalPath = join(directory, fileName);
-    const tempPath = join(directory, tempFileName(fileName, `${process.pid}.${randomBytes(6).toString('hex')}`));
+    const tempPath = join(directory, tempFileName(fileName, writerUnique()));
     const handle = await open(tempPath, 'wx', 0o644);
     try {
       await handle.writeFile(bytes);
@@ -178,33 +290,5 @@ export class ImageStore {
       }
     }
     return created;
-  }
-
-  /** Removes temp files older than maxAgeMs left by crashed writers. Returns how many. */
-  async removeStaleTempFiles(bucket: string, maxAgeMs: number, nowMs: number): Promise<number> {
-    let removed = 0;
-    const bucketDir = join(this.root, bucket);
-    const walk = async (directory: string, depth: number): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(directory, { withFileTypes: true });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw error;
-      }
-      for (const entry of entries) {
-        const path = join(directory, entry.name);
-        if (entry.isDirectory() && depth < 2) await walk(path, depth + 1);
-        else if (entry.isFile() && depth === 2 && isTempFileName(entry.name)) {
-          const info = await stat(path).catch(() => null);
-          if (info !== null && nowMs - info.mtimeMs > maxAgeMs) {
-            await rm(path, { force: true });
-            removed += 1;
-          }
-        }
-      }
-    };
-    await walk(bucketDir, 0);
-    return removed;
   }
 }

@@ -457,7 +457,7 @@ interface Served {
 
 /** Starts `serve`, reads JSON log lines until the listening line, returns its address. */
 async function serve(args: string[], env: Record<string, string>): Promise<Served> {
-  const child = startCli(['serve', '--listen', '127.0.0.1:0', ...args], { cwd, env });
+  const child = startCli(['serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...args], { cwd, env });
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const stop = async (): Promise<number | null> => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

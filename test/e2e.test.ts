@@ -3,9 +3,13 @@
  * `imageproxy nginx-config --standalone-conf` renders, in front of the real app in
  * `accel` delivery, in front of a real origin on 127.0.0.1. Every image URL here points
  * at that loopback origin, so nothing leaves the machine even if the code is broken.
+ * As root, nginx's workers run as nobody (as www-data would in production), so a tree
+ * nginx may not read can be shown; otherwise they run as the test's own user.
  */
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -13,14 +17,49 @@ import { buildConfig } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
-import { CONTENT_SECURITY_POLICY, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
+import { CONTENT_SECURITY_POLICY, ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
+import { runCli } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot, request, signedPath, VECTORS, type Answer } from './helpers.js';
-import { freePort, nginxMissing, startNginx, renderStandaloneWithCli, type RunningNginx } from './nginxHarness.js';
+import { freePort, nginxMissing, startNginx, type RunningNginx } from './nginxHarness.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'e2e-secret';
 const missing = nginxMissing();
 if (missing !== null) console.log(`# e2e skipped: ${missing}`);
+const AS_ROOT = process.getuid?.() === 0;
+/** `user nobody <its group>` for nginx's workers when the tests run as root. */
+const WORKER_USER = AS_ROOT ? `nobody ${execFileSync('id', ['-gn', 'nobody']).toString().trim()}` : undefined;
+
+/** One request written by hand (what node:http refuses to send), answer read until close. */
+async function rawRequest(port: number, text: string): Promise<Answer> {
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, '127.0.0.1', () => socket.end(text));
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+  const split = raw.indexOf('\r\n\r\n');
+  const [statusLine = '', ...headerLines] = raw.subarray(0, split).toString('latin1').split('\r\n');
+  const headers = new Headers();
+  for (const line of headerLines) {
+    const colon = line.indexOf(':');
+    headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, body: raw.subarray(split + 4) };
+}
+
+/** An answer nginx made itself: text `code: message`, the error and security headers, never cached. */
+function assertNginxError(answer: Answer, status: number, code: string, name = code): void {
+  assert.equal(answer.status, status, name);
+  assert.equal(answer.headers.get('content-type'), 'text/plain; charset=utf-8', name);
+  assert.equal(answer.headers.get('x-imageproxy-error'), code, name);
+  assert.equal(answer.headers.get('x-content-type-options'), 'nosniff', name);
+  assert.equal(answer.headers.get('content-security-policy'), CONTENT_SECURITY_POLICY, name);
+  // get() joins repeated headers: equality means exactly one Cache-Control, no-store.
+  assert.equal(answer.headers.get('cache-control'), ERROR_CACHE_CONTROL, name);
+  assert.match(answer.body.toString(), new RegExp(`^${code}: [^\\n<]+\\n$`), name);
+}
 
 describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
   let workDir = '';
@@ -38,6 +77,16 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
   const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> =>
     request(base, path, { method, headers });
   const hitsOf = (path: string): number => origin.requests.filter((request) => request.url === path).length;
+  let nginxPort = 0;
+  /** Stores an image through the app's own address: nginx has never opened (nor cached) it. */
+  async function storeBehindNginx(path: string): Promise<{ link: string; file: string }> {
+    const stored = link(path);
+    const answer = await request(app?.url ?? '', stored);
+    assert.equal(answer.status, 200, path);
+    const target = answer.headers.get('x-accel-redirect') ?? '';
+    assert.match(target, /^\/_imageproxy\//);
+    return { link: stored, file: join(root, target.slice('/_imageproxy/'.length)) };
+  }
 
   function assertImageHeaders(answer: Answer, contentType: string): void {
     assert.equal(answer.headers.get('content-type'), contentType);
@@ -53,6 +102,8 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
       .png()
       .toBuffer();
     workDir = await makeTempRoot('imageproxy-e2e-');
+    // mkdtemp makes it 0700: nginx's workers (nobody, as root) must be able to enter it.
+    await chmod(workDir, 0o755);
     root = join(workDir, 'tree');
 
     origin = await startOrigin((req, res) => {
@@ -63,10 +114,11 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     });
     originUrl = origin.url('').origin;
 
-    const nginxPort = await freePort();
+    nginxPort = await freePort();
     const config = buildConfig({
       flags: {
         listen: '127.0.0.1:0',
+        admin: { listen: '127.0.0.1:0' },
         root,
         secrets: [SECRET],
         delivery: 'accel',
@@ -84,8 +136,12 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
       JSON.stringify({ ...config, listen: new URL(app.url).host, secrets: [SECRET] }, null, 2),
     );
     const prefix = join(workDir, 'nginx');
-    const rendered = await renderStandaloneWithCli(configPath, prefix);
-    nginx = await startNginx(prefix, rendered, nginxPort);
+    const render = await runCli(
+      ['nginx-config', '--config', configPath, '--standalone-conf', '--out', prefix, '--workers', '1', ...(WORKER_USER === undefined ? [] : ['--user', WORKER_USER])],
+      { cwd: workDir },
+    );
+    assert.equal(render.code, 0, render.stderr);
+    nginx = await startNginx(prefix, await readFile(join(prefix, 'nginx.conf'), 'utf8'), nginxPort);
     base = `http://127.0.0.1:${nginxPort}`;
   });
 
@@ -198,11 +254,76 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     assert.equal(post.headers.get('allow'), 'GET, HEAD');
   });
 
-  it("keeps the app's metrics off the public side", async () => {
-    assert.equal((await get('/metrics')).status, 404);
-    const direct = await request(app?.url ?? '', '/metrics');
-    assert.equal(direct.status, 200);
-    assert.match(direct.body.toString(), /imageproxy_origin_fetches_total\{result="ok"\} [1-9]/);
+  it("keeps the app's metrics off the public side, in every spelling, through nginx and on the app's public address", async () => {
+    const spellings = ['/metrics', '/metrics/', '/Metrics', '/METRICS?x=1', '//metrics', '/%6detrics'];
+    for (const spelling of spellings) {
+      for (const [side, base] of [['nginx', `http://127.0.0.1:${nginxPort}`], ['app', app?.url ?? '']] as const) {
+        const answer = await request(base, spelling);
+        assert.notEqual(answer.status, 200, `${side} ${spelling}`);
+        assert.doesNotMatch(answer.body.toString(), /imageproxy_|# HELP|# TYPE/, `${side} ${spelling}`);
+        assert.match(answer.headers.get('x-imageproxy-error') ?? '', /^[a-z_]+$/, `${side} ${spelling}: a text error`);
+      }
+    }
+    const admin = await request(app?.adminUrl ?? '', '/metrics');
+    assert.equal(admin.status, 200);
+    assert.match(admin.body.toString(), /imageproxy_origin_fetches_total\{result="ok"\} [1-9]/);
+  });
+
+  it('puts the week-long Cache-Control on stored images only: 200, 206 and 304, once each', async () => {
+    const path = link('/photo.jpg');
+    const full = await get(path);
+    assert.equal(full.status, 200);
+    const partial = await get(path, { Range: 'bytes=10-19' });
+    assert.equal(partial.status, 206);
+    const notModified = await get(path, { 'If-None-Match': full.headers.get('etag') ?? '' });
+    assert.equal(notModified.status, 304);
+    for (const answer of [full, partial, notModified]) {
+      assert.equal(answer.headers.get('cache-control'), IMAGE_CACHE_CONTROL, String(answer.status));
+      assert.equal(answer.headers.get('x-imageproxy-error'), null, String(answer.status));
+    }
+  });
+
+  it('answers its own 400, 404, 410, 413, 414, 416 and 505 as text with the headers, whatever the path looks like', async () => {
+    const stored = link('/photo.jpg');
+    const expired = link('/photo.jpg', { atMs: Date.now() - 21 * 86_400_000 });
+    const long = `/i/full/AAAAAAAAAAAAAAAA/${'A'.repeat(20_000)}`;
+    const cases: Array<[string, () => Promise<Answer>, number, string]> = [
+      ['internal prefix asked for directly, .jpg path', () => get('/_imageproxy/i/AA/AA/AAAA.jpg'), 404, 'not_stored'],
+      ['a sidecar through the internal prefix', () => get('/_imageproxy/i/AA/AA/AAAA.json'), 404, 'not_stored'],
+      ['expired link', () => get(expired), 410, 'bad_signature'],
+      ['expired link with a .jpg-looking query', () => get(`${expired}?.jpg`), 410, 'bad_signature'],
+      ['request line past the header buffers', () => get(long), 414, 'link_too_long'],
+      ['range past the end of a stored image', () => get(stored, { Range: 'bytes=99999999-' }), 416, 'range_not_satisfiable'],
+      ['body announced past client_max_body_size', () => rawRequest(nginxPort, `GET ${stored} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n`), 413, 'request_too_large'],
+      ['two Host headers', () => rawRequest(nginxPort, 'GET /i/full/x HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n'), 400, 'bad_request'],
+      ['header past the buffers (494)', () => get(stored, { 'X-Long': 'a'.repeat(20_000) }), 400, 'bad_request'],
+      ['an HTTP version nginx does not speak (505)', () => rawRequest(nginxPort, `GET ${stored} HTTP/9.0\r\nHost: x\r\nConnection: close\r\n\r\n`), 400, 'bad_request'],
+    ];
+    for (const [name, answer, status, code] of cases) assertNginxError(await answer(), status, code, name);
+  });
+
+  it('answers 403 as text, never with an image Cache-Control, when nginx may not read a stored file', async () => {
+    const { link: unreadable, file } = await storeBehindNginx('/unreadable.jpg');
+    // Root reads any file: as root the workers are nobody, so 0600 keeps them out.
+    await chmod(file, AS_ROOT ? 0o600 : 0o000);
+    try {
+      assertNginxError(await get(unreadable), 403, 'forbidden', 'hit on an unreadable file');
+    } finally {
+      await chmod(file, 0o644);
+    }
+  });
+
+  it('answers 403 as text with one no-store Cache-Control when the tree sits below a directory nginx cannot enter', { skip: AS_ROOT ? false : 'needs root: nginx and the app are otherwise the same user' }, async () => {
+    const { link: below } = await storeBehindNginx('/below.jpg');
+    // try_files cannot see the file, the app finds it and answers X-Accel-Redirect with
+    // the image's Cache-Control, and nginx's open fails: the case that sent HTML with
+    // the week-long Cache-Control.
+    await chmod(workDir, 0o700);
+    try {
+      assertNginxError(await get(below), 403, 'forbidden', 'X-Accel-Redirect into an unreadable tree');
+    } finally {
+      await chmod(workDir, 0o755);
+    }
   });
 
   it('serves every stored file with the app stopped', async () => {
@@ -219,8 +340,9 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     const proxied = await get(link('/photo.jpg', { proxy: true }));
     assert.equal(proxied.status, 200);
     assert.ok(proxied.body.equals(jpeg));
-    // A miss needs the app: nginx says so, and nothing is served.
-    const miss = await get(link('/new.jpg'));
-    assert.equal(miss.status, 502);
+    // A miss needs the app: nginx says so, as text, and nothing is served; the same for
+    // requests nginx leaves to the app, which reach it through an error_page.
+    assertNginxError(await get(link('/new.jpg')), 502, 'app_unavailable', 'miss');
+    assertNginxError(await get('/i/full/x'), 502, 'app_unavailable', 'not a link');
   });
 });

@@ -28,6 +28,7 @@ async function startApp(root: string, overrides: ConfigLayer = {}, now?: () => n
   const config = buildConfig({
     flags: {
       listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
       root,
       secrets: [SECRET],
       allowPrivateNetworks: true,
@@ -124,9 +125,11 @@ describe('fetch once, store, serve', () => {
       assert.equal(again.status, 200);
       assert.equal(origin.requests.length, 1);
       // What an admin's Prometheus sees of it.
-      const metrics = await (await fetch(`${app.url}/metrics`)).text();
+      const metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
       assert.match(metrics, /^imageproxy_origin_fetches_total\{result="ok"\} 1$/m);
-      assert.match(metrics, /^imageproxy_responses_total\{outcome="stored"\} 101$/m);
+      // The 100 found nothing stored when they came (one fetched, 99 waited for it); the last found the file.
+      assert.match(metrics, /^imageproxy_responses_total\{outcome="miss",bucket="i"\} 100$/m);
+      assert.match(metrics, /^imageproxy_responses_total\{outcome="hit",bucket="i"\} 1$/m);
       assert.match(metrics, new RegExp(`^imageproxy_origin_fetched_bytes_total ${jpeg.length}$`, 'm'));
     });
   });
@@ -161,11 +164,11 @@ describe('fetch once, store, serve', () => {
     });
   });
 
-  test('past limits.maxQueuedResizes a thumbnail answers 503 busy at once, and is made on the next try', async () => {
+  test('past limits.maxQueuedResizes waiting thumbnails a new one answers 503 busy at once, and is made on the next try', async () => {
     const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
       .jpeg()
       .toBuffer();
-    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxQueuedResizes: 1, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxConcurrentResizes: 1, maxQueuedResizes: 1, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/big.jpg').href;
       assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // the original, stored
       const sizes = ['150x', 'x200', '250x250', '500x500'];
@@ -186,7 +189,7 @@ describe('fetch once, store, serve', () => {
     });
   });
 
-  test('an image that passes sniffing but does not decode: original kept, thumbnail 502 bad_image then backoff', async () => {
+  test('an image that passes sniffing but does not decode: original kept, thumbnail 502 bad_image, remembered as such', async () => {
     // A real JPEG header (dimensions readable) followed by garbage instead of scan data.
     const broken = Buffer.concat([jpeg.subarray(0, 600), Buffer.alloc(4000, 0x5a)]);
     await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(broken), {}, async ({ origin, root, app }) => {
@@ -195,8 +198,9 @@ describe('fetch once, store, serve', () => {
       assert.equal(thumb.status, 502);
       assert.equal(thumb.headers.get('x-imageproxy-error'), 'bad_image');
       const again = await fetch(app.url + linkFor(imageUrl, { size: '150x' }));
-      assert.equal(again.status, 503);
-      assert.equal(again.headers.get('x-imageproxy-error'), 'backoff');
+      assert.equal(again.status, 502);
+      assert.equal(again.headers.get('x-imageproxy-error'), 'bad_image');
+      assert.notEqual(again.headers.get('x-imageproxy-remembered'), null);
       // The documented rule: the original stays and full-size links serve what the origin sent.
       const full = await fetch(app.url + linkFor(imageUrl));
       assert.equal(full.status, 200);
@@ -241,7 +245,7 @@ describe('fetch once, store, serve', () => {
       const urls = await Promise.all([0, 1].map(async () => {
         const child = spawn(
           process.execPath,
-          ['dist/server/cli.js', 'serve', '--listen', '127.0.0.1:0', '--root', root, '--secret', SECRET, '--allow-private-networks'],
+          ['dist/server/cli.js', 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', root, '--secret', SECRET, '--allow-private-networks'],
           { stdio: ['ignore', 'pipe', 'inherit'] },
         );
         children.push(child);
@@ -391,10 +395,12 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
             assert.equal(response.headers.get('x-imageproxy-error'), testCase.code);
             assert.ok(body.startsWith(`${testCase.code}: `), body);
           } else {
-            // The same key is now backing off: no second contact with the origin.
-            assert.equal(response.status, 503);
-            assert.equal(response.headers.get('x-imageproxy-error'), 'backoff');
+            // The same key is now backing off: the failure answers again, no second contact with the origin.
+            assert.equal(response.status, testCase.status);
+            assert.equal(response.headers.get('x-imageproxy-error'), testCase.code);
+            assert.ok(body.startsWith(`${testCase.code}: `), body);
             assert.ok(Number(response.headers.get('retry-after')) > 0);
+            assert.notEqual(response.headers.get('x-imageproxy-remembered'), null);
           }
         }
         assert.equal(origin.requests.length, testCase.requests ?? 1);
@@ -408,7 +414,7 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
 });
 
 describe('backoff', () => {
-  test('window doubles from the failure time, answers 503 without contacting the origin, success clears it', async () => {
+  test('window doubles from the failure time, answers the failure again without contacting the origin, success clears it', async () => {
     let healthy = false;
     let clock = Date.now();
     await withOriginAndApp((_req, res) => {
@@ -420,15 +426,17 @@ describe('backoff', () => {
       assert.equal((await get()).status, 502);
       assert.equal(origin.requests.length, 1);
       const during = await get();
-      assert.equal(during.status, 503);
+      assert.equal(during.status, 502);
+      assert.equal(await during.text(), 'origin_status: origin answered 500\n');
       assert.equal(during.headers.get('retry-after'), '60');
+      assert.equal(during.headers.get('x-imageproxy-remembered'), new Date(clock).toISOString());
       assert.equal(origin.requests.length, 1);
 
       clock += 61_000; // first window (60 s) over: try again, fail again
       assert.equal((await get()).status, 502);
       assert.equal(origin.requests.length, 2);
       const second = await get();
-      assert.equal(second.status, 503);
+      assert.equal(second.status, 502);
       assert.equal(second.headers.get('retry-after'), '120'); // doubled, counted from this failure
 
       clock += 121_000;

@@ -122,7 +122,7 @@ export function createStoredImageService(store: ImageStore): ImageService {
     async get(request) {
       const image = await store.find(request.link.bucket, request.key, variantLabelOf(request));
       if (image === null) throw new ImageproxyError('not_stored', 'image is not stored');
-      return { kind: 'stored', image };
+      return { kind: 'stored', image, cache: 'hit' };
     },
     async close() {},
   };

@@ -247,7 +247,7 @@ describe('import-legacy --copy (the default)', () => {
 
   it('serves every link form from the imported tree with the origin unreachable (whole server in-process)', async () => {
     const config = buildConfig({
-      flags: { listen: '127.0.0.1:0', root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent', limits: { maxBytes: MAX_BYTES } },
+      flags: { listen: '127.0.0.1:0', admin: { listen: null }, root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent', limits: { maxBytes: MAX_BYTES } },
     });
     const server: RunningServer = await startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
     try {
@@ -525,6 +525,7 @@ describe('an imported tree behind real nginx', { skip: missingNginx ?? false }, 
     const config = buildConfig({
       flags: {
         listen: `127.0.0.1:${appPort}`,
+        admin: { listen: null },
         root,
         secrets: [SECRET],
         delivery: 'accel',

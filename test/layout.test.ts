@@ -1,7 +1,7 @@
 // Storage layout (pure names) and the ImageStore over a real temp root.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
@@ -194,27 +194,6 @@ describe('ImageStore', () => {
     const stored = await store.storeImage('i', key, '150x', 'jpg', bytes);
     assert.equal(stored.relativePath, `i/${key[0]}/${key[1]}/${key}.150x.jpg`);
     assert.deepEqual((await readdir(join(root, 'i', key[0] ?? '', key[1] ?? ''))).sort(), [`${key}.150x.jpg`, `${key}.png`]);
-  });
-
-  it('removeStaleTempFiles removes only old temp files in key directories', async () => {
-    const store = new ImageStore(root);
-    const key = storageKey(Buffer.from('https://example.com/stale'));
-    const directory = `i/${key[0]}/${key[1]}`;
-    const nowMs = Date.now();
-    const oldSeconds = (nowMs - 7_200_000) / 1000;
-    const oldTemp = await place(`${directory}/${tempFileName(`${key}.jpg`, '1.old')}`);
-    const freshTemp = await place(`${directory}/${tempFileName(`${key}.png`, '2.new')}`);
-    const oldImage = await place(`${directory}/${key}.jpg`);
-    const oldTempAtBucketLevel = await place(`i/${tempFileName('x.jpg', '3.top')}`);
-    for (const path of [oldTemp, oldImage, oldTempAtBucketLevel]) await utimes(path, oldSeconds, oldSeconds);
-
-    assert.equal(await store.removeStaleTempFiles('i', 3_600_000, nowMs), 1);
-    const left = await readdir(join(root, directory));
-    assert.ok(!left.includes(tempFileName(`${key}.jpg`, '1.old')));
-    assert.ok(left.includes(tempFileName(`${key}.png`, '2.new')), freshTemp);
-    assert.ok(left.includes(`${key}.jpg`));
-    assert.ok((await readdir(join(root, 'i'))).includes(tempFileName('x.jpg', '3.top')));
-    assert.equal(await store.removeStaleTempFiles('no-such-bucket', 0, nowMs), 0);
   });
 });
 

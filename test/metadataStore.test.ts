@@ -56,7 +56,7 @@ async function withServer(
       done();
     },
   });
-  const resolved = buildConfig({ flags: { listen: '127.0.0.1:0', root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'debug', ...config } });
+  const resolved = buildConfig({ flags: { listen: '127.0.0.1:0', admin: { listen: null }, root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'debug', ...config } });
   const app = await startServer({ config: resolved, secrets: resolved.secrets, logger: pino({ level: 'debug' }, sink) });
   const imageUrl = origin.url('/photo').href;
   const key = storageKey(Buffer.from(imageUrl));

@@ -14,8 +14,9 @@ import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../server/config.js';
 import { IMAGE_EXTENSIONS, keyDirectory, storageKey, type ImageExtension } from '../server/layout.js';
 import {
-  BAD_SIGNATURE_BODY,
   CONFIG_MODULE_NAME,
+  NGINX_ERROR_ANSWERS,
+  nginxErrorBody,
   renderConfigModule,
   renderServerBlock,
   renderStandaloneConf,
@@ -66,7 +67,16 @@ describe('renderServerBlock', () => {
     ['listen', 'listen 127.0.0.1:8080;'],
     ['root', 'root "/srv/imageproxy/data";'],
     ['pass to the app', 'error_page 418 = @imageproxy_app;'],
-    ['410 body', `return 410 "${BAD_SIGNATURE_BODY.trimEnd()}\\n";`],
+    ['410 by its error page', 'return 410;'],
+    ['410 body', 'return 410 "bad_signature: invalid or expired signature\\n";'],
+    ['502 body', 'return 502 "app_unavailable: image service unavailable, try again\\n";'],
+    ['error pages after a passed-on request', 'recursive_error_pages on;'],
+    ['403 page', 'error_page 403 = /_imageproxy_error/forbidden;'],
+    ['nginx 400, 494 and 505 page', 'error_page 400 494 505 = /_imageproxy_error/bad_request;'],
+    ['errors are text whatever the path', 'types { }'],
+    ['file headers cleared on errors by njs', 'js_header_filter imageproxy.clearFileHeaders;'],
+    ['no-store on errors', 'add_header Cache-Control "no-store" always;'],
+    ['metrics in any spelling', 'location ~* ^/metrics/?$ {'],
     ['try_files in layout order', 'try_files $imageproxy_stem.jpg $imageproxy_stem.png $imageproxy_stem.webp $imageproxy_stem.gif $imageproxy_stem.avif @imageproxy_app;'],
     ['proxy HTTP/1.1', 'proxy_http_version 1.1;'],
     ['keepalive to the app', 'proxy_set_header Connection "";'],
@@ -77,6 +87,7 @@ describe('renderServerBlock', () => {
     ['CSP', `add_header Content-Security-Policy "${CONTENT_SECURITY_POLICY}";`],
     ['nosniff', 'add_header X-Content-Type-Options "nosniff";'],
     ['error header on 410', 'add_header X-Imageproxy-Error "bad_signature" always;'],
+    ['nosniff on errors', 'add_header X-Content-Type-Options "nosniff" always;'],
     ['avif type', 'image/avif avif;'],
     ['open file cache', 'open_file_cache max=10000 inactive=60s;'],
     ['a purged file stops being served within seconds', 'open_file_cache_valid 1s;'],
@@ -89,6 +100,31 @@ describe('renderServerBlock', () => {
 
   it('balances its braces', () => {
     assert.equal((text.match(/\{/g) ?? []).length, (text.match(/\}/g) ?? []).length);
+  });
+
+  it('has one error location per answer, and every error_page list in full in each location that has error pages', () => {
+    for (const answer of NGINX_ERROR_ANSWERS) {
+      const location = new RegExp(`location = /_imageproxy_error/${answer.code} \\{[^}]*\\}[^}]*return \\d+ "[^"]*";\\n\\s*\\}`);
+      assert.match(text, location, answer.code);
+      const pages = text.split('\n').filter((line) => line.trim() === `error_page ${answer.statuses.join(' ')} = /_imageproxy_error/${answer.code};`);
+      assert.equal(pages.length, 2, `server level and location /: ${answer.code}`);
+    }
+  });
+
+  it('puts the image Cache-Control only where it is not always (never on an error)', () => {
+    const imageLines = text.split('\n').filter((line) => line.includes(IMAGE_CACHE_CONTROL));
+    assert.ok(imageLines.length >= 2);
+    for (const line of imageLines) assert.doesNotMatch(line, /always;$/, line);
+  });
+});
+
+describe('NGINX_ERROR_ANSWERS', () => {
+  it('covers every status nginx answers itself, once each, with a code: message body', () => {
+    const statuses = NGINX_ERROR_ANSWERS.flatMap((answer) => answer.statuses).sort((a, b) => a - b);
+    assert.deepEqual(statuses, [400, 403, 404, 410, 413, 414, 416, 494, 500, 502, 503, 504, 505]);
+    for (const answer of NGINX_ERROR_ANSWERS) {
+      assert.match(nginxErrorBody(answer), new RegExp(`^${answer.code}: [a-z ,]+\\n$`), answer.code);
+    }
   });
 });
 
@@ -162,6 +198,7 @@ describe('renderConfigModule', () => {
       sizeLabels: { x150: 'x150', x250: 'x250', '150x': '150x', '150x150': '150x150', '150x250': '150x250', '250x': '250x', '250x150': '250x150', '250x250': '250x250' },
       skewSeconds: 3600,
       calendarYearWeeks: false,
+      fileHeaderNames: ['Cache-Control', 'X-Content-Type-Options', 'Content-Security-Policy', 'Cross-Origin-Resource-Policy', 'Referrer-Policy'],
       maxExtUrlLength: 8192,
       signatureLength: 16,
       signatureBytes: 12,
@@ -261,6 +298,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     const url = req.url ?? '';
     appRequests.push({ method: req.method ?? '', url });
     req.resume();
+    if (url.endsWith('/stall')) return; // never answers: nginx's read timeout ends it
     const accel = accelAnswers.get(url);
     if (accel !== undefined && req.method === 'GET') {
       void (accel.write ?? (async () => undefined))().then(() => {
@@ -279,6 +317,19 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     const before = appRequests.length;
     const result = await action();
     return { result, calls: appRequests.slice(before) };
+  }
+
+  /** An answer nginx made itself: text `code: message`, error and security headers, one no-store. */
+  function assertNginxError(answer: Answer, status: number, code: string, name: string): void {
+    assert.equal(answer.status, status, name);
+    assert.equal(answer.headers.get('content-type'), 'text/plain; charset=utf-8', name);
+    assert.equal(answer.headers.get('x-imageproxy-error'), code, name);
+    assert.equal(answer.headers.get('x-content-type-options'), 'nosniff', name);
+    assert.equal(answer.headers.get('content-security-policy'), CONTENT_SECURITY_POLICY, name);
+    assert.equal(answer.headers.get('cache-control'), ERROR_CACHE_CONTROL, name);
+    const expected = NGINX_ERROR_ANSWERS.find((answer) => answer.code === code);
+    assert.ok(expected !== undefined, code);
+    assert.equal(answer.body.toString(), nginxErrorBody(expected), name);
   }
 
   function assertFileHeaders(answer: Answer, contentType: string): void {
@@ -328,7 +379,9 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     }
 
     const user = testWorkerUser();
-    const conf = renderStandaloneConf(input, prefixDir, { workerProcesses: 1, ...(user === undefined ? {} : { user }) });
+    // A stalled app must meet nginx's read timeout within the test, not after minutes.
+    const conf = renderStandaloneConf(input, prefixDir, { workerProcesses: 1, ...(user === undefined ? {} : { user }) })
+      .replace(/proxy_read_timeout \d+s;/, 'proxy_read_timeout 1s;');
     nginx = await startNginx(prefixDir, conf, port);
   });
 
@@ -419,7 +472,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
         assert.equal(result.headers.get('cache-control'), ERROR_CACHE_CONTROL);
         assert.equal(result.headers.get('x-content-type-options'), 'nosniff');
         assert.equal(result.headers.get('content-type'), 'text/plain; charset=utf-8');
-        if (method === 'GET') assert.equal(result.body.toString(), BAD_SIGNATURE_BODY);
+        if (method === 'GET') assert.equal(result.body.toString(), 'bad_signature: invalid or expired signature\n');
         assert.deepEqual(calls, []);
       }
     }
@@ -481,10 +534,39 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     }
   });
 
-  it("never passes the app's /metrics through", async () => {
-    const { result, calls } = await appCalls(() => get('/metrics'));
+  it("never passes the app's /metrics through, in any spelling", async () => {
+    for (const spelling of ['/metrics', '/metrics/', '/Metrics', '/METRICS?x=1', '//metrics', '/%6detrics']) {
+      const { result, calls } = await appCalls(() => get(spelling));
+      assertNginxError(result, 404, 'not_stored', spelling);
+      assert.deepEqual(calls, [], spelling);
+    }
+  });
+
+  it("answers 404 as text when an X-Accel-Redirect names a file gone meanwhile, without the app's image Cache-Control", async () => {
+    const imageUrl = 'https://example.com/purged-meanwhile.jpg';
+    const key = storageKey(Buffer.from(imageUrl));
+    const path = link(imageUrl);
+    accelAnswers.set(path, {
+      target: `/_imageproxy/${keyDirectory('i', key)}/${key}.jpg`,
+      headers: { 'Content-Type': 'image/jpeg', 'Cache-Control': IMAGE_CACHE_CONTROL },
+    });
+    const { result, calls } = await appCalls(() => get(path));
+    assert.equal(calls.length, 1);
+    assertNginxError(result, 404, 'not_stored', 'file gone after the app answered');
+  });
+
+  it('answers 504 as text when the app does not answer in time, also for a request passed on by an error_page', async () => {
+    const { result, calls } = await appCalls(() => get('/not-a-link/stall'));
+    assert.equal(calls.length, 1);
+    assertNginxError(result, 504, 'app_timeout', 'stalled app');
+  });
+
+  it("passes the app's own error answers through untouched", async () => {
+    const { result } = await appCalls(() => get('/i/full/x'));
     assert.equal(result.status, 404);
-    assert.deepEqual(calls, []);
+    assert.equal(result.headers.get('x-imageproxy-error'), 'not_found');
+    assert.equal(result.headers.get('cache-control'), ERROR_CACHE_CONTROL);
+    assert.equal(result.body.toString(), 'not_found: from the app\n');
   });
 
   it('never serves the internal prefix directly', async () => {

@@ -2,7 +2,7 @@
 // config with its 0600 secrets module, and configs nginx could never use are refused.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CONFIG_MODULE_NAME } from '../server/nginxConfig.js';
 import { lines, runCli } from './cliProcess.js';
@@ -111,6 +111,53 @@ describe('nginx-config', () => {
     const path = await writeConfig('ok-ports.json', { listen: '127.0.0.1:18091', nginx: { listen: '127.0.0.1:18092' } });
     const run = await runCli(['nginx-config', '--config', path], { cwd: work });
     assert.equal(run.code, 0, run.stderr);
+  });
+
+  describe("warns when nginx's user cannot enter the tree", () => {
+    async function configUnder(parent: string, mode: number): Promise<{ path: string; parent: string }> {
+      await mkdir(parent, { recursive: true });
+      await chmod(parent, mode);
+      const path = join(work, `${parent.split('/').at(-1) ?? 'x'}.json`);
+      await writeFile(path, JSON.stringify({ listen: '127.0.0.1:18091', root: join(parent, 'tree'), secrets: [SECRET], nginx: { listen: '127.0.0.1:18080' } }));
+      return { path, parent };
+    }
+
+    it('a 0700 directory above the root: one warning line naming it and the chmod, files still written, exit 0', async () => {
+      // The test's temp dir, owned by whoever runs the test: nobody is in the "others" class.
+      const { path, parent } = await configUnder(work, 0o700);
+      for (const args of [['--nginx-user', 'nobody'], ['--standalone-conf', '--user', 'nobody']]) {
+        const out = join(work, `out-private-${args[0]}`);
+        const run = await runCli(['nginx-config', '--config', path, '--out', out, ...args], { cwd: work });
+        assert.equal(run.code, 0, run.stderr);
+        const warnings = lines(run.stderr).filter((line) => line.includes('warning'));
+        assert.equal(warnings.length, 1, run.stderr);
+        assert.equal(
+          warnings[0],
+          `imageproxy: warning: nginx's user nobody cannot enter ${parent} (mode 0700, owner ${process.getuid?.()}:${process.getgid?.()}), ` +
+            `so nginx cannot read ${join(parent, 'tree')}: run chmod o+x '${parent}' (or chgrp nobody '${parent}' && chmod g+x '${parent}')`,
+        );
+        assert.ok((await readdir(out)).includes(CONFIG_MODULE_NAME));
+      }
+    });
+
+    it('no warning once every directory down to the root is open to that user', async () => {
+      const open = await makeTempRoot('imageproxy-nginx-open-');
+      try {
+        await chmod(open, 0o755);
+        const { path } = await configUnder(join(open, 'srv'), 0o755);
+        const run = await runCli(['nginx-config', '--config', path, '--out', join(open, 'out'), '--nginx-user', 'nobody'], { cwd: work });
+        assert.equal(run.code, 0, run.stderr);
+        assert.deepEqual(lines(run.stderr).filter((line) => line.includes('warning')), []);
+      } finally {
+        await removeTempRoot(open);
+      }
+    });
+
+    it('an unknown user: one warning that nothing could be checked', async () => {
+      const run = await runCli(['nginx-config', '--config', configPath, '--out', join(work, 'out-nouser'), '--nginx-user', 'no-such-user-here'], { cwd: work });
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(lines(run.stderr).at(-1) ?? '', /^imageproxy: warning: no user no-such-user-here on this machine: cannot check/);
+    });
   });
 
   it('--out with secrets only from --secret is refused: the module would be their only copy', async () => {

@@ -195,7 +195,7 @@ describe('populate: a list with every kind of line', () => {
     assert.equal(await pixelSize(root, urls.c, '.x200.jpg'), '200x133');
   });
 
-  it('a rerun contacts no origin, keeps the files, and answers backoff for the earlier failures', async () => {
+  it('a rerun contacts no origin, keeps the files, and answers the remembered failures again', async () => {
     const before = origin.requests.length;
     const names = await Promise.all([urls.a, urls.b, urls.c].map((url) => storedNames(root, url)));
     const rerun = await populate([list, '--root', root, '--sizes', '150x,250x250'], dir);
@@ -204,8 +204,8 @@ describe('populate: a list with every kind of line', () => {
     assert.match(rerun.stdout, /ok 0, failed 3, skipped 3/);
     assert.deepEqual(await readLines(`${list}.success`), [urls.a, urls.b, link]);
     assert.deepEqual(await readLines(`${list}.failed`), [
-      `${urls.missing} backoff`,
-      `${urls.page} backoff`,
+      `${urls.missing} origin_status`,
+      `${urls.page} not_an_image`,
       'ftp://127.0.0.1/nothing.jpg bad_url',
     ]);
     assert.deepEqual(await Promise.all([urls.a, urls.b, urls.c].map((url) => storedNames(root, url))), names);
@@ -276,7 +276,7 @@ describe('populate beside a running server', () => {
     const origin = await startOrigin(imageHandler(400));
     const { dir, root, list } = await workDirectory();
     const config = buildConfig({
-      flags: { listen: '127.0.0.1:0', root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent' },
+      flags: { listen: '127.0.0.1:0', admin: { listen: null }, root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent' },
     });
     const server = await startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
     try {

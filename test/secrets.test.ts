@@ -67,7 +67,7 @@ describe('secretFile permissions', () => {
   it('serve refuses to start on a world-readable secret file: exit 2, one line', async () => {
     const path = await secretFileWithMode('serve-secret', 0o644);
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
-    const run = spawnSync(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--root', join(dir, 'serve-tree')], {
+    const run = spawnSync(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', join(dir, 'serve-tree')], {
       env: { ...env, IMAGEPROXY_SECRET_FILE: path },
       encoding: 'utf8',
       timeout: 20_000,

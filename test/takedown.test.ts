@@ -81,6 +81,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     const config = buildConfig({
       flags: {
         listen: '127.0.0.1:0',
+        admin: { listen: null },
         root,
         secrets: [SECRET],
         allowPrivateNetworks: true,

@@ -51,6 +51,7 @@ describe('purge --block through real nginx', { skip: missing ?? false }, () => {
     const config = buildConfig({
       flags: {
         listen: '127.0.0.1:0',
+        admin: { listen: null },
         root,
         secrets: [SECRET],
         delivery: 'accel',

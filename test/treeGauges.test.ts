@@ -48,14 +48,15 @@ async function makeKnownTree(root: string): Promise<void> {
 
 async function start(root: string, overrides: ConfigLayer): Promise<RunningServer> {
   const config = buildConfig({
-    flags: { listen: '127.0.0.1:0', root, secrets: ['gauge-secret'], allowPrivateNetworks: true, logLevel: 'silent', ...overrides },
+    // healIntervalSeconds 0: the known tree holds placeholder bytes, which the heal pass would move aside as damaged.
+    flags: { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, root, secrets: ['gauge-secret'], allowPrivateNetworks: true, logLevel: 'silent', healIntervalSeconds: 0, ...overrides },
   });
   return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
 }
 
 /** `name{labels}` → value, for the imageproxy_tree_* samples of one scrape. */
 async function scrapeTree(app: RunningServer): Promise<Map<string, number>> {
-  const answer = await request(app.url, '/metrics');
+  const answer = await request(app.adminUrl ?? '', '/metrics');
   assert.equal(answer.status, 200);
   const samples = new Map<string, number>();
   for (const line of answer.body.toString('utf8').split('\n')) {

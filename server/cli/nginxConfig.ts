@@ -3,7 +3,9 @@
  * `--out DIR` writes the config and its secrets module together, so the module is never
  * written somewhere the admin did not name.
  */
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
@@ -14,6 +16,7 @@ import {
   renderStandaloneConf,
   type NginxRenderInput,
 } from '../nginxConfig.js';
+import { blockedDirectoryMessage, firstBlockedDirectory, type Account, type DirectoryOwnership } from '../pathAccess.js';
 import { resolveSecrets } from '../secrets.js';
 import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 
@@ -23,6 +26,8 @@ const NJS_SCRIPT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '.
 const SYSTEM_MODULE_DIR = '/etc/nginx/imageproxy';
 const STANDALONE_CONF_NAME = 'nginx.conf';
 const SERVER_BLOCK_NAME = 'imageproxy.conf';
+/** The account Debian's nginx runs its workers as. */
+const DEBIAN_NGINX_USER = 'www-data';
 
 interface NginxConfigOptions extends CommonOptions {
   standaloneConf?: boolean;
@@ -32,6 +37,64 @@ interface NginxConfigOptions extends CommonOptions {
   user?: string;
   workers?: string;
   out?: string;
+  nginxUser?: string;
+}
+
+/**
+ * The account nginx's workers will run as: --nginx-user; standalone, the `user` written
+ * into the config, else nobody under root and the current user otherwise (nginx
+ * ignores `user` unless started as root); a packaged nginx's www-data otherwise.
+ */
+function workerAccountName(options: NginxConfigOptions): string {
+  if (options.nginxUser !== undefined) return options.nginxUser;
+  if (options.standaloneConf !== true) return DEBIAN_NGINX_USER;
+  if (options.user !== undefined) return options.user.split(' ')[0] ?? options.user;
+  return process.getuid?.() === 0 ? 'nobody' : userInfo().username;
+}
+
+/** uid and groups from the system's own `id` (NSS included), or null if there is no such user. */
+function lookUpAccount(name: string, group: string | undefined): Account | null {
+  try {
+    const uid = Number(execFileSync('id', ['-u', '--', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const gids = execFileSync('id', ['-G', '--', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (group !== undefined) {
+      // `user U G`: nginx runs with group G besides U's own groups.
+      const entry = execFileSync('getent', ['group', group], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      gids.push(Number(entry.split(':')[2]));
+    }
+    return { name, uid, gids };
+  } catch {
+    return null;
+  }
+}
+
+function ownershipOf(directory: string): DirectoryOwnership | null {
+  try {
+    const stats = statSync(directory);
+    return { mode: stats.mode, uid: stats.uid, gid: stats.gid };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Warns (one line on stderr) when nginx's workers could not enter a directory above or
+ * at the tree: a warning, since the tree may be fixed before nginx starts, or nginx run
+ * as another user than assumed.
+ */
+function warnIfTreeUnreachable(root: string, options: NginxConfigOptions): void {
+  const name = workerAccountName(options);
+  const group = options.nginxUser === undefined && options.standaloneConf === true ? options.user?.split(' ')[1] : undefined;
+  const account = lookUpAccount(name, group);
+  if (account === null) {
+    process.stderr.write(`imageproxy: warning: no user ${name} on this machine: cannot check that nginx can enter ${root} (--nginx-user names nginx's user)\n`);
+    return;
+  }
+  const blocked = firstBlockedDirectory(root, account, ownershipOf);
+  if (blocked !== null) process.stderr.write(`imageproxy: warning: ${blockedDirectoryMessage(blocked, account, root)}\n`);
 }
 
 function nginxConfig(options: NginxConfigOptions): void {
@@ -85,6 +148,7 @@ function nginxConfig(options: NginxConfigOptions): void {
   const confPath = join(outDir, standalone ? STANDALONE_CONF_NAME : SERVER_BLOCK_NAME);
   writeFileSync(confPath, text);
   process.stderr.write(`imageproxy: wrote ${confPath} and ${modulePath} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
+  warnIfTreeUnreachable(input.root, options);
 }
 
 export function register(program: Command): void {
@@ -100,5 +164,9 @@ export function register(program: Command): void {
     .option('--njs-dir <dir>', "directory holding imageproxy.js (default: this checkout's nginx/)")
     .option('--user <user>', 'with --standalone-conf: the user nginx workers run as when started as root (e.g. www-data)')
     .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
+    .option(
+      '--nginx-user <user>',
+      `with --out: warn unless this user (nginx's workers) can enter every directory down to the root (default ${DEBIAN_NGINX_USER}; standalone: --user, else nobody as root)`,
+    )
     .action(nginxConfig);
 }

@@ -8,8 +8,9 @@ import type { Config } from '../config.js';
 import { ImageproxyError, toImageproxyError } from '../errors.js';
 import type { ImageAnswer, ImageService } from '../imageService.js';
 import { storageKey } from '../layout.js';
-import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink } from '../link.js';
+import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../link.js';
 import type { Logger } from '../log.js';
+import { shortUrl, summarizeCause } from '../logFields.js';
 import { createMetrics, type Metrics } from '../metrics.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
@@ -21,23 +22,50 @@ import {
 } from '../responseHeaders.js';
 import { verifyLinkSignature } from '../signing.js';
 
-export interface AppDependencies {
+/** What a request is answered with; a reload (SIGHUP) replaces it between requests. */
+export interface AppSettings {
   config: Config;
   secrets: readonly string[];
   images: ImageService;
+}
+
+/** How a stopping server tells its requests (server/http/server.ts). */
+export interface AppLifecycle {
+  /** True once the server stopped accepting: answers ask the client to close the connection. */
+  stopping(): boolean;
+  /** Aborted when the grace period is over: requests still running answer 503 `shutting_down`. */
+  graceOver: AbortSignal;
+}
+
+export interface AppDependencies extends AppSettings {
   logger: Logger;
   metrics?: Metrics;
   /** Injected clock, for tests of expiry. */
   now?: () => number;
+  /** The settings as they are now, read at the start of each request; default: the fixed ones above. */
+  current?: () => AppSettings;
+  lifecycle?: AppLifecycle;
 }
 
 const IMAGE_MAX_AGE_MS = 604_800_000;
+// A stop is a restart or a deploy far more often than not: seconds later a process answers.
+const SHUTTING_DOWN_RETRY_SECONDS = 2;
 
 export function createApp(deps: AppDependencies): express.Express {
-  const { config, images, logger } = deps;
+  const { logger } = deps;
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
-  const rules = linkRulesOf(config);
+  const fixed: AppSettings = { config: deps.config, secrets: deps.secrets, images: deps.images };
+  const current = deps.current ?? (() => fixed);
+  const rulesByConfig = new WeakMap<Config, LinkRules>();
+  const rulesOf = (config: Config): LinkRules => {
+    let rules = rulesByConfig.get(config);
+    if (rules === undefined) {
+      rules = linkRulesOf(config);
+      rulesByConfig.set(config, rules);
+    }
+    return rules;
+  };
 
   const app = express();
   app.disable('x-powered-by');
@@ -62,32 +90,41 @@ export function createApp(deps: AppDependencies): express.Express {
     }),
   );
 
+  // Liveness for load balancers. Metrics and readiness live on the admin listener only
+  // (server/http/admin.ts): here every other path, /metrics in any spelling, is a link.
   app.get('/healthz', (_req, res) => {
     res.set('Cache-Control', ERROR_CACHE_CONTROL).type('text/plain').send('ok\n');
   });
 
-  app.get('/metrics', async (_req, res) => {
-    res.set('Cache-Control', ERROR_CACHE_CONTROL).type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
-
   app.use(async (req: Request, res: Response) => {
+    const { config, secrets, images } = current();
+    if (deps.lifecycle?.stopping() === true) res.set('Connection', 'close');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.set('Allow', 'GET, HEAD');
       throw new ImageproxyError('method_not_allowed', 'only GET and HEAD');
     }
-    const link = parseLink(req.path, rules);
-    const match = verifyLinkSignature(link, { ...config, secrets: deps.secrets, nowMs: now() });
+    const link = parseLink(req.path, rulesOf(config));
+    const match = verifyLinkSignature(link, { ...config, secrets, nowMs: now() });
     if (match === null) throw new ImageproxyError('bad_signature', 'invalid or expired signature');
     const imageUrl = decodeImageUrl(link.extUrl);
     const key = storageKey(imageUrlBytes(link.extUrl));
-    const answer = await images.get({ link, imageUrl, key });
+    const answer = await untilGraceOver(images.get({ link, imageUrl, key }), deps.lifecycle?.graceOver);
+    // The work is done and kept (the next request is a hit); only the answer has no one to go to.
+    if (clientWentAway(res)) throw new ClientClosed('before the answer');
     await deliver(req, res, answer, config);
-    metrics.responses.inc({ outcome: answer.kind });
+    metrics.responses.inc({ outcome: answer.kind === 'stored' ? answer.cache : answer.kind, bucket: link.bucket });
   });
 
   app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (error instanceof ClientClosed || clientWentAway(res)) {
+      // Not our failure: counted apart and logged at info, so alerts on `internal` stay quiet.
+      metrics.responses.inc({ outcome: 'client_closed' });
+      logger.info({ path: shortUrl(req.path), when: error instanceof ClientClosed ? error.message : 'while working' }, 'client closed the connection');
+      res.destroy();
+      return;
+    }
     if (res.headersSent) {
-      logger.warn({ err: error, path: req.path }, 'failed after headers were sent');
+      logger.warn({ err: summarizeCause(error), path: shortUrl(req.path) }, 'failed after headers were sent');
       res.destroy();
       return;
     }
@@ -97,6 +134,32 @@ export function createApp(deps: AppDependencies): express.Express {
     void next;
   });
   return app;
+}
+
+/** The image service's answer, or `shutting_down` if the grace period ends first. */
+function untilGraceOver<T>(work: Promise<T>, graceOver: AbortSignal | undefined): Promise<T> {
+  if (graceOver === undefined) return work;
+  const shuttingDown = (): ImageproxyError =>
+    new ImageproxyError('shutting_down', 'server is stopping, try again', { retryAfterSeconds: SHUTTING_DOWN_RETRY_SECONDS });
+  return new Promise<T>((resolve, reject) => {
+    const onGraceOver = (): void => {
+      // The work goes on unobserved until the process exits; its failure is no news.
+      work.catch(() => {});
+      reject(shuttingDown());
+    };
+    if (graceOver.aborted) return onGraceOver();
+    graceOver.addEventListener('abort', onGraceOver, { once: true });
+    work.then(
+      (value) => {
+        graceOver.removeEventListener('abort', onGraceOver);
+        resolve(value);
+      },
+      (error: unknown) => {
+        graceOver.removeEventListener('abort', onGraceOver);
+        reject(error);
+      },
+    );
+  });
 }
 
 function deliver(req: Request, res: Response, answer: ImageAnswer, config: Config): Promise<void> {
@@ -130,6 +193,9 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
       { maxAge: IMAGE_MAX_AGE_MS, immutable: true, lastModified: true, etag: true, dotfiles: 'allow' },
       (error: unknown) => {
         if (error === undefined || error === null) return resolve();
+        if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) {
+          return reject(new ClientClosed('during the answer'));
+        }
         const status = (error as { status?: unknown }).status;
         if (status === 404) {
           // Removed (purged) between the lookup and the send.
@@ -147,10 +213,28 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
   });
 }
 
+/** The client went away before its answer was written: the outcome `client_closed`, never `internal`. */
+class ClientClosed extends Error {
+  constructor(when: string) {
+    super(when);
+    this.name = 'ClientClosed';
+  }
+}
+
+/** Errors of a socket the client closed (send's abort, a reset, a pipe to nobody). */
+const CLIENT_GONE_CODES: ReadonlySet<string> = new Set(['ECONNABORTED', 'ECONNRESET', 'EPIPE', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+function clientWentAway(res: Response): boolean {
+  return !res.writableFinished && (res.destroyed || res.socket === null || res.socket.destroyed);
+}
+
 /** The one place an error becomes a response. */
 function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger): void {
-  const logLine = { code: error.code, status: error.status, path: req.path, detail: error.detail, err: error.cause };
-  if (error.status >= 500) logger.error(logLine, error.message);
+  // Code, message and detail of the cause only: a got error's request options would fill a screen.
+  const logLine = { code: error.code, status: error.status, path: shortUrl(req.path), detail: error.detail, err: summarizeCause(error.cause) };
+  // `busy` is the admission limits doing their job under load: worth a warning, not an alert.
+  if (error.code === 'busy') logger.warn(logLine, error.message);
+  else if (error.status >= 500) logger.error(logLine, error.message);
   else logger.info(logLine, error.message);
   res.status(error.status).set({
     'Content-Type': 'text/plain; charset=utf-8',
@@ -158,5 +242,7 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
     'X-Imageproxy-Error': error.code,
   });
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
+  // A failure answered again from its backoff record says so, and when it happened.
+  if (error.rememberedAt !== undefined) res.set('X-Imageproxy-Remembered', error.rememberedAt);
   res.send(`${error.code}: ${error.message}\n`);
 }

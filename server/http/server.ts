@@ -1,24 +1,61 @@
 /**
  * Starts the service: store, fetcher, resize engine, image service and Express app on
- * one listening socket, plus the periodic removal of temp files left by crashes. Used by
- * `imageproxy serve` and by tests that need the whole server in-process.
+ * the public listener, the admin listener (metrics, health, readiness), and the tree's
+ * heal pass at start and every healIntervalSeconds (server/treeHealing.ts). Reload swaps config and secrets between requests;
+ * close stops accepting, lets requests finish within the grace period and answers the
+ * rest 503 `shutting_down`. Used by `imageproxy serve` and by tests that need the whole
+ * server in-process.
  */
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config.js';
 import { createImageServiceFor } from '../imageServiceFactory.js';
+import type { ImageService } from '../imageService.js';
 import type { Logger } from '../log.js';
-import { createMetrics } from '../metrics.js';
+import { createMetrics, type Metrics } from '../metrics.js';
+import { checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from '../readiness.js';
 import type { ImageStore } from '../store.js';
-import { startTreeStatsRefresh } from '../treeStatsRefresh.js';
-import { createApp } from './app.js';
+import { startTreeHealing } from '../treeHealing.js';
+import { startTreeStatsRefresh, type TreeStatsRefresh } from '../treeStatsRefresh.js';
+import { createAdminHandler } from './admin.js';
+import { createApp, type AppSettings } from './app.js';
 
 export interface RunningServer {
   /** `http://host:port`, with the port actually bound. */
   url: string;
+  /** The admin listener's `http://host:port`, or null when `admin.listen` is null. */
+  adminUrl: string | null;
   server: Server;
   store: ImageStore;
-  close(): Promise<void>;
+  metrics: Metrics;
+  /** Resolves when the heal pass at start has ended (crash leftovers removed, sidecars rebuilt). */
+  firstHeal: Promise<void>;
+  /**
+   * Applies a new config and secrets to the running server without dropping a request.
+   * Throws `ReloadRefused` (and keeps the old settings) when `listen`, `admin.listen` or
+   * `root` differ: those need a restart.
+   */
+  reload(config: Config, secrets: readonly string[]): Promise<ReloadSummary>;
+  /** The checks behind the admin `/readyz`. */
+  ready(): Promise<ReadinessReport>;
+  /** Stops accepting; requests still running after `graceMs` answer 503 `shutting_down`. */
+  close(options?: { graceMs?: number }): Promise<CloseSummary>;
+}
+
+export interface ReloadSummary {
+  /** Top-level config keys whose value changed (secrets are counted, never shown). */
+  changed: string[];
+  secrets: number;
+  /** True when the image service (fetcher, engine) was rebuilt for the new settings. */
+  imageServiceRebuilt: boolean;
+}
+
+export interface CloseSummary {
+  /** Requests that finished during the grace period. */
+  finished: number;
+  /** Requests answered 503 `shutting_down` when the grace period ended. */
+  cutShort: number;
 }
 
 export interface StartOptions {
@@ -28,67 +65,259 @@ export interface StartOptions {
   now?: () => number;
 }
 
-// Temp files only outlive a crash, and a crashed process sweeps when it starts again;
-// the daily pass catches the rest without listing a tree of millions of files hourly.
-const TEMP_SWEEP_INTERVAL_MS = 86_400_000;
+/** The server could not start: the root cannot be written, or an address is taken. One line, for the CLI. */
+export class StartRefused extends Error {}
+
+/** A reload that would need a restart; the running settings are kept. */
+export class ReloadRefused extends Error {}
+
+// After the grace period, time for the 503s to be written before connections are cut.
+const ANSWER_FLUSH_MS = 1000;
+// Keys the image service is built from: a reload that changes one builds a new service.
+const IMAGE_SERVICE_KEYS = [
+  'engine',
+  'limits',
+  'allowPrivateNetworks',
+  'allowedAddresses',
+  'blockedHosts',
+  'singleFlightWaitMs',
+  'backoff',
+  'quality',
+  'userAgent',
+  'stripMetadata',
+] as const satisfies ReadonlyArray<keyof Config>;
+// Keys only a restart can change: sockets are bound and the tree is open.
+const RESTART_KEYS = ['listen', 'root'] as const satisfies ReadonlyArray<keyof Config>;
 
 export async function startServer(options: StartOptions): Promise<RunningServer> {
-  const { config, logger } = options;
+  const { logger } = options;
   const metrics = createMetrics({ processMetrics: true });
   const clock = options.now ? { now: options.now } : {};
-  const imageService = await createImageServiceFor(config, logger, { metrics, ...clock });
-  const { store, service: images } = imageService;
-  const app = createApp({ config, secrets: options.secrets, images, logger, metrics, ...clock });
+  const root = resolve(options.config.root);
+  try {
+    await probeTreeWritable(root);
+  } catch (error) {
+    throw new StartRefused(`root ${root} cannot be created or written: ${(error as Error).message}`);
+  }
 
-  const { host, port } = splitListen(config.listen);
-  const server = app.listen(port, host);
+  let parts = await createImageServiceFor(options.config, logger, { metrics, ...clock });
+  let images = counted(parts.service);
+  let settings: AppSettings = { config: options.config, secrets: [...options.secrets], images: images.service };
+  const { store } = parts;
+
+  let stopping = false;
+  const graceOver = new AbortController();
+  const app = createApp({
+    ...settings,
+    logger,
+    metrics,
+    ...clock,
+    current: () => settings,
+    lifecycle: { stopping: () => stopping, graceOver: graceOver.signal },
+  });
+
+  const requests = new InFlight();
+  const server = createServer(app);
+  server.on('request', (_request, response) => response.once('close', requests.begin()));
   // nginx keeps idle upstream connections for 60 s (keepalive_timeout of the upstream
   // block); if Node closed them first (its default is 5 s), nginx could send a miss on a
   // socket being closed and answer 502. Stay open longer than nginx does.
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
+
+  metrics.setQueueDepthSource('requests', () => requests.count);
+  const registerServiceQueues = (service: ImageService): void => {
+    for (const queue of Object.keys(service.queueDepths?.() ?? {})) {
+      metrics.setQueueDepthSource(queue, () => settings.images.queueDepths?.()[queue] ?? 0);
+    }
+  };
+  registerServiceQueues(settings.images);
+
+  const ready = (): Promise<ReadinessReport> =>
+    checkReadiness({
+      tree: () => probeTreeWritable(root),
+      engine: () => probeEngine(parts.engine),
+    });
+
+  const url = await listenOn(server, 'listen', settings.config.listen).catch(async (error: unknown) => {
+    await parts.close();
+    throw error;
+  });
+  let admin: Server | null = null;
+  let adminUrl: string | null = null;
+  const adminListen = settings.config.admin.listen;
+  if (adminListen !== null) {
+    admin = createServer(createAdminHandler({ metrics, ready, logger }));
+    try {
+      adminUrl = await listenOn(admin, 'admin.listen', adminListen);
+    } catch (error) {
+      server.close();
+      await parts.close();
+      throw error;
+    }
+  }
+
+  const healing = startTreeHealing({
+    root: store.root,
+    buckets: Object.keys(settings.config.buckets),
+    intervalSeconds: settings.config.healIntervalSeconds,
+    tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
+    logger,
+  });
+  const startTreeStats = (config: Config): TreeStatsRefresh =>
+    startTreeStatsRefresh({
+      root: store.root,
+      buckets: Object.keys(config.buckets),
+      intervalSeconds: config.statsRefreshSeconds,
+      gauges: metrics.tree,
+      logger,
+    });
+  let treeStats = startTreeStats(settings.config);
+
+  let reloading: Promise<ReloadSummary> = Promise.resolve({ changed: [], secrets: 0, imageServiceRebuilt: false });
+  const applyReload = async (config: Config, secrets: readonly string[]): Promise<ReloadSummary> => {
+    const previous = settings;
+    for (const key of RESTART_KEYS) {
+      if (config[key] !== previous.config[key]) {
+        throw new ReloadRefused(`${key} cannot change on reload (${previous.config[key]} → ${config[key]}); restart instead`);
+      }
+    }
+    if (config.admin.listen !== previous.config.admin.listen) {
+      throw new ReloadRefused(`admin.listen cannot change on reload (${previous.config.admin.listen} → ${config.admin.listen}); restart instead`);
+    }
+    const changed = (Object.keys(config) as Array<keyof Config>).filter(
+      (key) => JSON.stringify(config[key]) !== JSON.stringify(previous.config[key]),
+    );
+    const secretsChanged = secrets.length !== previous.secrets.length || secrets.some((secret, index) => secret !== previous.secrets[index]);
+    if (secretsChanged && !changed.includes('secrets')) changed.push('secrets');
+    const rebuild = IMAGE_SERVICE_KEYS.some((key) => changed.includes(key));
+    const oldParts = parts;
+    const oldImages = images;
+    if (rebuild) {
+      parts = await createImageServiceFor(config, logger, { metrics, ...clock });
+      images = counted(parts.service);
+    }
+    // One assignment: a request reads either the old settings or the new, never a mix.
+    settings = { config, secrets: [...secrets], images: images.service };
+    logger.level = config.logLevel;
+    if (rebuild) {
+      registerServiceQueues(settings.images);
+      // Requests already inside the old service finish there; then it is closed.
+      void oldImages
+        .idle()
+        .then(() => oldParts.close())
+        .catch((error: unknown) => logger.error({ err: error }, 'closing the previous image service failed'));
+    }
+    if (changed.includes('buckets') || changed.includes('statsRefreshSeconds')) {
+      await treeStats.stop();
+      treeStats = startTreeStats(config);
+    }
+    return { changed, secrets: secrets.length, imageServiceRebuilt: rebuild };
+  };
+
+  let closing: Promise<CloseSummary> | null = null;
+  const closeServer = async (graceMs: number): Promise<CloseSummary> => {
+    stopping = true;
+    const publicClosed = new Promise<void>((done) => server.close(() => done()));
+    server.closeIdleConnections();
+    if (admin !== null) {
+      admin.close();
+      admin.closeAllConnections();
+    }
+    const atSignal = requests.count;
+    await Promise.race([requests.idle(), delay(graceMs)]);
+    const cutShort = requests.count;
+    if (cutShort > 0) {
+      graceOver.abort();
+      await Promise.race([requests.idle(), delay(ANSWER_FLUSH_MS)]);
+    }
+    server.closeAllConnections();
+    await publicClosed;
+    await treeStats.stop();
+    await healing.stop();
+    await reloading.catch(() => undefined);
+    await parts.close();
+    return { finished: Math.max(0, atSignal - cutShort), cutShort };
+  };
+
+  return {
+    url,
+    adminUrl,
+    server,
+    store,
+    metrics,
+    firstHeal: healing.firstPass,
+    reload(config, secrets) {
+      if (closing !== null) return Promise.reject(new ReloadRefused('the server is stopping'));
+      // One reload at a time, in the order the signals came.
+      const next = reloading.catch(() => undefined).then(() => applyReload(config, secrets));
+      reloading = next;
+      return next;
+    },
+    ready,
+    close(closeOptions = {}) {
+      closing ??= closeServer(closeOptions.graceMs ?? settings.config.shutdownGraceMs);
+      return closing;
+    },
+  };
+}
+
+/** Binds a server; an address in use or not available becomes a one-line StartRefused. */
+async function listenOn(server: Server, key: string, listen: string): Promise<string> {
+  const { host, port } = splitListen(listen);
   await new Promise<void>((done, fail) => {
     server.once('listening', done);
-    server.once('error', fail);
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') fail(new StartRefused(`${key} ${listen}: address already in use`));
+      else if (error.code === 'EADDRNOTAVAIL' || error.code === 'EACCES') fail(new StartRefused(`${key} ${listen}: ${error.code} (${error.message})`));
+      else fail(error);
+    });
+    server.listen(port, host);
   });
   const address = server.address() as AddressInfo;
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${shownHost}:${address.port}`;
+}
 
-  const sweepTempFiles = async (): Promise<void> => {
-    for (const bucket of Object.keys(config.buckets)) {
-      const removed = await store.removeStaleTempFiles(bucket, config.tempMaxAgeSeconds * 1000, Date.now());
-      if (removed > 0) logger.info({ bucket, removed }, 'removed stale temp files');
-    }
-  };
-  const runSweep = (): void => {
-    sweepTempFiles().catch((error: unknown) => logger.error({ err: error }, 'temp file sweep failed'));
-  };
-  runSweep();
-  const sweepTimer = setInterval(runSweep, TEMP_SWEEP_INTERVAL_MS);
-  sweepTimer.unref();
-  const treeStats = startTreeStatsRefresh({
-    root: store.root,
-    buckets: Object.keys(config.buckets),
-    intervalSeconds: config.statsRefreshSeconds,
-    gauges: metrics.tree,
-    logger,
-  });
+function delay(ms: number): Promise<void> {
+  return new Promise((done) => setTimeout(done, ms).unref());
+}
 
+/** Work in progress (responses not yet closed, service calls), with a way to wait until there is none. */
+class InFlight {
+  count = 0;
+  private waiters: Array<() => void> = [];
+
+  /** Counts one piece of work; call the returned function (once) when it ends. */
+  begin(): () => void {
+    this.count += 1;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.count -= 1;
+      if (this.count === 0) for (const waiter of this.waiters.splice(0)) waiter();
+    };
+  }
+
+  idle(): Promise<void> {
+    if (this.count === 0) return Promise.resolve();
+    return new Promise((done) => this.waiters.push(done));
+  }
+}
+
+/** An image service whose calls in progress are counted, so that a replaced one closes only when idle. */
+function counted(service: ImageService): { service: ImageService; idle(): Promise<void> } {
+  const calls = new InFlight();
   return {
-    url: `http://${shownHost}:${address.port}`,
-    server,
-    store,
-    async close() {
-      clearInterval(sweepTimer);
-      await treeStats.stop();
-      // Let requests in flight finish; cut what still hangs after a grace period.
-      const force = setTimeout(() => server.closeAllConnections(), 5000);
-      await new Promise<void>((done) => {
-        server.close(() => done());
-        server.closeIdleConnections();
-      });
-      clearTimeout(force);
-      await imageService.close();
+    service: {
+      get(request) {
+        const end = calls.begin();
+        return service.get(request).finally(end);
+      },
+      ...(service.queueDepths === undefined ? {} : { queueDepths: () => service.queueDepths?.() ?? {} }),
+      close: () => service.close(),
     },
+    idle: () => calls.idle(),
   };
 }
