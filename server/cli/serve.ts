@@ -8,6 +8,7 @@
 import { Command, Option } from 'commander';
 import { relative, resolve } from 'node:path';
 import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
+import { WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
 import { createLogger, type Logger } from '../log.js';
 import { probeTreeWritable } from '../readiness.js';
@@ -28,12 +29,16 @@ function flagLayer(options: ServeOptions): ConfigLayer {
   if (options.allowPrivateNetworks === true) flags.allowPrivateNetworks = true;
   if (options.calendarYearWeeks === true) flags.calendarYearWeeks = true;
   if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger('--max-bytes', options.maxBytes));
+  if (typeof options.workers === 'string') flags.workers = parsePositiveInteger('--workers', options.workers);
   return flags;
 }
 
 async function serve(options: ServeOptions): Promise<void> {
   const flags = flagLayer(options);
-  const config = loadConfig(options, flags);
+  const slot = workerSlot();
+  // A worker of `--workers N` leaves the admin listener to the primary (server/http/cluster.ts).
+  const adapt = (loaded: Config): Config => (slot === null ? loaded : { ...loaded, admin: { listen: null } });
+  const config = adapt(loadConfig(options, flags));
   const root = resolve(config.root);
   // Before the secret is generated under it, and before anything listens.
   try {
@@ -41,7 +46,8 @@ async function serve(options: ServeOptions): Promise<void> {
   } catch (error) {
     throw new UsageError(`root ${root} cannot be created or written: ${(error as Error).message}`);
   }
-  const logger = createLogger(config.logLevel);
+  const processLogger = createLogger(config.logLevel);
+  const logger = slot === null ? processLogger : processLogger.child({ worker: slot });
   const secrets = resolveSecrets(config, true);
   if (secrets.generatedAt !== null) {
     logger.warn(
@@ -49,32 +55,57 @@ async function serve(options: ServeOptions): Promise<void> {
       `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
     );
   }
+  const startFields = {
+    root,
+    buckets: Object.keys(config.buckets),
+    sizes: config.sizes,
+    engine: config.engine,
+    delivery: config.delivery,
+    allowPrivateNetworks: config.allowPrivateNetworks,
+    secrets: secrets.source,
+    shutdownGraceMs: config.shutdownGraceMs,
+    workers: config.workers,
+  };
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
+  if (slot === null && config.workers > 1) {
+    let primary;
+    try {
+      primary = await runPrimary({ workers: config.workers, root, adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
+    } catch (error) {
+      // The worker has said why on stderr.
+      if (error instanceof WorkersFailedToStart) process.exit(error.exitCode);
+      if (error instanceof StartRefused) throw new UsageError(error.message);
+      throw error;
+    }
+    logger.info(
+      { ...startFields, address: primary.url, admin: primary.adminUrl },
+      `listening on ${primary.url} with ${config.workers} workers${primary.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${primary.adminUrl}`}`,
+    );
+    if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(primary.url, root, config));
+    const code = await primary.stopped;
+    logger.info({ code }, 'stopped: every worker has exited');
+    process.exit(code);
+  }
+
   let running: RunningServer;
   try {
-    running = await startServer({ config, secrets: secrets.secrets, logger });
+    running = await startServer({ config, secrets: secrets.secrets, logger, treeJobs: slot === null || slot === 1 });
   } catch (error) {
     if (error instanceof StartRefused) throw new UsageError(error.message);
     throw error;
   }
-  logger.info(
-    {
-      address: running.url,
-      admin: running.adminUrl,
-      root: running.store.root,
-      buckets: Object.keys(config.buckets),
-      sizes: config.sizes,
-      engine: config.engine,
-      delivery: config.delivery,
-      allowPrivateNetworks: config.allowPrivateNetworks,
-      secrets: secrets.source,
-      shutdownGraceMs: config.shutdownGraceMs,
-    },
-    `listening on ${running.url}${running.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${running.adminUrl}`}`,
-  );
-  if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(running.url, root, config));
+  if (slot !== null) {
+    shareWorkerMetrics(running.metrics.registry);
+    logger.info({ pid: process.pid, address: running.url, treeJobs: slot === 1 }, `worker ${slot} serving on ${running.url}`);
+  } else {
+    logger.info(
+      { ...startFields, address: running.url, admin: running.adminUrl },
+      `listening on ${running.url}${running.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${running.adminUrl}`}`,
+    );
+    if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(running.url, root, config));
+  }
 
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
-  process.on('SIGHUP', () => void reload(options, flags, running, logger));
+  process.on('SIGHUP', () => void reload(options, flags, adapt, running, logger));
   const shutdown = (signal: string): void => {
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: no new connections; requests in flight may finish');
     running.close().then(
@@ -93,11 +124,11 @@ async function serve(options: ServeOptions): Promise<void> {
 }
 
 /** SIGHUP: the same loading as at start; on any failure the running settings stay. */
-async function reload(options: ServeOptions, flags: ConfigLayer, running: RunningServer, logger: Logger): Promise<void> {
+async function reload(options: ServeOptions, flags: ConfigLayer, adapt: (loaded: Config) => Config, running: RunningServer, logger: Logger): Promise<void> {
   let config: Config;
   let secrets: string[];
   try {
-    config = loadConfig(options, flags);
+    config = adapt(loadConfig(options, flags));
     // No secret is generated on reload: one that vanished is an error to see, not to paper over.
     secrets = resolveSecrets(config, false).secrets;
   } catch (error) {
@@ -141,6 +172,7 @@ export function register(program: Command): void {
     .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
     .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP)
     .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
+    .option('--workers <n>', 'processes serving the one listen port (a crashed one is restarted)')
     .addOption(new Option('--log-level <level>').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(serve);
 }

@@ -11,7 +11,8 @@ import type { ReadinessReport } from '../readiness.js';
 import { ERROR_CACHE_CONTROL } from '../responseHeaders.js';
 
 export interface AdminDependencies {
-  metrics: Metrics;
+  /** The registry scraped at `/metrics`: this process's, or the cluster's aggregate (server/http/cluster.ts). */
+  metrics: { registry: Pick<Metrics['registry'], 'contentType' | 'metrics'> };
   ready(): Promise<ReadinessReport>;
   logger: Logger;
 }
