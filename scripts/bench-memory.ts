@@ -13,45 +13,19 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
-import { createServer, request as httpRequest, Agent } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request as httpRequest, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import sharp from 'sharp';
 import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
+import { startBigPhotoOrigin, twelveMegapixelJpeg } from '../test/bigPhotoOrigin.js';
 
 const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
 const ENGINES = (process.argv[4] ?? 'sharp,jimp').split(',');
 const SECRET = 'bench-memory-secret';
 const SAMPLE_MS = 50;
-const MAX_BYTES = 2 * 1024 * 1024;
-
-/** A 4000×3000 noise photo, blurred just enough to land under the default maxBytes. */
-async function twelveMegapixelJpeg(): Promise<Buffer> {
-  const width = 4000;
-  const height = 3000;
-  const raw = Buffer.alloc(width * height * 3);
-  let seed = 12345;
-  for (let index = 0; index < raw.length; index += 1) {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    raw[index] = seed >> 23;
-  }
-  let best = Buffer.alloc(0);
-  for (const sigma of [1.2, 1.5, 2, 2.5, 3, 4, 6]) {
-    for (const quality of [85, 75, 65, 55, 45]) {
-      const jpeg = await sharp(raw, { raw: { width, height, channels: 3 } }).blur(sigma).jpeg({ quality }).toBuffer();
-      if (jpeg.length < MAX_BYTES - 16_384) {
-        if (jpeg.length > best.length) best = jpeg;
-        break;
-      }
-    }
-    if (best.length > MAX_BYTES * 0.85) break;
-  }
-  return best;
-}
 
 function get(baseUrl: string, path: string, agent: Agent): Promise<{ status: number; code: string; ms: number }> {
   const started = performance.now();
@@ -153,11 +127,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
 }
 
 const jpeg = await twelveMegapixelJpeg();
-const origin = createServer((_request, response) => {
-  response.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': jpeg.length }).end(jpeg);
-});
-await new Promise<void>((done) => origin.listen(0, '127.0.0.1', done));
-const originUrl = new URL(`http://127.0.0.1:${(origin.address() as AddressInfo).port}/`);
+const origin = await startBigPhotoOrigin(jpeg);
 console.log(`cli ${CLI}`);
-for (const engine of ENGINES) await measure(engine, originUrl, jpeg.length);
-origin.close();
+for (const engine of ENGINES) await measure(engine, origin.url('/'), jpeg.length);
+await origin.close();

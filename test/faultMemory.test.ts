@@ -1,0 +1,134 @@
+/**
+ * The memory bound of the admission gates, scaled down: `imageproxy serve` as a real
+ * process (sharp engine, the default limits) in front of a loopback origin serving a
+ * noisy 12 MP JPEG just under `maxBytes` under any path, and more concurrent cold misses
+ * (full size and 250x250 alternating) than the fetch gate admits and queues together.
+ * The child's resident memory (/proc/PID/status VmRSS) is sampled every 50 ms along with
+ * /healthz on the admin listener.
+ *
+ * The bound is per request in flight, not per machine. Only the gates' running slots
+ * hold image data; a queued miss holds a socket and a few small objects.
+ * - A fetch slot holds the body as received (got's chunks), the body joined into one
+ *   buffer, and the metadata-stripped copy written to the tree: 3 × the photo's bytes.
+ * - A resize slot holds the original read back from the tree (1 × its bytes), the
+ *   decoded pixels, counted as if the whole photo were decoded at once
+ *   (width × height × 3 bytes; libvips actually streams and JPEG shrinks on load, so
+ *   this is an upper bound), and the small encoded thumbnail.
+ * Every slot is given the larger of the two (3 × bytes + width × height × 3): what a
+ * fetch slot does not use of it covers buffers already released but not yet collected
+ * by V8, and the per-thread allocator arenas of libvips' threads. So
+ *   peak RSS − idle RSS ≤ (maxConcurrentFetches + maxConcurrentResizes) × (3 × bytes + width × height × 3).
+ * If a gate stopped bounding (every miss fetching at once), the fetches alone would hold
+ * requests × 3 × bytes and the test fails.
+ */
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { Agent } from 'node:http';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { DEFAULT_CONFIG } from '../server/config.js';
+import { PHOTO_CHANNELS, PHOTO_HEIGHT, PHOTO_WIDTH, startBigPhotoOrigin, twelveMegapixelJpeg } from './bigPhotoOrigin.js';
+import { lightRequest, rssKiB, startServe, type LightAnswer } from './faultHarness.js';
+import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+
+const SECRET = 'fault-memory-secret';
+const SAMPLE_MS = 50;
+const { maxConcurrentFetches, maxQueuedFetches, maxConcurrentResizes } = DEFAULT_CONFIG.limits;
+/** More than the fetch gate runs and queues together, so some misses must answer busy. */
+const MISSES = 96;
+
+test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most the gates' slots × a per-request budget; every answer 200 or busy; /healthz answers throughout`, async (t) => {
+  assert.ok(MISSES > maxConcurrentFetches + maxQueuedFetches, 'the burst exceeds what the fetch gate admits');
+  const work = await makeTempRoot('imageproxy-fault-memory-');
+  const jpeg = await twelveMegapixelJpeg();
+  const origin = await startBigPhotoOrigin(jpeg);
+  const configPath = join(work, 'config.json');
+  await writeFile(
+    configPath,
+    JSON.stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      root: join(work, 'tree'),
+      secrets: [SECRET],
+      engine: 'sharp',
+      allowPrivateNetworks: true,
+      logLevel: 'info',
+    }),
+  );
+  const serve = await startServe(configPath, work);
+  try {
+    assert.ok(serve.adminUrl !== null);
+    const adminUrl = serve.adminUrl;
+    // Idle: after start-up settled (heal pass, first stats walk of an empty tree).
+    await new Promise((done) => setTimeout(done, 1000));
+    const idleKiB = await rssKiB(serve.pid);
+    let peakKiB = idleKiB;
+    let healthMaxMs = 0;
+    let healthFailures = 0;
+    let healthSamples = 0;
+    let sampling = true;
+    const healthAgent = new Agent({ keepAlive: false });
+    const sampler = (async () => {
+      while (sampling) {
+        const started = performance.now();
+        const [rss, health] = await Promise.all([
+          rssKiB(serve.pid),
+          lightRequest(adminUrl, '/healthz', healthAgent, { timeoutMs: 10_000 }).catch(() => null),
+        ]);
+        peakKiB = Math.max(peakKiB, rss);
+        healthSamples += 1;
+        if (health?.status !== 200) healthFailures += 1;
+        healthMaxMs = Math.max(healthMaxMs, performance.now() - started);
+        await new Promise((done) => setTimeout(done, SAMPLE_MS));
+      }
+    })();
+
+    const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+    const atMs = Date.now();
+    const links = Array.from({ length: MISSES }, (_, index) =>
+      signedPath({ secret: SECRET, imageUrl: origin.url(`/photo-${index}.jpg`).href, atMs, size: index % 2 === 0 ? 'full' : '250x250' }),
+    );
+    const started = performance.now();
+    const answers: LightAnswer[] = await Promise.all(links.map((link) => lightRequest(serve.url, link, agent, { timeoutMs: 120_000 })));
+    const seconds = (performance.now() - started) / 1000;
+    sampling = false;
+    await sampler;
+
+    const budgetBytes = 3 * jpeg.length + PHOTO_WIDTH * PHOTO_HEIGHT * PHOTO_CHANNELS;
+    const slots = maxConcurrentFetches + maxConcurrentResizes;
+    const growthBytes = (peakKiB - idleKiB) * 1024;
+    const mib = (bytes: number): string => (bytes / 1048576).toFixed(1);
+    const byOutcome = new Map<string, number>();
+    for (const answer of answers) {
+      const outcome = `${answer.status} ${String(answer.headers['x-imageproxy-error'] ?? '')}`.trim();
+      byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+    }
+    t.diagnostic(
+      `${MISSES} cold misses of a ${mib(jpeg.length)} MiB ${PHOTO_WIDTH}x${PHOTO_HEIGHT} JPEG in ${seconds.toFixed(1)} s; ` +
+        `answers ${[...byOutcome].map(([outcome, count]) => `${outcome}: ${count}`).join(', ')}`,
+    );
+    t.diagnostic(
+      `RSS idle ${mib(idleKiB * 1024)} MiB, peak ${mib(peakKiB * 1024)} MiB, growth ${mib(growthBytes)} MiB = ${mib(growthBytes / slots)} MiB per slot ` +
+        `(${slots} slots); budget ${mib(budgetBytes)} MiB per slot, ${mib(slots * budgetBytes)} MiB in all`,
+    );
+    t.diagnostic(`/healthz: ${healthSamples} samples, ${healthFailures} failed, slowest ${healthMaxMs.toFixed(0)} ms`);
+
+    for (const [index, answer] of answers.entries()) {
+      if (answer.status === 200) continue;
+      assert.equal(answer.status, 503, `link ${index}: ${answer.status} ${answer.bodyStart}`);
+      assert.equal(answer.headers['x-imageproxy-error'], 'busy', `link ${index}`);
+      assert.equal(answer.headers['retry-after'], '2', `link ${index}`);
+    }
+    assert.ok((byOutcome.get('503 busy') ?? 0) > 0, 'some misses were refused busy (else the gates were not exercised)');
+    assert.ok((byOutcome.get('200') ?? 0) >= maxConcurrentFetches + maxQueuedFetches / 2, 'most admitted misses were answered');
+    assert.ok(peakKiB > 0 && idleKiB > 0, 'RSS was read');
+    assert.ok(growthBytes <= slots * budgetBytes, `RSS grew ${mib(growthBytes)} MiB, more than ${slots} × ${mib(budgetBytes)} MiB`);
+    assert.equal(healthFailures, 0, '/healthz answered 200 every time');
+    assert.ok(healthMaxMs < 5000, `/healthz answered within 5 s (slowest ${healthMaxMs.toFixed(0)} ms)`);
+    assert.deepEqual(serve.errorLines(), [], 'no error-level log line');
+  } finally {
+    await serve.stop();
+    await origin.close();
+    await removeTempRoot(work);
+  }
+});
