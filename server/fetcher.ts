@@ -123,8 +123,14 @@ function guardedLookup(allowList: AddressAllowList): LookupFunction {
   };
 }
 
-function createAgents(options: FetchOptions): { http: http.Agent; https: https.Agent } {
-  const shared = { keepAlive: true };
+interface Agents {
+  http: http.Agent;
+  https: https.Agent;
+}
+
+/** keepAlive false: the agents of a retry, whose request must go out on a new connection. */
+function createAgents(options: FetchOptions, keepAlive: boolean): Agents {
+  const shared = { keepAlive };
   if (options.allowPrivateNetworks) {
     return { http: new http.Agent(shared), https: new https.Agent(shared) };
   }
@@ -166,6 +172,24 @@ function toFetchError(error: unknown, signal: AbortSignal | undefined): unknown 
   if (error.code === 'ERR_TOO_MANY_REDIRECTS') return fetchError('too_many_redirects', detail, error);
   // refused, reset, DNS failure, TLS failure, body shorter than Content-Length, bad gzip
   return fetchError('origin_unreachable', detail, error);
+}
+
+/**
+ * Connection failures that mean a kept-alive socket was already closing when it was
+ * reused: the origin closed it while idle and the request met the close.
+ */
+const STALE_SOCKET_CODES: ReadonlySet<string> = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+/**
+ * Whether a failed request may be sent once more on a new connection: it failed on a
+ * reused socket before any byte of a response, the caller has not given up, and it is
+ * not a timeout (the origin is slow, not closing). GET is idempotent, and nothing was
+ * received, so the retry cannot duplicate or mix anything.
+ */
+function isStaleSocketFailure(error: unknown, attempt: { reusedSocket: boolean; responded: boolean }, signal: AbortSignal | undefined): boolean {
+  if (!attempt.reusedSocket || attempt.responded || signal?.aborted === true) return false;
+  if (!(error instanceof RequestError) || error instanceof TimeoutError) return false;
+  return STALE_SOCKET_CODES.has(error.code);
 }
 
 function waitForResponse(stream: Request): Promise<Response> {
@@ -240,7 +264,8 @@ function toFetchedImage(bytes: Buffer, response: Response, limits: FetchLimits):
 export function createFetcher(options: FetchOptions): Fetcher {
   const { limits } = options;
   const allowList = options.allowPrivateNetworks ? null : parseAllowList(options.allowedAddresses ?? []);
-  const agent = createAgents(options);
+  const agent = createAgents(options, true);
+  const freshAgent = createAgents(options, false);
   const client = got.extend({
     agent,
     ...(allowList === null ? {} : { dnsLookup: guardedLookup(allowList) }),
@@ -272,27 +297,58 @@ export function createFetcher(options: FetchOptions): Fetcher {
     },
   });
 
-  async function fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage> {
-    checkUrl(url, allowList); // fail fast, before got is involved
-    const deadline = AbortSignal.timeout(limits.totalTimeoutMs);
-    const stream = client.stream(url, { signal: signal === undefined ? deadline : AbortSignal.any([signal, deadline]) });
+  /** One attempt; `attempt` tells afterwards whether its socket was reused and whether a response came. */
+  async function fetchOnce(
+    url: URL,
+    signal: AbortSignal,
+    agents: Agents,
+    attempt: { reusedSocket: boolean; responded: boolean },
+  ): Promise<FetchedImage> {
+    const stream = client.stream(url, { signal, agent: agents });
+    // Every hop's request (redirects too); the last one is the one that can fail.
+    stream.on('request', (request: http.ClientRequest) => {
+      attempt.reusedSocket = request.reusedSocket;
+    });
+    stream.on('redirect', () => {
+      attempt.responded = true;
+    });
     try {
       const response = await waitForResponse(stream);
+      attempt.responded = true;
       checkResponse(response, limits);
       const bytes = await readCapped(stream, response, limits.maxBytes);
       return toFetchedImage(bytes, response, limits);
-    } catch (error) {
-      throw toFetchError(error, signal);
     } finally {
       stream.destroy(); // no-op after a complete body; frees the socket otherwise
+    }
+  }
+
+  async function fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage> {
+    checkUrl(url, allowList); // fail fast, before got is involved
+    const deadline = AbortSignal.timeout(limits.totalTimeoutMs);
+    const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
+    const attempt = { reusedSocket: false, responded: false };
+    try {
+      return await fetchOnce(url, combined, agent, attempt);
+    } catch (error) {
+      if (!isStaleSocketFailure(error, attempt, combined)) throw toFetchError(error, signal);
+    }
+    // An origin closing idle kept-alive sockets races our reuse of them: once more, on a
+    // connection of its own, within the same deadline.
+    try {
+      return await fetchOnce(url, combined, freshAgent, { reusedSocket: false, responded: false });
+    } catch (error) {
+      throw toFetchError(error, signal);
     }
   }
 
   return {
     fetchImage,
     close() {
-      agent.http.destroy();
-      agent.https.destroy();
+      for (const agents of [agent, freshAgent]) {
+        agents.http.destroy();
+        agents.https.destroy();
+      }
     },
   };
 }

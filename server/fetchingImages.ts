@@ -15,14 +15,14 @@ import type { ResizeEngine, ResizeResult } from './engines/engine.js';
 import { ImageproxyError, toImageproxyError, type ErrorCode } from './errors.js';
 import type { FetchedImage } from './fetcher.js';
 import { variantLabelOf, type ImageAnswer, type ImageRequest, type ImageService } from './imageService.js';
-import { fileStem } from './layout.js';
+import { fileStem, isImageExtension, type ImageExtension } from './layout.js';
 import type { Logger } from './log.js';
 import { shortUrl, summarizeCause } from './logFields.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { prepareOriginal, sha256Hex, storeOriginal, type OriginalImage } from './originals.js';
-import { FORMAT_INFO, formatFromExt } from './sniff.js';
+import { digestsOf, originalMetadata, prepareOriginal, type OriginalImage, type OriginalProvenance } from './originals.js';
+import { FORMAT_INFO, formatFromExt, type ImageFormat } from './sniff.js';
 import { InProcessFlights, LOCK_STALE_MS, withFileLock, type FileLockOptions } from './singleFlight.js';
-import type { ImageStore, StoredImage } from './store.js';
+import type { ImageStore, StagedFile, StoredImage } from './store.js';
 
 export interface ImageFetcher {
   fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage>;
@@ -56,11 +56,40 @@ const BACKOFF_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'bad_image',
 ]);
 
+/** The extension a URL's path ends in (`.jpeg` as jpg), or null: where a lookup looks first. */
+export function likelyExtension(url: URL): ImageExtension | null {
+  const match = /\.([a-z0-9]{3,4})$/i.exec(url.pathname);
+  if (match === null) return null;
+  const ext = (match[1] as string).toLowerCase();
+  if (ext === 'jpeg') return 'jpg';
+  return isImageExtension(ext) ? ext : null;
+}
+
+/**
+ * An original being made sure of (one per key in a process): its prepared bytes as soon
+ * as this process has them, so thumbnails are made from memory while the original is
+ * still being written, and the stored file once it is on disk.
+ */
+interface OriginalFlight {
+  /** The prepared bytes; null when the original was found stored, or the fetch failed. */
+  image: Promise<OriginalImage | null>;
+  stored: Promise<StoredImage>;
+}
+
+/** Which of settled results failed: every staged file is discarded, the first failure thrown. */
+async function stagedOrThrow(results: PromiseSettledResult<StagedFile>[]): Promise<StagedFile[]> {
+  const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failure === undefined) return results.map((result) => (result as PromiseFulfilledResult<StagedFile>).value);
+  await Promise.all(results.map((result) => (result.status === 'fulfilled' ? result.value.discard() : undefined)));
+  throw failure.reason;
+}
+
 export function createFetchingImageService(deps: FetchingServiceDependencies): ImageService {
   const { config, store, fetcher, engine, logger } = deps;
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? createMetrics({ processMetrics: false });
   const flights = new InProcessFlights();
+  const originalFlights = new Map<string, OriginalFlight>();
   // Admission before work (server/admission.ts): a miss waits for a slot, bounded in
   // count and time, or answers `busy` at once; nothing unbounded piles up in memory.
   const fetchGate = new AdmissionGate({
@@ -93,15 +122,9 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
   }
 
   /** What a fetched image is matched on: its host after redirects, and its bytes as fetched and as they would be stored. */
-  function fetchedQuery(request: ImageRequest, fetched: FetchedImage, storedBytes: Uint8Array): BlockQuery {
+  function fetchedQuery(request: ImageRequest, fetched: FetchedImage, digests: string[]): BlockQuery {
     const finalHost = URL.canParse(fetched.finalUrl) ? new URL(fetched.finalUrl).hostname : request.imageUrl.hostname;
-    return { key: request.key, host: finalHost, digests: [sha256Hex(fetched.bytes), sha256Hex(storedBytes)] };
-  }
-
-  /** During a backoff window, the remembered failure answers again (server/backoff.ts). */
-  async function refuseDuringBackoff(request: ImageRequest, stem: string): Promise<void> {
-    const remembered = rememberedFailure(await store.readFailure(request.link.bucket, request.key, stem), now());
-    if (remembered !== null) throw remembered;
+    return { key: request.key, host: finalHost, digests };
   }
 
   /**
@@ -131,10 +154,13 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
 
   /** Runs a step that may fail because of the origin or its bytes, recording such failures. */
   async function withBackoff<T>(request: ImageRequest, stem: string, step: () => Promise<T>): Promise<T> {
-    await refuseDuringBackoff(request, stem);
+    const previous = await store.readFailure(request.link.bucket, request.key, stem);
+    const remembered = rememberedFailure(previous, now());
+    if (remembered !== null) throw remembered;
     try {
       const result = await step();
-      await store.clearFailure(request.link.bucket, request.key, stem);
+      // Only a record that was there is removed: a miss without one costs no unlink.
+      if (previous !== null) await store.clearFailure(request.link.bucket, request.key, stem);
       return result;
     } catch (thrown) {
       const error = toImageproxyError(await asStorageError(thrown, request));
@@ -195,18 +221,44 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         prepared.removed.length > 0 ? 'metadata stripped' : 'metadata kept',
       );
     }
-    await refuseBlocked(fetchedQuery(request, fetched, prepared.image.bytes));
-    return prepared.image;
+    const { digests, image } = digestsOf(fetched.bytes, prepared.image);
+    await refuseBlocked(fetchedQuery(request, fetched, digests));
+    return image;
   }
 
-  /** Held from before the fetch until the original is stored: its bytes are in memory until then. */
-  async function fetchAndStore(request: ImageRequest): Promise<StoredImage> {
+  /**
+   * Sidecar and original written at once, then renamed sidecar first (the rule of
+   * server/originals.ts storeOriginal: once the image exists its sidecar does too).
+   */
+  async function storeOriginalNow(request: ImageRequest, image: OriginalImage, provenance: OriginalProvenance): Promise<StoredImage> {
+    const { bucket } = request.link;
+    const [sidecar, original] = (await stagedOrThrow(
+      await Promise.allSettled([
+        store.stageMetadata(bucket, request.key, originalMetadata(image, provenance)),
+        store.stageImage(bucket, request.key, null, FORMAT_INFO[image.format].ext, image.bytes),
+      ]),
+    )) as [StagedFile, StagedFile];
+    try {
+      await sidecar.commit();
+    } catch (error) {
+      await original.discard();
+      throw error;
+    }
+    return original.commit();
+  }
+
+  /**
+   * Held from before the fetch until the original is stored: its bytes are in memory
+   * until then. `announce` hands the prepared bytes to thumbnails before the writes.
+   */
+  async function fetchAndStore(request: ImageRequest, announce: (image: OriginalImage) => void): Promise<StoredImage> {
     return withBackoff(request, request.key, async () => {
       const release = await fetchGate.admit();
       try {
         const fetched = await fetchOriginal(request);
         const image = await prepareFetched(request, fetched);
-        return await storeOriginal(store, request.link.bucket, request.key, image, {
+        announce(image);
+        return await storeOriginalNow(request, image, {
           sourceUrl: request.imageUrl.href,
           originContentType: fetched.originContentType ?? null,
           fetchedAt: new Date(now()).toISOString(),
@@ -217,44 +269,117 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     });
   }
 
-  function ensureOriginal(request: ImageRequest): Promise<StoredImage> {
+  /**
+   * The original of a request, fetched once per key (in-process flights, and across
+   * processes the tree's lock, held only around the fetch and the original's write).
+   * `lookedUp`: the caller has just looked for it and found nothing, so the first
+   * lookup before the lock is skipped (the one after taking the lock stays).
+   */
+  function ensureOriginal(request: ImageRequest, lookedUp: boolean): OriginalFlight {
     const { bucket } = request.link;
-    const findOriginal = (): Promise<StoredImage | null> => store.find(bucket, request.key, null);
-    return flights.run(`original:${bucket}/${request.key}`, async () =>
+    const id = `${bucket}/${request.key}`;
+    const running = originalFlights.get(id);
+    if (running !== undefined) return running;
+    const likely = likelyExtension(request.imageUrl);
+    let skipLookup = lookedUp;
+    const findOriginal = async (): Promise<StoredImage | null> => {
+      if (skipLookup) {
+        skipLookup = false;
+        return null;
+      }
+      return store.find(bucket, request.key, null, likely);
+    };
+    let announce: (image: OriginalImage | null) => void = () => undefined;
+    const image = new Promise<OriginalImage | null>((resolve) => {
+      announce = resolve;
+    });
+    const stored = (async () =>
       withFileLock(await store.prepareLock(bucket, request.key, request.key), lockOptions, findOriginal, () =>
-        fetchAndStore(request),
-      ),
-    );
+        fetchAndStore(request, announce),
+      ))();
+    const flight: OriginalFlight = { image, stored };
+    originalFlights.set(id, flight);
+    // Found stored, or failed before any bytes: thumbnails then wait for `stored`.
+    void stored
+      .then(
+        () => announce(null),
+        () => announce(null),
+      )
+      .finally(() => originalFlights.delete(id));
+    return flight;
   }
 
-  function ensureVariant(request: ImageRequest, label: string): Promise<StoredImage> {
+  /** The bytes and format a thumbnail is made from, and the original it must not be renamed before. */
+  async function resizeSource(
+    request: ImageRequest,
+    known: StoredImage | null,
+  ): Promise<{ input: Buffer; format: ImageFormat; original: Promise<StoredImage> }> {
+    if (known !== null) {
+      const format = formatFromExt(known.ext);
+      const input = await readFile(known.path).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return null; // purged or moved aside since the lookup
+        throw error;
+      });
+      if (format !== null && input !== null) return { input, format, original: Promise.resolve(known) };
+    }
+    const flight = ensureOriginal(request, known === null);
+    const image = await flight.image;
+    if (image !== null) return { input: image.bytes, format: image.format, original: flight.stored };
+    const stored = await flight.stored;
+    const format = formatFromExt(stored.ext);
+    if (format === null) throw new Error(`cannot resize ${stored.relativePath}`);
+    return { input: await readFile(stored.path), format, original: flight.stored };
+  }
+
+  /**
+   * A thumbnail, made once per process (in-process flight). It takes no lock of its
+   * own across processes: two processes making the same thumbnail at once each rename a
+   * complete file of the same content into place, which is harmless; the original's
+   * fetch, which is not, stays under the tree's lock.
+   */
+  function ensureVariant(request: ImageRequest, label: string, knownOriginal: StoredImage | null): Promise<StoredImage> {
     const { bucket } = request.link;
     const stem = fileStem(request.key, label);
-    const findVariant = (): Promise<StoredImage | null> => store.find(bucket, request.key, label);
     return flights.run(`variant:${bucket}/${stem}`, async () => {
       // A place in the resize queue before the original is fetched: a thumbnail refused
-      // `busy` has fetched nothing. Its running slot is taken only once the original is there.
+      // `busy` has fetched nothing. Its running slot is taken only once the bytes are there.
       const place = resizeGate.enter();
       try {
-        const original = await ensureOriginal(request);
-        return await withFileLock(await store.prepareLock(bucket, request.key, stem), lockOptions, findVariant, () =>
-          withBackoff(request, stem, async () => {
-            await place.start();
-            return resizeAndStore(request, original, label);
-          }),
+        const source = await resizeSource(request, knownOriginal);
+        const started = now();
+        const staged = await withBackoff(request, stem, async () => {
+          await place.start();
+          return resizeAndStage(request, source.input, source.format, label);
+        });
+        // A served name is always complete and never ahead of its original: the
+        // thumbnail becomes visible only once the original is in place.
+        try {
+          await source.original;
+        } catch (error) {
+          await staged.file.discard();
+          throw error;
+        }
+        const image = await staged.file.commit();
+        const { resized } = staged;
+        logger.info(
+          { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
+          'resized',
         );
+        return image;
       } finally {
         place.release();
       }
     });
   }
 
-  async function resizeAndStore(request: ImageRequest, original: StoredImage, label: string): Promise<StoredImage> {
+  async function resizeAndStage(
+    request: ImageRequest,
+    input: Buffer,
+    format: ImageFormat,
+    label: string,
+  ): Promise<{ file: StagedFile; resized: ResizeResult }> {
     const { size } = request.link;
-    const format = formatFromExt(original.ext);
-    if (format === null || size.kind !== 'box') throw new Error(`cannot resize ${original.relativePath}`);
-    const started = now();
-    const input = await readFile(original.path);
+    if (size.kind !== 'box') throw new Error(`cannot resize to ${label}`);
     const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
     let resized: ResizeResult;
     try {
@@ -267,12 +392,8 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     }
     metrics.resizes.inc({ engine: engine.name, result: 'ok' });
     await refuseBlocked({ key: request.key });
-    const image = await store.storeImage(request.link.bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
-    logger.info(
-      { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
-      'resized',
-    );
-    return image;
+    const file = await store.stageImage(request.link.bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes);
+    return { file, resized };
   }
 
   async function passThrough(request: ImageRequest): Promise<ImageAnswer> {
@@ -296,14 +417,15 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       const label = variantLabelOf(request);
       // Before the lookup: a file a takedown left behind is never served by the app.
       await refuseBlocked({ key: request.key, host: request.imageUrl.hostname });
-      const stored = await store.find(bucket, request.key, label);
+      const likely = likelyExtension(request.imageUrl);
+      const stored = await store.find(bucket, request.key, label, likely);
       if (stored !== null) return { kind: 'stored', image: stored, cache: 'hit' };
       try {
         if (request.link.proxy) return await passThrough(request);
-        if (label === null) return { kind: 'stored', image: await ensureOriginal(request), cache: 'miss' };
+        if (label === null) return { kind: 'stored', image: await ensureOriginal(request, true).stored, cache: 'miss' };
         // One more lookup, on thumbnail misses only: was the original there already?
-        const originalStored = (await store.find(bucket, request.key, null)) !== null;
-        return { kind: 'stored', image: await ensureVariant(request, label), cache: originalStored ? 'variant' : 'miss' };
+        const original = await store.find(bucket, request.key, null, likely);
+        return { kind: 'stored', image: await ensureVariant(request, label, original), cache: original !== null ? 'variant' : 'miss' };
       } catch (thrown) {
         // Lock directories and writes outside a fetch step fail on a full or read-only disk too.
         throw await asStorageError(thrown, request);

@@ -50,6 +50,7 @@ export async function createImageServiceFor(
     // Leave a core for the event loop and nginx on small machines.
     concurrency: Math.max(1, availableParallelism() - 1),
     quality: config.quality,
+    mozjpeg: config.mozjpeg,
   });
   const service = createFetchingImageService({
     config,

@@ -7,7 +7,7 @@
  */
 import { link, lstat, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { originalMetadata, sha256Hex, type OriginalImage } from './originals.js';
+import { digestsOf, originalMetadata, type OriginalImage } from './originals.js';
 import { imageFileName, tempFileName } from './layout.js';
 import {
   classifyLegacyName,
@@ -182,8 +182,8 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
       );
     }
     const original: OriginalImage = { ...sniffed, bytes };
-    const { image: prepared, warning } = options.prepare(original);
-    const digests = prepared === original ? [sha256Hex(bytes)] : [sha256Hex(bytes), sha256Hex(prepared.bytes)];
+    const { image: preparedImage, warning } = options.prepare(original);
+    const { digests, image: prepared } = digestsOf(bytes, preparedImage);
     const blockedByBytes = options.blockedReason({ key, host, digests });
     if (blockedByBytes !== null) throw new EntryFailure('blocked', blockedByBytes);
     if (warning !== null) warn(entry.relativePath, 'metadata_kept', warning);
@@ -192,7 +192,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     const provenance = { sourceUrl: imageUrl, originContentType: headers.contentType, fetchedAt: info.mtime.toISOString() };
     // Sidecar first, image last: the image is the commit point, as in storeOriginal.
     await store.writeMetadata(entry.bucket, key, originalMetadata(prepared, provenance));
-    await place(entry, key, prepared, prepared !== original);
+    await place(entry, key, prepared, prepared.bytes !== original.bytes);
     if (options.mode === 'move') await rm(entry.headersPath, { force: true });
     return 'ok';
   }

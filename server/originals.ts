@@ -12,6 +12,8 @@ import type { ImageMetadata, ImageStore, StoredImage } from './store.js';
 /** An original as sniffing read it: format, pixel size, frames, and its bytes. */
 export interface OriginalImage extends ImageInfo {
   bytes: Buffer;
+  /** sha256 (hex) of `bytes` when already computed: a 2 MB hash on the event loop is worth doing once. */
+  sha256?: string;
 }
 
 /** Where an original came from, for its sidecar. */
@@ -74,6 +76,18 @@ export function sha256Hex(bytes: Uint8Array): string {
 }
 
 /**
+ * The digests a blocked image is matched on: of the bytes as fetched (or read) and of the
+ * bytes as they will be stored, one hash when they are the same. Returns the image to
+ * store with its digest attached, so its sidecar does not hash it again.
+ */
+export function digestsOf(source: Uint8Array, toStore: OriginalImage): { digests: string[]; image: OriginalImage } {
+  const sourceDigest = sha256Hex(source);
+  const storedDigest = toStore.bytes === source ? sourceDigest : sha256Hex(toStore.bytes);
+  const digests = storedDigest === sourceDigest ? [sourceDigest] : [sourceDigest, storedDigest];
+  return { digests, image: { ...toStore, sha256: storedDigest } };
+}
+
+/**
  * Writes the sidecar and then the original under `key`; returns the stored image. The
  * image comes last: it is what every lookup finds, so once it exists its sidecar does
  * too, and a crash in between leaves only a sidecar, which nothing serves and the next
@@ -101,7 +115,7 @@ export function originalMetadata(image: OriginalImage, provenance: OriginalProve
     width: image.width,
     height: image.height,
     frames: image.frames,
-    sha256: sha256Hex(image.bytes),
+    sha256: image.sha256 ?? sha256Hex(image.bytes),
     fetchedAt: provenance.fetchedAt,
   };
 }

@@ -56,6 +56,14 @@ export interface StoredImage {
   modifiedMs: number;
 }
 
+/** A file written and fsynced under a temp name, not yet visible under its own. */
+export interface StagedFile {
+  /** Renames it into place: from then on readers see the whole file. */
+  commit(): Promise<StoredImage>;
+  /** Removes the temp file (the write is abandoned). */
+  discard(): Promise<void>;
+}
+
 export interface ImageMetadata {
   /**
    * The image URL it was fetched from; null in a sidecar rebuilt from the stored bytes
@@ -90,10 +98,18 @@ export class ImageStore {
    * kept cheap, as it runs on every lookup: empty files, and an original whose size is
    * not its sidecar's; the heal pass and `check` look deeper.
    */
-  async find(bucket: string, key: string, variantLabel: string | null): Promise<StoredImage | null> {
+  async find(
+    bucket: string,
+    key: string,
+    variantLabel: string | null,
+    likelyExt: ImageExtension | null = null,
+  ): Promise<StoredImage | null> {
     const directory = keyDirectory(bucket, key);
     const stem = fileStem(key, variantLabel);
-    for (const ext of IMAGE_EXTENSIONS) {
+    // The likely extension first (the URL's, or the original's for its thumbnails): a
+    // stored file is then found with one stat instead of up to five.
+    const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
+    for (const ext of extensions) {
       const name = imageFileName(stem, ext);
       const relativePath = `${directory}/${name}`;
       const path = join(this.root, relativePath);
@@ -184,27 +200,50 @@ export class ImageStore {
    * into place: readers see the whole file or none, and a crash leaves only a temp file.
    */
   async writeAtomic(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<string> {
+    return (await (await this.stage(bucket, key, fileName, bytes)).commit()).path;
+  }
+
+  /**
+   * The first half of writeAtomic: the bytes written and fsynced under a temp name. The
+   * caller commits (renames) when the order of several files allows it, so their writes
+   * can run at once while what becomes visible, and when, stays decided.
+   */
+  async stage(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<StagedFile> {
     const directory = this.directoryOf(bucket, key);
     await mkdir(directory, { recursive: true });
     const finalPath = join(directory, fileName);
     const tempPath = join(directory, tempFileName(fileName, writerUnique()));
     const handle = await open(tempPath, 'wx', 0o644);
+    let modifiedMs: number;
     try {
       await handle.writeFile(bytes);
       await handle.sync();
+      modifiedMs = (await handle.stat()).mtimeMs;
     } catch (error) {
       await handle.close();
       await unlink(tempPath).catch(() => undefined);
       throw error;
     }
     await handle.close();
-    try {
-      await rename(tempPath, finalPath);
-    } catch (error) {
-      await unlink(tempPath).catch(() => undefined);
-      throw error;
-    }
-    return finalPath;
+    const ext = fileName.slice(fileName.lastIndexOf('.') + 1);
+    return {
+      commit: async () => {
+        try {
+          await rename(tempPath, finalPath);
+        } catch (error) {
+          await unlink(tempPath).catch(() => undefined);
+          throw error;
+        }
+        return {
+          path: finalPath,
+          relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
+          ext: ext as ImageExtension,
+          bytes: bytes.length,
+          modifiedMs,
+        };
+      },
+      discard: () => unlink(tempPath).catch(() => undefined),
+    };
   }
 
   async storeImage(
@@ -214,15 +253,21 @@ export class ImageStore {
     ext: ImageExtension,
     bytes: Uint8Array,
   ): Promise<StoredImage> {
-    const name = imageFileName(fileStem(key, variantLabel), ext);
-    const path = await this.writeAtomic(bucket, key, name, bytes);
-    const info = await stat(path);
-    return { path, relativePath: `${keyDirectory(bucket, key)}/${name}`, ext, bytes: info.size, modifiedMs: info.mtimeMs };
+    return (await this.stageImage(bucket, key, variantLabel, ext, bytes)).commit();
+  }
+
+  /** An image staged (see `stage`) under its final name's temp. */
+  stageImage(bucket: string, key: string, variantLabel: string | null, ext: ImageExtension, bytes: Uint8Array): Promise<StagedFile> {
+    return this.stage(bucket, key, imageFileName(fileStem(key, variantLabel), ext), bytes);
+  }
+
+  /** The metadata sidecar staged (see `stage`). */
+  stageMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<StagedFile> {
+    return this.stage(bucket, key, metadataFileName(key), Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`));
   }
 
   async writeMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<void> {
-    const text = `${JSON.stringify(metadata, null, 2)}\n`;
-    await this.writeAtomic(bucket, key, metadataFileName(key), Buffer.from(text));
+    await (await this.stageMetadata(bucket, key, metadata)).commit();
   }
 
   async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {

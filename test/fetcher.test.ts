@@ -4,6 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { isImageproxyError, type ErrorCode } from '../server/errors.js';
@@ -505,5 +506,100 @@ describe('redirect hops are re-checked with the policy on', () => {
       redirector,
     );
     assert.equal(targets.second.requests.length, requestsBefore + 1);
+  });
+});
+
+describe('kept-alive sockets the origin closes', () => {
+  /** Per socket: how many requests it carried before this one. */
+  function requestsBefore(request: http.IncomingMessage, seen: WeakMap<object, number>): number {
+    const count = seen.get(request.socket) ?? 0;
+    seen.set(request.socket, count + 1);
+    return count;
+  }
+
+  it('retries once on a new connection a request whose reused socket closed before any response byte', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const seen = new WeakMap<object, number>();
+    // The origin's side of the race: a second request on a connection meets its close.
+    const origin = await startOrigin((request, response) => {
+      if (requestsBefore(request, seen) > 0) request.socket.destroy();
+      else response.writeHead(200, { 'content-type': 'image/png' }).end(png);
+    });
+    const failures: string[] = [];
+    await withFetcher(
+      {},
+      async (fetcher) => {
+        for (let index = 0; index < 20; index += 1) {
+          await fetcher.fetchImage(origin.url(`/${index}.png`)).catch((error: unknown) => failures.push(String(error)));
+        }
+      },
+      origin,
+    );
+    assert.deepEqual(failures, []);
+    // Every other fetch met a closing socket and went out again: the retries happened.
+    assert.ok(origin.requests.length > 20, `${origin.requests.length} origin requests for 20 fetches`);
+    assert.ok(origin.requests.length <= 40, 'at most one retry per fetch');
+  });
+
+  it('fails without a retry when a new connection closes before any response byte', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const origin = await startOrigin((request) => request.socket.destroy());
+    const code = await withFetcher({}, (fetcher) => rejectionCode(fetcher.fetchImage(origin.url('/a.png'))), origin);
+    assert.equal(code, 'origin_unreachable');
+    assert.equal(origin.requests.length, 1);
+  });
+
+  it('fails without a retry when a reused socket closes after the response began', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const seen = new WeakMap<object, number>();
+    const origin = await startOrigin((request, response) => {
+      if (requestsBefore(request, seen) === 0) {
+        response.writeHead(200, { 'content-type': 'image/png' }).end(png);
+        return;
+      }
+      response.writeHead(200, { 'content-type': 'image/png', 'content-length': String(png.length) });
+      response.write(png.subarray(0, 10), () => request.socket.destroy());
+    });
+    const code = await withFetcher(
+      {},
+      async (fetcher) => {
+        await fetcher.fetchImage(origin.url('/first.png'));
+        return rejectionCode(fetcher.fetchImage(origin.url('/second.png')));
+      },
+      origin,
+    );
+    assert.equal(code, 'origin_unreachable');
+    assert.equal(origin.requests.length, 2, 'the failed request was not sent again');
+  });
+
+  it('an origin closing idle sockets at once: sequential and concurrent fetches all succeed', { timeout: 15_000 }, async () => {
+    const server = http.createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'image/png' }).end(png);
+    });
+    server.keepAliveTimeout = 1;
+    let requests = 0;
+    server.on('request', () => {
+      requests += 1;
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const failures: string[] = [];
+    const fetcher = createFetcher(fetcherOptions());
+    try {
+      const fetchOne = (index: number): Promise<unknown> =>
+        fetcher.fetchImage(new URL(`http://127.0.0.1:${port}/${index}.png`)).catch((error: unknown) => failures.push(String(error)));
+      for (let index = 0; index < 60; index += 1) {
+        await fetchOne(index);
+        // about as long as the origin keeps an idle socket: the close and the reuse meet
+        await new Promise((resolve) => setTimeout(resolve, index % 3));
+      }
+      for (let round = 0; round < 10; round += 1) {
+        await Promise.all(Array.from({ length: 16 }, (_, index) => fetchOne(1000 + round * 16 + index)));
+        await new Promise((resolve) => setTimeout(resolve, round % 3));
+      }
+    } finally {
+      fetcher.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    assert.deepEqual(failures, []);
+    assert.ok(requests >= 220, `${requests} origin requests`);
   });
 });

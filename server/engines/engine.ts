@@ -48,6 +48,8 @@ export interface EngineOptions {
    */
   concurrency: number;
   quality: EncodeQuality;
+  /** sharp only: JPEG through mozjpeg (config `mozjpeg`). @default true */
+  mozjpeg?: boolean;
 }
 
 export interface ResizeEngine {

@@ -14,6 +14,21 @@ import { orientedSize, planResize } from '../resizePlan.js';
 import { badImage, pixelCountDetail, tooManyPixels } from './engine.js';
 import type { EncodeQuality, EngineOptions, ImageFormat, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
 
+/** How sharp encodes: qualities, and whether JPEG goes through mozjpeg. */
+export interface SharpEncoding {
+  quality: EncodeQuality;
+  mozjpeg: boolean;
+}
+
+/**
+ * sharp's JPEG options for a thumbnail; exported so the bench's in-process baseline
+ * encodes exactly as the engine does. mozjpeg: trellis quantisation and progressive
+ * scans, smaller files at equal looks for more encoding CPU (README, Resizing).
+ */
+export function sharpJpegOptions(quality: EncodeQuality, mozjpeg: boolean): { quality: number; mozjpeg: boolean } {
+  return { quality: quality.jpeg, mozjpeg };
+}
+
 /** GIF and WebP may be animated: every frame is loaded and resized. */
 const ANIMATED_FORMATS: ReadonlySet<ImageFormat> = new Set(['gif', 'webp']);
 
@@ -24,12 +39,13 @@ export function createSharpEngine(options: EngineOptions): ResizeEngine {
   sharp.concurrency(Math.max(1, Math.floor(options.concurrency)));
   // sharp's timeout counts whole seconds.
   const timeoutSeconds = Math.max(1, Math.ceil(options.timeoutSeconds));
+  const encoding: SharpEncoding = { quality: options.quality, mozjpeg: options.mozjpeg ?? true };
 
   return {
     name: 'sharp',
     async resize(request: ResizeRequest): Promise<ResizeResult> {
       try {
-        return await resizeWithSharp(request, options.maxPixels, timeoutSeconds, options.quality);
+        return await resizeWithSharp(request, options.maxPixels, timeoutSeconds, encoding);
       } catch (error) {
         throw toEngineError(error);
       }
@@ -44,7 +60,7 @@ async function resizeWithSharp(
   request: ResizeRequest,
   maxPixels: number,
   timeoutSeconds: number,
-  quality: EncodeQuality,
+  encoding: SharpEncoding,
 ): Promise<ResizeResult> {
   const image = sharp(request.input, {
     animated: ANIMATED_FORMATS.has(request.format),
@@ -74,7 +90,7 @@ async function resizeWithSharp(
     // nearest pixel) and never enlarges; withoutEnlargement is a second guard.
     pipeline = pipeline.resize({ width: plan.width, height: plan.height, fit: 'fill', withoutEnlargement: true });
   }
-  const { data, info } = await encodeAs(pipeline, request.format, quality).toBuffer({ resolveWithObject: true });
+  const { data, info } = await encodeAs(pipeline, request.format, encoding).toBuffer({ resolveWithObject: true });
   return {
     bytes: data,
     format: request.format,
@@ -85,11 +101,10 @@ async function resizeWithSharp(
 }
 
 /** Output format = input format; PNG, WebP and AVIF keep an alpha channel when there is one. */
-function encodeAs(pipeline: Sharp, format: ImageFormat, quality: EncodeQuality): Sharp {
+function encodeAs(pipeline: Sharp, format: ImageFormat, { quality, mozjpeg }: SharpEncoding): Sharp {
   switch (format) {
     case 'jpeg':
-      // mozjpeg: trellis quantisation and progressive scans, smaller files at equal looks.
-      return pipeline.jpeg({ quality: quality.jpeg, mozjpeg: true });
+      return pipeline.jpeg(sharpJpegOptions(quality, mozjpeg));
     case 'png':
       return pipeline.png();
     case 'gif':

@@ -1,0 +1,268 @@
+/**
+ * Cold misses against the same work done in-process: how much the app adds to a fetch
+ * and a resize. The baseline fetches with plain http.get from the same loopback origin
+ * and resizes with the app's own sharp engine (server/engines/sharpEngine.ts, same
+ * qualities and mozjpeg setting), writing the thumbnail to a temp directory; ours is
+ * `imageproxy serve` as a child process (sharp, delivery direct), every URL new.
+ *
+ * Rows: median latency of sequential 250x250 misses and the ratio; misses/s at
+ * concurrency 8 and 32 and the ratio; peak RSS of the child for 256 concurrent misses;
+ * single-flight: 500 concurrent requests for one new image → origin requests, total time.
+ * Baseline and ours alternate round by round (a shared machine is noisy); medians.
+ *
+ *   npm run build && node --import tsx scripts/bench-miss.ts [rounds=3] [cli=dist/server/cli.js]
+ *
+ * The `cli` argument measures another build (e.g. the last commit built in /tmp).
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, createServer, get as httpGet, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { DEFAULT_CONFIG } from '../server/config.js';
+import { createSharpEngine } from '../server/engines/sharpEngine.js';
+import { encodeImageUrl, formatLink } from '../server/link.js';
+import { signLink } from '../server/signing.js';
+import type { BenchRow } from './benchTable.js';
+
+const SECRET = 'bench-miss-secret';
+const SIZE = { label: '250x250', maxWidth: 250, maxHeight: 250 };
+const SEQUENTIAL = 20;
+
+export interface BenchMissOptions {
+  rounds?: number;
+  cli?: string;
+}
+
+/** A 1600×1200 photo-like JPEG of about 200 KB (noise, blurred). */
+async function photoJpeg(): Promise<Buffer> {
+  const width = 1600;
+  const height = 1200;
+  const raw = Buffer.alloc(width * height * 3);
+  let seed = 4242;
+  for (let index = 0; index < raw.length; index += 1) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    raw[index] = seed >> 23;
+  }
+  let best = Buffer.alloc(0);
+  for (const sigma of [2, 3, 4, 6, 8, 12]) {
+    best = await sharp(raw, { raw: { width, height, channels: 3 } }).blur(sigma).jpeg({ quality: 80 }).toBuffer();
+    if (best.length <= 220_000) break;
+  }
+  return best;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** Runs `count` jobs, `concurrency` at a time; returns the seconds taken. */
+async function pool(count: number, concurrency: number, job: (index: number) => Promise<void>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const index = next;
+        next += 1;
+        await job(index);
+      }
+    }),
+  );
+  return (performance.now() - started) / 1000;
+}
+
+interface Served {
+  child: ChildProcessWithoutNullStreams;
+  url: string;
+}
+
+function startServe(cli: string, root: string): Promise<Served> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  const child = spawn(
+    process.execPath,
+    [cli, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--delivery', 'direct', '--root', root, '--engine', 'sharp',
+      '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
+    // Limits high enough that nothing here is refused `busy`: the bench measures work, not admission.
+    { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0', IMAGEPROXY_MAX_QUEUED_FETCHES: '1000', IMAGEPROXY_MAX_QUEUED_RESIZES: '1000' } },
+  );
+  let pending = '';
+  return new Promise((done, fail) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        const match = /listening on (http:\/\/[0-9.:]+)/.exec(line);
+        if (match !== null) done({ child, url: match[1] as string });
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    child.once('exit', (code) => fail(new Error(`serve exited ${code}`)));
+  });
+}
+
+/** GET through the app; resolves with the status once the body is read. */
+function getThrough(baseUrl: string, path: string, agent: Agent): Promise<number> {
+  return new Promise((done) => {
+    const { hostname, port } = new URL(baseUrl);
+    const outgoing = httpRequest({ hostname, port, path, agent }, (incoming) => {
+      incoming.resume();
+      incoming.on('end', () => done(incoming.statusCode ?? 0));
+      incoming.on('error', () => done(-1));
+    });
+    outgoing.on('error', () => done(-1));
+    outgoing.end();
+  });
+}
+
+function fetchBytes(url: string, agent: Agent): Promise<Buffer> {
+  return new Promise((done, fail) => {
+    httpGet(url, { agent }, (incoming) => {
+      const chunks: Buffer[] = [];
+      incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+      incoming.on('end', () => done(Buffer.concat(chunks)));
+      incoming.on('error', fail);
+    }).on('error', fail);
+  });
+}
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  return match === null ? 0 : Number(match[1]);
+}
+
+export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRow[]> {
+  const rounds = options.rounds ?? 3;
+  const cli = resolve(options.cli ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
+  const jpeg = await photoJpeg();
+  let originRequests = 0;
+  const origin = createServer((_request, response) => {
+    originRequests += 1;
+    response.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': jpeg.length }).end(jpeg);
+  });
+  await new Promise<void>((done) => origin.listen(0, '127.0.0.1', done));
+  const originBase = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
+  const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-miss-'));
+  const baselineDir = await mkdtemp(join(tmpdir(), 'imageproxy-bench-miss-baseline-'));
+  // The engine as serve builds it (server/imageServiceFactory.ts), on the config's defaults.
+  const engine = createSharpEngine({
+    maxPixels: DEFAULT_CONFIG.limits.maxPixels,
+    timeoutSeconds: Math.ceil(DEFAULT_CONFIG.limits.totalTimeoutMs / 1000),
+    concurrency: Math.max(1, availableParallelism() - 1),
+    quality: DEFAULT_CONFIG.quality,
+    mozjpeg: DEFAULT_CONFIG.mozjpeg,
+  });
+  const served = await startServe(cli, root);
+  const appAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  const originAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  let serial = 0;
+  const atMs = Date.now();
+  const newPath = (): string => `/photo-${process.pid}-${(serial += 1)}.jpg`;
+  const linkOf = (imagePath: string, size: string): string => {
+    const extUrl = encodeImageUrl(`${originBase}${imagePath}`);
+    return formatLink({ bucket: 'i', size, signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs), extUrl, proxy: false });
+  };
+  let failures = 0;
+  const oursMiss = async (): Promise<void> => {
+    if ((await getThrough(served.url, linkOf(newPath(), SIZE.label), appAgent)) !== 200) failures += 1;
+  };
+  const baselineMiss = async (): Promise<void> => {
+    const imagePath = newPath();
+    const input = await fetchBytes(`${originBase}${imagePath}`, originAgent);
+    const result = await engine.resize({ input, format: 'jpeg', maxWidth: SIZE.maxWidth, maxHeight: SIZE.maxHeight });
+    await writeFile(join(baselineDir, `${imagePath.slice(1)}.${SIZE.label}.jpg`), result.bytes);
+  };
+  const timed = async (miss: () => Promise<void>): Promise<number> => {
+    const started = performance.now();
+    await miss();
+    return performance.now() - started;
+  };
+
+  try {
+    // Warm-up: connections, sharp's first use, the app's JIT.
+    for (let index = 0; index < 5; index += 1) {
+      await baselineMiss();
+      await oursMiss();
+    }
+    failures = 0;
+    const latency = { baseline: [] as number[], ours: [] as number[] };
+    const rates = new Map<number, { baseline: number[]; ours: number[] }>([
+      [8, { baseline: [], ours: [] }],
+      [32, { baseline: [], ours: [] }],
+    ]);
+    for (let round = 0; round < rounds; round += 1) {
+      for (let index = 0; index < SEQUENTIAL; index += 1) {
+        latency.baseline.push(await timed(baselineMiss));
+        latency.ours.push(await timed(oursMiss));
+      }
+      for (const [concurrency, rate] of rates) {
+        const count = concurrency * 4;
+        rate.baseline.push(count / (await pool(count, concurrency, () => baselineMiss())));
+        rate.ours.push(count / (await pool(count, concurrency, () => oursMiss())));
+      }
+    }
+    const rows: BenchRow[] = [];
+    const section = `miss ${SIZE.label}, ${(jpeg.length / 1000).toFixed(0)} KB 1600×1200 JPEG, loopback origin`;
+    const baselineMs = median(latency.baseline);
+    const oursMs = median(latency.ours);
+    const note = `${rounds} rounds × ${SEQUENTIAL}, alternating, median`;
+    rows.push({ section, name: 'in-process http.get + sharp engine + write, sequential', value: baselineMs, unit: 'ms', note });
+    rows.push({ section, name: 'imageproxy serve, sequential', value: oursMs, unit: 'ms', ratio: oursMs / baselineMs, note });
+    for (const [concurrency, rate] of rates) {
+      const baselineRate = median(rate.baseline);
+      const oursRate = median(rate.ours);
+      rows.push({ section, name: `in-process, concurrency ${concurrency}`, value: baselineRate, unit: 'misses/s' });
+      rows.push({ section, name: `imageproxy serve, concurrency ${concurrency}`, value: oursRate, unit: 'misses/s', ratio: oursRate / baselineRate });
+    }
+
+    // Peak RSS of the child during 256 concurrent cold misses.
+    const pid = served.child.pid as number;
+    let peakKiB = await rssKiB(pid);
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peakKiB = Math.max(peakKiB, await rssKiB(pid));
+        await new Promise((wait) => setTimeout(wait, 20));
+      }
+    })();
+    await Promise.all(Array.from({ length: 256 }, () => oursMiss()));
+    sampling = false;
+    await sampler;
+    rows.push({ section, name: 'imageproxy serve, peak RSS, 256 concurrent misses', value: peakKiB / 1024, unit: 'MiB' });
+
+    // Single-flight: one new image, 500 requests at once.
+    const before = originRequests;
+    const onePath = linkOf(newPath(), SIZE.label);
+    const started = performance.now();
+    const statuses = await Promise.all(Array.from({ length: 500 }, () => getThrough(served.url, onePath, appAgent)));
+    const seconds = performance.now() - started;
+    const ok = statuses.filter((status) => status === 200).length;
+    rows.push({ section, name: 'single-flight: 500 requests for one new image, origin requests', value: originRequests - before, unit: 'requests', note: `${ok} answered 200` });
+    rows.push({ section, name: 'single-flight: 500 requests for one new image, total time', value: seconds, unit: 'ms' });
+    if (failures > 0) rows.push({ section, name: 'misses not answered 200', value: failures, unit: 'requests' });
+    return rows;
+  } finally {
+    appAgent.destroy();
+    originAgent.destroy();
+    served.child.kill('SIGTERM');
+    await new Promise((done) => served.child.once('exit', done));
+    await engine.close();
+    origin.close();
+    await rm(root, { recursive: true, force: true });
+    await rm(baselineDir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { printBenchTable } = await import('./benchTable.js');
+  const rounds = process.argv[2] === undefined ? undefined : Number(process.argv[2]);
+  const cli = process.argv[3];
+  printBenchTable(await benchMiss({ ...(rounds === undefined ? {} : { rounds }), ...(cli === undefined ? {} : { cli }) }));
+}
