@@ -19,13 +19,13 @@
  * a configured bucket name, the sha256 key and a size label of digits: no request text
  * reaches a file path.
  *
- * njs 0.7.9 re-runs module top-level code on every request (measured: a loop at the top
- * level slows every request), so nothing is precomputed here: the generated config
- * module holds lookup tables ready to use, and this file declares constants and
- * functions only. A hit costs one regex exec, one HMAC (a fresh link matches the first
- * candidate week), one sha256 and a few string joins: about 10 µs of worker CPU over
- * plain static serving (scripts/bench-nginx.ts). No regex split or replace, no Date
- * objects, no charCodeAt loops on the hit path: each of those measured costlier in nginx.
+ * njs 0.7.9 re-runs module top-level code on every request (a loop at the top level
+ * slows every request), so nothing is precomputed here: the generated config module
+ * holds lookup tables ready to use, and this file declares constants and functions
+ * only. A hit costs one regex exec, one HMAC (a fresh link matches the first week
+ * tried), one sha256 and a few string joins, and builds no array. No regex split or
+ * replace, no Date objects, no charCodeAt loops on the hit path: each of those measured
+ * costlier in nginx (scripts/bench-nginx.ts measures a hit).
  *
  * The contract's numbers (ext_url length limit, signature length and bytes), the allowed
  * sizes with a ready size segment -> label table, and the week rule come from the
@@ -39,22 +39,17 @@ import config from 'imageproxy_config.js';
 var crypto = require('crypto');
 
 var DAY_SECONDS = 86400;
-var WEEK_SECONDS = 7 * DAY_SECONDS;
-// The alphabets of server/link.ts and server/sizes.ts; lengths come from the config module.
-var BASE64URL_PATTERN = /^[A-Za-z0-9_-]+={0,2}$/;
-var SIGNATURE_ALPHABET = /^[A-Za-z0-9_-]+$/;
-var SIZE_PATTERN = /^(\d*)x(\d*)$/; // any number of digits: a disallowed value is ignored
 /*
  * The hit path: one regex for the whole well-formed link (bucket, size, signature,
- * ext_url, /proxy) instead of a split and two tests (~0.9 µs against ~3 µs). A path it
+ * ext_url, /proxy) instead of a split and two tests, which cost more. A path it
  * does not match is classified by refusal() to say which error the app will answer.
  */
 var LINK_PATTERN = /^\/([A-Za-z0-9_-]+)\/([^\/]*)\/([A-Za-z0-9_-]+)\/([A-Za-z0-9_-]+={0,2})(\/proxy)?$/;
 
 /* ---- weeks (server/weeks.ts) ------------------------------------------------------- */
 /*
- * Integer calendar math (H. Hinnant's civil-from-days): in nginx, three `new Date()`
- * cost ~1.6 µs per request, this a fraction of that. Days count from 1970-01-01 and are
+ * Integer calendar math (H. Hinnant's civil-from-days): cheaper in nginx than
+ * `new Date()`. Days count from 1970-01-01 and are
  * never negative here, so `| 0` is Math.floor.
  */
 
@@ -77,50 +72,80 @@ function firstDayOfYear(year) {
     return era * 146097 + 365 * yearOfEra + ((yearOfEra / 4) | 0) - ((yearOfEra / 100) | 0) + 306 - 719468;
 }
 
-function twoDigits(week) {
-    return week < 10 ? '0' + week : '' + week;
-}
-
 /*
- * The `YYYYWW` suffixes of the instant `seconds` (UTC): [ISO week-year + ISO week
- * (PHP date('oW')), calendar year + ISO week (PHP date('YW'))]. The two differ only in
- * the days around New Year; the second is accepted only with calendarYearWeeks.
+ * The `YYYYWW` suffix of day number `day`: ISO week-year + ISO week (PHP date('oW')), or
+ * with `calendar` the calendar year + ISO week (PHP date('YW')). The two differ only on
+ * the days of ISO weeks 1, 52 and 53 that lie in the neighbouring calendar year, so the
+ * calendar year is looked at in those weeks only.
  */
-function instantSuffixes(seconds) {
-    var day = Math.floor(seconds / DAY_SECONDS);
+function daySuffix(day, calendar) {
     var thursday = day - (day + 3) % 7 + 3; // 1970-01-01 was a Thursday; the ISO week is its Thursday's
     var isoYear = yearOfDay(thursday);
-    var ww = twoDigits((((thursday - firstDayOfYear(isoYear)) / 7) | 0) + 1);
-    return [isoYear + ww, yearOfDay(day) + ww];
+    var january1 = firstDayOfYear(isoYear);
+    var week = (((thursday - january1) / 7) | 0) + 1;
+    var year = isoYear;
+    if (calendar) {
+        if (week === 1) {
+            if (day < january1) year = isoYear - 1;
+        } else if (week >= 52 && day >= firstDayOfYear(isoYear + 1)) {
+            year = isoYear + 1;
+        }
+    }
+    return week < 10 ? year + '0' + week : year + '' + week;
 }
 
 /*
- * The instants whose weeks are accepted at `nowSeconds`: now, now + skew (signers ahead
- * of UTC roll over first) and now - 7 days (links stay valid for the previous week).
- * Now comes first because most links are fresh; the set is acceptedWeeks()'s.
+ * Visits every accepted suffix at `nowSeconds` once, in the order now, now + skew
+ * (signers ahead of UTC roll over first), now - 7 days (links stay valid for the
+ * previous week); ISO rule first, the calendar rule after it with calendarYearWeeks.
+ * Now comes first because most links are fresh: a fresh link costs one suffix. The skew
+ * instant is looked at only when it falls on another day. Repeats are skipped by
+ * comparing with the suffixes already visited (no array per request). `visit` is
+ * checkSuffix: with `out` an array it collects (tests, docs) and never stops; otherwise
+ * it checks the signature and stops at the first match. Returns whether one matched.
  */
-function acceptedInstant(index, nowSeconds, skewSeconds) {
-    if (index === 0) return nowSeconds;
-    return index === 1 ? nowSeconds + skewSeconds : nowSeconds - WEEK_SECONDS;
-}
-var ACCEPTED_INSTANTS = 3;
-
-/* How many of instantSuffixes()' two rules are accepted: ISO, and calendar on request. */
-function ruleCount(calendarYearWeeks) {
-    return calendarYearWeeks === true ? 2 : 1;
+function visitAcceptedSuffixes(nowSeconds, cfg, given, message, legacyMessage, out) {
+    var calendar = cfg.calendarYearWeeks === true;
+    var day = Math.floor(nowSeconds / DAY_SECONDS);
+    var s0 = daySuffix(day, false);
+    if (checkSuffix(s0, given, message, legacyMessage, cfg, out)) return true;
+    var s1 = calendar ? daySuffix(day, true) : s0;
+    if (s1 !== s0 && checkSuffix(s1, given, message, legacyMessage, cfg, out)) return true;
+    var s2 = s0;
+    var s3 = s0;
+    var skewDay = Math.floor((nowSeconds + cfg.skewSeconds) / DAY_SECONDS);
+    if (skewDay !== day) {
+        s2 = daySuffix(skewDay, false);
+        if (s2 !== s0 && s2 !== s1 && checkSuffix(s2, given, message, legacyMessage, cfg, out)) return true;
+        s3 = calendar ? daySuffix(skewDay, true) : s2;
+        if (s3 !== s0 && s3 !== s1 && s3 !== s2 && checkSuffix(s3, given, message, legacyMessage, cfg, out)) return true;
+    }
+    var s4 = daySuffix(day - 7, false);
+    if (s4 !== s0 && s4 !== s1 && s4 !== s2 && s4 !== s3 && checkSuffix(s4, given, message, legacyMessage, cfg, out)) return true;
+    if (!calendar) return false;
+    var s5 = daySuffix(day - 7, true);
+    return s5 !== s0 && s5 !== s1 && s5 !== s2 && s5 !== s3 && s5 !== s4 && checkSuffix(s5, given, message, legacyMessage, cfg, out);
 }
 
 /* Every accepted suffix at `nowSeconds`, without repeats (for tests and the docs). */
 function weekSuffixes(nowSeconds, skewSeconds, calendarYearWeeks) {
     var out = [];
-    var rules = ruleCount(calendarYearWeeks);
-    for (var i = 0; i < ACCEPTED_INSTANTS; i++) {
-        var pair = instantSuffixes(acceptedInstant(i, nowSeconds, skewSeconds));
-        for (var j = 0; j < rules; j++) {
-            if (out.indexOf(pair[j]) < 0) out.push(pair[j]);
-        }
-    }
+    var cfg = { skewSeconds: skewSeconds, calendarYearWeeks: calendarYearWeeks };
+    visitAcceptedSuffixes(nowSeconds, cfg, null, '', null, out);
     return out;
+}
+
+/*
+ * How long the outer cache (server/nginxConfig.ts) may keep a hit checked at
+ * `nowSeconds`: at most cfg.cacheSeconds, and never up to the next UTC midnight of now
+ * or of now + skew, the only moments the accepted weeks can change. nginx keeps an entry
+ * through the last whole second it names, hence the - 1. 0: do not cache.
+ */
+function cacheLifetime(nowSeconds, cfg) {
+    var untilMidnight = DAY_SECONDS - nowSeconds % DAY_SECONDS;
+    var untilSkewedMidnight = DAY_SECONDS - (nowSeconds + cfg.skewSeconds) % DAY_SECONDS;
+    var bound = (untilMidnight < untilSkewedMidnight ? untilMidnight : untilSkewedMidnight) - 1;
+    return bound < cfg.cacheSeconds ? bound : cfg.cacheSeconds;
 }
 
 /* ---- signature (server/signing.ts) --------------------------------------------------- */
@@ -143,7 +168,7 @@ function hmac(key, message) {
     return crypto.createHmac('sha256', key).update(message).digest();
 }
 
-/* Whether `signature` is valid under week `suffix` with any secret (and scheme). */
+/* Whether `given` is valid under week `suffix` with any secret (and scheme). */
 function signedUnder(suffix, given, message, legacyMessage, cfg) {
     var secrets = cfg.secrets;
     var bytes = cfg.signatureBytes;
@@ -155,57 +180,64 @@ function signedUnder(suffix, given, message, legacyMessage, cfg) {
     return false;
 }
 
+/* visitAcceptedSuffixes' visitor: collect into `out`, or check the signature. */
+function checkSuffix(suffix, given, message, legacyMessage, cfg, out) {
+    if (out !== null) {
+        out.push(suffix);
+        return false;
+    }
+    return signedUnder(suffix, given, message, legacyMessage, cfg);
+}
+
 /*
  * Whether `signature` signs `signed` (ext_url [+ "/proxy"]) for `bucket` under any secret
  * and any accepted week. Each comparison is constant-time; the search stops at the first
- * match, which tells a holder of a valid link only which week it was signed in. Week
- * suffixes are computed as needed: a fresh link costs one HMAC and one week.
+ * match, which tells a holder of a valid link only which week it was signed in.
  */
 function signatureValid(signature, bucket, signed, legacy, nowSeconds, cfg) {
     var given = Buffer.from(signature, 'base64url');
-    var message = bucket + '/' + signed;
-    var legacyMessage = legacy ? signed : null;
-    var tried = [];
-    var rules = ruleCount(cfg.calendarYearWeeks);
-    for (var i = 0; i < ACCEPTED_INSTANTS; i++) {
-        var pair = instantSuffixes(acceptedInstant(i, nowSeconds, cfg.skewSeconds));
-        for (var j = 0; j < rules; j++) {
-            var suffix = pair[j];
-            if (tried.indexOf(suffix) >= 0) continue;
-            if (signedUnder(suffix, given, message, legacyMessage, cfg)) return true;
-            tried.push(suffix);
-        }
-    }
-    return false;
+    return visitAcceptedSuffixes(nowSeconds, cfg, given, bucket + '/' + signed, legacy ? signed : null, null);
 }
 
 /* ---- size (server/sizes.ts) --------------------------------------------------------- */
+
+/*
+ * Whether `item` is in `list`, a generated string "|a|b|c|" (a string literal costs
+ * nothing per request, an object or array is rebuilt on each). Items never hold `|`.
+ */
+function listed(list, item) {
+    return item.indexOf('|') < 0 && list.indexOf('|' + item + '|') >= 0;
+}
 
 /* The allowed integer in `digits`, printed plainly, or '' when empty or not allowed. */
 function allowedSize(digits, sizes) {
     if (digits === '') return '';
     var printed = '' + Number(digits); // "0150" -> "150"
-    return sizes[printed] === true ? printed : '';
+    return listed(sizes, printed) ? printed : '';
 }
 
 /*
  * The variant label of a size segment: '' for full, '150x' / 'x200' / '250x250' for a
  * box, null when the size is malformed or nothing allowed remains (the app says 400).
- * Segments made of allowed sizes are in the generated table; other digit forms
- * ('0150x', '150x999') are parsed as server/sizes.ts does.
+ * Segments made of allowed sizes are listed as generated, and are their own label; other
+ * digit forms ('0150x', '150x999') are parsed as server/sizes.ts does.
  */
 function sizeLabel(segment, cfg) {
     if (segment === 'full') return '';
-    var listed = cfg.sizeLabels[segment];
-    // typeof: inherited properties ("constructor", ...) are never labels.
-    if (typeof listed === 'string') return listed;
-    var sizes = cfg.sizes;
-    var match = SIZE_PATTERN.exec(segment);
+    if (listed(cfg.sizeLabels, segment)) return segment;
+    // Any number of digits: a disallowed value is ignored.
+    var match = /^(\d*)x(\d*)$/.exec(segment);
     if (match === null) return null;
-    var height = allowedSize(match[1], sizes);
-    var width = allowedSize(match[2], sizes);
+    var height = allowedSize(match[1], cfg.sizes);
+    var width = allowedSize(match[2], cfg.sizes);
     if (height === '' && width === '') return null;
     return height + 'x' + width;
+}
+
+/* Whether bucket `name` accepts legacy signatures: true, false, or null when unknown. */
+function bucketLegacy(name, cfg) {
+    if (listed(cfg.buckets, name)) return false;
+    return listed(cfg.legacyBuckets, name) ? true : null;
 }
 
 /* ---- the link --------------------------------------------------------------------- */
@@ -222,10 +254,10 @@ function refusal(path, cfg) {
     var count = segments.length;
     if (count !== 4 && count !== 5) return 'bad_path';
     if (count === 5 && segments[4] !== 'proxy') return 'bad_path';
-    var legacy = cfg.buckets[segments[0]];
-    if (legacy !== true && legacy !== false) return 'unknown_bucket';
-    if (segments[2].length !== cfg.signatureLength || !SIGNATURE_ALPHABET.test(segments[2])) return 'bad_signature';
-    if (!BASE64URL_PATTERN.test(segments[3])) return 'bad_url';
+    if (bucketLegacy(segments[0], cfg) === null) return 'unknown_bucket';
+    // The alphabets of server/link.ts; lengths come from the config module.
+    if (segments[2].length !== cfg.signatureLength || !/^[A-Za-z0-9_-]+$/.test(segments[2])) return 'bad_signature';
+    if (!/^[A-Za-z0-9_-]+={0,2}$/.test(segments[3])) return 'bad_url';
     return 'bad_path'; // not reached for paths LINK_PATTERN rejects; the app decides
 }
 
@@ -245,9 +277,8 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     if (link === null) return refusal(path, cfg);
 
     var bucket = link[1];
-    var legacy = cfg.buckets[bucket];
-    // Booleans only: inherited properties ("constructor", ...) are never buckets.
-    if (legacy !== true && legacy !== false) return 'unknown_bucket';
+    var legacy = bucketLegacy(bucket, cfg);
+    if (legacy === null) return 'unknown_bucket';
     if (link[3].length !== cfg.signatureLength) return 'bad_signature';
     var extUrl = link[4];
     if (extUrl.length > cfg.maxExtUrlLength) return 'bad_url';
@@ -277,9 +308,13 @@ function verifyLink(requestUri, nowSeconds, cfg) {
 function linkStem(r) {
     var method = r.method;
     if (method !== 'GET' && method !== 'HEAD') return '';
-    var result = verifyLink(r.variables.request_uri, Math.floor(Date.now() / 1000), config);
-    if (result.charCodeAt(0) === 47 || result === 'bad_signature') return result;
-    return '';
+    var nowSeconds = Math.floor(Date.now() / 1000);
+    var result = verifyLink(r.variables.request_uri, nowSeconds, config);
+    if (result.charCodeAt(0) === 47) {
+        if (config.cacheSeconds > 0) r.variables.imageproxy_cache_seconds = '' + cacheLifetime(nowSeconds, config);
+        return result;
+    }
+    return result === 'bad_signature' ? result : '';
 }
 
 /*
@@ -290,7 +325,7 @@ function linkStem(r) {
  * unsatisfiable. The error location's add_header lines are then the only ones.
  */
 function clearFileHeaders(r) {
-    var names = config.fileHeaderNames;
+    var names = config.fileHeaderNames.split('|');
     for (var index = 0; index < names.length; index++) {
         delete r.headersOut[names[index]];
     }
@@ -301,5 +336,6 @@ export default {
     clearFileHeaders: clearFileHeaders,
     verifyLink: verifyLink,
     weekSuffixes: weekSuffixes,
+    cacheLifetime: cacheLifetime,
     sizeLabel: sizeLabel
 };

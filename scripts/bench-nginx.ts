@@ -1,18 +1,31 @@
 /**
- * How fast nginx serves a cache hit through the njs link check, against the same file
- * served as plain static content. One worker, a ~60 KB JPEG, `wrk -t2 -c64 -d5s` on
- * both alternately, three rounds, medians:
+ * What a cache hit costs, side by side on the same stored file (a ~60 KB JPEG of noise):
  *
- *   node --import tsx scripts/bench-nginx.ts
+ *   (a) plain nginx serving the file as static content, no checks: the reference
+ *   (b) our nginx, first hit: the njs link check, no cache in front (nginx.cacheSeconds 0)
+ *   (b') our nginx, first hit through the cache: a new request line each time (a query
+ *       string), so each is checked by njs and then stored in the cache
+ *   (c) our nginx, repeated hit: the same link again and again, served from the cache
+ *   (d) the app standalone (`imageproxy serve`, delivery direct), same worker count
+ *
+ * each with 1 worker and with `worker_processes auto` (the app: `--workers` 1 and the
+ * number of cores). `wrk -t2 -c64` on each target in turn, rounds alternating, medians;
+ * ratios against (a) of the same worker setting. Also the nginx workers' CPU time per
+ * request from /proc: steadier than the rate on a shared machine.
+ *
+ *   npm run build && node --import tsx scripts/bench-nginx.ts [--quick]
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { copyFile, chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { storageKey } from '../server/layout.js';
+import { keyDirectory, storageKey } from '../server/layout.js';
+import { encodeImageUrl, formatLink } from '../server/link.js';
 import {
   CONFIG_MODULE_NAME,
   renderConfigModule,
@@ -20,39 +33,31 @@ import {
   type NginxRenderInput,
 } from '../server/nginxConfig.js';
 import { signLink } from '../server/signing.js';
-import {
-  NJS_DIR,
-  commandWorks,
-  freePort,
-  nginxMissing,
-  startNginx,
-  testWorkerUser,
-  type RunningNginx,
-} from '../test/nginxHarness.js';
+import { NJS_DIR, commandWorks, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
+import type { BenchRow } from './benchTable.js';
 
-// ---- the benchmark -------------------------------------------------------------------
-
-const IMAGE_URL = 'https://example.com/bench.jpg';
 const SECRET = 'bench-secret';
+const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
+// Linux counts process CPU time in clock ticks of 1/100 s (USER_HZ) on every common build.
+const TICK_MICROS = 10_000;
+
+export interface BenchNginxOptions {
+  /** Rounds per target and worker setting (default 3). */
+  rounds?: number;
+  /** Seconds per wrk run (default 5). */
+  seconds?: number;
+  /** Print each wrk run as it ends (default true). */
+  verbose?: boolean;
+}
 
 /** A JPEG of noise, about 60 KB (noise hardly compresses, so the size is predictable). */
 async function benchJpeg(): Promise<Buffer> {
-  // Loaded here so the tests that share this file's nginx runner do not load sharp.
   const { default: sharp } = await import('sharp');
   const side = 265;
   return sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } })
     .jpeg({ quality: 90 })
     .toBuffer();
 }
-
-interface WrkRun {
-  rps: number;
-  /** CPU time of the nginx worker per request, µs; null when /proc does not tell. */
-  cpuMicros: number | null;
-}
-
-// Linux counts process CPU time in clock ticks of 1/100 s (USER_HZ) on every common build.
-const TICK_MICROS = 10_000;
 
 /** utime + stime of a process in clock ticks, from /proc, or null off Linux. */
 function cpuTicks(pid: number): number | null {
@@ -65,26 +70,42 @@ function cpuTicks(pid: number): number | null {
   }
 }
 
-/** The (single) worker of an nginx master, from /proc. */
-function workerPid(masterPid: number | undefined): number | null {
-  if (masterPid === undefined) return null;
+/** The workers of an nginx master, from /proc (empty off Linux). */
+function workerPids(masterPid: number | undefined): number[] {
+  if (masterPid === undefined) return [];
   try {
-    const children = readFileSync(`/proc/${masterPid}/task/${masterPid}/children`, 'utf8').trim().split(/\s+/);
-    return children.length === 1 && children[0] !== '' ? Number(children[0]) : null;
+    return readFileSync(`/proc/${masterPid}/task/${masterPid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter((pid) => pid !== '')
+      .map(Number);
   } catch {
-    return null;
+    return [];
   }
 }
 
-/**
- * One wrk run. Besides wrk's rate it reads the worker's CPU time per request: on a
- * machine shared with other jobs, or with wrk on the same two cores, the rate swings by
- * ±30 % while CPU per request stays within a few per cent.
- */
-function wrkRun(url: string, worker: number | null): WrkRun {
-  const before = worker === null ? null : cpuTicks(worker);
-  const result = spawnSync('wrk', ['-t2', '-c64', '-d5s', url], { encoding: 'utf8' });
-  const after = worker === null ? null : cpuTicks(worker);
+function totalTicks(pids: readonly number[]): number | null {
+  let total = 0;
+  for (const pid of pids) {
+    const ticks = cpuTicks(pid);
+    if (ticks === null) return null;
+    total += ticks;
+  }
+  return pids.length === 0 ? null : total;
+}
+
+interface WrkRun {
+  rps: number;
+  /** CPU time of the measured processes per request, µs; null when /proc does not tell. */
+  cpuMicros: number | null;
+}
+
+/** One wrk run against `url` (with a Lua script when given), CPU of `pids` meanwhile. */
+function wrkRun(url: string, seconds: number, pids: readonly number[], script?: string): WrkRun {
+  const before = totalTicks(pids);
+  const args = ['-t2', '-c64', `-d${seconds}s`, ...(script === undefined ? [] : ['-s', script]), url];
+  const result = spawnSync('wrk', args, { encoding: 'utf8' });
+  const after = totalTicks(pids);
   const output = result.stdout ?? '';
   const rate = /Requests\/sec:\s+([\d.]+)/.exec(output);
   const count = /(\d+) requests in/.exec(output);
@@ -96,112 +117,215 @@ function wrkRun(url: string, worker: number | null): WrkRun {
   return { rps: Number(rate[1]), cpuMicros };
 }
 
-function median(values: ReadonlyArray<number | null>): number | null {
-  const sorted = values.filter((value): value is number => value !== null).sort((a, b) => a - b);
-  return sorted.length === values.length ? (sorted[Math.floor(sorted.length / 2)] ?? null) : null;
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
-export interface BenchResult {
-  /** Medians of wrk's requests per second. */
-  plainRps: number;
-  njsRps: number;
-  /** njsRps / plainRps: the goal is at least 0.6. */
-  ratio: number;
-  /** Medians of the nginx worker's CPU µs per request (null off Linux). */
-  plainCpuMicros: number | null;
-  njsCpuMicros: number | null;
+/** A wrk script giving each request a request line of its own (thread id + counter). */
+const UNIQUE_QUERY_SCRIPT = `
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  counter = 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", wrk.path .. "?" .. id .. "-" .. counter)
+end
+`;
+
+interface ServeProcess {
+  child: ChildProcessWithoutNullStreams;
+  url: string;
 }
 
-export async function benchNginx(): Promise<BenchResult> {
-  const missing = nginxMissing() ?? (commandWorks('wrk', ['-v']) || existsSync('/usr/bin/wrk') ? null : 'wrk not found: apt-get install wrk');
-  if (missing !== null) throw new Error(missing);
-  const prefixDir = await mkdtemp(join(tmpdir(), 'imageproxy-bench-'));
-  let nginx: RunningNginx | null = null;
-  try {
-    const [njsPort, plainPort, appPort] = [await freePort(), await freePort(), await freePort()];
-    const root = join(prefixDir, 'root');
-    const plainRoot = join(prefixDir, 'plain');
-    const configModuleDir = join(prefixDir, 'njs');
-    const input: NginxRenderInput = {
-      nginxListen: `127.0.0.1:${njsPort}`,
-      appListen: `127.0.0.1:${appPort}`, // never contacted: every request is a hit
-      root,
-      internalPrefix: '/_imageproxy',
-      njsDir: NJS_DIR,
-      configModuleDir,
-      buckets: { i: { legacySignatures: false }, f: { legacySignatures: false }, t: { legacySignatures: false } },
-      sizes: [150, 200, 250, 500],
-      skewSeconds: 3600,
-      secrets: [SECRET],
-    };
-    const jpeg = await benchJpeg();
-    const key = storageKey(Buffer.from(IMAGE_URL));
-    await mkdir(join(root, 'i', key.charAt(0), key.charAt(1)), { recursive: true });
-    await mkdir(plainRoot, { recursive: true });
-    await mkdir(configModuleDir, { recursive: true });
-    await writeFile(join(root, 'i', key.charAt(0), key.charAt(1), `${key}.jpg`), jpeg);
-    await writeFile(join(plainRoot, 'bench.jpg'), jpeg);
-    await writeFile(join(configModuleDir, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
-    // Same http-level settings (sendfile, access log) and the same open_file_cache.
-    const plainServer = [
-      'server {',
-      `    listen 127.0.0.1:${plainPort};`,
-      `    root "${plainRoot}";`,
-      '    open_file_cache max=10000 inactive=60s;',
-      '    open_file_cache_valid 1s;',
-      '    location / { }',
-      '}',
-    ].join('\n');
-    const user = testWorkerUser();
-    const conf = renderStandaloneConf(input, prefixDir, {
-      workerProcesses: 1,
-      extraHttp: plainServer,
-      ...(user === undefined ? {} : { user }),
-    });
-    nginx = await startNginx(prefixDir, conf, njsPort);
-
-    const extUrl = Buffer.from(IMAGE_URL).toString('base64url');
-    const signature = signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, Date.now());
-    const njsUrl = `http://127.0.0.1:${njsPort}/i/full/${signature}/${extUrl}`;
-    const plainUrl = `http://127.0.0.1:${plainPort}/bench.jpg`;
-    const worker = workerPid(nginx.process.pid);
-    const plain: WrkRun[] = [];
-    const njs: WrkRun[] = [];
-    for (let round = 0; round < 3; round += 1) {
-      plain.push(wrkRun(plainUrl, worker));
-      njs.push(wrkRun(njsUrl, worker));
-    }
-    const show = (runs: WrkRun[]): string =>
-      runs.map((run) => `${run.rps.toFixed(0)}${run.cpuMicros === null ? '' : ` (${run.cpuMicros.toFixed(1)} µs CPU)`}`).join(', ');
-    console.log(`jpeg ${jpeg.length} bytes, 1 worker, wrk -t2 -c64 -d5s`);
-    console.log(`plain req/s: ${show(plain)}`);
-    console.log(`njs   req/s: ${show(njs)}`);
-    const plainRps = median(plain.map((run) => run.rps)) ?? 0;
-    const njsRps = median(njs.map((run) => run.rps)) ?? 0;
-    return {
-      plainRps,
-      njsRps,
-      ratio: njsRps / plainRps,
-      plainCpuMicros: median(plain.map((run) => run.cpuMicros)),
-      njsCpuMicros: median(njs.map((run) => run.cpuMicros)),
-    };
-  } finally {
-    await nginx?.stop();
-    await rm(prefixDir, { recursive: true, force: true });
-  }
-}
-
-export function printNginxResult(result: BenchResult): void {
-  console.log(
-    `median: plain ${result.plainRps.toFixed(0)} req/s, njs ${result.njsRps.toFixed(0)} req/s, ratio njs/plain ${result.ratio.toFixed(2)} (goal >= 0.6)`,
+function startServe(root: string, workers: number): Promise<ServeProcess> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', root, '--delivery', 'direct', '--allow-private-networks', '--secret', SECRET, '--log-level', 'info', '--workers', String(workers)],
+    { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0' } },
   );
-  if (result.plainCpuMicros !== null && result.njsCpuMicros !== null) {
-    console.log(
-      `worker CPU per request: plain ${result.plainCpuMicros.toFixed(1)} µs, njs ${result.njsCpuMicros.toFixed(1)} µs, ratio plain/njs ${(result.plainCpuMicros / result.njsCpuMicros).toFixed(2)}`,
-    );
+  return new Promise((resolve, reject) => {
+    let pending = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const match = /listening on (http:\/\/[0-9.:]+)/.exec(pending);
+      if (match?.[1] !== undefined) resolve({ child, url: match[1] });
+    });
+    child.once('exit', (code) => reject(new Error(`serve --workers ${workers} exited ${code}`)));
+  });
+}
+
+async function stopServe(serve: ServeProcess): Promise<void> {
+  if (serve.child.exitCode !== null) return;
+  serve.child.kill('SIGTERM');
+  await new Promise((resolve) => serve.child.once('exit', resolve));
+}
+
+interface Target {
+  key: string;
+  name: string;
+  url: string;
+  pids: () => number[];
+  script?: string;
+}
+
+/** Why the hit bench cannot run here, or null. */
+export function benchNginxMissing(): string | null {
+  const missing = nginxMissing();
+  if (missing !== null) return missing;
+  if (!(commandWorks('wrk', ['-v']) || existsSync('/usr/bin/wrk'))) return 'wrk not found: apt-get install wrk';
+  if (!existsSync(CLI)) return `${CLI} not found: npm run build`;
+  return null;
+}
+
+export async function benchNginx(options: BenchNginxOptions = {}): Promise<BenchRow[]> {
+  const missing = benchNginxMissing();
+  if (missing !== null) throw new Error(missing);
+  const rounds = options.rounds ?? 3;
+  const seconds = options.seconds ?? 5;
+  const verbose = options.verbose ?? true;
+  const work = await mkdtemp(join(tmpdir(), 'imageproxy-bench-hit-'));
+  await chmod(work, 0o755); // nginx's workers (nobody, as root) enter it
+  const root = join(work, 'root');
+  const plainRoot = join(work, 'plain');
+  const jpeg = await benchJpeg();
+  const origin: Server = createServer((_request, response) => response.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+  await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+  const imageUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/bench.jpg`;
+  const extUrl = encodeImageUrl(imageUrl);
+  const path = formatLink({ bucket: 'i', size: 'full', signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, Date.now()), extUrl, proxy: false });
+  const running: { nginx: RunningNginx[]; serve: ServeProcess[] } = { nginx: [], serve: [] };
+  const rows: BenchRow[] = [];
+  try {
+    // The app stores the original as it would for a visitor; every target serves that file.
+    const storing = await startServe(root, 1);
+    running.serve.push(storing);
+    const first = await fetch(`${storing.url}${path}`);
+    if (first.status !== 200) throw new Error(`storing the original answered ${first.status}`);
+    await first.arrayBuffer();
+    await stopServe(storing);
+    running.serve = [];
+    const key = storageKey(Buffer.from(imageUrl));
+    await mkdir(plainRoot, { recursive: true });
+    await copyFile(join(root, keyDirectory('i', key), `${key}.jpg`), join(plainRoot, 'bench.jpg'));
+    const script = join(work, 'unique-query.lua');
+    await writeFile(script, UNIQUE_QUERY_SCRIPT);
+
+    for (const workers of [1, 'auto'] as const) {
+      const appWorkers = workers === 'auto' ? availableParallelism() : 1;
+      const section = `hit, ${(jpeg.length / 1000).toFixed(0)} KB JPEG, ${rounds} × wrk -t2 -c64 -d${seconds}s, ${workers === 1 ? '1 worker' : `worker_processes auto (${availableParallelism()}), app --workers ${appWorkers}`}`;
+      const [cachedPort, plainPort, checkedPort, appPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+      const cachedPrefix = join(work, `cached-${workers}`);
+      const checkedPrefix = join(work, `checked-${workers}`);
+      const base = (prefix: string, port: number, cacheSeconds: number): NginxRenderInput => ({
+        nginxListen: `127.0.0.1:${port}`,
+        appListen: `127.0.0.1:${appPort}`, // never contacted: every request is a hit
+        root,
+        internalPrefix: '/_imageproxy',
+        njsDir: NJS_DIR,
+        configModuleDir: prefix,
+        buckets: { i: { legacySignatures: false } },
+        sizes: [150, 200, 250],
+        skewSeconds: 3600,
+        secrets: [SECRET],
+        cache: { directory: join(prefix, 'verdict-cache'), maxSize: '256m', seconds: cacheSeconds, checkedSocket: join(prefix, 'checked.sock'), verdictSocket: join(prefix, 'verdict.sock') },
+      });
+      // Same http-level settings (sendfile, access log) and the same open_file_cache.
+      const plainServer = [
+        'server {',
+        `    listen 127.0.0.1:${plainPort};`,
+        `    root "${plainRoot}";`,
+        '    open_file_cache max=10000 inactive=60s;',
+        '    open_file_cache_valid 1s;',
+        '    location / { }',
+        '}',
+      ].join('\n');
+      const user = testWorkerUser();
+      const standalone = { workerProcesses: workers, ...(user === undefined ? {} : { user }) };
+      const started: RunningNginx[] = [];
+      for (const [prefix, port, cacheSeconds, extraHttp] of [
+        [cachedPrefix, cachedPort, 2, plainServer],
+        [checkedPrefix, checkedPort, 0, undefined],
+      ] as const) {
+        await mkdir(prefix, { recursive: true });
+        const input = base(prefix, port, cacheSeconds);
+        await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
+        // The cache keys a link without its query string; here the query makes each (b')
+        // request a link of its own, as a page of never-seen links would be.
+        const conf = renderStandaloneConf(input, prefix, { ...standalone, ...(extraHttp === undefined ? {} : { extraHttp }) })
+          .replace('proxy_cache_key $imageproxy_link;', 'proxy_cache_key $request_uri;');
+        const nginx = await startNginx(prefix, conf, port);
+        started.push(nginx);
+        running.nginx.push(nginx);
+      }
+      const [cachedNginx, checkedNginx] = started as [RunningNginx, RunningNginx];
+      const serve = await startServe(root, appWorkers);
+      running.serve.push(serve);
+      const targets: Target[] = [
+        { key: 'a', name: '(a) plain nginx, static file', url: `http://127.0.0.1:${plainPort}/bench.jpg`, pids: () => workerPids(cachedNginx.process.pid) },
+        { key: 'b', name: '(b) our nginx, first hit (njs check)', url: `http://127.0.0.1:${checkedPort}${path}`, pids: () => workerPids(checkedNginx.process.pid) },
+        {
+          key: "b'",
+          name: "(b') our nginx, first hit through the cache (njs check through the cache)",
+          url: `http://127.0.0.1:${cachedPort}${path}`,
+          pids: () => workerPids(cachedNginx.process.pid),
+          script,
+        },
+        { key: 'c', name: '(c) our nginx, repeated hit (from the cache)', url: `http://127.0.0.1:${cachedPort}${path}`, pids: () => workerPids(cachedNginx.process.pid) },
+        { key: 'd', name: '(d) the app standalone (delivery direct)', url: `${serve.url}${path}`, pids: () => [] },
+      ];
+      const runs = new Map<string, WrkRun[]>(targets.map((target) => [target.key, []]));
+      for (let round = 0; round < rounds; round += 1) {
+        for (const target of targets) {
+          const run = wrkRun(target.url, seconds, target.pids(), target.script);
+          runs.get(target.key)?.push(run);
+          if (verbose) {
+            const cpu = run.cpuMicros === null ? '' : `, ${run.cpuMicros.toFixed(1)} µs nginx CPU/request`;
+            console.log(`${section} round ${round + 1}: ${target.name}: ${run.rps.toFixed(0)} req/s${cpu}`);
+          }
+        }
+      }
+      const plainRuns = runs.get('a') ?? [];
+      const plainRps = median(plainRuns.map((run) => run.rps));
+      const cpuOf = (targetRuns: readonly WrkRun[]): number | null =>
+        targetRuns.length > 0 && targetRuns.every((run) => run.cpuMicros !== null) ? median(targetRuns.map((run) => run.cpuMicros ?? 0)) : null;
+      const plainCpu = cpuOf(plainRuns);
+      const cpuRows: BenchRow[] = [];
+      for (const target of targets) {
+        const targetRuns = runs.get(target.key) ?? [];
+        const rps = median(targetRuns.map((run) => run.rps));
+        rows.push({ section, name: target.name, value: rps, unit: 'req/s', ...(target.key === 'a' ? {} : { ratio: rps / plainRps }) });
+        const cpu = cpuOf(targetRuns);
+        // CPU per request is steadier than the rate on a shared machine; plain / ours is
+        // the rate ratio nginx would reach when CPU-bound.
+        if (cpu !== null && plainCpu !== null && target.key !== 'd') {
+          cpuRows.push({ section: `${section}: nginx CPU per request`, name: target.name, value: cpu, unit: 'µs', ...(target.key === 'a' ? {} : { ratio: plainCpu / cpu }) });
+        }
+      }
+      rows.push(...cpuRows);
+      await stopServe(serve);
+      for (const nginx of started) await nginx.stop();
+      running.nginx = [];
+      running.serve = [];
+    }
+    return rows;
+  } finally {
+    for (const serve of running.serve) await stopServe(serve);
+    for (const nginx of running.nginx) await nginx.stop();
+    await new Promise<void>((resolve) => origin.close(() => resolve()));
+    await rm(work, { recursive: true, force: true });
   }
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  printNginxResult(await benchNginx());
+  const { printBenchTable } = await import('./benchTable.js');
+  const quick = process.argv.includes('--quick');
+  printBenchTable(await benchNginx(quick ? { rounds: 1, seconds: 2 } : {}));
 }

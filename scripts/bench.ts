@@ -1,21 +1,95 @@
 /**
- * `npm run bench`: the figures that matter, each measured side by side in one run so the
- * ratio holds on a shared, noisy machine (quote ratios and medians, not absolute rates).
+ * `npm run bench [-- --quick] [-- --json FILE]`: one table of the figures that matter,
+ * each measured side by side in one run so the ratios hold on a shared, noisy machine
+ * (quote ratios and medians, not absolute rates), above it the machine's facts.
  *
- * 1. A cache hit through nginx + njs against plain nginx serving the same file without
- *    checks (needs nginx, libnginx-mod-http-js and wrk: apt-get install nginx
- *    libnginx-mod-http-js wrk).
- * 2. One thumbnail with sharp against jimp, same inputs.
+ * - hits (scripts/bench-nginx.ts): plain nginx, our nginx first and repeated hit, the
+ *   app standalone, with 1 worker and with `auto` (needs nginx, libnginx-mod-http-js and
+ *   wrk: apt-get install nginx libnginx-mod-http-js wrk; and `npm run build`)
+ * - misses (scripts/bench-miss.ts)
+ * - one thumbnail with sharp against jimp (scripts/bench-resize.ts; not with --quick)
+ *
+ * --quick: one short round of each, under a minute: to see that it runs, not to quote.
+ * --json FILE: also writes { machine, rows } to FILE.
  */
-import { benchNginx, printNginxResult } from './bench-nginx.js';
-import { benchResize, printResizeRows } from './bench-resize.js';
+import { spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { benchMiss } from './bench-miss.js';
+import { benchNginx, benchNginxMissing } from './bench-nginx.js';
+import { benchResize } from './bench-resize.js';
+import { printBenchTable, type BenchRow, type MachineFacts } from './benchTable.js';
 
-console.log('== cache hit: nginx + njs link check vs plain nginx static, same file, same run ==');
-try {
-  printNginxResult(await benchNginx());
-} catch (error) {
-  console.log(`skipped: ${(error as Error).message}`);
+interface BenchArguments {
+  quick: boolean;
+  jsonFile: string | null;
 }
-console.log('');
-console.log('== thumbnail: sharp vs jimp, same inputs, same run ==');
-printResizeRows(await benchResize());
+
+function parseArguments(argv: readonly string[]): BenchArguments {
+  const parsed: BenchArguments = { quick: false, jsonFile: null };
+  for (let index = 0; index < argv.length; index += 1) {
+    const argument = argv[index];
+    if (argument === '--quick') parsed.quick = true;
+    else if (argument === '--json') {
+      const file = argv[index + 1];
+      if (file === undefined) throw new Error('--json needs a file name');
+      parsed.jsonFile = file;
+      index += 1;
+    } else throw new Error(`unknown argument ${argument ?? ''}: use --quick and --json FILE`);
+  }
+  return parsed;
+}
+
+/** The first line a command prints (stdout or stderr: nginx -v writes to stderr), or null. */
+function versionLine(command: string, args: string[], pattern: RegExp): string | null {
+  const result = spawnSync(command, args, { encoding: 'utf8' });
+  if (result.error !== undefined) return null;
+  const match = pattern.exec(`${result.stdout ?? ''}\n${result.stderr ?? ''}`);
+  return match?.[1] ?? null;
+}
+
+function machineFacts(): MachineFacts {
+  return {
+    date: new Date().toISOString(),
+    cores: availableParallelism(),
+    cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+    node: process.version,
+    nginx: versionLine('nginx', ['-v'], /nginx\/(\S+)/),
+    njs: versionLine('njs', ['-v'], /(\d+\.\d+\.\d+)/),
+    wrk: versionLine('wrk', ['-v'], /wrk (\S+)/),
+  };
+}
+
+async function section(name: string, run: () => Promise<BenchRow[]>): Promise<BenchRow[]> {
+  try {
+    return await run();
+  } catch (error) {
+    return [{ section: name, name: `skipped: ${(error as Error).message.split('\n')[0] ?? ''}`, value: Number.NaN, unit: '' }];
+  }
+}
+
+const options = parseArguments(process.argv.slice(2));
+const facts = machineFacts();
+const rows: BenchRow[] = [];
+const missing = benchNginxMissing();
+rows.push(
+  ...(missing === null
+    ? await section('hit', () => benchNginx(options.quick ? { rounds: 1, seconds: 2, verbose: false } : { verbose: false }))
+    : [{ section: 'hit', name: `skipped: ${missing}`, value: Number.NaN, unit: '' }]),
+);
+rows.push(...(await section('miss', () => benchMiss(options.quick ? { rounds: 1 } : {}))));
+if (!options.quick) {
+  rows.push(
+    ...(await section('thumbnail', async () =>
+      (await benchResize()).flatMap((row): BenchRow[] => [
+        { section: `thumbnail ${row.size} of ${row.input}, one thread`, name: 'sharp', value: row.sharpMedianMs, unit: 'ms' },
+        { section: `thumbnail ${row.size} of ${row.input}, one thread`, name: 'jimp', value: row.jimpMedianMs, unit: 'ms', ratio: row.ratio },
+      ]),
+    )),
+  );
+}
+printBenchTable(rows, facts);
+if (options.jsonFile !== null) {
+  await writeFile(options.jsonFile, `${JSON.stringify({ machine: facts, quick: options.quick, rows }, null, 2)}\n`);
+  console.log(`wrote ${options.jsonFile}`);
+}

@@ -64,15 +64,28 @@ export interface Config {
   statsRefreshSeconds: number;
   backoff: { initialSeconds: number; maxSeconds: number };
   quality: { jpeg: number; webp: number; avif: number };
+  /** sharp's JPEG thumbnails through mozjpeg (trellis quantisation, progressive): smaller files, more CPU per thumbnail. */
+  mozjpeg: boolean;
   userAgent: string;
   /** Remove EXIF, XMP, IPTC and comments from originals before storing them (pixels untouched). */
   stripMetadata: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-  nginx: { listen: string; internalPrefix: string };
+  nginx: {
+    listen: string;
+    internalPrefix: string;
+    /** nginx's cache of link verdicts (proxy_cache); null: `{prefix}/verdict-cache` standalone, /var/cache/nginx/imageproxy for a packaged nginx. */
+    cacheDir: string | null;
+    /** Bound of that cache on disk, nginx size syntax (`256m`, `1g`). */
+    cacheMaxSize: string;
+    /** Longest life of a cached verdict, 0 (no cache: every hit is checked) to 3 seconds. */
+    cacheSeconds: number;
+  };
   /** The operators' listener (`/metrics`, `/healthz`, `/readyz`); null: none. */
   admin: { listen: string | null };
   /** On SIGTERM/SIGINT, how long requests in flight may still finish before they answer 503 `shutting_down`. */
   shutdownGraceMs: number;
+  /** Processes `serve` runs on the one `listen` port (node:cluster); a crashed one is restarted. */
+  workers: number;
 }
 
 /** Defaults, each with its reason. */
@@ -138,19 +151,30 @@ export const DEFAULT_CONFIG: Config = {
   // libwebp's default, looks like JPEG 80 in fewer bytes; avif 50: sharp's default, AVIF's
   // scale runs lower, 50 looks like JPEG 80 in fewer bytes still.
   quality: { jpeg: 80, webp: 80, avif: 50 },
+  // On: a thumbnail is encoded once and served on every hit after, so a smaller file
+  // (fewer bytes on every hit) is worth the extra encoding time on its one miss.
+  mozjpeg: true,
   // Recognisable in origins' logs; set your site's name and a contact here.
   userAgent: 'imageproxy/0.1 (Gazelle image cache)',
   // On: a photo's EXIF (GPS position, camera serial, owner) would otherwise reach every
   // visitor, and imageproxy-py, through imgproxy, stored stripped images too.
   stripMetadata: true,
   logLevel: 'info',
-  nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy' },
+  // The verdict cache is off by default: it makes a repeated hit skip the njs check, but
+  // a link's first hit within its lifetime pays a subrequest on top of the check (README,
+  // Benchmarks), and a flood of new links can fill its keys zone. Turn it on (2: a hot
+  // link costs one check per few seconds) where most hits repeat a link within seconds.
+  // Verdicts are a few hundred bytes: 256m fits a tmpfs and far more links than 10 s see.
+  nginx: { listen: '127.0.0.1:8080', internalPrefix: '/_imageproxy', cacheDir: null, cacheMaxSize: '256m', cacheSeconds: 0 },
   // Metrics and readiness on a listener of their own, loopback only: a path-based block
   // in front of a router that ignores case and trailing slashes leaks, a socket cannot.
   admin: { listen: '127.0.0.1:9091' },
   // Most misses end within a few seconds; ten lets them finish and still leaves systemd's
   // TimeoutStopSec (15 s in contrib/imageproxy.service) time for the 503s and the exit.
   shutdownGraceMs: 10_000,
+  // One process: nginx serves the hits, and misses are bounded by the network and the
+  // resize gate; more workers are for standalone delivery or many cores.
+  workers: 1,
 };
 
 export class ConfigError extends Error {
@@ -220,11 +244,14 @@ export const ENV_KEYS: ReadonlyArray<{
   { env: 'IMAGEPROXY_HEAL_INTERVAL_SECONDS', key: 'healIntervalSeconds', kind: 'number' },
   { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
   { env: 'IMAGEPROXY_STRIP_METADATA', key: 'stripMetadata', kind: 'boolean' },
+  { env: 'IMAGEPROXY_MOZJPEG', key: 'mozjpeg', kind: 'boolean' },
   { env: 'IMAGEPROXY_LOG_LEVEL', key: 'logLevel', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_LISTEN', key: 'nginx.listen', kind: 'string' },
   { env: 'IMAGEPROXY_NGINX_INTERNAL_PREFIX', key: 'nginx.internalPrefix', kind: 'string' },
+  { env: 'IMAGEPROXY_NGINX_CACHE_DIR', key: 'nginx.cacheDir', kind: 'string' },
   { env: 'IMAGEPROXY_ADMIN_LISTEN', key: 'admin.listen', kind: 'listenOrOff' },
   { env: 'IMAGEPROXY_SHUTDOWN_GRACE_MS', key: 'shutdownGraceMs', kind: 'number' },
+  { env: 'IMAGEPROXY_WORKERS', key: 'workers', kind: 'number' },
 ];
 
 /** Sets a dotted key (`limits.maxBytes`) in a layer. */
@@ -312,6 +339,13 @@ function mergeLayers(base: ConfigLayer, layer: ConfigLayer): ConfigLayer {
 }
 
 // ---- validation ----------------------------------------------------------------------
+
+/** An nginx size: digits with an optional k, m or g (`256m`). */
+function expectNginxSize(key: string, value: unknown): string {
+  const text = expectString(key, value);
+  if (!/^[1-9][0-9]{0,9}[kmg]?$/.test(text)) throw new ConfigError(key, `must be a size such as 256m or 1g, got ${JSON.stringify(text)}`);
+  return text;
+}
 
 // Shared with server/nginxConfig.ts, which checks its own input by the same rules.
 export const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
@@ -480,10 +514,19 @@ export function validateConfig(raw: ConfigLayer): Config {
     },
     userAgent,
     stripMetadata: expectBoolean('stripMetadata', raw.stripMetadata),
+    mozjpeg: expectBoolean('mozjpeg', raw.mozjpeg),
     logLevel: expectOneOf('logLevel', raw.logLevel, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
-    nginx: { listen: expectListen('nginx.listen', nginx.listen), internalPrefix },
+    nginx: {
+      listen: expectListen('nginx.listen', nginx.listen),
+      internalPrefix,
+      cacheDir: nginx.cacheDir === null ? null : expectString('nginx.cacheDir', nginx.cacheDir),
+      cacheMaxSize: expectNginxSize('nginx.cacheMaxSize', nginx.cacheMaxSize),
+      // A few seconds at most: how long a link is taken for valid after its check.
+      cacheSeconds: expectInteger('nginx.cacheSeconds', nginx.cacheSeconds, 0, 3),
+    },
     admin: { listen: adminListen },
     shutdownGraceMs: expectInteger('shutdownGraceMs', raw.shutdownGraceMs, 0, 600_000),
+    workers: expectInteger('workers', raw.workers, 1, 256),
   };
 }
 

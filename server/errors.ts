@@ -35,8 +35,12 @@ export const ERROR_STATUS = {
   storage_unwritable: 500,
   // the server is stopping and this request did not finish within shutdownGraceMs
   shutting_down: 503,
-  // answered by nginx itself, never by the app (server/nginxConfig.ts NGINX_ERROR_ANSWERS)
+  // a request that is not well-formed HTTP: answered by the app's HTTP server before any
+  // route (server/http/clientError.ts) and by nginx itself (NGINX_ERROR_ANSWERS)
   bad_request: 400,
+  request_timeout: 408,
+  headers_too_large: 431,
+  // answered by nginx itself, never by the app (server/nginxConfig.ts NGINX_ERROR_ANSWERS)
   forbidden: 403,
   request_too_large: 413,
   link_too_long: 414,

@@ -93,6 +93,15 @@ describe('admin listener', () => {
     }
   });
 
+  it('the public /healthz is an exact path: /HEALTHZ and /healthz/ are link refusals, not the probe', async () => {
+    for (const spelling of ['/HEALTHZ', '/healthz/', '/Healthz']) {
+      const answer = await request(app.url, spelling);
+      assert.ok(answer.status >= 400 && answer.status < 500, `${spelling}: ${answer.status}`);
+      assert.ok(answer.headers.get('x-imageproxy-error') !== null, spelling);
+      assert.notEqual(answer.body.toString(), 'ok\n', spelling);
+    }
+  });
+
   it('/readyz: 200 ready, leaves no probe file, and is not on the public listener', async () => {
     assert.ok(app.adminUrl);
     const answer = await request(app.adminUrl, '/readyz');

@@ -189,20 +189,28 @@ describe('renderConfigModule', () => {
     assert.match(text, /^[\x20-\x7e\n]*$/);
   });
 
-  it('holds a JSON object with the secrets, buckets, sizes, size table, skew, week rule and contract constants', () => {
+  it('holds a JSON object with the secrets, buckets, sizes, size segments, skew, week rule, cache lifetime and contract constants', () => {
     assert.ok(match?.[1] !== undefined);
     assert.deepEqual(JSON.parse(match[1]), {
       secrets,
-      buckets: { i: false, old: true },
-      sizes: { 150: true, 250: true },
-      sizeLabels: { x150: 'x150', x250: 'x250', '150x': '150x', '150x150': '150x150', '150x250': '150x250', '250x': '250x', '250x150': '250x150', '250x250': '250x250' },
+      buckets: '|i|',
+      legacyBuckets: '|old|',
+      sizes: '|150|250|',
+      sizeLabels: '|x150|x250|150x|150x150|150x250|250x|250x150|250x250|',
       skewSeconds: 3600,
       calendarYearWeeks: false,
-      fileHeaderNames: ['Cache-Control', 'X-Content-Type-Options', 'Content-Security-Policy', 'Cross-Origin-Resource-Policy', 'Referrer-Policy'],
+      fileHeaderNames: 'Cache-Control|X-Content-Type-Options|Content-Security-Policy|Cross-Origin-Resource-Policy|Referrer-Policy',
       maxExtUrlLength: 8192,
       signatureLength: 16,
       signatureBytes: 12,
+      cacheSeconds: 0,
     });
+  });
+
+  it('holds no object or array but the secrets (njs rebuilds them on every request)', () => {
+    const parsed = JSON.parse(match?.[1] ?? '{}') as Record<string, unknown>;
+    const nested = Object.entries(parsed).filter(([, value]) => typeof value === 'object').map(([name]) => name);
+    assert.deepEqual(nested, ['secrets']);
   });
 
   it('carries calendarYearWeeks when set', () => {

@@ -70,6 +70,9 @@ export function createApp(deps: AppDependencies): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', false);
+  // Exact paths only: `/HEALTHZ` or `/healthz/` is a (malformed) link, not the probe.
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
   app.use(
     helmet({
       // The same values nginx sets on the files it serves (server/responseHeaders.ts).

@@ -6,6 +6,7 @@
  * rest 503 `shutting_down`. Used by `imageproxy serve` and by tests that need the whole
  * server in-process.
  */
+import { setMaxListeners } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
@@ -19,6 +20,7 @@ import type { ImageStore } from '../store.js';
 import { startTreeHealing } from '../treeHealing.js';
 import { startTreeStatsRefresh, type TreeStatsRefresh } from '../treeStatsRefresh.js';
 import { createAdminHandler } from './admin.js';
+import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, type AppSettings } from './app.js';
 
 export interface RunningServer {
@@ -63,6 +65,11 @@ export interface StartOptions {
   secrets: readonly string[];
   logger: Logger;
   now?: () => number;
+  /**
+   * Runs the tree's periodic jobs (heal pass, tree gauges); default true. False in all
+   * but one worker of `serve --workers N`, so the tree is walked once, not N times.
+   */
+  treeJobs?: boolean;
 }
 
 /** The server could not start: the root cannot be written, or an address is taken. One line, for the CLI. */
@@ -107,6 +114,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 
   let stopping = false;
   const graceOver = new AbortController();
+  // Every request in flight listens on this one signal: hundreds at once are expected.
+  setMaxListeners(0, graceOver.signal);
   const app = createApp({
     ...settings,
     logger,
@@ -118,6 +127,15 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 
   const requests = new InFlight();
   const server = createServer(app);
+  // What Node's parser refuses never reaches a route: answer it as text with our headers
+  // (a socket already gone gets nothing).
+  server.on('clientError', (error: NodeJS.ErrnoException & { rawPacket?: unknown }, socket) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(clientErrorAnswer(error.code, isHeadRequest(error.rawPacket)));
+  });
   server.on('request', (_request, response) => response.once('close', requests.begin()));
   // nginx keeps idle upstream connections for 60 s (keepalive_timeout of the upstream
   // block); if Node closed them first (its default is 5 s), nginx could send a miss on a
@@ -160,7 +178,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const healing = startTreeHealing({
     root: store.root,
     buckets: Object.keys(settings.config.buckets),
-    intervalSeconds: settings.config.healIntervalSeconds,
+    intervalSeconds: options.treeJobs === false ? 0 : settings.config.healIntervalSeconds,
     tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
     logger,
   });
@@ -168,7 +186,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     startTreeStatsRefresh({
       root: store.root,
       buckets: Object.keys(config.buckets),
-      intervalSeconds: config.statsRefreshSeconds,
+      intervalSeconds: options.treeJobs === false ? 0 : config.statsRefreshSeconds,
       gauges: metrics.tree,
       logger,
     });
@@ -263,7 +281,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 }
 
 /** Binds a server; an address in use or not available becomes a one-line StartRefused. */
-async function listenOn(server: Server, key: string, listen: string): Promise<string> {
+export async function listenOn(server: Server, key: string, listen: string): Promise<string> {
   const { host, port } = splitListen(listen);
   await new Promise<void>((done, fail) => {
     server.once('listening', done);
