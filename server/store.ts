@@ -3,7 +3,8 @@
  * over server/layout.ts, which decides every name.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
 import { dirname, join } from 'node:path';
@@ -30,6 +31,30 @@ export const THIS_HOST_TAG = hostTag(hostname());
 /** A unique temp suffix naming this process as the writer. */
 export function writerUnique(): string {
   return tempUnique({ pid: process.pid, hostTag: THIS_HOST_TAG }, randomBytes(6).toString('hex'));
+}
+
+/** The file's stat, or null when there is none. */
+async function statIfPresent(path: string): Promise<Stats | null> {
+  try {
+    return await stat(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+/**
+ * Creates a new file, and its directory only if that is missing: the directory almost
+ * always exists (the lock or an earlier write made it), so the common case is one open.
+ */
+async function openInDirectory(directory: string, path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'wx', 0o644);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  await mkdir(directory, { recursive: true });
+  return open(path, 'wx', 0o644);
 }
 
 /** A stored file the lookup found damaged and moved aside (see ImageStore.find). */
@@ -109,18 +134,22 @@ export class ImageStore {
     // The likely extension first (the URL's, or the original's for its thumbnails): a
     // stored file is then found with one stat instead of up to five.
     const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
-    for (const ext of extensions) {
+    const pathOf = (ext: ImageExtension): string => join(this.root, directory, imageFileName(stem, ext));
+    // The first (likely) one alone, so a hit costs one stat; if it is not there, the rest
+    // at once, so a miss waits for one round of stats, not four in a row. Judged in order.
+    const settled = await Promise.allSettled(extensions.slice(0, 1).map((ext) => statIfPresent(pathOf(ext))));
+    if (settled[0]?.status === 'fulfilled' && settled[0].value === null) {
+      settled.push(...(await Promise.allSettled(extensions.slice(1).map((ext) => statIfPresent(pathOf(ext))))));
+    }
+    for (const [index, ext] of extensions.entries()) {
       const name = imageFileName(stem, ext);
       const relativePath = `${directory}/${name}`;
       const path = join(this.root, relativePath);
-      let info;
-      try {
-        info = await stat(path);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        continue;
-      }
-      if (!info.isFile()) continue;
+      // Not yet looked at (the likely one was there but damaged): now, on its own.
+      const result = settled[index];
+      if (result?.status === 'rejected') throw result.reason;
+      const info = result === undefined ? await statIfPresent(path) : result.value;
+      if (info === null || !info.isFile()) continue;
       // The sidecar is read after the image's stat: it is written before the image, so
       // it is never older than the image seen.
       const sidecar = variantLabel === null && info.size > 0 ? await this.readSidecar(bucket, key) : undefined;
@@ -210,10 +239,9 @@ export class ImageStore {
    */
   async stage(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<StagedFile> {
     const directory = this.directoryOf(bucket, key);
-    await mkdir(directory, { recursive: true });
     const finalPath = join(directory, fileName);
     const tempPath = join(directory, tempFileName(fileName, writerUnique()));
-    const handle = await open(tempPath, 'wx', 0o644);
+    const handle = await openInDirectory(directory, tempPath);
     let modifiedMs: number;
     try {
       await handle.writeFile(bytes);
