@@ -170,6 +170,19 @@ describe('ImageStore', () => {
     assert.equal((await store.find('t', key, null))?.ext, 'jpg');
   });
 
+  it('find with a likely extension: one found there is returned; an empty one there is moved aside and the real one found', async () => {
+    const store = new ImageStore(root);
+    const key = storageKey(Buffer.from('https://example.com/likely'));
+    const directory = `i/${key[0]}/${key[1]}`;
+    await place(`${directory}/${key}.png`, 'png bytes');
+    assert.equal((await store.find('i', key, null, 'png'))?.ext, 'png', 'likely extension right');
+    assert.equal((await store.find('i', key, null, 'webp'))?.ext, 'png', 'likely extension wrong: the others are looked at');
+    await place(`${directory}/${key}.jpg`, '');
+    const found = await store.find('i', key, null, 'jpg');
+    assert.equal(found?.ext, 'png', 'the empty likely file is not served');
+    assert.deepEqual((await readdir(join(root, directory))).filter((name) => name.startsWith(key)), [`${key}.png`], 'the empty one moved aside');
+  });
+
   it('find skips a directory with an image name, and temp, json, lock and fail files', async () => {
     const store = new ImageStore(root);
     const key = storageKey(Buffer.from('https://example.com/not-files'));
