@@ -8,20 +8,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { normaliseHost } from './blocklist.js';
 import { classifyTreeFile } from './layout.js';
+import { parseSidecarFields } from './originals.js';
 import type { ImageStore } from './store.js';
 import { walkShardFiles } from './treeWalk.js';
 
 /** The normalised host of a sidecar's source URL, or null when the sidecar says none. */
 export function sourceHostOf(sidecarText: string): string | null {
-  try {
-    const value: unknown = JSON.parse(sidecarText);
-    if (typeof value !== 'object' || value === null) return null;
-    const sourceUrl = (value as { sourceUrl?: unknown }).sourceUrl;
-    if (typeof sourceUrl !== 'string' || !URL.canParse(sourceUrl)) return null;
-    return normaliseHost(new URL(sourceUrl).hostname);
-  } catch {
-    return null;
-  }
+  const sourceUrl = parseSidecarFields(sidecarText)?.sourceUrl ?? null;
+  return sourceUrl !== null && URL.canParse(sourceUrl) ? normaliseHost(new URL(sourceUrl).hostname) : null;
 }
 
 export interface HostSweepResult {

@@ -119,3 +119,27 @@ export function originalMetadata(image: OriginalImage, provenance: OriginalProve
     fetchedAt: provenance.fetchedAt,
   };
 }
+
+/** What a sidecar on disk says, each field checked on its own: a damaged or older sidecar yields nulls, never a throw. */
+export interface SidecarFields {
+  bytes: number | null;
+  sourceUrl: string | null;
+  sha256: string | null;
+}
+
+/** Reads a sidecar's text defensively (it may be truncated, hand-edited or from an older version); null when not a JSON object. */
+export function parseSidecarFields(text: string): SidecarFields | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
+  const { bytes, sourceUrl, sha256 } = parsed as Record<string, unknown>;
+  return {
+    bytes: typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : null,
+    sourceUrl: typeof sourceUrl === 'string' ? sourceUrl : null,
+    sha256: typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256) ? sha256 : null,
+  };
+}

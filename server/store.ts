@@ -330,22 +330,25 @@ export class ImageStore {
    * record (not a lock or temp file of a write in progress). Returns the removed paths.
    */
   async purge(bucket: string, key: string): Promise<string[]> {
+    const removed: string[] = [];
+    for (const path of await this.keyFiles(bucket, key)) {
+      if (path.endsWith('.lock')) continue;
+      await rm(path, { force: true });
+      removed.push(path);
+    }
+    return removed;
+  }
+
+  /** Every entry of the key's directory that belongs to the key (images, sidecar, records, locks), sorted. */
+  async keyFiles(bucket: string, key: string): Promise<string[]> {
     const directory = this.directoryOf(bucket, key);
-    let names: string[];
     try {
-      names = await readdir(directory);
+      const names = await readdir(directory);
+      return names.filter((name) => name.startsWith(`${key}.`)).sort().map((name) => join(directory, name));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
     }
-    const removed: string[] = [];
-    for (const name of names) {
-      if (!name.startsWith(`${key}.`) || name.endsWith('.lock')) continue;
-      const path = join(directory, name);
-      await rm(path, { force: true });
-      removed.push(path);
-    }
-    return removed.sort();
   }
 
   /**

@@ -25,6 +25,7 @@ import {
   tempFileWriter,
   type ImageExtension,
 } from './layout.js';
+import { parseSidecarFields } from './originals.js';
 import { FORMAT_INFO, type ImageFormat } from './sniff.js';
 
 export const FINDING_KINDS = ['stale-temp', 'stale-lock', 'missing-sidecar', 'damaged-original', 'damaged-thumbnail'] as const;
@@ -71,14 +72,8 @@ export interface Finding {
 
 /** `{ bytes }` from a sidecar's text; null for text that is not a sidecar. */
 export function parseSidecar(text: string): SidecarReading {
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (typeof parsed !== 'object' || parsed === null) return null;
-    const bytes = (parsed as { bytes?: unknown }).bytes;
-    return typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? { bytes } : null;
-  } catch {
-    return null;
-  }
+  const bytes = parseSidecarFields(text)?.bytes ?? null;
+  return bytes === null ? null : { bytes };
 }
 
 function extOf(name: string): ImageExtension {

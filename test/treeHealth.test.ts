@@ -4,6 +4,7 @@
  * (server/treeHealth.ts), each as a table of cases.
  */
 import assert from 'node:assert/strict';
+import { parseSidecarFields, type SidecarFields } from '../server/originals.js';
 import { describe, it } from 'node:test';
 import {
   hostTag,
@@ -86,6 +87,19 @@ describe('parseSidecar', () => {
     ['', null],
   ];
   for (const [text, expected] of cases) it(JSON.stringify(text), () => assert.deepEqual(parseSidecar(text), expected));
+});
+
+describe('parseSidecarFields (server/originals.ts): each field on its own', () => {
+  const cases: Array<[string, SidecarFields | null]> = [
+    ['{"bytes": 5, "sourceUrl": "https://example.org/a.jpg", "sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}', { bytes: 5, sourceUrl: 'https://example.org/a.jpg', sha256: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' }],
+    ['{"bytes": 5, "sourceUrl": null}', { bytes: 5, sourceUrl: null, sha256: null }],
+    ['{"sha256": "ABC", "bytes": 1.5}', { bytes: null, sourceUrl: null, sha256: null }],
+    ['{"sha256": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}', { bytes: null, sourceUrl: null, sha256: null }],
+    ['[1]', null],
+    ['"text"', null],
+    ['{"bytes": 5', null],
+  ];
+  for (const [text, expected] of cases) it(JSON.stringify(text), () => assert.deepEqual(parseSidecarFields(text), expected));
 });
 
 describe('damagedImageReason', () => {

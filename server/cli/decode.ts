@@ -4,43 +4,27 @@
  * storage key, the stored files, and the verdict `verify` prints.
  */
 import type { Command } from 'commander';
-import { readdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { storageKey } from '../layout.js';
-import { imageUrlBytes, linkPathOf, sizeSegment } from '../link.js';
-import { describeVerdict, judgeLink } from '../linkTools.js';
+import { imageUrlBytes, sizeSegment } from '../link.js';
+import { describeVerdict } from '../linkTools.js';
 import { ImageStore } from '../store.js';
-import { EXIT_FAILURES, EXIT_OK, parseInstant, withCommon } from './common.js';
-import { configuredSecrets, loadLinkConfig, policyOf, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
+import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
+import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
 
 /** Control characters of a hostile URL would rewrite the admin's terminal: escape them. */
 function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-/** Every file of the key's directory that belongs to the key: images, sidecar, records. */
-async function storedFiles(directory: string, key: string): Promise<string[]> {
-  try {
-    const names = await readdir(directory);
-    return names.filter((name) => name.startsWith(`${key}.`)).sort().map((name) => join(directory, name));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-}
-
 async function decode(text: string, options: LinkCommandOptions): Promise<number> {
-  const config = loadLinkConfig(options);
-  const verdict = judgeLink(linkPathOf(text), {
-    policy: policyOf(config),
-    secrets: configuredSecrets(config),
-    nowMs: parseInstant(options.at),
-  });
+  const { config, verdict } = judgeLinkNow(text, options);
   const { link } = verdict;
   if (link !== null) {
     const key = storageKey(imageUrlBytes(link.extUrl));
-    const directory = new ImageStore(resolve(config.root)).directoryOf(link.bucket, key);
-    const files = await storedFiles(directory, key);
+    const store = new ImageStore(resolve(config.root));
+    const directory = store.directoryOf(link.bucket, key);
+    const files = await store.keyFiles(link.bucket, key);
     const lines = [
       `bucket: ${link.bucket}`,
       `size: ${sizeSegment(link.size)}${link.proxy ? ' (ignored: proxy)' : ''}`,

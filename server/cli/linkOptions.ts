@@ -4,9 +4,10 @@
  */
 import type { Command } from 'commander';
 import type { Config, ConfigLayer } from '../config.js';
-import type { LinkPolicy } from '../linkTools.js';
+import { linkPathOf } from '../link.js';
+import { judgeLink, type LinkPolicy, type LinkVerdict } from '../linkTools.js';
 import { resolveSecrets } from '../secrets.js';
-import { loadConfig, type CommonOptions } from './common.js';
+import { loadConfig, parseInstant, type CommonOptions } from './common.js';
 
 export type LinkCommandOptions = CommonOptions & {
   at?: string;
@@ -41,4 +42,11 @@ export function policyOf(config: Config): LinkPolicy {
 /** The configured secrets, never generating one: a CLI that signs must use the site's. */
 export function configuredSecrets(config: Config): string[] {
   return resolveSecrets(config, false).secrets;
+}
+
+/** The verdict on a pasted link (path or URL) at `--at` (default now), with the config it was judged under. */
+export function judgeLinkNow(text: string, options: LinkCommandOptions): { config: Config; verdict: LinkVerdict } {
+  const config = loadLinkConfig(options);
+  const verdict = judgeLink(linkPathOf(text), { policy: policyOf(config), secrets: configuredSecrets(config), nowMs: parseInstant(options.at) });
+  return { config, verdict };
 }

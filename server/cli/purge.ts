@@ -15,8 +15,9 @@ import { readFile } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
+import type { AuditRecord } from '../audit.js';
 import { appendAuditRecord } from '../auditStore.js';
-import { sha256Hex } from '../originals.js';
+import { parseSidecarFields, sha256Hex } from '../originals.js';
 import { metadataFileName } from '../layout.js';
 import { ImageStore } from '../store.js';
 import {
@@ -61,14 +62,9 @@ async function storedDigests(store: ImageStore, buckets: readonly string[], key:
       if (bytes !== null) digests.add(sha256Hex(bytes));
     }
     const sidecar = await readFile(`${store.directoryOf(bucket, key)}/${metadataFileName(key)}`, 'utf8').catch(() => null);
-    if (sidecar !== null) {
-      try {
-        const recorded = (JSON.parse(sidecar) as { sha256?: unknown }).sha256;
-        if (typeof recorded === 'string' && /^[0-9a-f]{64}$/.test(recorded)) digests.add(recorded);
-      } catch {
-        // A damaged sidecar: the file's own bytes were hashed above.
-      }
-    }
+    // A damaged sidecar records nothing: the file's own bytes were hashed above.
+    const recorded = sidecar === null ? null : (parseSidecarFields(sidecar)?.sha256 ?? null);
+    if (recorded !== null) digests.add(recorded);
   }
   return [...digests].sort();
 }
@@ -116,6 +112,20 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
   const totals = { removed: 0, keys: 0, digests: 0 };
   const pending: PendingBlock[] = [];
 
+  /** One audit line per target, whatever the action. */
+  const audit = (action: 'purge' | 'block', target: TakedownTarget, outcome: Pick<AuditRecord, 'digests' | 'removed' | 'changed'>): Promise<void> =>
+    appendAuditRecord(root, {
+      time: new Date().toISOString(),
+      action,
+      target: target.text,
+      key: target.key,
+      url: target.imageUrl,
+      ...outcome,
+      ...(options.note === undefined ? {} : { note: options.note }),
+      user: actor.user,
+      argv: actor.argv,
+    });
+
   const bucketsOf = (target: TakedownTarget): string[] =>
     block ? allBuckets : target.bucket !== null ? [target.bucket] : options.bucket !== undefined ? [options.bucket] : allBuckets;
 
@@ -124,17 +134,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
     if (!block) {
       const removed = await removeStored(store, buckets, target.key);
       totals.removed += removed.length;
-      await appendAuditRecord(root, {
-        time: new Date().toISOString(),
-        action: 'purge',
-        target: target.text,
-        key: target.key,
-        url: target.imageUrl,
-        removed,
-        ...(options.note === undefined ? {} : { note: options.note }),
-        user: actor.user,
-        argv: actor.argv,
-      });
+      await audit('purge', target, { removed });
       if (removed.length === 0) process.stdout.write(`nothing stored for key ${target.key} in ${buckets.join(', ')}\n`);
       else process.stdout.write(`purged key ${target.key}\n`);
       progress.tick(removed.length > 0 ? 'ok' : 'skipped');
@@ -187,19 +187,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       for (const { target, digests, added } of pending) {
         const removed = await removeStored(store, allBuckets, target.key);
         totals.removed += removed.length;
-        await appendAuditRecord(root, {
-          time: new Date().toISOString(),
-          action: 'block',
-          target: target.text,
-          key: target.key,
-          url: target.imageUrl,
-          digests,
-          removed,
-          changed: added,
-          ...(options.note === undefined ? {} : { note: options.note }),
-          user: actor.user,
-          argv: actor.argv,
-        });
+        await audit('block', target, { digests, removed, changed: added });
         const digestText = digests.length === 0 ? 'no stored original, so no digest: blocked by key only' : `${digests.length} digest(s)`;
         if (added === 0 && removed.length === 0) {
           process.stdout.write(`already blocked and nothing stored: key ${target.key}\n`);

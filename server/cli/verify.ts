@@ -5,18 +5,12 @@
  * after the signature, with the app's error code). Exit 0 valid, 1 anything else.
  */
 import type { Command } from 'commander';
-import { linkPathOf } from '../link.js';
-import { describeVerdict, judgeLink } from '../linkTools.js';
-import { EXIT_FAILURES, EXIT_OK, parseInstant, withCommon } from './common.js';
-import { configuredSecrets, loadLinkConfig, policyOf, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
+import { describeVerdict } from '../linkTools.js';
+import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
+import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
 
 function verify(link: string, options: LinkCommandOptions): number {
-  const config = loadLinkConfig(options);
-  const verdict = judgeLink(linkPathOf(link), {
-    policy: policyOf(config),
-    secrets: configuredSecrets(config),
-    nowMs: parseInstant(options.at),
-  });
+  const { verdict } = judgeLinkNow(link, options);
   process.stdout.write(`${describeVerdict(verdict)}\n`);
   return verdict.kind === 'valid' ? EXIT_OK : EXIT_FAILURES;
 }
