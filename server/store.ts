@@ -3,7 +3,7 @@
  * over server/layout.ts, which decides every name.
  */
 import { randomBytes } from 'node:crypto';
-import type { Stats } from 'node:fs';
+import { fstatSync, statSync, type Stats } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
@@ -33,14 +33,18 @@ export function writerUnique(): string {
   return tempUnique({ pid: process.pid, hostTag: THIS_HOST_TAG }, randomBytes(6).toString('hex'));
 }
 
-/** The file's stat, or null when there is none. */
-async function statIfPresent(path: string): Promise<Stats | null> {
-  try {
-    return await stat(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
+/*
+ * Lookups (stat) are made synchronously, as nginx makes them on its own event loop: a
+ * stat of a cached directory entry is microseconds, while through libuv's thread pool it
+ * costs two thread wake-ups, more than the call itself, and waits in the pool's queue
+ * behind resizes and fsyncs. Whatever changes the tree (mkdir, rename, writes, fsync)
+ * stays asynchronous: creating a directory or a file allocates an inode, which on a busy
+ * filesystem can take long enough to stall every other request.
+ */
+
+/** The file's stat, or null when there is none (no error object is made for a miss). */
+function statIfPresent(path: string): Stats | null {
+  return statSync(path, { throwIfNoEntry: false }) ?? null;
 }
 
 /**
@@ -134,21 +138,11 @@ export class ImageStore {
     // The likely extension first (the URL's, or the original's for its thumbnails): a
     // stored file is then found with one stat instead of up to five.
     const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
-    const pathOf = (ext: ImageExtension): string => join(this.root, directory, imageFileName(stem, ext));
-    // The first (likely) one alone, so a hit costs one stat; if it is not there, the rest
-    // at once, so a miss waits for one round of stats, not four in a row. Judged in order.
-    const settled = await Promise.allSettled(extensions.slice(0, 1).map((ext) => statIfPresent(pathOf(ext))));
-    if (settled[0]?.status === 'fulfilled' && settled[0].value === null) {
-      settled.push(...(await Promise.allSettled(extensions.slice(1).map((ext) => statIfPresent(pathOf(ext))))));
-    }
-    for (const [index, ext] of extensions.entries()) {
+    for (const ext of extensions) {
       const name = imageFileName(stem, ext);
       const relativePath = `${directory}/${name}`;
       const path = join(this.root, relativePath);
-      // Not yet looked at (the likely one was there but damaged): now, on its own.
-      const result = settled[index];
-      if (result?.status === 'rejected') throw result.reason;
-      const info = result === undefined ? await statIfPresent(path) : result.value;
+      const info = statIfPresent(path);
       if (info === null || !info.isFile()) continue;
       // The sidecar is read after the image's stat: it is written before the image, so
       // it is never older than the image seen.
@@ -246,7 +240,8 @@ export class ImageStore {
     try {
       await handle.writeFile(bytes);
       await handle.sync();
-      modifiedMs = (await handle.stat()).mtimeMs;
+      // Whole milliseconds, as a later stat's `mtime` (and so send's ETag) has them.
+      modifiedMs = fstatSync(handle.fd).mtime.getTime();
     } catch (error) {
       await handle.close();
       await unlink(tempPath).catch(() => undefined);
@@ -299,8 +294,11 @@ export class ImageStore {
   }
 
   async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {
+    const path = join(this.directoryOf(bucket, key), failureFileName(stem));
+    // Almost every miss has no record: one stat says so without opening anything.
+    if (statIfPresent(path) === null) return null;
     try {
-      return parseFailureRecord(await readFile(join(this.directoryOf(bucket, key), failureFileName(stem)), 'utf8'));
+      return parseFailureRecord(await readFile(path, 'utf8'));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;
