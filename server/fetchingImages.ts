@@ -5,7 +5,7 @@
  */
 import { access, constants as fsConstants, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { AdmissionGate } from './admission.js';
+import { AdmissionGate, type GatePlace } from './admission.js';
 import { recordFailure, rememberedFailure } from './backoff.js';
 import { isBlocked, type BlockQuery } from './blocklist.js';
 import { watchBlocklist, type BlocklistWatcher } from './blocklistStore.js';
@@ -74,6 +74,12 @@ interface OriginalFlight {
   /** The prepared bytes; null when the original was found stored, or the fetch failed. */
   image: Promise<OriginalImage | null>;
   stored: Promise<StoredImage>;
+}
+
+/** A thumbnail made by this process: the stored file and the bytes written to it. */
+interface MadeVariant {
+  image: StoredImage;
+  content: Buffer;
 }
 
 /** Which of settled results failed: every staged file is discarded, the first failure thrown. */
@@ -251,9 +257,9 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
    * Held from before the fetch until the original is stored: its bytes are in memory
    * until then. `announce` hands the prepared bytes to thumbnails before the writes.
    */
-  async function fetchAndStore(request: ImageRequest, announce: (image: OriginalImage) => void): Promise<StoredImage> {
+  async function fetchAndStore(request: ImageRequest, place: GatePlace, announce: (image: OriginalImage) => void): Promise<StoredImage> {
     return withBackoff(request, request.key, async () => {
-      const release = await fetchGate.admit();
+      await place.start();
       try {
         const fetched = await fetchOriginal(request);
         const image = await prepareFetched(request, fetched);
@@ -264,7 +270,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
           fetchedAt: new Date(now()).toISOString(),
         });
       } finally {
-        release();
+        place.release();
       }
     });
   }
@@ -280,6 +286,8 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     const id = `${bucket}/${request.key}`;
     const running = originalFlights.get(id);
     if (running !== undefined) return running;
+    // A place in the fetch queue first: past it, `busy` before any lock or lookup is made.
+    const place = fetchGate.enter();
     const likely = likelyExtension(request.imageUrl);
     let skipLookup = lookedUp;
     const findOriginal = async (): Promise<StoredImage | null> => {
@@ -295,7 +303,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     });
     const stored = (async () =>
       withFileLock(await store.prepareLock(bucket, request.key, request.key), lockOptions, findOriginal, () =>
-        fetchAndStore(request, announce),
+        fetchAndStore(request, place, announce),
       ))();
     const flight: OriginalFlight = { image, stored };
     originalFlights.set(id, flight);
@@ -305,7 +313,11 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         () => announce(null),
         () => announce(null),
       )
-      .finally(() => originalFlights.delete(id));
+      .finally(() => {
+        // Found stored (under the lock, or by another process) or failed: the place is free.
+        place.release();
+        originalFlights.delete(id);
+      });
     return flight;
   }
 
@@ -337,7 +349,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
    * complete file of the same content into place, which is harmless; the original's
    * fetch, which is not, stays under the tree's lock.
    */
-  function ensureVariant(request: ImageRequest, label: string, knownOriginal: StoredImage | null): Promise<StoredImage> {
+  function ensureVariant(request: ImageRequest, label: string, knownOriginal: StoredImage | null): Promise<MadeVariant> {
     const { bucket } = request.link;
     const stem = fileStem(request.key, label);
     return flights.run(`variant:${bucket}/${stem}`, async () => {
@@ -365,7 +377,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
           { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
           'resized',
         );
-        return image;
+        return { image, content: resized.bytes };
       } finally {
         place.release();
       }
@@ -422,10 +434,17 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       if (stored !== null) return { kind: 'stored', image: stored, cache: 'hit' };
       try {
         if (request.link.proxy) return await passThrough(request);
-        if (label === null) return { kind: 'stored', image: await ensureOriginal(request, true).stored, cache: 'miss' };
+        if (label === null) {
+          const flight = ensureOriginal(request, true);
+          const image = await flight.stored;
+          // The prepared bytes are what was written, unless another process stored it first.
+          const prepared = await flight.image;
+          return { kind: 'stored', image, cache: 'miss', ...(prepared === null ? {} : { content: prepared.bytes }) };
+        }
         // One more lookup, on thumbnail misses only: was the original there already?
         const original = await store.find(bucket, request.key, null, likely);
-        return { kind: 'stored', image: await ensureVariant(request, label, original), cache: original !== null ? 'variant' : 'miss' };
+        const made = await ensureVariant(request, label, original);
+        return { kind: 'stored', image: made.image, content: made.content, cache: original !== null ? 'variant' : 'miss' };
       } catch (thrown) {
         // Lock directories and writes outside a fetch step fail on a full or read-only disk too.
         throw await asStorageError(thrown, request);

@@ -21,7 +21,16 @@ export interface ImageRequest {
 export type CacheOutcome = 'hit' | 'variant' | 'miss';
 
 export type ImageAnswer =
-  | { kind: 'stored'; image: StoredImage; cache: CacheOutcome }
+  | {
+      kind: 'stored';
+      image: StoredImage;
+      cache: CacheOutcome;
+      /**
+       * The file's bytes when this request has just written them (a miss): answered
+       * without reading the file back. Absent for a file found stored.
+       */
+      content?: Buffer;
+    }
   /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
   | { kind: 'passthrough'; bytes: Buffer; contentType: string };
 

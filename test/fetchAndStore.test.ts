@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -15,7 +15,7 @@ import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, request, signedPath } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'fetch-test-secret';
@@ -131,6 +131,48 @@ describe('fetch once, store, serve', () => {
       assert.match(metrics, /^imageproxy_responses_total\{outcome="miss",bucket="i"\} 100$/m);
       assert.match(metrics, /^imageproxy_responses_total\{outcome="hit",bucket="i"\} 1$/m);
       assert.match(metrics, new RegExp(`^imageproxy_origin_fetched_bytes_total ${jpeg.length}$`, 'm'));
+    });
+  });
+
+  test('a miss is answered from the bytes just written: the headers and bytes of the hit after it; HEAD, Range and conditions too', async () => {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/png' }).end(png), {}, async ({ origin, root, app }) => {
+      const compared = ['content-type', 'content-length', 'etag', 'last-modified', 'cache-control', 'accept-ranges', 'x-content-type-options'];
+      const headersOf = (response: Response): Record<string, string | null> =>
+        Object.fromEntries(compared.map((name) => [name, response.headers.get(name)]));
+      for (const size of ['full', '250x250']) {
+        const imageUrl = origin.url(`/same-${size}.png`).href;
+        const miss = await fetch(app.url + linkFor(imageUrl, { size }));
+        const missBytes = Buffer.from(await miss.arrayBuffer());
+        const hit = await fetch(app.url + linkFor(imageUrl, { size }));
+        const hitBytes = Buffer.from(await hit.arrayBuffer());
+        assert.deepEqual([miss.status, hit.status], [200, 200], size);
+        assert.deepEqual(headersOf(miss), headersOf(hit), size);
+        assert.ok(missBytes.equals(hitBytes), size);
+        const key = storageKey(Buffer.from(imageUrl));
+        const name = size === 'full' ? `${key}.png` : `${key}.${size}.png`;
+        const onDisk = await readFile(join(root, 'i', key[0] as string, key[1] as string, name));
+        assert.ok(missBytes.equals(onDisk), size);
+        // The ETag the miss gave is the file's: a revalidation of it is a 304.
+        const revalidated = await request(app.url, linkFor(imageUrl, { size }), { headers: { 'If-None-Match': miss.headers.get('etag') as string } });
+        assert.equal(revalidated.status, 304, size);
+      }
+      // HEAD of a miss: the length, no body.
+      const headUrl = origin.url('/head.png').href;
+      const head = await fetch(app.url + linkFor(headUrl, { size: '250x250' }), { method: 'HEAD' });
+      const headKey = storageKey(Buffer.from(headUrl));
+      const headFile = await readFile(join(root, 'i', headKey[0] as string, headKey[1] as string, `${headKey}.250x250.png`));
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('content-length'), String(headFile.length));
+      assert.equal((await head.arrayBuffer()).byteLength, 0);
+      // A Range on a miss is answered from the file, as on a hit.
+      const rangeUrl = origin.url('/range.png').href;
+      const ranged = await fetch(app.url + linkFor(rangeUrl, { size: '250x250' }), { headers: { Range: 'bytes=0-9' } });
+      const rangeKey = storageKey(Buffer.from(rangeUrl));
+      const rangeFile = await readFile(join(root, 'i', rangeKey[0] as string, rangeKey[1] as string, `${rangeKey}.250x250.png`));
+      assert.equal(ranged.status, 206);
+      assert.equal(ranged.headers.get('content-range'), `bytes 0-9/${rangeFile.length}`);
+      assert.ok(Buffer.from(await ranged.arrayBuffer()).equals(rangeFile.subarray(0, 10)));
+      assert.equal(origin.requests.length, 4);
     });
   });
 

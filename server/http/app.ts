@@ -10,6 +10,7 @@ import type { ImageAnswer, ImageService } from '../imageService.js';
 import { storageKey } from '../layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../link.js';
 import type { Logger } from '../log.js';
+import { LogThrottle } from '../logThrottle.js';
 import { shortUrl, summarizeCause } from '../logFields.js';
 import { createMetrics, type Metrics } from '../metrics.js';
 import {
@@ -48,6 +49,8 @@ export interface AppDependencies extends AppSettings {
 }
 
 const IMAGE_MAX_AGE_MS = 604_800_000;
+/** At most one `busy` log line per this interval (the count of the others rides on it). */
+const BUSY_LOG_INTERVAL_MS = 1000;
 // A stop is a restart or a deploy far more often than not: seconds later a process answers.
 const SHUTTING_DOWN_RETRY_SECONDS = 2;
 
@@ -67,6 +70,7 @@ export function createApp(deps: AppDependencies): express.Express {
     return rules;
   };
 
+  const busyLog = new LogThrottle(BUSY_LOG_INTERVAL_MS, now);
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', false);
@@ -133,7 +137,7 @@ export function createApp(deps: AppDependencies): express.Express {
     }
     const refusal = toImageproxyError(error);
     metrics.responses.inc({ outcome: refusal.code });
-    sendError(req, res, refusal, logger);
+    sendError(req, res, refusal, logger, busyLog);
     void next;
   });
   return app;
@@ -187,6 +191,21 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
     res.end();
     return Promise.resolve();
   }
+  if (answer.content !== undefined && isPlainGet(req)) {
+    // Just written by this request: the same answer sendFile would give, without
+    // reading the file back.
+    const modified = new Date(image.modifiedMs);
+    res.status(200).set({
+      'Content-Type': contentType,
+      'Accept-Ranges': 'bytes',
+      'Cache-Control': IMAGE_CACHE_CONTROL,
+      'Last-Modified': modified.toUTCString(),
+      ETag: fileEtag(answer.content.length, modified),
+      'Content-Length': String(answer.content.length),
+    });
+    res.end(req.method === 'HEAD' ? undefined : answer.content);
+    return Promise.resolve();
+  }
   return new Promise((resolve, reject) => {
     res.type(contentType);
     // dotfiles 'allow': the path is built from a validated key, and a root below a dot
@@ -216,6 +235,18 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
   });
 }
 
+/** Headers that make an answer depend on the stored file: such requests go through sendFile. */
+const CONDITIONAL_HEADERS = ['range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range'] as const;
+
+function isPlainGet(req: Request): boolean {
+  return CONDITIONAL_HEADERS.every((name) => req.headers[name] === undefined);
+}
+
+/** The weak ETag `send` (sendFile) gives a file: size and mtime in hex (etag's stat tag). */
+function fileEtag(bytes: number, modified: Date): string {
+  return `W/"${bytes.toString(16)}-${modified.getTime().toString(16)}"`;
+}
+
 /** The client went away before its answer was written: the outcome `client_closed`, never `internal`. */
 class ClientClosed extends Error {
   constructor(when: string) {
@@ -232,12 +263,15 @@ function clientWentAway(res: Response): boolean {
 }
 
 /** The one place an error becomes a response. */
-function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger): void {
+function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger, busyLog: LogThrottle): void {
   // Code, message and detail of the cause only: a got error's request options would fill a screen.
   const logLine = { code: error.code, status: error.status, path: shortUrl(req.path), detail: error.detail, err: summarizeCause(error.cause) };
-  // `busy` is the admission limits doing their job under load: worth a warning, not an alert.
-  if (error.code === 'busy') logger.warn(logLine, error.message);
-  else if (error.status >= 500) logger.error(logLine, error.message);
+  if (error.code === 'busy') {
+    // The admission limits doing their job under load: worth a warning, not an alert, and
+    // not one line per refused request (a burst would flood the log and slow every answer).
+    const heldBack = busyLog.pass();
+    if (heldBack !== null) logger.warn(heldBack > 0 ? { ...logLine, alsoRefusedSinceLastLine: heldBack } : logLine, error.message);
+  } else if (error.status >= 500) logger.error(logLine, error.message);
   else logger.info(logLine, error.message);
   res.status(error.status).set({
     'Content-Type': 'text/plain; charset=utf-8',
@@ -247,5 +281,6 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
   // A failure answered again from its backoff record says so, and when it happened.
   if (error.rememberedAt !== undefined) res.set('X-Imageproxy-Remembered', error.rememberedAt);
-  res.send(`${error.code}: ${error.message}\n`);
+  // end, not send: no ETag or freshness check for an error text.
+  res.end(`${error.code}: ${error.message}\n`);
 }
