@@ -3,7 +3,7 @@
  * process (sharp, then jimp) in front of a loopback origin serving a noisy 12 MP JPEG of
  * just under 2 MiB under many URLs, fires N concurrent cold misses (full size and
  * 250x250 alternating), and samples the child's RSS (/proc/PID/status VmRSS) and the
- * latency of /healthz every 50 ms. Prints peak RSS, the slowest /healthz answer and the
+ * latency of /healthz every 50 ms from a separate prober process. Prints peak RSS, the slowest /healthz answer and the
  * answers by status and error code. Not part of CI; needs `npm run build` first.
  *
  *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp]
@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import { startBigPhotoOrigin, twelveMegapixelJpeg } from '../test/bigPhotoOrigin.js';
+import { startHealthProbe } from './healthProbe.js';
 
 const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
@@ -80,16 +81,12 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const pid = child.pid as number;
   const idleKiB = await rssKiB(pid);
   let peakKiB = idleKiB;
-  let healthMaxMs = 0;
-  let healthSlow = 0;
   let sampling = true;
-  const healthAgent = new Agent({ keepAlive: false });
+  // /healthz from a process of its own (scripts/healthProbe.ts): this one's burst would stall its probes.
+  const health = startHealthProbe(url, SAMPLE_MS);
   const sampler = (async () => {
     while (sampling) {
-      const [rss, health] = await Promise.all([rssKiB(pid), get(url, '/healthz', healthAgent)]);
-      peakKiB = Math.max(peakKiB, rss);
-      healthMaxMs = Math.max(healthMaxMs, health.ms);
-      if (health.ms > 100) healthSlow += 1;
+      peakKiB = Math.max(peakKiB, await rssKiB(pid));
       await new Promise((wait) => setTimeout(wait, SAMPLE_MS));
     }
   })();
@@ -108,6 +105,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const seconds = (performance.now() - started) / 1000;
   sampling = false;
   await sampler;
+  const healthFigures = await health.stop();
   const byOutcome = new Map<string, number>();
   for (const answer of answers) {
     const outcome = `${answer.status}${answer.code === '' ? '' : ` ${answer.code}`}`;
@@ -118,7 +116,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   console.log(
     `${engine}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
       `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
-      `/healthz max ${healthMaxMs.toFixed(0)} ms (${healthSlow} samples over 100 ms); slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
+      `/healthz max ${healthFigures.maxMs.toFixed(0)} ms (${healthFigures.over100Ms} of ${healthFigures.probes} probes over 100 ms, ${healthFigures.failed} not 200); slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
       `error log lines ${errorLines()}; answers ${outcomes}`,
   );
   child.kill('SIGTERM');
