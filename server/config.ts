@@ -125,8 +125,11 @@ export const DEFAULT_CONFIG: Config = {
     // Waiting costs a socket and no body; more than this would not get through
     // within maxQueueWaitMs on a slow origin anyway.
     maxQueuedFetches: 64,
-    // Resizing is CPU work: two keep two cores busy; more add decode buffers, not speed.
-    maxConcurrentResizes: 2,
+    // Resizing is CPU work, but a resize also waits between its steps (decode, resize,
+    // encode, handing bytes back): two per core of a small box keep the cores busy
+    // (README, Benchmarks). sharp runs on libuv's pool of four threads, so more than four
+    // would only queue there, holding their decoded input.
+    maxConcurrentResizes: 4,
     // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;
     // the wait itself is bounded by maxQueueWaitMs, whichever engine is slow.
     maxQueuedResizes: 100,
