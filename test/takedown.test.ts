@@ -66,9 +66,12 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: '#aa3355' } }).jpeg().toBuffer();
     // Other bytes than the photo the tests block by content: for images that must stay unblocked.
     const otherJpeg = await sharp({ create: { width: 300, height: 400, channels: 3, background: '#3355aa' } }).jpeg().toBuffer();
+    // Bytes stored under several URLs before a block (purge --copies).
+    const copiedJpeg = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#55aa33' } }).jpeg().toBuffer();
     const handler = (req: { url?: string }, res: import('node:http').ServerResponse): void => {
       const path = (req.url ?? '').split('?')[0] ?? '';
       if (path.startsWith('/other-bytes/')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(otherJpeg);
+      else if (path.startsWith('/copies/')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(copiedJpeg);
       else if (path.endsWith('.jpg')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
       else res.writeHead(404).end('no');
     };
@@ -163,6 +166,45 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     assert.equal((await blocklist()).entries.length, before);
   });
 
+  let copiesUrl = '';
+
+  it('purge --block --copies: the same bytes stored under other URLs before the block go too; without --copies they stay', async () => {
+    const [first, second, third] = ['/copies/a.jpg', '/copies/b.jpg?x=1', '/copies/c.jpg'].map((path) => origin.url(path).href) as [string, string, string];
+    copiesUrl = first;
+    for (const path of [link(first), link(second), link(second, { size: '150x' }), link(third)]) assert.equal((await get(path)).status, 200);
+    const secondKey = storageKey(Buffer.from(second));
+    const thirdKey = storageKey(Buffer.from(third));
+
+    const plain = await cli(['purge', '--block', link(first)]);
+    assert.equal(plain.code, 0, plain.stderr + plain.stdout);
+    assert.deepEqual(await filesOf(second), [`${secondKey}.150x.jpg`, `${secondKey}.jpg`, `${secondKey}.json`], 'stored copies stay without --copies');
+    assert.deepEqual(await filesOf(third), [`${thirdKey}.jpg`, `${thirdKey}.json`]);
+
+    // Already blocked, its own files gone: the digests recorded in the list are looked for.
+    const run = await cli(['purge', '--block', '--copies', link(first), '--note', 'ticket 9']);
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    assert.match(run.stdout, /removed 5 file\(s\), 5 of them copies under other URLs/);
+    assert.match(run.stdout, /--copies read \d+ sidecar\(s\)/);
+    assert.deepEqual(await filesOf(second), []);
+    assert.deepEqual(await filesOf(third), []);
+    const record = (await auditRecords()).at(-1) as AuditRecord;
+    assert.equal(record.note, 'ticket 9');
+    assert.equal(record.removed?.filter((path) => path.includes(secondKey)).length, 3);
+    assert.equal(record.removed?.filter((path) => path.includes(thirdKey)).length, 2);
+    // The copies' links: fetched again to see the bytes, refused, nothing stored.
+    const before = requestsFor(origin, '/copies/c.jpg');
+    assertBlocked(await get(link(third)), 'a removed copy');
+    assert.equal(requestsFor(origin, '/copies/c.jpg'), before + 1);
+    assert.deepEqual(await filesOf(third), []);
+
+    const misuse = await cli(['purge', '--copies', link(first)]);
+    assert.equal(misuse.code, 2, misuse.stderr);
+    assert.match(misuse.stderr, /--copies goes with --block/);
+    // Left as the later tests expect it: only the photo's entries in the list.
+    const undo = await cli(['unblock', link(first)]);
+    assert.equal(undo.code, 0, undo.stderr + undo.stdout);
+  });
+
   it('block --host 127.0.0.2: its stored images are removed, links to it answer 451 without a connection; a rerun exits 1', async () => {
     const storedThere = origin2.url('/other-bytes/stored-before.jpg').href;
     const storedElsewhere = origin.url('/other-bytes/other-host.jpg').href;
@@ -225,6 +267,9 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
       [
         ['block', link(photoUrl, { size: '250x250' })],
         ['block', link(photoUrl)],
+        ['block', link(copiesUrl)],
+        ['block', link(copiesUrl)],
+        ['unblock', link(copiesUrl)],
         ['block', '127.0.0.2'],
         ['block', '127.0.0.2'],
         ['unblock', '127.0.0.3'],
@@ -243,10 +288,10 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     assert.equal(first.note, 'ticket 7');
     assert.ok(first.user.length > 0);
     assert.equal(records[1]?.changed, 0, 'the rerun changed nothing');
-    assert.deepEqual(records[2]?.argv, ['block', '--host', '127.0.0.2', '--secret', '<redacted>']);
-    assert.equal(records[2]?.host, '127.0.0.2');
-    assert.equal(records[2]?.removedCount, 5, 'the stored files of the host, counted');
-    assert.equal(records[3]?.removedCount, 0, 'the rerun found nothing left');
+    assert.deepEqual(records[5]?.argv, ['block', '--host', '127.0.0.2', '--secret', '<redacted>']);
+    assert.equal(records[5]?.host, '127.0.0.2');
+    assert.equal(records[5]?.removedCount, 5, 'the stored files of the host, counted');
+    assert.equal(records[6]?.removedCount, 0, 'the rerun found nothing left');
     assert.ok(!(await readFile(auditLogPath(root), 'utf8')).includes('not-for-the-log'));
     assert.ok(!(await readFile(blocklistPath(root), 'utf8')).includes('not-for-the-log'));
   });

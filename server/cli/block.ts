@@ -2,7 +2,7 @@
  * `imageproxy block --host <host>...`: refuses every link to an origin host with 451
  * `blocked`, without any fetch, from running servers within a couple of seconds (they
  * reload the blocklist, server/blocklistStore.ts), then removes the images already
- * stored from those hosts (server/hostSweep.ts), which nginx would otherwise go on
+ * stored from those hosts (server/sidecarSweep.ts), which nginx would otherwise go on
  * serving. Images (a link or image URL) are blocked with `purge --block`. Appended to
  * the audit log.
  *
@@ -15,7 +15,7 @@ import { resolve } from 'node:path';
 import { appendAuditRecord } from '../auditStore.js';
 import { addEntries, normaliseHost } from '../blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
-import { removeStoredFromHosts, type HostSweepResult } from '../hostSweep.js';
+import { matchingHosts, removeStoredMatching, type SweepResult } from '../sidecarSweep.js';
 import { ImageStore } from '../store.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
@@ -46,7 +46,7 @@ async function block(options: BlockOptions): Promise<number> {
   const progress = new ProgressReporter({ label: LABEL, total: hosts.length });
   const interrupt = interruptOnSignals(LABEL);
   const blocked: Array<{ host: string; at: string; added: number }> = [];
-  let sweep: HostSweepResult | null = null;
+  let sweep: SweepResult | null = null;
   try {
     for (const host of hosts) {
       if (interrupt.signal.aborted) break;
@@ -68,12 +68,12 @@ async function block(options: BlockOptions): Promise<number> {
       // Once running servers have the new list, none can store an image of these hosts
       // again; then what is stored goes, so nginx has nothing of theirs left to serve.
       await waitForRunningServers(BLOCKLIST_RECHECK_MS);
-      sweep = await removeStoredFromHosts(new ImageStore(root), Object.keys(config.buckets), new Set(blocked.map((entry) => entry.host)), {
+      sweep = await removeStoredMatching(new ImageStore(root), Object.keys(config.buckets), matchingHosts(new Set(blocked.map((entry) => entry.host))), {
         signal: interrupt.signal,
       });
     }
     for (const { host, at, added } of blocked) {
-      const removed = sweep?.removedByHost.get(host) ?? 0;
+      const removed = sweep?.removedBy.get(host)?.length ?? 0;
       await appendAuditRecord(root, {
         time: at,
         action: 'block',

@@ -5,6 +5,8 @@
  * go into the blocklist first, running servers are given time to load it, then the files
  * go from every bucket, so from then on every link to the image answers 451 `blocked`
  * without contacting the origin, and the same bytes under another URL are refused.
+ * `--copies` also removes those bytes where they were stored under other URLs before the
+ * block (a walk of the tree reading every sidecar, server/sidecarSweep.ts).
  * Every purge is appended to the audit log.
  *
  * Exit codes: 0 something was removed or blocked; 1 nothing to do (nothing stored and,
@@ -12,13 +14,14 @@
  */
 import { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../blocklist.js';
-import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
+import { BLOCKLIST_RECHECK_MS, readBlocklist, updateBlocklist } from '../blocklistStore.js';
 import type { AuditRecord } from '../audit.js';
 import { appendAuditRecord } from '../auditStore.js';
 import { parseSidecarFields, sha256Hex } from '../originals.js';
 import { metadataFileName } from '../layout.js';
+import { matchingDigests, removeStoredMatching, type SweepResult } from '../sidecarSweep.js';
 import { ImageStore } from '../store.js';
 import {
   EXIT_FAILURES,
@@ -49,6 +52,7 @@ interface PurgeOptions extends CommonOptions {
   bucket?: string;
   fromFile?: string;
   block?: boolean;
+  copies?: boolean;
   note?: string;
 }
 
@@ -67,6 +71,18 @@ async function storedDigests(store: ImageStore, buckets: readonly string[], key:
     if (recorded !== null) digests.add(recorded);
   }
   return [...digests].sort();
+}
+
+/** Every other key whose stored original has one of the blocked digests, removed (a walk of the tree). */
+async function removeCopies(store: ImageStore, buckets: readonly string[], pending: readonly PendingBlock[], signal: AbortSignal): Promise<SweepResult> {
+  const digests = new Set(pending.flatMap((item) => item.digests));
+  const skipKeys = new Set(pending.map((item) => item.target.key));
+  process.stderr.write(`${LABEL}: looking for copies of ${digests.size} digest(s) under other URLs (reading every sidecar)\n`);
+  const sweep = await removeStoredMatching(store, buckets, matchingDigests(digests), { signal, skipKeys });
+  for (const paths of sweep.removedBy.values()) {
+    for (const path of paths) process.stdout.write(`removed ${join(store.root, path)}\n`);
+  }
+  return sweep;
 }
 
 async function removeStored(store: ImageStore, buckets: readonly string[], key: string): Promise<string[]> {
@@ -95,6 +111,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
   if (block && options.bucket !== undefined) {
     throw new UsageError('--bucket does not go with --block: a blocked image is removed from every bucket');
   }
+  if (options.copies === true && !block) throw new UsageError('--copies goes with --block: copies are found by the digests a block records');
   if (options.bucket !== undefined) configuredBucket(config, '--bucket', options.bucket);
 
   const targets: TakedownTarget[] = [
@@ -140,8 +157,13 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       progress.tick(removed.length > 0 ? 'ok' : 'skipped');
       return;
     }
-    // Block first, remove later: the digests are read from the files before they go.
-    const digests = await storedDigests(store, buckets, target.key);
+    // Block first, remove later: the digests are read from the files before they go. An
+    // image blocked before has its digests in the list already (its files are gone):
+    // --copies looks for those too.
+    const recorded = (await readBlocklist(root)).entries
+      .filter((entry) => entry.kind === 'digest' && entry.key === target.key)
+      .map((entry) => entry.value);
+    const digests = [...new Set([...(await storedDigests(store, buckets, target.key)), ...recorded])].sort();
     const at = new Date().toISOString();
     const common = { at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) };
     const entries: BlockEntry[] = [
@@ -184,17 +206,35 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
         process.stderr.write(`${LABEL}: blocked; waiting for running servers to load the blocklist before removing files\n`);
         await waitForRunningServers(BLOCKLIST_RECHECK_MS);
       }
-      for (const { target, digests, added } of pending) {
+      const removedOf = new Map<TakedownTarget, string[]>();
+      for (const { target } of pending) {
         const removed = await removeStored(store, allBuckets, target.key);
         totals.removed += removed.length;
+        removedOf.set(target, removed);
+      }
+      // Copies: the same bytes stored under other URLs before the block. Their links would
+      // answer 451 from the app, but nginx serves a stored file without asking it.
+      const copies = options.copies === true ? await removeCopies(store, allBuckets, pending, interrupt.signal) : null;
+      for (const { target, digests, added } of pending) {
+        const copiesRemoved = digests.flatMap((digest) => copies?.removedBy.get(digest) ?? []);
+        const removed = [...(removedOf.get(target) ?? []), ...copiesRemoved];
+        totals.removed += copiesRemoved.length;
         await audit('block', target, { digests, removed, changed: added });
         const digestText = digests.length === 0 ? 'no stored original, so no digest: blocked by key only' : `${digests.length} digest(s)`;
+        const copiesText = copies === null ? '' : `, ${copiesRemoved.length} of them copies under other URLs`;
         if (added === 0 && removed.length === 0) {
           process.stdout.write(`already blocked and nothing stored: key ${target.key}\n`);
         } else {
-          process.stdout.write(`blocked key ${target.key} (${digestText}); removed ${removed.length} file(s)\n`);
+          process.stdout.write(`blocked key ${target.key} (${digestText}); removed ${removed.length} file(s)${copiesText}\n`);
         }
         progress.tick(added > 0 || removed.length > 0 ? 'ok' : 'skipped');
+      }
+      if (copies !== null) {
+        process.stdout.write(
+          `${LABEL}: --copies read ${copies.sidecarsRead} sidecar(s)` +
+            (copies.interrupted ? ' before the interrupt: run it again to finish removing copies' : '') +
+            '\n',
+        );
       }
     }
   } finally {
@@ -226,6 +266,7 @@ export function register(program: Command): void {
     .option('--bucket <bucket>', 'image URLs: only this bucket (default: all; not with --block)')
     .option('--from-file <file>', 'targets one per line (links or image URLs; # comments and blank lines skipped)')
     .option('--block', 'also block: every link to the image and the same bytes under any URL answer 451 from now on')
+    .option('--copies', 'with --block: also remove the same bytes stored under other URLs before the block (walks the tree, reading every sidecar)')
     .option('--note <text>', 'a reason kept in the blocklist and the audit log (e.g. a ticket number)')
     .action(async (targets: string[], options: PurgeOptions) => {
       process.exitCode = await purge(targets, options);
