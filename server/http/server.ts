@@ -7,7 +7,7 @@
  * server in-process.
  */
 import { setMaxListeners } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config.js';
@@ -22,6 +22,8 @@ import { startTreeStatsRefresh, type TreeStatsRefresh } from '../treeStatsRefres
 import { createAdminHandler } from './admin.js';
 import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, type AppSettings } from './app.js';
+import { TimeSlicedQueue } from './timeSlices.js';
+import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../responseHeaders.js';
 
 export interface RunningServer {
   /** `http://host:port`, with the port actually bound. */
@@ -80,6 +82,23 @@ export class ReloadRefused extends Error {}
 
 // After the grace period, time for the 503s to be written before connections are cut.
 const ANSWER_FLUSH_MS = 1000;
+/** Work per turn of the event loop on a burst of requests before sockets are polled again. */
+const REQUEST_SLICE_MS = 5;
+/** Requests waiting for a slice at most; past it `busy` at once (a burst of this size is seconds of routing). */
+const MAX_REQUESTS_WAITING_FOR_A_SLICE = 4096;
+const BUSY_RETRY_AFTER_SECONDS = 2;
+
+/** The `busy` answer the app gives, without the app: for requests the slice queue cannot take. */
+function answerBusyAtOnce(response: ServerResponse): void {
+  response.writeHead(503, {
+    ...SECURITY_HEADERS,
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Cache-Control': ERROR_CACHE_CONTROL,
+    'X-Imageproxy-Error': 'busy',
+    'Retry-After': String(BUSY_RETRY_AFTER_SECONDS),
+  });
+  response.end('busy: too busy, try again\n');
+}
 // Keys the image service is built from: a reload that changes one builds a new service.
 const IMAGE_SERVICE_KEYS = [
   'engine',
@@ -126,7 +145,18 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   });
 
   const requests = new InFlight();
-  const server = createServer(app);
+  const slices = new TimeSlicedQueue({
+    sliceMs: REQUEST_SLICE_MS,
+    maxQueued: MAX_REQUESTS_WAITING_FOR_A_SLICE,
+    onError: (error) => logger.error({ err: error }, 'request handler threw'),
+  });
+  const server = createServer((request, response) => {
+    // The liveness probe never waits behind a burst of links (server/http/timeSlices.ts).
+    if (request.url === '/healthz') return void app(request, response);
+    if (slices.offer(() => void app(request, response))) return;
+    metrics.responses.inc({ outcome: 'busy' });
+    answerBusyAtOnce(response);
+  });
   // What Node's parser refuses never reaches a route: answer it as text with our headers
   // (a socket already gone gets nothing).
   server.on('clientError', (error: NodeJS.ErrnoException & { rawPacket?: unknown }, socket) => {
