@@ -83,7 +83,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   let peakKiB = idleKiB;
   let sampling = true;
   // /healthz from a process of its own (scripts/healthProbe.ts): this one's burst would stall its probes.
-  const health = startHealthProbe(url, SAMPLE_MS);
+  const health = await startHealthProbe(url, SAMPLE_MS);
   const sampler = (async () => {
     while (sampling) {
       peakKiB = Math.max(peakKiB, await rssKiB(pid));

@@ -1,7 +1,8 @@
 /**
  * A /healthz prober in a process of its own, as a load balancer is: a probe measured from
  * the process that fires a burst of requests would time that process's own stall too.
- * Probes every `intervalMs` (a new connection each time) until its stdin closes, then
+ * After one warm-up probe it prints `ready`, then probes every `intervalMs` (a new
+ * connection each time) until its stdin closes, then
  * prints one JSON line: probes, slowest answer, answers over 100 ms, non-200 answers.
  *
  *   node scripts/healthProbe.ts <base-url> [intervalMs=50]   (spawned by scripts/bench-memory.ts)
@@ -18,16 +19,29 @@ export interface HealthFigures {
   failed: number;
 }
 
-/** Starts a prober process against `baseUrl`; `stop()` ends it and resolves with its figures. */
-export function startHealthProbe(baseUrl: string, intervalMs = 50): { stop(): Promise<HealthFigures> } {
+/**
+ * Starts a prober process against `baseUrl` and resolves once it has made its first
+ * probe (not counted: a new process's first request pays for loading its own code);
+ * `stop()` ends it and resolves with its figures.
+ */
+export async function startHealthProbe(baseUrl: string, intervalMs = 50): Promise<{ stop(): Promise<HealthFigures> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), baseUrl, String(intervalMs)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   let output = '';
+  let announceReady: () => void = () => undefined;
+  const ready = new Promise<void>((done) => {
+    announceReady = done;
+  });
   child.stdout.on('data', (chunk: Buffer) => {
     output += chunk.toString('utf8');
+    if (output.startsWith(`${READY_LINE}\n`)) {
+      output = output.slice(READY_LINE.length + 1);
+      announceReady();
+    }
   });
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  await Promise.race([ready, exited]);
   return {
     async stop() {
       child.stdin.end();
@@ -36,6 +50,8 @@ export function startHealthProbe(baseUrl: string, intervalMs = 50): { stop(): Pr
     },
   };
 }
+
+const READY_LINE = 'ready';
 
 function probeOnce(url: string): Promise<{ ms: number; ok: boolean }> {
   const started = performance.now();
@@ -55,8 +71,11 @@ async function main(baseUrl: string, intervalMs: number): Promise<void> {
   });
   process.stdin.resume();
   const figures: HealthFigures = { probes: 0, maxMs: 0, over100Ms: 0, failed: 0 };
+  const probeUrl = new URL('/healthz', baseUrl).href;
+  await probeOnce(probeUrl);
+  process.stdout.write(`${READY_LINE}\n`);
   while (running) {
-    const { ms, ok } = await probeOnce(new URL('/healthz', baseUrl).href);
+    const { ms, ok } = await probeOnce(probeUrl);
     figures.probes += 1;
     figures.maxMs = Math.max(figures.maxMs, ms);
     if (ms > 100) figures.over100Ms += 1;
