@@ -319,7 +319,8 @@ export class ImageStore {
    */
   async prepareLock(bucket: string, key: string, stem: string): Promise<string> {
     const directory = this.directoryOf(bucket, key);
-    await mkdir(directory, { recursive: true });
+    // Almost always there already (init-buckets, or an earlier image): a lookup says so.
+    if (statIfPresent(directory)?.isDirectory() !== true) await mkdir(directory, { recursive: true });
     return join(directory, lockFileName(stem));
   }
 
