@@ -35,6 +35,8 @@ export const realTimer: ScheduleTimer = (callback, ms) => {
 export interface GatePlace {
   /** Resolves once running; rejects `busy` after `maxWaitMs` in the queue (the place is then released). */
   start(): Promise<void>;
+  /** Whether start() would wait now (every running slot taken, or others waiting first). */
+  wouldWait(): boolean;
   release(): void;
 }
 
@@ -79,9 +81,10 @@ export class AdmissionGate {
       state = 'released';
       this.places -= 1;
     };
+    const wouldWait = (): boolean => !(this.running < maxActive && this.queue.length === 0);
     const start = (): Promise<void> => {
       if (state !== 'entered') return Promise.reject(new Error(`${name} gate: start() on a place that is ${state}`));
-      if (this.running < maxActive && this.queue.length === 0) {
+      if (!wouldWait()) {
         this.running += 1;
         state = 'running';
         return Promise.resolve();
@@ -103,7 +106,7 @@ export class AdmissionGate {
         this.queue.push(entry);
       });
     };
-    return { start, release };
+    return { start, wouldWait, release };
   }
 
   /** enter() and start() in one: resolves with the release function. */

@@ -357,16 +357,30 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       // `busy` has fetched nothing. Its running slot is taken only once the bytes are there.
       const place = resizeGate.enter();
       try {
-        const source = await resizeSource(request, knownOriginal);
+        let input: Buffer | null;
+        let format: ImageFormat;
+        let original: Promise<StoredImage>;
+        // No name kept for the source: `input` is the only reference to its bytes.
+        ({ input, format, original } = await resizeSource(request, knownOriginal));
         const started = now();
         const staged = await withBackoff(request, stem, async () => {
-          await place.start();
-          return resizeAndStage(request, source.input, source.format, label);
+          if (place.wouldWait()) {
+            // A slot may be seconds away (a burst, the jimp engine): while it waits, a
+            // thumbnail holds none of the original's bytes; they are read back from the
+            // stored original when its turn comes. A full queue is then a count of
+            // requests, not of megabytes.
+            input = null;
+            await place.start();
+            input = await readStoredOriginal(await original);
+          } else {
+            await place.start();
+          }
+          return resizeAndStage(request, input as Buffer, format, label);
         });
         // A served name is always complete and never ahead of its original: the
         // thumbnail becomes visible only once the original is in place.
         try {
-          await source.original;
+          await original;
         } catch (error) {
           await staged.file.discard();
           throw error;
@@ -382,6 +396,16 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         place.release();
       }
     });
+  }
+
+  /** A stored original's bytes; `not_stored` if it was removed (purged) meanwhile. */
+  async function readStoredOriginal(stored: StoredImage): Promise<Buffer> {
+    try {
+      return await readFile(stored.path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      throw new ImageproxyError('not_stored', 'image is not stored', { detail: `${stored.relativePath} removed before its thumbnail was made`, cause: error });
+    }
   }
 
   async function resizeAndStage(

@@ -191,3 +191,21 @@ describe('AdmissionGate', () => {
     assert.deepEqual(gate.figures, { running: 0, waiting: 0 });
   });
 });
+
+describe('wouldWait', () => {
+  it('says whether start() would wait: free slot, slots taken, others already waiting, a slot freed', () => {
+    const gate = new AdmissionGate({ name: 'test', maxActive: 1, maxQueued: 3, maxWaitMs: 1000, retryAfterSeconds: 1 }, () => () => undefined);
+    const first = gate.enter();
+    const second = gate.enter();
+    assert.equal(first.wouldWait(), false, 'a free slot');
+    void first.start();
+    assert.equal(second.wouldWait(), true, 'the only slot is taken');
+    void second.start();
+    const third = gate.enter();
+    first.release();
+    // The slot went to the waiting second place, so a third still waits.
+    assert.equal(third.wouldWait(), true, 'others were waiting first');
+    second.release();
+    assert.equal(third.wouldWait(), false, 'a slot is free and nobody waits');
+  });
+});

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -99,6 +99,13 @@ before(async () => {
     .png()
     .toBuffer();
 });
+
+/** A 3000×2000 noisy JPEG: slow enough to resize that thumbnails queue behind each other. */
+function noisyPhoto(): Promise<Buffer> {
+  return sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+    .jpeg()
+    .toBuffer();
+}
 
 describe('fetch once, store, serve', () => {
   test('100 concurrent requests for one new image: one origin fetch, same bytes for all', async () => {
@@ -207,9 +214,7 @@ describe('fetch once, store, serve', () => {
   });
 
   test('past limits.maxQueuedResizes waiting thumbnails a new one answers 503 busy at once, and is made on the next try', async () => {
-    const big = await sharp({ create: { width: 3000, height: 2000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
-      .jpeg()
-      .toBuffer();
+    const big = await noisyPhoto();
     await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxConcurrentResizes: 1, maxQueuedResizes: 1, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/big.jpg').href;
       assert.equal((await fetch(app.url + linkFor(imageUrl))).status, 200); // the original, stored
@@ -228,6 +233,31 @@ describe('fetch once, store, serve', () => {
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.endsWith('.fail')).length, 0);
       assert.equal((await filesOfKey(root, imageUrl)).filter((name) => name.startsWith(`${key}.`) && name.endsWith('.jpg')).length, 5);
       assert.equal(origin.requests.length, 1);
+    });
+  });
+
+  test('a thumbnail waiting for a resize slot holds no bytes: it reads the stored original when its turn comes (purged meanwhile: 404 not_stored)', async () => {
+    const big = await noisyPhoto();
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxConcurrentResizes: 1, maxQueuedResizes: 100, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
+      const waiting = origin.url('/waiting.jpg').href;
+      assert.equal((await fetch(app.url + linkFor(waiting))).status, 200); // the original, stored
+      // Sixteen resizes of other images ahead of it on the one slot.
+      const ahead = ['/a.jpg', '/b.jpg', '/c.jpg', '/d.jpg'].flatMap((path) =>
+        ['150x', 'x200', '250x250', '500x500'].map((size) => fetch(app.url + linkFor(origin.url(path).href, { size }))),
+      );
+      await new Promise((wait) => setTimeout(wait, 100));
+      const thumbnail = fetch(app.url + linkFor(waiting, { size: '150x' }));
+      await new Promise((wait) => setTimeout(wait, 200));
+      // While it waits for the slot, the original goes (as `purge` removes it).
+      const key = storageKey(Buffer.from(waiting));
+      const directory = join(root, 'i', key[0] as string, key[1] as string);
+      await rm(join(directory, `${key}.jpg`));
+      const answer = await thumbnail;
+      assert.equal(answer.status, 404, await answer.clone().text());
+      assert.equal(answer.headers.get('x-imageproxy-error'), 'not_stored');
+      for (const other of await Promise.all(ahead)) assert.equal(other.status, 200);
+      assert.deepEqual(await filesOfKey(root, waiting), [`${key}.json`], 'no thumbnail made of a removed original');
+      assert.equal(origin.requests.filter((incoming) => incoming.url === '/waiting.jpg').length, 1);
     });
   });
 
