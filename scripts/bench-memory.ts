@@ -3,7 +3,8 @@
  * process (sharp, then jimp) in front of a loopback origin serving a noisy 12 MP JPEG of
  * just under 2 MiB under many URLs, fires N concurrent cold misses (full size and
  * 250x250 alternating), and samples the child's RSS (/proc/PID/status VmRSS) and the
- * latency of /healthz every 50 ms from a separate prober process. Prints peak RSS, the slowest /healthz answer and the
+ * latency of /healthz every 50 ms from separate prober processes, on the admin listener
+ * (liveness) and on the public one. Prints peak RSS, the slowest /healthz answer and the
  * answers by status and error code. Not part of CI; needs `npm run build` first.
  *
  *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp]
@@ -50,11 +51,11 @@ async function rssKiB(pid: number): Promise<number> {
   return match === null ? 0 : Number(match[1]);
 }
 
-function startServe(root: string, engine: string): Promise<{ child: ChildProcessWithoutNullStreams; url: string; errorLines: () => number }> {
+function startServe(root: string, engine: string): Promise<{ child: ChildProcessWithoutNullStreams; url: string; adminUrl: string; errorLines: () => number }> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
+    [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
     { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0' } },
   );
   let errors = 0;
@@ -66,8 +67,8 @@ function startServe(root: string, engine: string): Promise<{ child: ChildProcess
       pending = lines.pop() ?? '';
       for (const line of lines) {
         if (line.includes('"level":50')) errors += 1;
-        const match = /listening on (http:\/\/[0-9.:]+)/.exec(line);
-        if (match !== null) done({ child, url: match[1] as string, errorLines: () => errors });
+        const match = /listening on (http:\/\/[0-9.:]+), admin \(metrics, readiness\) on (http:\/\/[0-9.:]+)/.exec(line);
+        if (match !== null) done({ child, url: match[1] as string, adminUrl: match[2] as string, errorLines: () => errors });
       }
     });
     child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
@@ -77,13 +78,16 @@ function startServe(root: string, engine: string): Promise<{ child: ChildProcess
 
 async function measure(engine: string, origin: URL, jpegBytes: number): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-memory-'));
-  const { child, url, errorLines } = await startServe(root, engine);
+  const { child, url, adminUrl, errorLines } = await startServe(root, engine);
   const pid = child.pid as number;
   const idleKiB = await rssKiB(pid);
   let peakKiB = idleKiB;
   let sampling = true;
   // /healthz from a process of its own (scripts/healthProbe.ts): this one's burst would stall its probes.
-  const health = await startHealthProbe(url, SAMPLE_MS);
+  // Liveness on the admin listener (its own accept queue), and what a client of the
+  // public port sees: that port's connections wait in its accept queue behind the burst's.
+  const health = await startHealthProbe(adminUrl, SAMPLE_MS);
+  const publicHealth = await startHealthProbe(url, SAMPLE_MS);
   const sampler = (async () => {
     while (sampling) {
       peakKiB = Math.max(peakKiB, await rssKiB(pid));
@@ -106,6 +110,9 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   sampling = false;
   await sampler;
   const healthFigures = await health.stop();
+  const publicFigures = await publicHealth.stop();
+  const probeText = (figures: typeof healthFigures): string =>
+    `max ${figures.maxMs.toFixed(0)} ms (${figures.over100Ms} of ${figures.probes} probes over 100 ms, ${figures.failed} not 200)`;
   const byOutcome = new Map<string, number>();
   for (const answer of answers) {
     const outcome = `${answer.status}${answer.code === '' ? '' : ` ${answer.code}`}`;
@@ -116,7 +123,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   console.log(
     `${engine}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
       `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
-      `/healthz max ${healthFigures.maxMs.toFixed(0)} ms (${healthFigures.over100Ms} of ${healthFigures.probes} probes over 100 ms, ${healthFigures.failed} not 200); slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
+      `admin /healthz ${probeText(healthFigures)}; public /healthz ${probeText(publicFigures)}; slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
       `error log lines ${errorLines()}; answers ${outcomes}`,
   );
   child.kill('SIGTERM');

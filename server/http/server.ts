@@ -82,8 +82,12 @@ export class ReloadRefused extends Error {}
 
 // After the grace period, time for the 503s to be written before connections are cut.
 const ANSWER_FLUSH_MS = 1000;
-/** Work per turn of the event loop on a burst of requests before sockets are polled again. */
-const REQUEST_SLICE_MS = 5;
+/**
+ * Work per turn of the event loop on a burst of requests before sockets are polled again.
+ * Short, because libuv accepts one connection per listening socket per turn: a new
+ * connection waits for as many turns as there are connections ahead of it.
+ */
+const REQUEST_SLICE_MS = 1;
 /** Requests waiting for a slice at most; past it `busy` at once (a burst of this size is seconds of routing). */
 const MAX_REQUESTS_WAITING_FOR_A_SLICE = 4096;
 const BUSY_RETRY_AFTER_SECONDS = 2;
