@@ -37,6 +37,8 @@ const WARM_UP_MISSES = 300;
 export interface BenchMissOptions {
   rounds?: number;
   cli?: string;
+  /** Misses each side makes before measuring (default WARM_UP_MISSES; `npm run bench --quick` makes fewer). */
+  warmUpMisses?: number;
 }
 
 /** A 1600×1200 photo-like JPEG of about 200 KB (noise, blurred). */
@@ -215,8 +217,9 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       await baselineMiss();
       await oursMiss();
     }
-    await pool(WARM_UP_MISSES, 8, () => baselineMiss());
-    await pool(WARM_UP_MISSES, 8, () => oursMiss());
+    const warmUp = options.warmUpMisses ?? WARM_UP_MISSES;
+    await pool(warmUp, 8, () => baselineMiss());
+    await pool(warmUp, 8, () => oursMiss());
     failures = 0;
     const latency = { baseline: [] as number[], ours: [] as number[] };
     const rates = new Map<number, { baseline: number[]; ours: number[] }>([

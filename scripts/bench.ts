@@ -77,7 +77,7 @@ rows.push(
     ? await section('hit', () => benchNginx(options.quick ? { rounds: 1, seconds: 2, verbose: false } : { verbose: false }))
     : [{ section: 'hit', name: `skipped: ${missing}`, value: Number.NaN, unit: '' }]),
 );
-rows.push(...(await section('miss', () => benchMiss(options.quick ? { rounds: 1 } : {}))));
+rows.push(...(await section('miss', () => benchMiss(options.quick ? { rounds: 1, warmUpMisses: 40 } : {}))));
 if (!options.quick) {
   rows.push(
     ...(await section('thumbnail', async () =>
