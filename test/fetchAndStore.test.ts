@@ -15,6 +15,7 @@ import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
+import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../server/responseHeaders.js';
 import { makeTempRoot, removeTempRoot, request, signedPath } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
@@ -483,6 +484,38 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
       });
     });
   }
+});
+
+describe('requests past the time-slice queue', () => {
+  test('503 busy at once with the headers of every answer, counted; /healthz still answered; nothing fetched', async () => {
+    const origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+    const root = await makeTempRoot('imageproxy-slices-');
+    const config = buildConfig({
+      flags: { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent' },
+    });
+    // No room at all: every link is refused before the app sees it.
+    const app = await startServer({ config, secrets: config.secrets, logger: createLogger('silent'), maxRequestsWaiting: 0 });
+    try {
+      const answer = await request(app.url, linkFor(origin.url('/refused.jpg').href));
+      assert.equal(answer.status, 503);
+      assert.equal(answer.body.toString(), 'busy: too busy, try again\n');
+      assert.equal(answer.headers.get('x-imageproxy-error'), 'busy');
+      assert.equal(answer.headers.get('retry-after'), '2');
+      assert.equal(answer.headers.get('cache-control'), ERROR_CACHE_CONTROL);
+      assert.equal(answer.headers.get('content-type'), 'text/plain; charset=utf-8');
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) assert.equal(answer.headers.get(name), value, name);
+      const head = await request(app.url, linkFor(origin.url('/refused.jpg').href), { method: 'HEAD' });
+      assert.deepEqual([head.status, head.body.length], [503, 0]);
+      assert.equal((await request(app.url, '/healthz')).status, 200);
+      assert.equal(origin.requests.length, 0);
+      const metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
+      assert.match(metrics, /^imageproxy_responses_total\{outcome="busy"\} 2$/m);
+    } finally {
+      await app.close();
+      await origin.close();
+      await removeTempRoot(root);
+    }
+  });
 });
 
 describe('backoff', () => {

@@ -72,6 +72,8 @@ export interface StartOptions {
    * but one worker of `serve --workers N`, so the tree is walked once, not N times.
    */
   treeJobs?: boolean;
+  /** Requests waiting for a time slice at most (default MAX_REQUESTS_WAITING_FOR_A_SLICE); tests set it low. */
+  maxRequestsWaiting?: number;
 }
 
 /** The server could not start: the root cannot be written, or an address is taken. One line, for the CLI. */
@@ -151,7 +153,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const requests = new InFlight();
   const slices = new TimeSlicedQueue({
     sliceMs: REQUEST_SLICE_MS,
-    maxQueued: MAX_REQUESTS_WAITING_FOR_A_SLICE,
+    maxQueued: options.maxRequestsWaiting ?? MAX_REQUESTS_WAITING_FOR_A_SLICE,
     onError: (error) => logger.error({ err: error }, 'request handler threw'),
   });
   const server = createServer((request, response) => {
