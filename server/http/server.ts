@@ -105,6 +105,7 @@ function answerBusyAtOnce(response: ServerResponse): void {
   });
   response.end('busy: too busy, try again\n');
 }
+
 // Keys the image service is built from: a reload that changes one builds a new service.
 const IMAGE_SERVICE_KEYS = [
   'engine',
