@@ -7,7 +7,8 @@
  * as a child process (sharp, delivery direct), every URL new.
  *
  * Rows: median latency of sequential 250x250 misses and the ratio; misses/s at
- * concurrency 8 and 32 and the ratio; peak RSS of the child for 256 concurrent misses;
+ * concurrency 8 and 32 and the ratio; CPU per miss of every process at concurrency 8;
+ * peak RSS of the child for 256 concurrent misses;
  * single-flight: 500 concurrent requests for one new image → origin requests, total time.
  * Baseline and ours alternate round by round (a shared machine is noisy); medians.
  *
@@ -153,6 +154,16 @@ function fetchBytes(url: string, agent: Agent): Promise<Buffer> {
   });
 }
 
+/** CPU time used so far, in ms: this process (user + system) and the child `pid` (/proc, clock ticks of 10 ms). */
+async function cpuMs(pid: number): Promise<{ self: number; child: number }> {
+  const usage = process.cpuUsage();
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  return { self: (usage.user + usage.system) / 1000, child: ticks * 10 };
+}
+
 async function rssKiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
   const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
@@ -226,6 +237,11 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       [8, { baseline: [], ours: [] }],
       [32, { baseline: [], ours: [] }],
     ]);
+    // CPU per miss at concurrency 8, of every process taking part: steadier than rates
+    // when other jobs share the machine. Both sides include the origin (this process);
+    // ours also its HTTP client and the server.
+    const cpuPerMiss = { baseline: [] as number[], ours: [] as number[] };
+    const childPid = served.child.pid as number;
     for (let round = 0; round < rounds; round += 1) {
       for (let index = 0; index < SEQUENTIAL; index += 1) {
         latency.baseline.push(await timed(baselineMiss));
@@ -233,8 +249,16 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       }
       for (const [concurrency, rate] of rates) {
         const count = concurrency * 4;
+        const measureCpu = concurrency === 8;
+        let cpu = await cpuMs(childPid);
         rate.baseline.push(count / (await pool(count, concurrency, () => baselineMiss())));
+        if (measureCpu) cpuPerMiss.baseline.push(((await cpuMs(childPid)).self - cpu.self) / count);
+        cpu = await cpuMs(childPid);
         rate.ours.push(count / (await pool(count, concurrency, () => oursMiss())));
+        if (measureCpu) {
+          const after = await cpuMs(childPid);
+          cpuPerMiss.ours.push((after.self - cpu.self + after.child - cpu.child) / count);
+        }
       }
     }
     const rows: BenchRow[] = [];
@@ -250,6 +274,11 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       rows.push({ section, name: `in-process, concurrency ${concurrency}`, value: baselineRate, unit: 'misses/s' });
       rows.push({ section, name: `imageproxy serve, concurrency ${concurrency}`, value: oursRate, unit: 'misses/s', ratio: oursRate / baselineRate });
     }
+    const baselineCpu = median(cpuPerMiss.baseline);
+    const oursCpu = median(cpuPerMiss.ours);
+    const cpuNote = 'concurrency 8, every process (origin included), median of rounds';
+    rows.push({ section, name: 'in-process, CPU per miss', value: baselineCpu, unit: 'ms', note: cpuNote });
+    rows.push({ section, name: 'imageproxy serve + its client, CPU per miss', value: oursCpu, unit: 'ms', ratio: oursCpu / baselineCpu, note: cpuNote });
 
     // Peak RSS of the child during 256 concurrent cold misses.
     const pid = served.child.pid as number;
