@@ -10,6 +10,11 @@
  */
 import { ImageproxyError } from './errors.js';
 
+/** The message of every `busy` answer, from a gate or from the server's own slice queue. */
+export const BUSY_MESSAGE = 'too busy, try again';
+/** Retry-After of a `busy` answer: a queue drains within seconds, not minutes. */
+export const BUSY_RETRY_AFTER_SECONDS = 2;
+
 export interface GateOptions {
   /** Names the gate and its config keys in log details (`fetch`, `resize`). */
   name: string;
@@ -134,7 +139,7 @@ export class AdmissionGate {
   }
 
   private busy(detail: string): ImageproxyError {
-    return new ImageproxyError('busy', 'too busy, try again', {
+    return new ImageproxyError('busy', BUSY_MESSAGE, {
       retryAfterSeconds: this.options.retryAfterSeconds,
       detail,
     });

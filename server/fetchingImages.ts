@@ -5,7 +5,7 @@
  */
 import { access, constants as fsConstants, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { AdmissionGate, type GatePlace } from './admission.js';
+import { AdmissionGate, BUSY_RETRY_AFTER_SECONDS, type GatePlace } from './admission.js';
 import { recordFailure, rememberedFailure } from './backoff.js';
 import { isBlocked, type BlockQuery } from './blocklist.js';
 import { watchBlocklist, type BlocklistWatcher } from './blocklistStore.js';
@@ -40,8 +40,6 @@ export interface FetchingServiceDependencies {
   blocklist?: BlocklistWatcher;
 }
 
-/** Retry-After of a `busy` answer: a queue drains within seconds, not minutes. */
-const BUSY_RETRY_SECONDS = 2;
 
 /** Failures that say something about the origin or its bytes: retrying soon would fail again. */
 const BACKOFF_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
@@ -103,14 +101,14 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     maxActive: config.limits.maxConcurrentFetches,
     maxQueued: config.limits.maxQueuedFetches,
     maxWaitMs: config.limits.maxQueueWaitMs,
-    retryAfterSeconds: BUSY_RETRY_SECONDS,
+    retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
   });
   const resizeGate = new AdmissionGate({
     name: 'resize',
     maxActive: config.limits.maxConcurrentResizes,
     maxQueued: config.limits.maxQueuedResizes,
     maxWaitMs: config.limits.maxQueueWaitMs,
-    retryAfterSeconds: BUSY_RETRY_SECONDS,
+    retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
   });
   const lockOptions: FileLockOptions = {
     waitMs: config.singleFlightWaitMs,

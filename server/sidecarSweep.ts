@@ -55,7 +55,7 @@ export async function removeStoredMatching(
   store: ImageStore,
   buckets: readonly string[],
   match: SidecarMatch,
-  options: { signal: AbortSignal; skipKeys?: ReadonlySet<string>; onSidecar?: () => void },
+  options: { signal: AbortSignal; skipKeys?: ReadonlySet<string> },
 ): Promise<SweepResult> {
   const removedBy = new Map<string, string[]>();
   let sidecarsRead = 0;
@@ -67,7 +67,6 @@ export async function removeStoredMatching(
       if (options.skipKeys?.has(key) === true) continue;
       const text = await readFile(join(file.directory, file.name), 'utf8').catch(() => null);
       sidecarsRead += 1;
-      options.onSidecar?.();
       const matched = text === null ? null : match(text);
       if (matched === null) continue;
       const removed = (await store.purge(bucket, key)).map((path) => relative(store.root, path));

@@ -16,7 +16,7 @@ import { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../blocklist.js';
-import { BLOCKLIST_RECHECK_MS, readBlocklist, updateBlocklist } from '../blocklistStore.js';
+import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
 import type { AuditRecord } from '../audit.js';
 import { appendAuditRecord } from '../auditStore.js';
 import { parseSidecarFields, sha256Hex } from '../originals.js';
@@ -159,20 +159,19 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
     }
     // Block first, remove later: the digests are read from the files before they go. An
     // image blocked before has its digests in the list already (its files are gone):
-    // --copies looks for those too.
-    const recorded = (await readBlocklist(root)).entries
-      .filter((entry) => entry.kind === 'digest' && entry.key === target.key)
-      .map((entry) => entry.value);
-    const digests = [...new Set([...(await storedDigests(store, buckets, target.key)), ...recorded])].sort();
+    // they are taken from the list under its lock, so --copies looks for those too.
+    const stored = await storedDigests(store, buckets, target.key);
     const at = new Date().toISOString();
     const common = { at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) };
-    const entries: BlockEntry[] = [
-      { kind: 'key', value: target.key, ...common, url: target.imageUrl },
-      ...digests.map((digest): BlockEntry => ({ kind: 'digest', value: digest, ...common, key: target.key })),
-    ];
-    const added = await updateBlocklist(root, (list) => {
+    const { added, digests } = await updateBlocklist(root, (list) => {
+      const recorded = list.entries.filter((entry) => entry.kind === 'digest' && entry.key === target.key).map((entry) => entry.value);
+      const digests = [...new Set([...stored, ...recorded])].sort();
+      const entries: BlockEntry[] = [
+        { kind: 'key', value: target.key, ...common, url: target.imageUrl },
+        ...digests.map((digest): BlockEntry => ({ kind: 'digest', value: digest, ...common, key: target.key })),
+      ];
       const result = addEntries(list, entries);
-      return { list: result.list, result: result.added };
+      return { list: result.list, result: { added: result.added, digests } };
     });
     totals.keys += added.filter((entry) => entry.kind === 'key').length;
     totals.digests += added.filter((entry) => entry.kind === 'digest').length;

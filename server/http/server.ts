@@ -23,6 +23,7 @@ import { createAdminHandler } from './admin.js';
 import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, type AppSettings } from './app.js';
 import { TimeSlicedQueue } from './timeSlices.js';
+import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../admission.js';
 import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../responseHeaders.js';
 
 export interface RunningServer {
@@ -92,7 +93,6 @@ const ANSWER_FLUSH_MS = 1000;
 const REQUEST_SLICE_MS = 1;
 /** Requests waiting for a slice at most; past it `busy` at once (a burst of this size is seconds of routing). */
 const MAX_REQUESTS_WAITING_FOR_A_SLICE = 4096;
-const BUSY_RETRY_AFTER_SECONDS = 2;
 
 /** The `busy` answer the app gives, without the app: for requests the slice queue cannot take. */
 function answerBusyAtOnce(response: ServerResponse): void {
@@ -103,7 +103,8 @@ function answerBusyAtOnce(response: ServerResponse): void {
     'X-Imageproxy-Error': 'busy',
     'Retry-After': String(BUSY_RETRY_AFTER_SECONDS),
   });
-  response.end('busy: too busy, try again\n');
+  // The text sendError (server/http/app.ts) gives every refusal: `code: message`.
+  response.end(`busy: ${BUSY_MESSAGE}\n`);
 }
 
 // Keys the image service is built from: a reload that changes one builds a new service.
