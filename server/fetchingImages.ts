@@ -5,6 +5,7 @@
  */
 import { access, constants as fsConstants, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { AdmissionGate, BUSY_RETRY_AFTER_SECONDS, type GatePlace } from './admission.js';
 import { recordFailure, rememberedFailure } from './backoff.js';
 import { isBlocked, type BlockQuery } from './blocklist.js';
@@ -262,6 +263,10 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         const fetched = await fetchOriginal(request);
         const image = await prepareFetched(request, fetched);
         announce(image);
+        // The thumbnails waiting for these bytes start their resize first (their steps
+        // up to the engine are promise continuations, run before the next turn): the
+        // resize is the longest step of a miss, and the writes below run beside it.
+        await nextTurn();
         return await storeOriginalNow(request, image, {
           sourceUrl: request.imageUrl.href,
           originContentType: fetched.originContentType ?? null,

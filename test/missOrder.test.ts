@@ -1,0 +1,112 @@
+/**
+ * The order of a thumbnail miss inside the image service, with the real store, fetcher
+ * and sharp engine, each wrapped only to record when it is called: the resize, the
+ * longest step, starts before the original's writes, and nothing becomes visible out of
+ * order (sidecar, then original, then thumbnail).
+ */
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import sharp from 'sharp';
+import { buildConfig } from '../server/config.js';
+import { createSharpEngine } from '../server/engines/sharpEngine.js';
+import type { ResizeEngine } from '../server/engines/engine.js';
+import { createFetcher } from '../server/fetcher.js';
+import { createFetchingImageService } from '../server/fetchingImages.js';
+import type { ImageRequest } from '../server/imageService.js';
+import { keyDirectory, storageKey } from '../server/layout.js';
+import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink } from '../server/link.js';
+import { createLogger } from '../server/log.js';
+import { ImageStore, type StagedFile } from '../server/store.js';
+import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { startOrigin, type Origin } from './origin.js';
+
+const SECRET = 'miss-order-secret';
+
+/** An ImageStore that records each file it stages and commits, in order. */
+class RecordingStore extends ImageStore {
+  readonly events: string[] = [];
+
+  private recorded(name: string, staged: StagedFile): StagedFile {
+    this.events.push(`stage ${name}`);
+    return {
+      commit: async () => {
+        const image = await staged.commit();
+        this.events.push(`commit ${name}`);
+        return image;
+      },
+      discard: () => staged.discard(),
+    };
+  }
+
+  override async stageImage(...args: Parameters<ImageStore['stageImage']>): Promise<StagedFile> {
+    const name = args[2] ?? 'original';
+    this.events.push(`begin ${name}`);
+    return this.recorded(name, await super.stageImage(...args));
+  }
+
+  override async stageMetadata(...args: Parameters<ImageStore['stageMetadata']>): Promise<StagedFile> {
+    this.events.push('begin sidecar');
+    return this.recorded('sidecar', await super.stageMetadata(...args));
+  }
+}
+
+let origin: Origin;
+let root: string;
+let jpeg: Buffer;
+
+before(async () => {
+  jpeg = await sharp({ create: { width: 1200, height: 800, channels: 3, background: '#446688', noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+    .jpeg()
+    .toBuffer();
+  origin = await startOrigin((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
+  root = await makeTempRoot('imageproxy-miss-order-');
+});
+
+after(async () => {
+  await origin.close();
+  await removeTempRoot(root);
+});
+
+test('a thumbnail miss: resize called before the original is written; sidecar, original, thumbnail made visible in that order', async () => {
+  const config = buildConfig({ flags: { root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent' } });
+  const store = new RecordingStore(root);
+  const sharpEngine = createSharpEngine({ maxPixels: config.limits.maxPixels, timeoutSeconds: 30, concurrency: 1, quality: config.quality, mozjpeg: config.mozjpeg });
+  const engine: ResizeEngine = {
+    name: sharpEngine.name,
+    resize: (request) => {
+      store.events.push('resize');
+      return sharpEngine.resize(request);
+    },
+    close: () => sharpEngine.close(),
+  };
+  const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });
+  const service = createFetchingImageService({ config, store, fetcher, engine, logger: createLogger('silent') });
+  try {
+    const imageUrl = origin.url('/photo.jpg').href;
+    const link = parseLink(signedPath({ secret: SECRET, imageUrl, atMs: Date.now(), size: '250x250' }), linkRulesOf(config));
+    const request: ImageRequest = { link, imageUrl: decodeImageUrl(link.extUrl), key: storageKey(imageUrlBytes(link.extUrl)) };
+
+    const answer = await service.get(request);
+
+    assert.equal(answer.kind, 'stored');
+    assert.equal(answer.kind === 'stored' ? answer.cache : null, 'miss');
+    const content = answer.kind === 'stored' ? answer.content : undefined;
+    assert.ok(content !== undefined, 'a miss is answered from the bytes it wrote');
+    const size = await sharp(content).metadata();
+    assert.deepEqual([size.format, size.width, size.height], ['jpeg', 250, 167]);
+    const { events } = store;
+    assert.ok(events.indexOf('resize') < events.indexOf('begin original'), `resize first: ${events.join(', ')}`);
+    assert.ok(events.indexOf('resize') < events.indexOf('begin sidecar'), `resize first: ${events.join(', ')}`);
+    const commits = events.filter((event) => event.startsWith('commit '));
+    assert.deepEqual(commits, ['commit sidecar', 'commit original', 'commit 250x250']);
+    const key = request.key;
+    const files = (await readdir(join(root, keyDirectory('i', key)))).sort();
+    assert.deepEqual(files, [`${key}.250x250.jpg`, `${key}.jpg`, `${key}.json`]);
+    assert.equal(origin.requests.length, 1);
+  } finally {
+    fetcher.close();
+    await service.close();
+  }
+});
