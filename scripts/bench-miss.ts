@@ -3,8 +3,9 @@
  * a resize and keeping both. The baseline fetches with plain http.get from the same
  * loopback origin, resizes with the app's own sharp engine (server/engines/sharpEngine.ts,
  * same qualities and mozjpeg setting) and keeps the original and the thumbnail as a
- * crash-safe cache must (temp, fsync, rename; writeDurably); ours is `imageproxy serve`
- * as a child process (sharp, delivery direct), every URL new.
+ * crash-safe cache must (temp, fsync, rename; writeDurably) in the same 64 × 64 tree
+ * (server/layout.ts); ours is `imageproxy serve` as a child process (sharp, delivery
+ * direct) on a tree made by init-buckets. Every URL is new.
  *
  * Rows: median latency of sequential 250x250 misses and the ratio; misses/s at
  * concurrency 8 and 32 and the ratio; CPU per miss of every process at concurrency 8;
@@ -16,16 +17,18 @@
  *
  * The `cli` argument measures another build (e.g. the last commit built in /tmp).
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, open, readFile, rename, rm } from 'node:fs/promises';
 import { Agent, createServer, get as httpGet, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { DEFAULT_CONFIG } from '../server/config.js';
 import { createSharpEngine } from '../server/engines/sharpEngine.js';
+import { keyDirectory, storageKey } from '../server/layout.js';
 import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import type { BenchRow } from './benchTable.js';
@@ -191,6 +194,12 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     quality: DEFAULT_CONFIG.quality,
     mozjpeg: DEFAULT_CONFIG.mozjpeg,
   });
+  // Both sides keep files in a tree as a server in production has it: 64 × 64
+  // directories per bucket made at install (scripts/setup-tree.sh runs init-buckets), so
+  // no miss pays for a new one, and both spread their files over the disk alike.
+  for (const tree of [root, baselineDir]) {
+    await promisify(execFile)(process.execPath, [cli, 'init-buckets', '--root', tree, '--secret', SECRET]);
+  }
   const served = await startServe(cli, root);
   const appAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
   const originAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
@@ -209,10 +218,11 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     const imagePath = newPath();
     const input = await fetchBytes(`${originBase}${imagePath}`, originAgent);
     const result = await engine.resize({ input, format: 'jpeg', maxWidth: SIZE.maxWidth, maxHeight: SIZE.maxHeight });
-    const name = imagePath.slice(1, -'.jpg'.length);
+    const key = storageKey(Buffer.from(`${originBase}${imagePath}`));
+    const directory = join(baselineDir, keyDirectory('i', key));
     await Promise.all([
-      writeDurably(join(baselineDir, `${name}.jpg`), input),
-      writeDurably(join(baselineDir, `${name}.${SIZE.label}.jpg`), result.bytes),
+      writeDurably(join(directory, `${key}.jpg`), input),
+      writeDurably(join(directory, `${key}.${SIZE.label}.jpg`), result.bytes),
     ]);
   };
   const timed = async (miss: () => Promise<void>): Promise<number> => {
