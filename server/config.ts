@@ -9,6 +9,7 @@ import { parseAllowList } from './netPolicy.js';
 
 export type Delivery = 'direct' | 'accel';
 export type EngineName = 'sharp' | 'jimp';
+export type SingleFlightScope = 'host' | 'tree';
 
 export interface BucketConfig {
   /** Also accept signatures over ext_url without the bucket prefix (links from before buckets). */
@@ -56,6 +57,12 @@ export interface Config {
   limits: Limits;
   /** How long a request waits for another request's fetch of the same image. */
   singleFlightWaitMs: number;
+  /**
+   * Which processes fetch a new image once between them (server/singleFlight.ts):
+   * `host` those of this machine (a lock in memory, freed when its holder dies); `tree`
+   * every machine sharing the tree over a network filesystem (a lock directory per miss).
+   */
+  singleFlightScope: SingleFlightScope;
   /** Temp files older than this are leftovers of a crash and are removed. */
   tempMaxAgeSeconds: number;
   /** Period of the heal pass (stale temps and locks, missing sidecars, damaged files); 0: none, not even at start. */
@@ -138,6 +145,7 @@ export const DEFAULT_CONFIG: Config = {
     maxQueueWaitMs: 20_000,
   },
   singleFlightWaitMs: 30_000,
+  singleFlightScope: 'host',
   tempMaxAgeSeconds: 3600,
   // A day: what a crash leaves is healed by the pass at start, and the app moves a
   // damaged original aside when it looks one up; the periodic pass is for what nginx
@@ -243,6 +251,7 @@ export const ENV_KEYS: ReadonlyArray<{
   { env: 'IMAGEPROXY_MAX_CONCURRENT_RESIZES', key: 'limits.maxConcurrentResizes', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_QUEUE_WAIT_MS', key: 'limits.maxQueueWaitMs', kind: 'number' },
   { env: 'IMAGEPROXY_SINGLE_FLIGHT_WAIT_MS', key: 'singleFlightWaitMs', kind: 'number' },
+  { env: 'IMAGEPROXY_SINGLE_FLIGHT_SCOPE', key: 'singleFlightScope', kind: 'string' },
   { env: 'IMAGEPROXY_STATS_REFRESH_SECONDS', key: 'statsRefreshSeconds', kind: 'number' },
   { env: 'IMAGEPROXY_HEAL_INTERVAL_SECONDS', key: 'healIntervalSeconds', kind: 'number' },
   { env: 'IMAGEPROXY_USER_AGENT', key: 'userAgent', kind: 'string' },
@@ -503,6 +512,7 @@ export function validateConfig(raw: ConfigLayer): Config {
       maxQueueWaitMs: expectInteger('limits.maxQueueWaitMs', limits.maxQueueWaitMs, 1, 119_999),
     },
     singleFlightWaitMs: expectInteger('singleFlightWaitMs', raw.singleFlightWaitMs, 1),
+    singleFlightScope: expectOneOf('singleFlightScope', raw.singleFlightScope, ['host', 'tree'] as const),
     tempMaxAgeSeconds: expectInteger('tempMaxAgeSeconds', raw.tempMaxAgeSeconds, 1),
     statsRefreshSeconds: expectInteger('statsRefreshSeconds', raw.statsRefreshSeconds, 0),
     healIntervalSeconds: expectInteger('healIntervalSeconds', raw.healIntervalSeconds, 0),

@@ -22,7 +22,7 @@ import { shortUrl, summarizeCause } from './logFields.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { digestsOf, originalMetadata, prepareOriginal, type OriginalImage, type OriginalProvenance } from './originals.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from './sniff.js';
-import { InProcessFlights, LOCK_STALE_MS, withFileLock, type FileLockOptions } from './singleFlight.js';
+import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock } from './singleFlight.js';
 import type { ImageStore, StagedFile, StoredImage } from './store.js';
 
 export interface ImageFetcher {
@@ -111,11 +111,12 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     maxWaitMs: config.limits.maxQueueWaitMs,
     retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
   });
-  const lockOptions: FileLockOptions = {
-    waitMs: config.singleFlightWaitMs,
+  const treeLockOptions = {
     staleMs: LOCK_STALE_MS,
-    onCompromised: (error) => logger.error({ err: error }, 'single-flight lock lost while held'),
+    onCompromised: (error: Error) => logger.error({ err: error }, 'single-flight lock lost while held'),
   };
+  // The abstract socket namespace is Linux's: elsewhere (a developer's machine) the tree lock.
+  const lockScope = process.platform === 'linux' ? config.singleFlightScope : 'tree';
   const blocklist = deps.blocklist ?? watchBlocklist(store.root, { extraHosts: config.blockedHosts });
 
   /** 451 `blocked` when an operator took this link, host or image down (not a fetch failure: no backoff record). */
@@ -278,9 +279,21 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     });
   }
 
+  /** The cross-process lock around an original's fetch (server/singleFlight.ts, `singleFlightScope`). */
+  async function originalLock(request: ImageRequest): Promise<SingleFlightLock> {
+    const { bucket } = request.link;
+    if (lockScope === 'host') {
+      // The tree lock's mkdir fails on a read-only tree before any fetch; this lock
+      // writes nothing, so the tree is asked first.
+      await store.prepareToWrite(bucket, request.key);
+      return hostLock(await store.hostLockName(bucket, request.key));
+    }
+    return treeLock(await store.prepareLock(bucket, request.key, request.key), treeLockOptions);
+  }
+
   /**
    * The original of a request, fetched once per key (in-process flights, and across
-   * processes the tree's lock, held only around the fetch and the original's write).
+   * processes originalLock, held only around the fetch and the original's write).
    * `lookedUp`: the caller has just looked for it and found nothing, so the first
    * lookup before the lock is skipped (the one after taking the lock stays).
    */
@@ -305,9 +318,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       announce = resolve;
     });
     const stored = (async () =>
-      withFileLock(await store.prepareLock(bucket, request.key, request.key), lockOptions, findOriginal, () =>
-        fetchAndStore(request, place, announce),
-      ))();
+      withLock(await originalLock(request), config.singleFlightWaitMs, findOriginal, () => fetchAndStore(request, place, announce)))();
     const flight: OriginalFlight = { image, stored };
     originalFlights.set(id, flight);
     // Found stored, or failed before any bytes: thumbnails then wait for `stored`.
@@ -350,7 +361,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
    * A thumbnail, made once per process (in-process flight). It takes no lock of its
    * own across processes: two processes making the same thumbnail at once each rename a
    * complete file of the same content into place, which is harmless; the original's
-   * fetch, which is not, stays under the tree's lock.
+   * fetch, which is not, stays under the cross-process lock.
    */
   function ensureVariant(request: ImageRequest, label: string, knownOriginal: StoredImage | null): Promise<MadeVariant> {
     const { bucket } = request.link;

@@ -107,7 +107,23 @@ export function tempFileWriter(name: string): TempWriter | null {
   return { pid, hostTag: match[2] ?? null };
 }
 
-/** `{stem}.lock`: a single-flight lock directory of an original or a variant. */
+/** A tree as the kernel knows it: the same however its root is reached (symlink, bind mount). */
+export interface TreeIdentity {
+  dev: bigint;
+  ino: bigint;
+}
+
+/**
+ * The name of a `host` single-flight lock (server/singleFlight.ts): the tree by its
+ * root's device and inode, and a hash of the locked file's stem. Fixed length, well
+ * within the 107 bytes of an abstract socket name.
+ */
+export function hostLockName(tree: TreeIdentity, bucket: string, stem: string): string {
+  const file = createHash('sha256').update(`${bucket}/${stem}`).digest('base64url');
+  return `imageproxy/${tree.dev}:${tree.ino}/${file}`;
+}
+
+/** `{stem}.lock`: a single-flight lock directory of an original or a variant (scope `tree`). */
 export function isLockDirectoryName(name: string): boolean {
   if (!name.endsWith('.lock')) return false;
   const stem = name.slice(0, -'.lock'.length);

@@ -3,7 +3,7 @@
  * over server/layout.ts, which decides every name.
  */
 import { randomBytes } from 'node:crypto';
-import { fstatSync, statSync, type Stats } from 'node:fs';
+import { accessSync, constants as fsConstants, fstatSync, statSync, type Stats } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
@@ -13,6 +13,7 @@ import {
   SHARD_CHARACTERS,
   failureFileName,
   fileStem,
+  hostLockName,
   hostTag,
   imageFileName,
   lockFileName,
@@ -22,6 +23,7 @@ import {
   tempFileName,
   tempUnique,
   type ImageExtension,
+  type TreeIdentity,
 } from './layout.js';
 import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './treeHealth.js';
 
@@ -115,6 +117,38 @@ export class ImageStore {
     readonly root: string,
     private readonly options: ImageStoreOptions = {},
   ) {}
+
+  private treeIdentity: TreeIdentity | undefined;
+
+  /**
+   * The name of the `host` lock of a stem (server/singleFlight.ts). The root's identity
+   * is read once, the root made first if it is missing (a first `populate`).
+   */
+  async hostLockName(bucket: string, stem: string): Promise<string> {
+    if (this.treeIdentity === undefined) {
+      await mkdir(this.root, { recursive: true });
+      const { dev, ino } = statSync(this.root, { bigint: true });
+      this.treeIdentity = { dev, ino };
+    }
+    return hostLockName(this.treeIdentity, bucket, stem);
+  }
+
+  /**
+   * Makes the key's directory if it is missing (a tree without init-buckets), then
+   * throws the errno error (EROFS, EACCES) if it cannot be written: a miss then fetches
+   * nothing it could not keep. No file is made: access(2) only asks.
+   */
+  async prepareToWrite(bucket: string, key: string): Promise<void> {
+    const directory = await this.prepareKeyDirectory(bucket, key);
+    accessSync(directory, fsConstants.W_OK);
+  }
+
+  private async prepareKeyDirectory(bucket: string, key: string): Promise<string> {
+    const directory = this.directoryOf(bucket, key);
+    // Almost always there already (init-buckets, or an earlier image): a lookup says so.
+    if (statIfPresent(directory)?.isDirectory() !== true) await mkdir(directory, { recursive: true });
+    return directory;
+  }
 
   directoryOf(bucket: string, key: string): string {
     return join(this.root, keyDirectory(bucket, key));
@@ -314,14 +348,11 @@ export class ImageStore {
   }
 
   /**
-   * The cross-process lock of one stem (a directory proper-lockfile makes), after
+   * The `tree` lock of one stem (a directory proper-lockfile makes), after
    * creating the key's directory: a tree without init-buckets works too.
    */
   async prepareLock(bucket: string, key: string, stem: string): Promise<string> {
-    const directory = this.directoryOf(bucket, key);
-    // Almost always there already (init-buckets, or an earlier image): a lookup says so.
-    if (statIfPresent(directory)?.isDirectory() !== true) await mkdir(directory, { recursive: true });
-    return join(directory, lockFileName(stem));
+    return join(await this.prepareKeyDirectory(bucket, key), lockFileName(stem));
   }
 
   /**

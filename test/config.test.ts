@@ -107,6 +107,7 @@ const INVALID_CASES: InvalidCase[] = [
   { name: 'limits not an object', layer: { limits: 5 }, key: 'limits' },
   { name: 'delivery bogus', layer: { delivery: 'bogus' }, key: 'delivery' },
   { name: 'engine bogus', layer: { engine: 'bogus' }, key: 'engine' },
+  { name: 'singleFlightScope bogus', layer: { singleFlightScope: 'cluster' }, key: 'singleFlightScope' },
   { name: 'buckets.bad name', layer: { buckets: { 'bad name': {} } }, key: 'buckets.bad name' },
   { name: 'buckets empty', layer: { buckets: {} }, key: 'buckets' },
   { name: 'bucket legacySignatures not boolean', layer: { buckets: { i: { legacySignatures: 'yes' } } }, key: 'buckets.i.legacySignatures' },
@@ -179,6 +180,7 @@ const ENV_CASES: EnvCase[] = [
   { name: 'boolean 0', env: { IMAGEPROXY_ALLOW_PRIVATE_NETWORKS: '0' }, expected: { allowPrivateNetworks: false } },
   { name: 'boolean maybe', env: { IMAGEPROXY_ALLOW_PRIVATE_NETWORKS: 'maybe' }, expected: { errorKey: 'allowPrivateNetworks' } },
   { name: 'nginx prefix', env: { IMAGEPROXY_NGINX_INTERNAL_PREFIX: '/_x' }, expected: { nginx: { internalPrefix: '/_x' } } },
+  { name: 'single-flight scope', env: { IMAGEPROXY_SINGLE_FLIGHT_SCOPE: 'tree' }, expected: { singleFlightScope: 'tree' } },
   { name: 'strings kept as written', env: { IMAGEPROXY_LISTEN: '0.0.0.0:80', IMAGEPROXY_ROOT: ' /srv ' }, expected: { listen: '0.0.0.0:80', root: ' /srv ' } },
 ];
 

@@ -106,6 +106,9 @@ test('kill -9 during 100 concurrent misses: after the restart heal, no leftovers
       stripMetadata: false,
       logLevel: 'info',
       admin: { listen: null },
+      // Lock directories, which a kill leaves behind for the heal pass (the default host
+      // scope leaves none: test/fetchAndStore.test.ts "singleFlightScope host").
+      singleFlightScope: 'tree',
     }),
   );
   const imageUrls = images.map((_, index) => origin.url(`/${index}.jpg`).href);

@@ -351,8 +351,8 @@ describe('fetch once, store, serve', () => {
     }
   });
 
-  test('a stale lock left by a dead process is taken over', async () => {
-    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), {}, async ({ origin, root, app }) => {
+  test('singleFlightScope tree: a stale lock directory left by a dead process is taken over', async () => {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), { config: { singleFlightScope: 'tree' } }, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/stale.jpg').href;
       const key = storageKey(Buffer.from(imageUrl));
       const lockPath = join(root, keyDirectory('i', key), `${key}.lock`);
@@ -363,6 +363,43 @@ describe('fetch once, store, serve', () => {
       assert.equal(response.status, 200);
       assert.equal(origin.requests.length, 1);
       await assert.rejects(stat(lockPath), { code: 'ENOENT' });
+    });
+  });
+
+  test('singleFlightScope host (default): another process holding the lock holds the fetch back; killed with -9, the fetch goes at once; no lock directory made', async () => {
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), {}, async ({ origin, root, app }) => {
+      const imageUrl = origin.url('/held.jpg').href;
+      const key = storageKey(Buffer.from(imageUrl));
+      // The other process takes the lock the server's miss needs, by the same name.
+      const holderScript = `
+        const { hostLockName } = await import(${JSON.stringify(new URL('../dist/server/layout.js', import.meta.url).href)});
+        const { statSync } = await import('node:fs');
+        const { createServer } = await import('node:net');
+        const { dev, ino } = statSync(process.argv[1], { bigint: true });
+        createServer().listen({ path: '\\0' + hostLockName({ dev, ino }, 'i', process.argv[2]), exclusive: true }, () => console.log('held'));`;
+      const holder = spawn(process.execPath, ['--input-type=module', '-e', holderScript, root, key], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const exited = new Promise((resolve) => holder.once('exit', resolve));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.stdout?.once('data', () => resolve());
+          holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
+        });
+        const answer = fetch(app.url + linkFor(imageUrl));
+        await new Promise((wait) => setTimeout(wait, 400));
+        assert.equal(origin.requests.length, 0, 'no fetch while another process holds the lock');
+        const killedAt = Date.now();
+        holder.kill('SIGKILL');
+        await exited;
+        const response = await answer;
+        assert.equal(response.status, 200);
+        assert.ok(Buffer.from(await response.arrayBuffer()).equals(jpeg));
+        assert.equal(origin.requests.length, 1);
+        // The waiter polls at most every 200 ms: seconds would mean a staleness wait.
+        assert.ok(Date.now() - killedAt < 2000, `answered ${Date.now() - killedAt} ms after the kill`);
+        assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
+      } finally {
+        holder.kill('SIGKILL');
+      }
     });
   });
 

@@ -8,6 +8,7 @@ import {
   classifyTreeFile,
   failureFileName,
   fileStem,
+  hostLockName,
   imageFileName,
   isImageExtension,
   isTempFileName,
@@ -120,6 +121,28 @@ describe('file names', () => {
     assert.equal(isTempFileName(`${KEY}.tmp`), false);
     assert.equal(isTempFileName('.imageproxy-secret'), false);
     assert.equal(isTempFileName(`${KEY}.jpg`), false);
+  });
+});
+
+describe('hostLockName', () => {
+  // The largest identity the kernel can give (64-bit device and inode numbers).
+  const widest = { dev: 2n ** 64n - 1n, ino: 2n ** 64n - 1n };
+  const small = { dev: 2049n, ino: 2n };
+  const cases: Array<{ name: string; a: string; b: string; same: boolean }> = [
+    { name: 'same tree, bucket and stem', a: hostLockName(small, 'i', KEY), b: hostLockName(small, 'i', KEY), same: true },
+    { name: 'another tree (inode)', a: hostLockName(small, 'i', KEY), b: hostLockName({ dev: 2049n, ino: 3n }, 'i', KEY), same: false },
+    { name: 'another tree (device)', a: hostLockName(small, 'i', KEY), b: hostLockName({ dev: 2050n, ino: 2n }, 'i', KEY), same: false },
+    { name: 'another bucket', a: hostLockName(small, 'i', KEY), b: hostLockName(small, 't', KEY), same: false },
+    { name: 'a variant of the key', a: hostLockName(small, 'i', KEY), b: hostLockName(small, 'i', fileStem(KEY, '250x250')), same: false },
+  ];
+  for (const testCase of cases) {
+    it(testCase.name, () => assert.equal(testCase.a === testCase.b, testCase.same));
+  }
+
+  it('fits an abstract socket name (107 bytes) with the widest identity, a long bucket and label', () => {
+    const name = hostLockName(widest, 'b'.repeat(200), fileStem(KEY, '99999x99999'));
+    assert.ok(Buffer.byteLength(name) <= 107, `${Buffer.byteLength(name)} bytes: ${name}`);
+    assert.match(name, /^imageproxy\/18446744073709551615:18446744073709551615\/[A-Za-z0-9_-]{43}$/);
   });
 });
 

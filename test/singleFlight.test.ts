@@ -1,11 +1,12 @@
-/** server/singleFlight.ts against a real directory: one piece of work per id and per lock. */
+/** server/singleFlight.ts with real locks (directories, abstract sockets): one piece of work per id and per lock. */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { InProcessFlights, withFileLock, type FileLockOptions } from '../server/singleFlight.js';
+import { hostLock, InProcessFlights, withFileLock, withLock, type FileLockOptions } from '../server/singleFlight.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 describe('InProcessFlights', () => {
@@ -120,5 +121,93 @@ describe('withFileLock', () => {
     const existing = async (): Promise<string | null> => null;
     await assert.rejects(withFileLock(lockPath, options(1000), existing, async () => Promise.reject(new Error('disk full'))), /disk full/);
     assert.equal(await withFileLock(lockPath, options(1000), existing, async () => 'second try'), 'second try');
+  });
+});
+
+describe('hostLock', () => {
+  let counter = 0;
+  /** A name of this test run only: abstract socket names are shared by the whole host. */
+  const uniqueName = (): string => `imageproxy-test/${process.pid}/${Date.now()}/${(counter += 1)}`;
+
+  it('is held once: a second take says null until the holder releases; other names are free', async () => {
+    const name = uniqueName();
+    const release = await hostLock(name).tryTake();
+    assert.ok(release !== null);
+    assert.equal(await hostLock(name).tryTake(), null);
+    const other = await hostLock(uniqueName()).tryTake();
+    assert.ok(other !== null, 'another name is another lock');
+    await other();
+    await release();
+    const again = await hostLock(name).tryTake();
+    assert.ok(again !== null, 'free again after release');
+    await again();
+  });
+
+  it('a holder in another process excludes us; killed with -9 it frees the lock at once (no staleness to wait out)', async () => {
+    const name = uniqueName();
+    const holder = spawn(
+      process.execPath,
+      ['-e', `require('node:net').createServer().listen({ path: '\\0' + process.argv[1], exclusive: true }, () => console.log('held'))`, name],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise((resolve) => holder.once('exit', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
+      });
+      assert.equal(await hostLock(name).tryTake(), null, 'held by the other process');
+    } finally {
+      holder.kill('SIGKILL');
+      await exited;
+    }
+    const release = await hostLock(name).tryTake();
+    assert.ok(release !== null, 'free as soon as the holder is gone');
+    await release();
+  });
+
+  it('withLock on it: a second caller waits for the holder and takes its result without working', async () => {
+    const name = uniqueName();
+    let result: string | null = null;
+    let works = 0;
+    let entered = (): void => undefined;
+    const inside = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let finish = (): void => undefined;
+    const finished = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const existing = async (): Promise<string | null> => result;
+    const holder = withLock(hostLock(name), 5000, existing, async () => {
+      works += 1;
+      entered();
+      await finished;
+      result = 'stored';
+      return result;
+    });
+    await inside;
+    const waiter = withLock(hostLock(name), 5000, existing, async () => {
+      works += 1;
+      return 'fetched again';
+    });
+    await sleep(100);
+    finish();
+    assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
+    assert.equal(works, 1);
+  });
+
+  it('answers busy naming the lock when the holder takes longer than the wait', async () => {
+    const name = uniqueName();
+    const release = await hostLock(name).tryTake();
+    assert.ok(release !== null);
+    try {
+      await assert.rejects(
+        withLock(hostLock(name), 150, async () => null, async () => 'never'),
+        (error) => isImageproxyError(error) && error.code === 'busy' && (error.detail ?? '').includes(name),
+      );
+    } finally {
+      await release();
+    }
   });
 });

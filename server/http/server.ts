@@ -115,8 +115,10 @@ const IMAGE_SERVICE_KEYS = [
   'allowedAddresses',
   'blockedHosts',
   'singleFlightWaitMs',
+  'singleFlightScope',
   'backoff',
   'quality',
+  'mozjpeg',
   'userAgent',
   'stripMetadata',
 ] as const satisfies ReadonlyArray<keyof Config>;
