@@ -29,6 +29,9 @@ export type ImageExtension = (typeof IMAGE_EXTENSIONS)[number];
 export const SHARD_CHARACTERS =
   'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
+/** Shard directories of one bucket: `{a}/{b}`, one per pair of key characters. */
+export const SHARDS_PER_BUCKET = SHARD_CHARACTERS.length * SHARD_CHARACTERS.length;
+
 export function storageKey(imageUrlBytes: Uint8Array): string {
   return createHash('sha256').update(imageUrlBytes).digest('base64url');
 }

@@ -12,7 +12,7 @@
 import { lstat, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { SHARD_CHARACTERS, classifyTreeFile, isLockDirectoryName, metadataFileName } from './layout.js';
+import { SHARDS_PER_BUCKET, classifyTreeFile, isLockDirectoryName, metadataFileName } from './layout.js';
 import { originalMetadata } from './originals.js';
 import { LOCK_STALE_MS } from './singleFlight.js';
 import { inspectImage, sniffImageType, type ImageFormat } from './sniff.js';
@@ -29,8 +29,6 @@ import {
 } from './treeHealth.js';
 import { walkShardFiles, type ShardFile } from './treeWalk.js';
 
-/** Shard directories of one bucket: `{a}/{b}`, one per pair of key characters. */
-export const SHARDS_PER_BUCKET = SHARD_CHARACTERS.length * SHARD_CHARACTERS.length;
 
 /** Enough of a file's start for every format's magic number (AVIF's `ftyp` box included). */
 const SNIFF_BYTES = 64;

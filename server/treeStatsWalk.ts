@@ -7,12 +7,10 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readBlocklist } from './blocklistStore.js';
-import { SHARD_CHARACTERS, classifyTreeFile, type TreeFileKind } from './layout.js';
+import { SHARDS_PER_BUCKET, classifyTreeFile, type TreeFileKind } from './layout.js';
 import { addTreeFile, countBlocked, emptyBucketStats, type BucketStats, type TreeStats } from './treeStats.js';
 import { walkShardFiles } from './treeWalk.js';
 
-/** Shard directories of one bucket: `{a}/{b}`, one per pair of key characters. */
-export const SHARDS_PER_BUCKET = SHARD_CHARACTERS.length * SHARD_CHARACTERS.length;
 
 export interface TreeStatsWalkOptions {
   root: string;

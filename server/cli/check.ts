@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { FINDING_KINDS } from '../treeHealth.js';
-import { SHARDS_PER_BUCKET, walkTreeHealth, type FindingReport, type TreeHealthResult } from '../treeHealthWalk.js';
+import { walkTreeHealth, type FindingReport, type TreeHealthResult } from '../treeHealthWalk.js';
 import {
   EXIT_FAILURES,
   EXIT_INTERRUPTED,
@@ -18,7 +18,7 @@ import {
   withCommon,
   type CommonOptions,
 } from './common.js';
-import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { runShardWalk } from './shardWalk.js';
 
 interface CheckOptions extends CommonOptions {
   bucket?: string;
@@ -49,41 +49,31 @@ async function check(options: CheckOptions): Promise<number> {
   const repair = options.repair === true;
   const json = options.json === true;
 
-  const interrupt = interruptOnSignals(LABEL);
-  const progress = new ProgressReporter({ label: LABEL, total: buckets.length * SHARDS_PER_BUCKET });
-  try {
-    const result = await walkTreeHealth({
-      root,
-      buckets,
-      tempMaxAgeMs: config.tempMaxAgeSeconds * 1000,
-      repair,
-      decode: options.decode === true,
-      signal: interrupt.signal,
-      onFinding: (report) => process.stdout.write(json ? `${JSON.stringify(report)}\n` : findingLine(report)),
-      onShardDone: () => progress.tick('ok'),
-      // Shard directories without entries (or never made) are counted as skipped.
-      onBucketDone: (_bucket, shardsWithEntries) => {
-        for (let shard = shardsWithEntries; shard < SHARDS_PER_BUCKET; shard += 1) progress.tick('skipped');
-      },
-    });
-    progress.stop();
-    process.stderr.write(`${progress.summary(!result.complete)}\n`);
-    process.stdout.write(
-      json
-        ? `${JSON.stringify({ summary: { complete: result.complete, found: result.found, repaired: result.repaired, repairFailed: result.repairFailed } })}\n`
-        : summaryLines(result, repair),
-    );
-    if (!result.complete) return EXIT_INTERRUPTED;
-    const total = FINDING_KINDS.reduce((sum, kind) => sum + result.found[kind], 0);
-    if (repair) return result.repairFailed > 0 ? EXIT_FAILURES : EXIT_OK;
-    return total > 0 ? EXIT_FAILURES : EXIT_OK;
-  } catch (error) {
-    progress.stop();
-    process.stderr.write(`imageproxy: check: ${(error as Error).message}\n`);
-    return EXIT_FAILURES;
-  } finally {
-    interrupt.dispose();
-  }
+  return runShardWalk(
+    LABEL,
+    buckets.length,
+    (hooks) =>
+      walkTreeHealth({
+        root,
+        buckets,
+        tempMaxAgeMs: config.tempMaxAgeSeconds * 1000,
+        repair,
+        decode: options.decode === true,
+        onFinding: (report) => process.stdout.write(json ? `${JSON.stringify(report)}\n` : findingLine(report)),
+        ...hooks,
+      }),
+    (result) => {
+      process.stdout.write(
+        json
+          ? `${JSON.stringify({ summary: { complete: result.complete, found: result.found, repaired: result.repaired, repairFailed: result.repairFailed } })}\n`
+          : summaryLines(result, repair),
+      );
+      if (!result.complete) return EXIT_INTERRUPTED;
+      const total = FINDING_KINDS.reduce((sum, kind) => sum + result.found[kind], 0);
+      if (repair) return result.repairFailed > 0 ? EXIT_FAILURES : EXIT_OK;
+      return total > 0 ? EXIT_FAILURES : EXIT_OK;
+    },
+  );
 }
 
 export function register(program: Command): void {

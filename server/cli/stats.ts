@@ -6,9 +6,8 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { formatStatsJson, formatStatsTable } from '../treeStats.js';
-import { SHARDS_PER_BUCKET, walkTreeStats } from '../treeStatsWalk.js';
+import { walkTreeStats } from '../treeStatsWalk.js';
 import {
-  EXIT_FAILURES,
   EXIT_INTERRUPTED,
   EXIT_OK,
   configuredBucket,
@@ -16,7 +15,7 @@ import {
   withCommon,
   type CommonOptions,
 } from './common.js';
-import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { runShardWalk } from './shardWalk.js';
 
 interface StatsOptions extends CommonOptions {
   bucket?: string;
@@ -30,31 +29,15 @@ async function stats(options: StatsOptions): Promise<number> {
   const buckets = options.bucket === undefined ? Object.keys(config.buckets) : [configuredBucket(config, '--bucket', options.bucket)];
   const root = resolve(config.root);
 
-  const interrupt = interruptOnSignals(LABEL);
-  // One step per shard directory: the total is known up front, so the ETA works.
-  const progress = new ProgressReporter({ label: LABEL, total: buckets.length * SHARDS_PER_BUCKET });
-  try {
-    const result = await walkTreeStats({
-      root,
-      buckets,
-      signal: interrupt.signal,
-      onShardDone: () => progress.tick('ok'),
-      // Shard directories without files (or never made) are counted as skipped.
-      onBucketDone: (_bucket, shardsWithFiles) => {
-        for (let shard = shardsWithFiles; shard < SHARDS_PER_BUCKET; shard += 1) progress.tick('skipped');
-      },
-    });
-    progress.stop();
-    process.stderr.write(`${progress.summary(!result.complete)}\n`);
-    process.stdout.write(options.json === true ? formatStatsJson(result) : formatStatsTable(result));
-    return result.complete ? EXIT_OK : EXIT_INTERRUPTED;
-  } catch (error) {
-    progress.stop();
-    process.stderr.write(`imageproxy: stats: ${(error as Error).message}\n`);
-    return EXIT_FAILURES;
-  } finally {
-    interrupt.dispose();
-  }
+  return runShardWalk(
+    LABEL,
+    buckets.length,
+    (hooks) => walkTreeStats({ root, buckets, ...hooks }),
+    (result) => {
+      process.stdout.write(options.json === true ? formatStatsJson(result) : formatStatsTable(result));
+      return result.complete ? EXIT_OK : EXIT_INTERRUPTED;
+    },
+  );
 }
 
 export function register(program: Command): void {

@@ -1,0 +1,45 @@
+/**
+ * The frame of a command that walks every shard directory of some buckets (`stats`,
+ * `check`): one progress step per shard (those without entries count as skipped, so the
+ * ETA holds), SIGINT/SIGTERM as an interrupt, the progress summary on stderr, and a
+ * failure as one line on stderr and exit 1.
+ */
+import { SHARDS_PER_BUCKET } from '../layout.js';
+import { EXIT_FAILURES } from './common.js';
+import { ProgressReporter, interruptOnSignals } from './progress.js';
+
+/** What the walk is given: the interrupt, and where it reports each shard and bucket done. */
+export interface ShardWalkHooks {
+  signal: AbortSignal;
+  onShardDone: () => void;
+  onBucketDone: (bucket: string, shardsWithEntries: number) => void;
+}
+
+/** Runs `walk` over `bucketCount` buckets; `report` prints its result and gives the exit code. */
+export async function runShardWalk<R extends { complete: boolean }>(
+  label: string,
+  bucketCount: number,
+  walk: (hooks: ShardWalkHooks) => Promise<R>,
+  report: (result: R) => number,
+): Promise<number> {
+  const interrupt = interruptOnSignals(label);
+  const progress = new ProgressReporter({ label, total: bucketCount * SHARDS_PER_BUCKET });
+  try {
+    const result = await walk({
+      signal: interrupt.signal,
+      onShardDone: () => progress.tick('ok'),
+      onBucketDone: (_bucket, shardsWithEntries) => {
+        for (let shard = shardsWithEntries; shard < SHARDS_PER_BUCKET; shard += 1) progress.tick('skipped');
+      },
+    });
+    progress.stop();
+    process.stderr.write(`${progress.summary(!result.complete)}\n`);
+    return report(result);
+  } catch (error) {
+    progress.stop();
+    process.stderr.write(`imageproxy: ${label}: ${(error as Error).message}\n`);
+    return EXIT_FAILURES;
+  } finally {
+    interrupt.dispose();
+  }
+}
