@@ -127,6 +127,17 @@ describe('admin listener', () => {
     assert.match(text, /^imageproxy_responses_total\{outcome="miss",bucket="t"\} 1$/m);
     assert.equal(origin.requests.length, 2);
   });
+
+  it('responses_total counts a refusal under its bucket once the link is read; a malformed link under none', async () => {
+    assert.ok(app.adminUrl);
+    const link = signedPath({ secret: 'not-the-secret', imageUrl: origin.url('/refused.jpg').href, atMs: Date.now(), size: 'full', bucket: 't' });
+    assert.equal((await request(app.url, link)).status, 410);
+    assert.equal((await request(app.url, '/t/full/short')).status, 400);
+    const text = (await request(app.adminUrl, '/metrics')).body.toString();
+    assert.match(text, /^imageproxy_responses_total\{outcome="bad_signature",bucket="t"\} 1$/m);
+    assert.match(text, /^imageproxy_responses_total\{outcome="bad_path"\} [1-9]\d*$/m);
+    assert.doesNotMatch(text, /outcome="bad_path",bucket=/);
+  });
 });
 
 describe('admin listener off and readiness failures', () => {

@@ -71,6 +71,8 @@ export function createApp(deps: AppDependencies): express.Express {
   };
 
   const busyLog = new LogThrottle(BUSY_LOG_INTERVAL_MS, now);
+  // The bucket of a request whose link was read: its refusals are counted under it too.
+  const bucketOf = new WeakMap<Response, string>();
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', false);
@@ -111,6 +113,7 @@ export function createApp(deps: AppDependencies): express.Express {
       throw new ImageproxyError('method_not_allowed', 'only GET and HEAD');
     }
     const link = parseLink(req.path, rulesOf(config));
+    bucketOf.set(res, link.bucket);
     const match = verifyLinkSignature(link, { ...config, secrets, nowMs: now() });
     if (match === null) throw new ImageproxyError('bad_signature', 'invalid or expired signature');
     const imageUrl = decodeImageUrl(link.extUrl);
@@ -125,7 +128,7 @@ export function createApp(deps: AppDependencies): express.Express {
   app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
     if (error instanceof ClientClosed || clientWentAway(res)) {
       // Not our failure: counted apart and logged at info, so alerts on `internal` stay quiet.
-      metrics.responses.inc({ outcome: 'client_closed' });
+      metrics.responses.inc({ outcome: 'client_closed', ...bucketLabel(bucketOf.get(res)) });
       logger.info({ path: shortUrl(req.path), when: error instanceof ClientClosed ? error.message : 'while working' }, 'client closed the connection');
       res.destroy();
       return;
@@ -136,11 +139,16 @@ export function createApp(deps: AppDependencies): express.Express {
       return;
     }
     const refusal = toImageproxyError(error);
-    metrics.responses.inc({ outcome: refusal.code });
+    metrics.responses.inc({ outcome: refusal.code, ...bucketLabel(bucketOf.get(res)) });
     sendError(req, res, refusal, logger, busyLog);
     void next;
   });
   return app;
+}
+
+/** The bucket label when the link was read; none for a link refused before (malformed, bad method). */
+function bucketLabel(bucket: string | undefined): { bucket?: string } {
+  return bucket === undefined ? {} : { bucket };
 }
 
 /** The image service's answer, or `shutting_down` if the grace period ends first. */
