@@ -2,8 +2,8 @@
  * `serve --workers N`: the primary process forks N workers (node:cluster) that share the
  * one `listen` port, restarts a worker that exits unexpectedly (server/workerRestarts.ts),
  * forwards SIGHUP (reload) and SIGTERM/SIGINT (graceful stop) to the workers and exits
- * after them. Workers share the single-flight through the tree's lock directories, which
- * already work across processes.
+ * after them. Workers share the single-flight through its cross-process lock
+ * (server/singleFlight.ts), which works between any processes on the tree.
  *
  * The admin listener runs in the primary: `/metrics` aggregates every worker's registry
  * (prom-client's AggregatorRegistry, over the cluster's IPC channel), `/healthz` answers
