@@ -45,7 +45,7 @@ export interface BenchMissOptions {
   warmUpMisses?: number;
 }
 
-/** A 1600×1200 photo-like JPEG of about 200 KB (noise, blurred). */
+/** A 1600×1200 photo-like JPEG of at most 220 KB (noise, blurred; the table names its size). */
 async function photoJpeg(): Promise<Buffer> {
   const width = 1600;
   const height = 1200;

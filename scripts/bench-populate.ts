@@ -20,7 +20,7 @@ const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
 const URLS = Number(process.argv[2] ?? 800);
 const EXTRA_FLAGS = process.argv.slice(3);
 
-/** A noisy, slightly blurred 1200×900 JPEG: photo-like, about 100 KB. */
+/** A noisy, slightly blurred 1200×900 JPEG: photo-like, at least 90 KB (the run prints its size). */
 async function photoLikeJpeg(): Promise<Buffer> {
   const width = 1200;
   const height = 900;

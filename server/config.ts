@@ -133,8 +133,8 @@ export const DEFAULT_CONFIG: Config = {
     // within maxQueueWaitMs on a slow origin anyway.
     maxQueuedFetches: 64,
     // Resizing is CPU work, but a resize also waits between its steps (decode, resize,
-    // encode, handing bytes back): two per core of a small box keep the cores busy
-    // (README, Benchmarks). sharp runs on libuv's pool of four threads, so more than four
+    // encode, handing bytes back): two per core of a small box keep the cores busy.
+    // sharp runs on libuv's pool of four threads, so more than four
     // would only queue there, holding their decoded input.
     maxConcurrentResizes: 4,
     // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;

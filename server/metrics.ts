@@ -57,7 +57,7 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
     }),
     queueDepth: new Gauge({
       name: 'imageproxy_queue_depth',
-      help: 'Work waiting or running, by queue (requests: link requests in progress; resize: thumbnails queued or being made)',
+      help: 'Work waiting or running, by queue (requests: link requests in progress; fetch: origin fetches running or waiting; resize: thumbnails queued or being made)',
       labelNames: ['queue'] as const,
       registers: [registry],
       collect() {

@@ -4,9 +4,11 @@
  * answers `X-Accel-Redirect` once the file is stored. Pure: returns text, writes nothing.
  *
  * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
- *   http level:   js_path (twice), js_import, js_set $imageproxy_stem,
- *                 map $imageproxy_accel_cache_control, upstream imageproxy_app
- *   server level: listen, root, types, open_file_cache, the three locations
+ *   http level:   js_path (twice), js_import, js_set $imageproxy_stem, js_var of the
+ *                 cache's seconds, map $imageproxy_accel_cache_control, upstream
+ *                 imageproxy_app (and the verdict cache's pieces when it is on)
+ *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
+ *                 internal locations, and one error location per answer nginx gives itself
  *   load_module:  main level, only in the standalone file (a packaged nginx loads it
  *                 from /etc/nginx/modules-enabled)
  *
@@ -383,7 +385,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '',
     `upstream ${UPSTREAM_NAME} {`,
     `    server ${input.appListen};`,
-    // Without idle connections kept open, every miss pays a TCP handshake: half the speed.
+    // Without idle connections kept open, every miss pays a TCP handshake.
     '    keepalive 32;',
     '}',
     '',
@@ -438,8 +440,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '}',
     '',
     // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
-    // case (Express routes ignore case and a trailing slash); a link has four segments.
-    "# The app's metrics are for whoever reaches the app's own address, not for visitors.",
+    // case, with or without a trailing slash; a link has four segments, so no link is lost.
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
     'location ~* ^/metrics/?$ {',
     '    return 404;',
     '}',
@@ -578,7 +580,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     `    try_files ${tryFiles} ${CHECKED_LOCATION};`,
     '}',
     '',
-    "# The app's metrics are for whoever reaches the app's own address, not for visitors.",
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
     'location ~* ^/metrics/?$ {',
     '    return 404;',
     '}',

@@ -1,7 +1,8 @@
 /**
  * What every command shares: the common flags (--config, --secret, --root), loading the
  * config from them, argument parsers that answer with a one-line usage error, and the
- * exit codes. Commands live one per file beside this one; server/cli.ts registers them.
+ * exit codes. Commands live one per file beside this one (init-buckets inline in
+ * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
 import { Command } from 'commander';
 import { buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';

@@ -1,5 +1,5 @@
 /**
- * Progress of a long command (import-legacy, populate, purge --from-file, stats): a live
+ * Progress of a long command (import-legacy, populate, purge, block, unblock, stats, check): a live
  * bar (cli-progress) when stderr is a terminal, else a plain line every few seconds, so a
  * run under systemd, cron or `| tee` logs its pace too; and the one summary line at the end.
  * Also the interrupt handling those commands share.

@@ -2,7 +2,8 @@
  * The resize engine interface: one stored original in, one thumbnail out, same format.
  * Two implementations: sharp (libvips, native, the default) and jimp (pure JavaScript,
  * for hosts where sharp's prebuilt binary cannot run; it works in worker threads).
- * The HTTP layer picks one at start with `createEngine` and only talks to this interface.
+ * server/imageServiceFactory.ts picks one with `createEngine` (for `serve` and `populate`);
+ * the rest only talks to this interface.
  */
 import { DEFAULT_CONFIG, type EngineName } from '../config.js';
 import { ImageproxyError } from '../errors.js';
