@@ -1,5 +1,5 @@
 // `imageproxy serve --workers 2` as real processes (the built CLI; `npm run build` first):
-// one port shared by two workers, the single-flight across them through the tree's locks,
+// one port shared by two workers, the single-flight across them through its cross-process lock,
 // a killed worker replaced, SIGHUP reaching both, SIGTERM after in-flight requests, and
 // /metrics on the primary's admin listener adding up both workers. Loopback only.
 import assert from 'node:assert/strict';
