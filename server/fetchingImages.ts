@@ -22,7 +22,7 @@ import { shortUrl, summarizeCause } from './logFields.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { digestsOf, originalMetadata, prepareOriginal, type OriginalImage, type OriginalProvenance } from './originals.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from './sniff.js';
-import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock } from './singleFlight.js';
+import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock, type TreeLockOptions } from './singleFlight.js';
 import type { ImageStore, StagedFile, StoredImage } from './store.js';
 
 export interface ImageFetcher {
@@ -111,9 +111,9 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     maxWaitMs: config.limits.maxQueueWaitMs,
     retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
   });
-  const treeLockOptions = {
+  const treeLockOptions: TreeLockOptions = {
     staleMs: LOCK_STALE_MS,
-    onCompromised: (error: Error) => logger.error({ err: error }, 'single-flight lock lost while held'),
+    onCompromised: (error) => logger.error({ err: error }, 'single-flight lock lost while held'),
   };
   // The abstract socket namespace is Linux's: elsewhere (a developer's machine) the tree lock.
   const lockScope = process.platform === 'linux' ? config.singleFlightScope : 'tree';

@@ -34,9 +34,7 @@ export class InProcessFlights {
   }
 }
 
-export interface FileLockOptions {
-  /** How long to wait for another holder before answering `busy`. */
-  waitMs: number;
+export interface TreeLockOptions {
   /** A lock not refreshed for this long belongs to a dead process (proper-lockfile minimum 5000). */
   staleMs: number;
   /** Called if the lock is lost while held (e.g. the filesystem stalled); must not throw. */
@@ -65,7 +63,7 @@ export interface SingleFlightLock {
 }
 
 /** The `tree` lock: a directory at `lockPath` (see the top of this file). */
-export function treeLock(lockPath: string, options: Pick<FileLockOptions, 'staleMs' | 'onCompromised'>): SingleFlightLock {
+export function treeLock(lockPath: string, options: TreeLockOptions): SingleFlightLock {
   return {
     description: `lock ${lockPath}`,
     async tryTake() {
@@ -144,14 +142,4 @@ export async function withLock<T>(
     await sleep(Math.min(pollMs, remaining));
     pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
   }
-}
-
-/** withLock on the `tree` lock at `lockPath`. */
-export function withFileLock<T>(
-  lockPath: string,
-  options: FileLockOptions,
-  existing: () => Promise<T | null>,
-  work: () => Promise<T>,
-): Promise<T> {
-  return withLock(treeLock(lockPath, options), options.waitMs, existing, work);
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { hostLock, InProcessFlights, withFileLock, withLock, type FileLockOptions } from '../server/singleFlight.js';
+import { hostLock, InProcessFlights, treeLock, withLock } from '../server/singleFlight.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 describe('InProcessFlights', () => {
@@ -44,14 +44,15 @@ describe('InProcessFlights', () => {
   });
 });
 
-describe('withFileLock', () => {
+describe('withLock on the tree lock (a directory)', () => {
   let directory = '';
   before(async () => {
     directory = await makeTempRoot('imageproxy-lock-');
   });
   after(() => removeTempRoot(directory));
 
-  const options = (waitMs: number): FileLockOptions => ({ waitMs, staleMs: 10_000, onCompromised: () => undefined });
+  const withTreeLock = <T>(lockPath: string, waitMs: number, existing: () => Promise<T | null>, work: () => Promise<T>): Promise<T> =>
+    withLock(treeLock(lockPath, { staleMs: 10_000, onCompromised: () => undefined }), waitMs, existing, work);
 
   /** A promise and its resolver: the tests open gates instead of guessing with sleeps. */
   function gate(): { opened: Promise<void>; open(): void } {
@@ -69,7 +70,7 @@ describe('withFileLock', () => {
     const entered = gate();
     const finish = gate();
     const existing = async (): Promise<string | null> => result;
-    const holder = withFileLock(lockPath, options(5000), existing, async () => {
+    const holder = withTreeLock(lockPath, 5000, existing, async () => {
       works += 1;
       entered.open();
       await finish.opened;
@@ -79,7 +80,7 @@ describe('withFileLock', () => {
     await entered.opened; // the holder is inside its work: it holds the lock
     assert.ok((await stat(lockPath)).isDirectory(), 'the lock directory exists while the holder works');
     let waiterSettled = false;
-    const waiter = withFileLock(lockPath, options(5000), existing, async () => {
+    const waiter = withTreeLock(lockPath, 5000, existing, async () => {
       works += 1;
       return 'fetched again';
     }).finally(() => {
@@ -98,7 +99,7 @@ describe('withFileLock', () => {
     const existing = async (): Promise<string | null> => null;
     const entered = gate();
     const finish = gate();
-    const holder = withFileLock(lockPath, options(10_000), existing, async () => {
+    const holder = withTreeLock(lockPath, 10_000, existing, async () => {
       entered.open();
       await finish.opened;
       return 'slow';
@@ -106,7 +107,7 @@ describe('withFileLock', () => {
     await entered.opened;
     const started = Date.now();
     await assert.rejects(
-      withFileLock(lockPath, options(200), existing, async () => 'never'),
+      withTreeLock(lockPath, 200, existing, async () => 'never'),
       (error) => isImageproxyError(error) && error.code === 'busy' && error.status === 503 && error.retryAfterSeconds === 5,
     );
     // It waited its 200 ms, and gave up while the holder still held the lock.
@@ -119,8 +120,8 @@ describe('withFileLock', () => {
   it('releases the lock when the work fails, so the next caller can try', async () => {
     const lockPath = join(directory, 'three.lock');
     const existing = async (): Promise<string | null> => null;
-    await assert.rejects(withFileLock(lockPath, options(1000), existing, async () => Promise.reject(new Error('disk full'))), /disk full/);
-    assert.equal(await withFileLock(lockPath, options(1000), existing, async () => 'second try'), 'second try');
+    await assert.rejects(withTreeLock(lockPath, 1000, existing, async () => Promise.reject(new Error('disk full'))), /disk full/);
+    assert.equal(await withTreeLock(lockPath, 1000, existing, async () => 'second try'), 'second try');
   });
 });
 
