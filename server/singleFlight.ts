@@ -96,8 +96,17 @@ export function hostLock(name: string): SingleFlightLock {
         // Nothing is served: a process that connects by mistake is let go at once.
         const server = createServer((socket) => socket.destroy());
         server.once('error', (error: NodeJS.ErrnoException) => {
-          if (error.code === 'EADDRINUSE') resolve(null);
-          else reject(error);
+          if (error.code === 'EADDRINUSE') {
+            resolve(null);
+            return;
+          }
+          // Not a disk fault (an EACCES here is the socket's): said as what it is.
+          reject(
+            new ImageproxyError('internal', 'internal error', {
+              cause: error,
+              detail: `single-flight host lock ${name} cannot be taken (${error.code ?? error.message}); singleFlightScope tree does without sockets`,
+            }),
+          );
         });
         // exclusive: in a cluster worker the socket is its own, not one the primary shares.
         server.listen({ path: `\0${name}`, exclusive: true }, () => {

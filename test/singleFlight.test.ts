@@ -167,6 +167,30 @@ describe('hostLock', () => {
     await release();
   });
 
+  it('a socket that cannot be made (no file descriptor left) is 500 internal naming the lock, not a disk fault', async () => {
+    // A real refusal: a process out of descriptors (ulimit -n) asks for the lock.
+    const script = `
+      const { hostLock } = await import(${JSON.stringify(new URL('../dist/server/singleFlight.js', import.meta.url).href)});
+      const { openSync } = await import('node:fs');
+      const held = [];
+      try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}
+      try { await hostLock(process.argv[1]).tryTake(); console.log('{"taken":true}'); }
+      catch (error) { console.log(JSON.stringify({ code: error.code, status: error.status, detail: error.detail })); }`;
+    const name = uniqueName();
+    const child = spawn('sh', ['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, '--input-type=module', '-e', script, name], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    await new Promise((resolve) => child.once('exit', resolve));
+    const answer = JSON.parse(output) as { code?: string; status?: number; detail?: string; taken?: boolean };
+    assert.equal(answer.code, 'internal');
+    assert.equal(answer.status, 500);
+    assert.match(answer.detail ?? '', new RegExp(`host lock ${name} cannot be taken \\(EMFILE\\)`));
+  });
+
   it('withLock on it: a second caller waits for the holder and takes its result without working', async () => {
     const name = uniqueName();
     let result: string | null = null;
