@@ -33,6 +33,11 @@ export interface Limits {
    * once. Before the resize slots existed it counted running ones too.
    */
   maxQueuedResizes: number;
+  /**
+   * Bytes of originals that thumbnails waiting for a resize slot may hold, all together;
+   * past it a waiting thumbnail holds none and reads its original back when its turn comes.
+   */
+  maxWaitingResizeBytes: number;
   /** Longest wait in either queue before `busy`; below nginx's proxy_read_timeout (120 s). */
   maxQueueWaitMs: number;
 }
@@ -140,6 +145,9 @@ export const DEFAULT_CONFIG: Config = {
     // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;
     // the wait itself is bounded by maxQueueWaitMs, whichever engine is slow.
     maxQueuedResizes: 100,
+    // As much as the running resizes may hold (maxConcurrentResizes × maxBytes at their
+    // defaults): a short queue keeps its bytes instead of reading them back a moment later.
+    maxWaitingResizeBytes: 4 * 2 * 1024 * 1024,
     // Well below the rendered nginx proxy_read_timeout (120 s): a client gets `busy` with
     // Retry-After, not nginx's 504 after work it can no longer receive.
     maxQueueWaitMs: 20_000,
@@ -246,6 +254,7 @@ export const ENV_KEYS: ReadonlyArray<{
   { env: 'IMAGEPROXY_TOTAL_TIMEOUT_MS', key: 'limits.totalTimeoutMs', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_REDIRECTS', key: 'limits.maxRedirects', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_QUEUED_RESIZES', key: 'limits.maxQueuedResizes', kind: 'number' },
+  { env: 'IMAGEPROXY_MAX_WAITING_RESIZE_BYTES', key: 'limits.maxWaitingResizeBytes', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_CONCURRENT_FETCHES', key: 'limits.maxConcurrentFetches', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_QUEUED_FETCHES', key: 'limits.maxQueuedFetches', kind: 'number' },
   { env: 'IMAGEPROXY_MAX_CONCURRENT_RESIZES', key: 'limits.maxConcurrentResizes', kind: 'number' },
@@ -508,6 +517,7 @@ export function validateConfig(raw: ConfigLayer): Config {
       maxQueuedFetches: expectInteger('limits.maxQueuedFetches', limits.maxQueuedFetches, 0),
       maxConcurrentResizes: expectInteger('limits.maxConcurrentResizes', limits.maxConcurrentResizes, 1, 256),
       maxQueuedResizes: expectInteger('limits.maxQueuedResizes', limits.maxQueuedResizes, 0),
+      maxWaitingResizeBytes: expectInteger('limits.maxWaitingResizeBytes', limits.maxWaitingResizeBytes, 0),
       // nginx gives up on the app after proxy_read_timeout (120 s in the rendered config).
       maxQueueWaitMs: expectInteger('limits.maxQueueWaitMs', limits.maxQueueWaitMs, 1, 119_999),
     },

@@ -117,6 +117,9 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
   };
   // The abstract socket namespace is Linux's: elsewhere (a developer's machine) the tree lock.
   const lockScope = process.platform === 'linux' ? config.singleFlightScope : 'tree';
+  // What thumbnails waiting for a resize slot hold of their originals' bytes, all together
+  // (at most limits.maxWaitingResizeBytes).
+  let waitingInputBytes = 0;
   const blocklist = deps.blocklist ?? watchBlocklist(store.root, { extraHosts: config.blockedHosts });
 
   /** 451 `blocked` when an operator took this link, host or image down (not a fetch failure: no backoff record). */
@@ -378,16 +381,26 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         ({ input, format, original } = await resizeSource(request, knownOriginal));
         const started = now();
         const staged = await withBackoff(request, stem, async () => {
-          if (place.wouldWait()) {
-            // A slot may be seconds away (a burst, the jimp engine): while it waits, a
-            // thumbnail holds none of the original's bytes; they are read back from the
-            // stored original when its turn comes. A full queue is then a count of
-            // requests, not of megabytes.
+          const bytes = (input as Buffer).length;
+          if (!place.wouldWait()) {
+            await place.start();
+          } else if (waitingInputBytes + bytes <= config.limits.maxWaitingResizeBytes) {
+            // A short wait (a few thumbnails queued): the bytes stay, within a budget,
+            // rather than being read back from the disk a moment later.
+            waitingInputBytes += bytes;
+            try {
+              await place.start();
+            } finally {
+              waitingInputBytes -= bytes;
+            }
+          } else {
+            // A slot may be seconds away (a burst, the jimp engine): past the budget a
+            // waiting thumbnail holds none of the original's bytes; they are read back
+            // from the stored original when its turn comes. A full queue is then a count
+            // of requests, not of megabytes.
             input = null;
             await place.start();
             input = await readStoredOriginal(await original);
-          } else {
-            await place.start();
           }
           return resizeAndStage(request, input as Buffer, format, label);
         });

@@ -127,6 +127,7 @@ const INVALID_CASES: InvalidCase[] = [
   { name: 'allowedAddresses[1] not an address', layer: { allowedAddresses: ['10.0.0.1', 'intranet.local'] }, key: 'allowedAddresses[1]' },
   { name: 'allowedAddresses[0] bad CIDR', layer: { allowedAddresses: ['10.0.0.0/33'] }, key: 'allowedAddresses[0]' },
   { name: 'limits.maxQueuedResizes negative', layer: { limits: { maxQueuedResizes: -1 } }, key: 'limits.maxQueuedResizes' },
+  { name: 'limits.maxWaitingResizeBytes fractional', layer: { limits: { maxWaitingResizeBytes: 1.5 } }, key: 'limits.maxWaitingResizeBytes' },
   { name: 'limits.maxConcurrentFetches 0', layer: { limits: { maxConcurrentFetches: 0 } }, key: 'limits.maxConcurrentFetches' },
   { name: 'limits.maxConcurrentResizes 0', layer: { limits: { maxConcurrentResizes: 0 } }, key: 'limits.maxConcurrentResizes' },
   { name: 'limits.maxQueueWaitMs at nginx proxy_read_timeout', layer: { limits: { maxQueueWaitMs: 120_000 } }, key: 'limits.maxQueueWaitMs' },
@@ -181,6 +182,7 @@ const ENV_CASES: EnvCase[] = [
   { name: 'boolean maybe', env: { IMAGEPROXY_ALLOW_PRIVATE_NETWORKS: 'maybe' }, expected: { errorKey: 'allowPrivateNetworks' } },
   { name: 'nginx prefix', env: { IMAGEPROXY_NGINX_INTERNAL_PREFIX: '/_x' }, expected: { nginx: { internalPrefix: '/_x' } } },
   { name: 'single-flight scope', env: { IMAGEPROXY_SINGLE_FLIGHT_SCOPE: 'tree' }, expected: { singleFlightScope: 'tree' } },
+  { name: 'waiting resize bytes 0', env: { IMAGEPROXY_MAX_WAITING_RESIZE_BYTES: '0' }, expected: { limits: { maxWaitingResizeBytes: 0 } } },
   { name: 'strings kept as written', env: { IMAGEPROXY_LISTEN: '0.0.0.0:80', IMAGEPROXY_ROOT: ' /srv ' }, expected: { listen: '0.0.0.0:80', root: ' /srv ' } },
 ];
 

@@ -237,29 +237,60 @@ describe('fetch once, store, serve', () => {
     });
   });
 
-  test('a thumbnail waiting for a resize slot holds no bytes: it reads the stored original when its turn comes (purged meanwhile: 404 not_stored)', async () => {
+  /**
+   * One image's thumbnail asked while sixteen resizes of other images are ahead of it on
+   * the one slot; its stored original is removed (as `purge` removes it) while it waits.
+   */
+  async function thumbnailWaitingWhileOriginalRemoved(
+    maxWaitingResizeBytes: number,
+  ): Promise<{ answer: Response; files: string[]; key: string; originRequests: number; aheadStatuses: number[] }> {
     const big = await noisyPhoto();
-    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits: { maxConcurrentResizes: 1, maxQueuedResizes: 100, maxBytes: 20_000_000 } } }, async ({ origin, root, app }) => {
+    let result: Awaited<ReturnType<typeof thumbnailWaitingWhileOriginalRemoved>> | undefined;
+    const limits = { maxConcurrentResizes: 1, maxQueuedResizes: 100, maxBytes: 20_000_000, maxWaitingResizeBytes };
+    await withOriginAndApp((_req, res) => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(big), { config: { limits } }, async ({ origin, root, app }) => {
       const waiting = origin.url('/waiting.jpg').href;
       assert.equal((await fetch(app.url + linkFor(waiting))).status, 200); // the original, stored
-      // Sixteen resizes of other images ahead of it on the one slot.
       const ahead = ['/a.jpg', '/b.jpg', '/c.jpg', '/d.jpg'].flatMap((path) =>
         ['150x', 'x200', '250x250', '500x500'].map((size) => fetch(app.url + linkFor(origin.url(path).href, { size }))),
       );
       await new Promise((wait) => setTimeout(wait, 100));
       const thumbnail = fetch(app.url + linkFor(waiting, { size: '150x' }));
       await new Promise((wait) => setTimeout(wait, 200));
-      // While it waits for the slot, the original goes (as `purge` removes it).
       const key = storageKey(Buffer.from(waiting));
-      const directory = join(root, 'i', key[0] as string, key[1] as string);
-      await rm(join(directory, `${key}.jpg`));
+      await rm(join(root, 'i', key[0] as string, key[1] as string, `${key}.jpg`));
       const answer = await thumbnail;
-      assert.equal(answer.status, 404, await answer.clone().text());
-      assert.equal(answer.headers.get('x-imageproxy-error'), 'not_stored');
-      for (const other of await Promise.all(ahead)) assert.equal(other.status, 200);
-      assert.deepEqual(await filesOfKey(root, waiting), [`${key}.json`], 'no thumbnail made of a removed original');
-      assert.equal(origin.requests.filter((incoming) => incoming.url === '/waiting.jpg').length, 1);
+      await answer.clone().arrayBuffer();
+      const aheadStatuses = (await Promise.all(ahead)).map((other) => other.status);
+      result = {
+        answer,
+        files: await filesOfKey(root, waiting),
+        key,
+        originRequests: origin.requests.filter((incoming) => incoming.url === '/waiting.jpg').length,
+        aheadStatuses,
+      };
     });
+    assert.ok(result !== undefined);
+    return result;
+  }
+
+  test('past limits.maxWaitingResizeBytes a thumbnail waiting for a resize slot holds no bytes: it reads the stored original when its turn comes (removed meanwhile: 404 not_stored)', async () => {
+    const { answer, files, key, originRequests, aheadStatuses } = await thumbnailWaitingWhileOriginalRemoved(0);
+    assert.equal(answer.status, 404, await answer.text());
+    assert.equal(answer.headers.get('x-imageproxy-error'), 'not_stored');
+    assert.deepEqual(aheadStatuses, Array(16).fill(200));
+    assert.deepEqual(files, [`${key}.json`], 'no thumbnail made of a removed original');
+    assert.equal(originRequests, 1);
+  });
+
+  test('within limits.maxWaitingResizeBytes a thumbnail waiting for a resize slot keeps its bytes: made although its original was removed meanwhile, nothing fetched again', async () => {
+    // Far above what the queue holds: every waiting thumbnail keeps its bytes.
+    const { answer, files, key, originRequests, aheadStatuses } = await thumbnailWaitingWhileOriginalRemoved(1_000_000_000);
+    assert.equal(answer.status, 200, await answer.clone().text());
+    const size = await sharp(Buffer.from(await answer.arrayBuffer())).metadata();
+    assert.deepEqual([size.format, size.width, size.height], ['jpeg', 225, 150]); // 150x: 150 high
+    assert.deepEqual(aheadStatuses, Array(16).fill(200));
+    assert.deepEqual(files, [`${key}.150x.jpg`, `${key}.json`]);
+    assert.equal(originRequests, 1);
   });
 
   test('an image that passes sniffing but does not decode: original kept, thumbnail 502 bad_image, remembered as such', async () => {
