@@ -9,6 +9,19 @@ import { FORMAT_INFO } from './sniff.js';
 export const IMAGE_CACHE_CONTROL = 'public, max-age=604800, immutable';
 /** Errors may go away (an origin comes back, a link gets signed): never cache them. */
 export const ERROR_CACHE_CONTROL = 'no-store';
+
+/** The text every refusal answers with: `code: message`. */
+export function errorText(code: string, message: string): string {
+  return `${code}: ${message}\n`;
+}
+
+/**
+ * The headers of that text (the app, a request the parser refused, `busy` past the slice
+ * queue); the security headers come with them too, from helmet or SECURITY_HEADERS.
+ */
+export function errorTextHeaders(code: string): Record<string, string> {
+  return { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': ERROR_CACHE_CONTROL, 'X-Imageproxy-Error': code };
+}
 /**
  * Nothing we answer may run script or load anything, even if a browser is tricked into
  * rendering it. The directives feed helmet (the app); the string, nginx.

@@ -20,6 +20,8 @@ import {
   ERROR_CACHE_CONTROL,
   IMAGE_CACHE_CONTROL,
   REFERRER_POLICY,
+  errorText,
+  errorTextHeaders,
 } from '../responseHeaders.js';
 import { verifyLinkSignature } from '../signing.js';
 
@@ -281,14 +283,10 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
     if (heldBack !== null) logger.warn(heldBack > 0 ? { ...logLine, alsoRefusedSinceLastLine: heldBack } : logLine, error.message);
   } else if (error.status >= 500) logger.error(logLine, error.message);
   else logger.info(logLine, error.message);
-  res.status(error.status).set({
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Cache-Control': ERROR_CACHE_CONTROL,
-    'X-Imageproxy-Error': error.code,
-  });
+  res.status(error.status).set(errorTextHeaders(error.code));
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
   // A failure answered again from its backoff record says so, and when it happened.
   if (error.rememberedAt !== undefined) res.set('X-Imageproxy-Remembered', error.rememberedAt);
   // end, not send: no ETag or freshness check for an error text.
-  res.end(`${error.code}: ${error.message}\n`);
+  res.end(errorText(error.code, error.message));
 }

@@ -5,7 +5,7 @@
  * instead of Node's bare status line. Pure: returns the bytes to write.
  */
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
-import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../responseHeaders.js';
+import { SECURITY_HEADERS, errorText, errorTextHeaders } from '../responseHeaders.js';
 
 const ANSWERS: Readonly<Record<string, { code: ErrorCode; message: string; reason: string }>> = {
   HPE_HEADER_OVERFLOW: { code: 'headers_too_large', message: 'request line or headers too large', reason: 'Request Header Fields Too Large' },
@@ -19,12 +19,10 @@ const MALFORMED = { code: 'bad_request' as const, message: 'malformed request', 
  */
 export function clientErrorAnswer(parserCode: string | undefined, head: boolean): string {
   const { code, message, reason } = (parserCode === undefined ? undefined : ANSWERS[parserCode]) ?? MALFORMED;
-  const body = `${code}: ${message}\n`;
+  const body = errorText(code, message);
   const headers = {
-    'Content-Type': 'text/plain; charset=utf-8',
+    ...errorTextHeaders(code),
     'Content-Length': String(Buffer.byteLength(body)),
-    'Cache-Control': ERROR_CACHE_CONTROL,
-    'X-Imageproxy-Error': code,
     ...SECURITY_HEADERS,
     Connection: 'close',
   };

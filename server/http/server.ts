@@ -24,7 +24,7 @@ import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, type AppSettings } from './app.js';
 import { TimeSlicedQueue } from './timeSlices.js';
 import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../admission.js';
-import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../responseHeaders.js';
+import { SECURITY_HEADERS, errorText, errorTextHeaders } from '../responseHeaders.js';
 
 export interface RunningServer {
   /** `http://host:port`, with the port actually bound. */
@@ -96,15 +96,8 @@ const MAX_REQUESTS_WAITING_FOR_A_SLICE = 4096;
 
 /** The `busy` answer the app gives, without the app: for requests the slice queue cannot take. */
 function answerBusyAtOnce(response: ServerResponse): void {
-  response.writeHead(503, {
-    ...SECURITY_HEADERS,
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Cache-Control': ERROR_CACHE_CONTROL,
-    'X-Imageproxy-Error': 'busy',
-    'Retry-After': String(BUSY_RETRY_AFTER_SECONDS),
-  });
-  // The text sendError (server/http/app.ts) gives every refusal: `code: message`.
-  response.end(`busy: ${BUSY_MESSAGE}\n`);
+  response.writeHead(503, { ...SECURITY_HEADERS, ...errorTextHeaders('busy'), 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) });
+  response.end(errorText('busy', BUSY_MESSAGE));
 }
 
 // Keys the image service is built from: a reload that changes one builds a new service.
