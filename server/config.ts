@@ -100,6 +100,9 @@ export interface Config {
   workers: number;
 }
 
+const DEFAULT_MAX_BYTES = 2 * 1024 * 1024; // as imageproxy-py
+const DEFAULT_MAX_CONCURRENT_RESIZES = 4;
+
 /** Defaults, each with its reason. */
 export const DEFAULT_CONFIG: Config = {
   // Loopback: in production nginx sits in front; standalone, put it behind your own proxy.
@@ -126,7 +129,7 @@ export const DEFAULT_CONFIG: Config = {
   // blocklist (`imageproxy block --host`), this list is for hosts fixed by deployment.
   blockedHosts: [],
   limits: {
-    maxBytes: 2 * 1024 * 1024, // as imageproxy-py
+    maxBytes: DEFAULT_MAX_BYTES,
     maxPixels: 50_000_000, // all frames of an animation counted
     connectTimeoutMs: 5000,
     totalTimeoutMs: 30_000,
@@ -139,15 +142,15 @@ export const DEFAULT_CONFIG: Config = {
     maxQueuedFetches: 64,
     // Resizing is CPU work, but a resize also waits between its steps (decode, resize,
     // encode, handing bytes back): two per core of a small box keep the cores busy.
-    // sharp runs on libuv's pool of four threads, so more than four
-    // would only queue there, holding their decoded input.
-    maxConcurrentResizes: 4,
+    // sharp runs on libuv's pool of four threads, so more than four would only queue
+    // there, holding their decoded input.
+    maxConcurrentResizes: DEFAULT_MAX_CONCURRENT_RESIZES,
     // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;
     // the wait itself is bounded by maxQueueWaitMs, whichever engine is slow.
     maxQueuedResizes: 100,
-    // As much as the running resizes may hold (maxConcurrentResizes × maxBytes at their
-    // defaults): a short queue keeps its bytes instead of reading them back a moment later.
-    maxWaitingResizeBytes: 4 * 2 * 1024 * 1024,
+    // As much as the running resizes may hold (one largest original each): a short queue
+    // keeps its bytes instead of reading them back a moment later.
+    maxWaitingResizeBytes: DEFAULT_MAX_CONCURRENT_RESIZES * DEFAULT_MAX_BYTES,
     // Well below the rendered nginx proxy_read_timeout (120 s): a client gets `busy` with
     // Retry-After, not nginx's 504 after work it can no longer receive.
     maxQueueWaitMs: 20_000,

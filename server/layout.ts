@@ -17,7 +17,8 @@ import { createHash } from 'node:crypto';
 
 /**
  * `{root}/.imageproxy/`: the tree's own records (blocklist, audit log, import reports,
- * quarantine, the readiness probe's file). No bucket can have this name (bucket names have no dot) and nothing serves it.
+ * quarantine, the readiness probe's file). No bucket can have this name (bucket names
+ * have no dot) and nothing serves it.
  */
 export const STATE_DIRECTORY = '.imageproxy';
 
