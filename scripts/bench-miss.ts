@@ -1,83 +1,49 @@
 /**
- * Cold misses against the same work done in-process: how much the app adds to a fetch,
- * a resize and keeping both. The baseline fetches with plain http.get from the same
- * loopback origin, resizes with the app's own sharp engine (server/engines/sharpEngine.ts,
- * same qualities and mozjpeg setting) and keeps the original and the thumbnail as a
- * crash-safe cache must (temp, fsync, rename; writeDurably) in the same 64 × 64 tree
- * (server/layout.ts); ours is `imageproxy serve` as a child process (sharp, delivery
- * direct) on a tree made by init-buckets. Every URL is new.
+ * Cold misses against the same work done without the app: how much imageproxy adds to a
+ * fetch, a resize and keeping both. The baseline (scripts/missBaseline.ts) fetches with
+ * plain http.get from the same loopback origin, resizes with the app's own sharp engine
+ * (server/engines/sharpEngine.ts, same qualities and mozjpeg setting) and keeps the
+ * original and the thumbnail as a crash-safe cache must (temp, fsync, rename) in the
+ * same 64 × 64 tree (server/layout.ts). It runs in this process, and again behind a bare
+ * node:http server in a child process (scripts/bareMissServer.ts): the client then
+ * crosses a process as it does to serve, so the rows split what a miss costs into the
+ * process boundary and the app. Ours is `imageproxy serve` as a child process (sharp,
+ * delivery direct) on a tree made by init-buckets. Every URL is new.
  *
  * Rows: median latency of sequential 250x250 misses and the ratio; misses/s at
  * concurrency 8 and 32 and the ratio; CPU per miss of every process at concurrency 8;
- * peak RSS of the child for 256 concurrent misses;
- * single-flight: 500 concurrent requests for one new image → origin requests, total time.
- * Baseline and ours alternate round by round (a shared machine is noisy); medians.
+ * each for the baseline, the bare server and serve (ratios against the baseline, the
+ * bare server's in the note of serve's row); peak RSS of the child for 256 concurrent
+ * misses; single-flight: 500 concurrent requests for one new image → origin requests,
+ * total time. The three alternate round by round (a shared machine is noisy); medians.
  *
  *   npm run build && node --import tsx scripts/bench-miss.ts [rounds=3] [cli=dist/server/cli.js]
  *
  * The `cli` argument measures another build (e.g. the last commit built in /tmp).
  */
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtemp, open, readFile, rename, rm } from 'node:fs/promises';
-import { Agent, createServer, get as httpGet, request as httpRequest } from 'node:http';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import sharp from 'sharp';
-import { DEFAULT_CONFIG } from '../server/config.js';
-import { createSharpEngine } from '../server/engines/sharpEngine.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
 import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import type { BenchRow } from './benchTable.js';
+import { BENCH_SIZE, baselineEngine, baselineMiss, photoJpeg } from './missBaseline.js';
 
 const SECRET = 'bench-miss-secret';
-const SIZE = { label: '250x250', maxWidth: 250, maxHeight: 250 };
 const SEQUENTIAL = 20;
 const WARM_UP_MISSES = 300;
+const BARE_SERVER = fileURLToPath(new URL('./bareMissServer.ts', import.meta.url));
 
 export interface BenchMissOptions {
   rounds?: number;
   cli?: string;
   /** Misses each side makes before measuring (default WARM_UP_MISSES; `npm run bench --quick` makes fewer). */
   warmUpMisses?: number;
-}
-
-/** A 1600×1200 photo-like JPEG of at most 220 KB (noise, blurred; the table names its size). */
-async function photoJpeg(): Promise<Buffer> {
-  const width = 1600;
-  const height = 1200;
-  const raw = Buffer.alloc(width * height * 3);
-  let seed = 4242;
-  for (let index = 0; index < raw.length; index += 1) {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    raw[index] = seed >> 23;
-  }
-  let best = Buffer.alloc(0);
-  for (const sigma of [2, 3, 4, 6, 8, 12]) {
-    best = await sharp(raw, { raw: { width, height, channels: 3 } }).blur(sigma).jpeg({ quality: 80 }).toBuffer();
-    if (best.length <= 220_000) break;
-  }
-  return best;
-}
-
-/**
- * What any cache that survives a crash does with a file: temp name, fsync, rename. The
- * baseline keeps the original and the thumbnail this way, as serve does (serve writes a
- * sidecar too, the third fsync; that one is its own cost and stays in the ratio).
- */
-async function writeDurably(path: string, bytes: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp`;
-  const handle = await open(temp, 'wx');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
 }
 
 function median(values: readonly number[]): number {
@@ -107,15 +73,9 @@ interface Served {
   url: string;
 }
 
-function startServe(cli: string, root: string): Promise<Served> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
-  const child = spawn(
-    process.execPath,
-    [cli, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--delivery', 'direct', '--root', root, '--engine', 'sharp',
-      '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
-    // Limits high enough that nothing here is refused `busy`: the bench measures work, not admission.
-    { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0', IMAGEPROXY_MAX_QUEUED_FETCHES: '1000', IMAGEPROXY_MAX_QUEUED_RESIZES: '1000' } },
-  );
+/** A child process that prints `listening on http://…` once it takes requests. */
+function startChild(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  const child = spawn(process.execPath, args, { env });
   let pending = '';
   return new Promise((done, fail) => {
     child.stdout.on('data', (chunk: Buffer) => {
@@ -128,11 +88,28 @@ function startServe(cli: string, root: string): Promise<Served> {
       }
     });
     child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    child.once('exit', (code) => fail(new Error(`serve exited ${code}`)));
+    child.once('exit', (code) => fail(new Error(`${args.join(' ')} exited ${code}`)));
   });
 }
 
-/** GET through the app; resolves with the status once the body is read. */
+function startServe(cli: string, root: string): Promise<Served> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
+  return startChild(
+    [cli, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--delivery', 'direct', '--root', root, '--engine', 'sharp',
+      '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
+    // Limits high enough that nothing here is refused `busy`: the bench measures work, not admission.
+    { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0', IMAGEPROXY_MAX_QUEUED_FETCHES: '1000', IMAGEPROXY_MAX_QUEUED_RESIZES: '1000' },
+  );
+}
+
+async function stopChild(served: Served): Promise<void> {
+  if (served.child.exitCode !== null) return;
+  const exited = new Promise((done) => served.child.once('exit', done));
+  served.child.kill('SIGTERM');
+  await exited;
+}
+
+/** GET through a child server; resolves with the status once the body is read. */
 function getThrough(baseUrl: string, path: string, agent: Agent): Promise<number> {
   return new Promise((done) => {
     const { hostname, port } = new URL(baseUrl);
@@ -146,21 +123,10 @@ function getThrough(baseUrl: string, path: string, agent: Agent): Promise<number
   });
 }
 
-function fetchBytes(url: string, agent: Agent): Promise<Buffer> {
-  return new Promise((done, fail) => {
-    httpGet(url, { agent }, (incoming) => {
-      const chunks: Buffer[] = [];
-      incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
-      incoming.on('end', () => done(Buffer.concat(chunks)));
-      incoming.on('error', fail);
-    }).on('error', fail);
-  });
-}
-
 /** CPU time used so far, in ms: this process (user + system) and the child `pid` (/proc, clock ticks of 10 ms). */
-async function cpuMs(pid: number): Promise<{ self: number; child: number }> {
+async function cpuMs(pid: number | undefined): Promise<{ self: number; child: number }> {
   const usage = process.cpuUsage();
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const stat = pid === undefined ? '' : await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
@@ -172,6 +138,12 @@ async function rssKiB(pid: number): Promise<number> {
   const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
   return match === null ? 0 : Number(match[1]);
 }
+
+/** The three ways a miss is made, in the order each round measures them. */
+const SIDES = ['baseline', 'bare', 'ours'] as const;
+type Side = (typeof SIDES)[number];
+type PerSide = Record<Side, number[]>;
+const perSide = (): PerSide => ({ baseline: [], bare: [], ours: [] });
 
 export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRow[]> {
   const rounds = options.rounds ?? 3;
@@ -186,46 +158,49 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
   const originBase = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
   const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-miss-'));
   const baselineDir = await mkdtemp(join(tmpdir(), 'imageproxy-bench-miss-baseline-'));
-  // The engine as serve builds it (server/imageServiceFactory.ts), on the config's defaults.
-  const engine = createSharpEngine({
-    maxPixels: DEFAULT_CONFIG.limits.maxPixels,
-    timeoutSeconds: Math.ceil(DEFAULT_CONFIG.limits.totalTimeoutMs / 1000),
-    concurrency: Math.max(1, availableParallelism() - 1),
-    quality: DEFAULT_CONFIG.quality,
-    mozjpeg: DEFAULT_CONFIG.mozjpeg,
-  });
-  // Both sides keep files in a tree as a server in production has it: 64 × 64
+  const bareDir = await mkdtemp(join(tmpdir(), 'imageproxy-bench-miss-bare-'));
+  const engine = baselineEngine();
+  // Every side keeps files in a tree as a server in production has it: 64 × 64
   // directories per bucket made at install (scripts/setup-tree.sh runs init-buckets), so
-  // no miss pays for a new one, and both spread their files over the disk alike.
-  for (const tree of [root, baselineDir]) {
+  // no miss pays for a new one, and all spread their files over the disk alike.
+  for (const tree of [root, baselineDir, bareDir]) {
     await promisify(execFile)(process.execPath, [cli, 'init-buckets', '--root', tree, '--secret', SECRET]);
   }
   const served = await startServe(cli, root);
+  const bare = await startChild(['--import', 'tsx', BARE_SERVER, bareDir], process.env);
   const appAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
   const originAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
   let serial = 0;
   const atMs = Date.now();
   const newPath = (): string => `/photo-${process.pid}-${(serial += 1)}.jpg`;
-  const linkOf = (imagePath: string, size: string): string => {
+  const linkOf = (imagePath: string): string => {
     const extUrl = encodeImageUrl(`${originBase}${imagePath}`);
-    return formatLink({ bucket: 'i', size, signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs), extUrl, proxy: false });
+    return formatLink({ bucket: 'i', size: BENCH_SIZE.label, signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs), extUrl, proxy: false });
   };
   let failures = 0;
-  // Each miss of a new image; a caller timing one names it first (a site signs its links
-  // when it renders a page, not when the browser asks).
-  const oursMiss = async (link = linkOf(newPath(), SIZE.label)): Promise<void> => {
-    if ((await getThrough(served.url, link, appAgent)) !== 200) failures += 1;
+  // Each miss of a new image, named before it is timed (a site signs its links when it
+  // renders a page, not when the browser asks).
+  const request: Record<Side, () => () => Promise<void>> = {
+    baseline: () => {
+      const imageUrl = `${originBase}${newPath()}`;
+      return async () => {
+        await baselineMiss(imageUrl, engine, originAgent, baselineDir);
+      };
+    },
+    bare: () => {
+      const path = `/${encodeImageUrl(`${originBase}${newPath()}`)}`;
+      return async () => {
+        if ((await getThrough(bare.url, path, appAgent)) !== 200) failures += 1;
+      };
+    },
+    ours: () => {
+      const link = linkOf(newPath());
+      return async () => {
+        if ((await getThrough(served.url, link, appAgent)) !== 200) failures += 1;
+      };
+    },
   };
-  const baselineMiss = async (imagePath = newPath()): Promise<void> => {
-    const input = await fetchBytes(`${originBase}${imagePath}`, originAgent);
-    const result = await engine.resize({ input, format: 'jpeg', maxWidth: SIZE.maxWidth, maxHeight: SIZE.maxHeight });
-    const key = storageKey(Buffer.from(`${originBase}${imagePath}`));
-    const directory = join(baselineDir, keyDirectory('i', key));
-    await Promise.all([
-      writeDurably(join(directory, `${key}.jpg`), input),
-      writeDurably(join(directory, `${key}.${SIZE.label}.jpg`), result.bytes),
-    ]);
-  };
+  const childPid: Record<Side, number | undefined> = { baseline: undefined, bare: bare.child.pid, ours: served.child.pid };
   const timed = async (miss: () => Promise<void>): Promise<number> => {
     const started = performance.now();
     await miss();
@@ -234,64 +209,63 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
 
   try {
     // Warm-up: connections, sharp's first use, and enough misses for V8 to optimise the
-    // hot paths of both (a server that has run for a minute; a cold one costs more).
+    // hot paths of each (a server that has run for a minute; a cold one costs more).
     for (let index = 0; index < 5; index += 1) {
-      await baselineMiss();
-      await oursMiss();
+      for (const side of SIDES) await request[side]()();
     }
     const warmUp = options.warmUpMisses ?? WARM_UP_MISSES;
-    await pool(warmUp, 8, () => baselineMiss());
-    await pool(warmUp, 8, () => oursMiss());
+    for (const side of SIDES) await pool(warmUp, 8, () => request[side]()());
     failures = 0;
-    const latency = { baseline: [] as number[], ours: [] as number[] };
-    const rates = new Map<number, { baseline: number[]; ours: number[] }>([
-      [8, { baseline: [], ours: [] }],
-      [32, { baseline: [], ours: [] }],
+    const latency = perSide();
+    const rates = new Map<number, PerSide>([
+      [8, perSide()],
+      [32, perSide()],
     ]);
     // CPU per miss at concurrency 8, of every process taking part: steadier than rates
-    // when other jobs share the machine. Both sides include the origin (this process);
-    // ours also its HTTP client and the server.
-    const cpuPerMiss = { baseline: [] as number[], ours: [] as number[] };
-    const childPid = served.child.pid as number;
+    // when other jobs share the machine. Every side includes the origin (this process);
+    // the bare server and ours also their HTTP client and the child.
+    const cpuPerMiss = perSide();
     for (let round = 0; round < rounds; round += 1) {
       for (let index = 0; index < SEQUENTIAL; index += 1) {
-        const imagePath = newPath();
-        latency.baseline.push(await timed(() => baselineMiss(imagePath)));
-        const link = linkOf(newPath(), SIZE.label);
-        latency.ours.push(await timed(() => oursMiss(link)));
+        for (const side of SIDES) latency[side].push(await timed(request[side]()));
       }
       for (const [concurrency, rate] of rates) {
         const count = concurrency * 4;
-        const measureCpu = concurrency === 8;
-        let cpu = await cpuMs(childPid);
-        rate.baseline.push(count / (await pool(count, concurrency, () => baselineMiss())));
-        if (measureCpu) cpuPerMiss.baseline.push(((await cpuMs(childPid)).self - cpu.self) / count);
-        cpu = await cpuMs(childPid);
-        rate.ours.push(count / (await pool(count, concurrency, () => oursMiss())));
-        if (measureCpu) {
-          const after = await cpuMs(childPid);
-          cpuPerMiss.ours.push((after.self - cpu.self + after.child - cpu.child) / count);
+        for (const side of SIDES) {
+          const before = await cpuMs(childPid[side]);
+          rate[side].push(count / (await pool(count, concurrency, () => request[side]()())));
+          if (concurrency === 8) {
+            const after = await cpuMs(childPid[side]);
+            cpuPerMiss[side].push((after.self - before.self + after.child - before.child) / count);
+          }
         }
       }
     }
     const rows: BenchRow[] = [];
-    const section = `miss ${SIZE.label}, ${(jpeg.length / 1000).toFixed(0)} KB 1600×1200 JPEG, loopback origin`;
-    const baselineMs = median(latency.baseline);
-    const oursMs = median(latency.ours);
-    const note = `${rounds} rounds × ${SEQUENTIAL}, alternating, median`;
-    rows.push({ section, name: 'in-process http.get + sharp engine + durable writes, sequential', value: baselineMs, unit: 'ms', note });
-    rows.push({ section, name: 'imageproxy serve, sequential', value: oursMs, unit: 'ms', ratio: oursMs / baselineMs, note });
-    for (const [concurrency, rate] of rates) {
-      const baselineRate = median(rate.baseline);
-      const oursRate = median(rate.ours);
-      rows.push({ section, name: `in-process, concurrency ${concurrency}`, value: baselineRate, unit: 'misses/s' });
-      rows.push({ section, name: `imageproxy serve, concurrency ${concurrency}`, value: oursRate, unit: 'misses/s', ratio: oursRate / baselineRate });
-    }
-    const baselineCpu = median(cpuPerMiss.baseline);
-    const oursCpu = median(cpuPerMiss.ours);
-    const cpuNote = 'concurrency 8, every process (origin included), median of rounds';
-    rows.push({ section, name: 'in-process, CPU per miss', value: baselineCpu, unit: 'ms', note: cpuNote });
-    rows.push({ section, name: 'imageproxy serve + its client, CPU per miss', value: oursCpu, unit: 'ms', ratio: oursCpu / baselineCpu, note: cpuNote });
+    const section = `miss ${BENCH_SIZE.label}, ${(jpeg.length / 1000).toFixed(0)} KB 1600×1200 JPEG, loopback origin`;
+    const names: Record<Side, string> = {
+      baseline: 'in-process http.get + sharp engine + durable writes',
+      bare: 'the same behind a bare node:http server (child process)',
+      ours: 'imageproxy serve',
+    };
+    /** Three rows of one measure; ratios against the baseline, ours also against the bare server in its note. */
+    const threeRows = (measure: string, values: PerSide, unit: string, note: string): void => {
+      const medians = { baseline: median(values.baseline), bare: median(values.bare), ours: median(values.ours) };
+      const vsBare = medians.ours / medians.bare;
+      for (const side of SIDES) {
+        rows.push({
+          section,
+          name: `${names[side]}, ${measure}`,
+          value: medians[side],
+          unit,
+          ...(side === 'baseline' ? {} : { ratio: medians[side] / medians.baseline }),
+          ...(side === 'ours' ? { note: `${note}; ${vsBare.toFixed(2)}× the bare server's` } : side === 'baseline' ? { note } : {}),
+        });
+      }
+    };
+    threeRows('sequential', latency, 'ms', `${rounds} rounds × ${SEQUENTIAL}, alternating, median`);
+    for (const [concurrency, rate] of rates) threeRows(`concurrency ${concurrency}`, rate, 'misses/s', 'median of rounds');
+    threeRows('CPU per miss', cpuPerMiss, 'ms', 'concurrency 8, every process (origin and client included), median of rounds');
 
     // Peak RSS of the child during 256 concurrent cold misses.
     const pid = served.child.pid as number;
@@ -303,14 +277,14 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
         await new Promise((wait) => setTimeout(wait, 20));
       }
     })();
-    await Promise.all(Array.from({ length: 256 }, () => oursMiss()));
+    await Promise.all(Array.from({ length: 256 }, () => request.ours()()));
     sampling = false;
     await sampler;
     rows.push({ section, name: 'imageproxy serve, peak RSS, 256 concurrent misses', value: peakKiB / 1024, unit: 'MiB' });
 
     // Single-flight: one new image, 500 requests at once.
     const before = originRequests;
-    const onePath = linkOf(newPath(), SIZE.label);
+    const onePath = linkOf(newPath());
     const started = performance.now();
     const statuses = await Promise.all(Array.from({ length: 500 }, () => getThrough(served.url, onePath, appAgent)));
     const seconds = performance.now() - started;
@@ -322,12 +296,10 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
   } finally {
     appAgent.destroy();
     originAgent.destroy();
-    served.child.kill('SIGTERM');
-    await new Promise((done) => served.child.once('exit', done));
+    await Promise.all([stopChild(served), stopChild(bare)]);
     await engine.close();
     origin.close();
-    await rm(root, { recursive: true, force: true });
-    await rm(baselineDir, { recursive: true, force: true });
+    for (const tree of [root, baselineDir, bareDir]) await rm(tree, { recursive: true, force: true });
   }
 }
 
