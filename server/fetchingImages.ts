@@ -291,7 +291,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       await store.prepareToWrite(bucket, request.key);
       return hostLock(await store.hostLockName(bucket, request.key));
     }
-    return treeLock(await store.prepareLock(bucket, request.key, request.key), treeLockOptions);
+    return treeLock(await store.prepareLock(bucket, request.key), treeLockOptions);
   }
 
   /**

@@ -348,11 +348,11 @@ export class ImageStore {
   }
 
   /**
-   * The `tree` lock of one stem (a directory proper-lockfile makes), after
+   * The `tree` lock of a key's original (a directory proper-lockfile makes), after
    * creating the key's directory: a tree without init-buckets works too.
    */
-  async prepareLock(bucket: string, key: string, stem: string): Promise<string> {
-    return join(await this.prepareKeyDirectory(bucket, key), lockFileName(stem));
+  async prepareLock(bucket: string, key: string): Promise<string> {
+    return join(await this.prepareKeyDirectory(bucket, key), lockFileName(key));
   }
 
   /**
