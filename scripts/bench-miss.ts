@@ -167,7 +167,10 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     await promisify(execFile)(process.execPath, [cli, 'init-buckets', '--root', tree, '--secret', SECRET]);
   }
   const served = await startServe(cli, root);
-  const bare = await startChild(['--import', 'tsx', BARE_SERVER, bareDir], process.env);
+  const bare = await startChild(['--import', 'tsx', BARE_SERVER, bareDir], process.env).catch(async (error: unknown) => {
+    await stopChild(served);
+    throw error;
+  });
   const appAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
   const originAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
   let serial = 0;
@@ -178,9 +181,9 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     return formatLink({ bucket: 'i', size: BENCH_SIZE.label, signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs), extUrl, proxy: false });
   };
   let failures = 0;
-  // Each miss of a new image, named before it is timed (a site signs its links when it
-  // renders a page, not when the browser asks).
-  const request: Record<Side, () => () => Promise<void>> = {
+  // A miss of a new image on each side: named (and signed) when made, before it is timed,
+  // as a site signs its links when it renders a page, not when the browser asks.
+  const newMiss: Record<Side, () => () => Promise<void>> = {
     baseline: () => {
       const imageUrl = `${originBase}${newPath()}`;
       return async () => {
@@ -211,10 +214,10 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     // Warm-up: connections, sharp's first use, and enough misses for V8 to optimise the
     // hot paths of each (a server that has run for a minute; a cold one costs more).
     for (let index = 0; index < 5; index += 1) {
-      for (const side of SIDES) await request[side]()();
+      for (const side of SIDES) await newMiss[side]()();
     }
     const warmUp = options.warmUpMisses ?? WARM_UP_MISSES;
-    for (const side of SIDES) await pool(warmUp, 8, () => request[side]()());
+    for (const side of SIDES) await pool(warmUp, 8, () => newMiss[side]()());
     failures = 0;
     const latency = perSide();
     const rates = new Map<number, PerSide>([
@@ -227,13 +230,13 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     const cpuPerMiss = perSide();
     for (let round = 0; round < rounds; round += 1) {
       for (let index = 0; index < SEQUENTIAL; index += 1) {
-        for (const side of SIDES) latency[side].push(await timed(request[side]()));
+        for (const side of SIDES) latency[side].push(await timed(newMiss[side]()));
       }
       for (const [concurrency, rate] of rates) {
         const count = concurrency * 4;
         for (const side of SIDES) {
           const before = await cpuMs(childPid[side]);
-          rate[side].push(count / (await pool(count, concurrency, () => request[side]()())));
+          rate[side].push(count / (await pool(count, concurrency, () => newMiss[side]()())));
           if (concurrency === 8) {
             const after = await cpuMs(childPid[side]);
             cpuPerMiss[side].push((after.self - before.self + after.child - before.child) / count);
@@ -277,7 +280,7 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
         await new Promise((wait) => setTimeout(wait, 20));
       }
     })();
-    await Promise.all(Array.from({ length: 256 }, () => request.ours()()));
+    await Promise.all(Array.from({ length: 256 }, () => newMiss.ours()()));
     sampling = false;
     await sampler;
     rows.push({ section, name: 'imageproxy serve, peak RSS, 256 concurrent misses', value: peakKiB / 1024, unit: 'MiB' });
