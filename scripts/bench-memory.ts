@@ -13,7 +13,7 @@
  * last commit built in /tmp) for a before/after comparison.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -22,6 +22,7 @@ import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import { startBigPhotoOrigin, twelveMegapixelJpeg } from '../test/bigPhotoOrigin.js';
 import { startHealthProbe } from './healthProbe.js';
+import { rssKiB } from './benchMeasure.js';
 
 const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
@@ -43,12 +44,6 @@ function get(baseUrl: string, path: string, agent: Agent): Promise<{ status: num
     outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', ms: performance.now() - started }));
     outgoing.end();
   });
-}
-
-async function rssKiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  return match === null ? 0 : Number(match[1]);
 }
 
 function startServe(root: string, engine: string): Promise<{ child: ChildProcessWithoutNullStreams; url: string; adminUrl: string; errorLines: () => number }> {

@@ -22,7 +22,7 @@
  * The `cli` argument measures another build (e.g. the last commit built in /tmp).
  */
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,7 @@ import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import type { BenchRow } from './benchTable.js';
 import { BENCH_SIZE, baselineEngine, baselineMiss, photoJpeg } from './missBaseline.js';
+import { cpuTicks, median, rssKiB } from './benchMeasure.js';
 
 const SECRET = 'bench-miss-secret';
 const SEQUENTIAL = 20;
@@ -44,12 +45,6 @@ export interface BenchMissOptions {
   cli?: string;
   /** Misses each side makes before measuring (default WARM_UP_MISSES; `npm run bench --quick` makes fewer). */
   warmUpMisses?: number;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /** Runs `count` jobs, `concurrency` at a time; returns the seconds taken. */
@@ -124,19 +119,10 @@ function getThrough(baseUrl: string, path: string, agent: Agent): Promise<number
 }
 
 /** CPU time used so far, in ms: this process (user + system) and the child `pid` (/proc, clock ticks of 10 ms). */
-async function cpuMs(pid: number | undefined): Promise<{ self: number; child: number }> {
+function cpuMs(pid: number | undefined): { self: number; child: number } {
   const usage = process.cpuUsage();
-  const stat = pid === undefined ? '' : await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+  const ticks = pid === undefined ? 0 : (cpuTicks(pid) ?? 0);
   return { self: (usage.user + usage.system) / 1000, child: ticks * 10 };
-}
-
-async function rssKiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  return match === null ? 0 : Number(match[1]);
 }
 
 /** The three ways a miss is made, in the order each round measures them. */
@@ -235,10 +221,10 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       for (const [concurrency, rate] of rates) {
         const count = concurrency * 4;
         for (const side of SIDES) {
-          const before = await cpuMs(childPid[side]);
+          const before = cpuMs(childPid[side]);
           rate[side].push(count / (await pool(count, concurrency, () => newMiss[side]()())));
           if (concurrency === 8) {
-            const after = await cpuMs(childPid[side]);
+            const after = cpuMs(childPid[side]);
             cpuPerMiss[side].push((after.self - before.self + after.child - before.child) / count);
           }
         }

@@ -35,6 +35,7 @@ import {
 import { signLink } from '../server/signing.js';
 import { NJS_DIR, commandWorks, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
 import type { BenchRow } from './benchTable.js';
+import { cpuTicks, median } from './benchMeasure.js';
 
 const SECRET = 'bench-secret';
 const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
@@ -57,17 +58,6 @@ async function benchJpeg(): Promise<Buffer> {
   return sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } })
     .jpeg({ quality: 90 })
     .toBuffer();
-}
-
-/** utime + stime of a process in clock ticks, from /proc, or null off Linux. */
-function cpuTicks(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
-  } catch {
-    return null;
-  }
 }
 
 /** The workers of an nginx master, from /proc (empty off Linux). */
@@ -115,12 +105,6 @@ function wrkRun(url: string, seconds: number, pids: readonly number[], script?: 
   const requests = Number(count[1]);
   const cpuMicros = before === null || after === null || requests === 0 ? null : ((after - before) * TICK_MICROS) / requests;
   return { rps: Number(rate[1]), cpuMicros };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 /** A wrk script giving each request a request line of its own (thread id + counter). */
