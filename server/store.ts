@@ -121,16 +121,16 @@ export class ImageStore {
   private treeIdentity: TreeIdentity | undefined;
 
   /**
-   * The name of the `host` lock of a stem (server/singleFlight.ts). The root's identity
-   * is read once, the root made first if it is missing (a first `populate`).
+   * The name of the `host` lock of a key's original (server/singleFlight.ts). The root's
+   * identity is read once, the root made first if it is missing (a first `populate`).
    */
-  async hostLockName(bucket: string, stem: string): Promise<string> {
+  async hostLockName(bucket: string, key: string): Promise<string> {
     if (this.treeIdentity === undefined) {
       await mkdir(this.root, { recursive: true });
       const { dev, ino } = statSync(this.root, { bigint: true });
       this.treeIdentity = { dev, ino };
     }
-    return hostLockName(this.treeIdentity, bucket, stem);
+    return hostLockName(this.treeIdentity, bucket, key);
   }
 
   /**
