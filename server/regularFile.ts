@@ -31,7 +31,9 @@ export function isIrregularFileError(value: unknown): value is IrregularFileErro
 
 // O_NOFOLLOW: a symlink at the last component fails with ELOOP instead of being followed.
 // O_NONBLOCK: a FIFO opens at once (and fstat then refuses it); no effect on regular files.
-const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_CLOEXEC ?? 0);
+// O_CLOEXEC is missing from @types/node's constants (libuv adds it to every open anyway).
+const CLOSE_ON_EXEC = (constants as { O_CLOEXEC?: number }).O_CLOEXEC ?? 0;
+const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | CLOSE_ON_EXEC;
 
 /** What the fstat said of a file we may read. */
 export interface RegularFileFacts {
@@ -69,6 +71,11 @@ export async function openRegularFile(path: string, maxBytes: number): Promise<{
  * whatever fstat said (a file that grows while read is refused as too large, not read on).
  */
 export async function readRegularFile(path: string, maxBytes: number): Promise<Buffer> {
+  return (await readRegularFileWithFacts(path, maxBytes)).bytes;
+}
+
+/** readRegularFile, with what fstat said of the file read (its inode and mtime). */
+export async function readRegularFileWithFacts(path: string, maxBytes: number): Promise<{ bytes: Buffer; facts: RegularFileFacts }> {
   const { handle, facts } = await openRegularFile(path, maxBytes);
   try {
     const buffer = Buffer.allocUnsafe(Math.min(facts.bytes, maxBytes) + 1);
@@ -82,7 +89,7 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
         break;
       }
     }
-    return buffer.subarray(0, filled);
+    return { bytes: buffer.subarray(0, filled), facts };
   } finally {
     await handle.close();
   }
