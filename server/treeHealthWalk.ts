@@ -11,8 +11,8 @@
  */
 import { lstat, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { SHARDS_PER_BUCKET, classifyTreeFile, isLockDirectoryName, metadataFileName } from './layout.js';
+import { decodeFailure } from './imageDecode.js';
 import { originalMetadata } from './originals.js';
 import { LOCK_STALE_MS } from './singleFlight.js';
 import { inspectImage, sniffImageType, type ImageFormat } from './sniff.js';
@@ -96,14 +96,9 @@ async function sniffHead(path: string): Promise<ImageFormat | null> {
   }
 }
 
-/** Why sharp cannot decode the file, or null when every frame decodes. */
+/** Why sharp cannot decode the file (server/imageDecode.ts), or null when every frame decodes. */
 export async function decodeError(path: string): Promise<string | null> {
-  try {
-    await sharp(await readFile(path), { animated: true, limitInputPixels: false, failOn: 'warning' }).raw().toBuffer();
-    return null;
-  } catch (error) {
-    return (error as Error).message.split('\n')[0] ?? 'decode failed';
-  }
+  return decodeFailure(await readFile(path));
 }
 
 async function mapLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
