@@ -128,26 +128,59 @@ export interface Interrupt {
   dispose(): void;
 }
 
+export interface InterruptOptions {
+  stream?: NodeJS.WriteStream;
+  /**
+   * After the first signal, stop at once if the command has not ended within this time
+   * (work in flight stuck on a disk that does not answer). Default: wait for it.
+   */
+  giveUpAfterMs?: number;
+}
+
+/**
+ * Ends the process now, by the signal itself. process.exit() would not do: it waits for
+ * libuv's pool threads, and one stuck in a file operation never returns. Without our
+ * handlers the signal's default action ends the process (a shell sees 128 + its number).
+ */
+function dieBy(signal: NodeJS.Signals, onSignal: (signal: NodeJS.Signals) => void): void {
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  process.kill(process.pid, signal);
+}
+
 /**
  * First SIGINT/SIGTERM: the signal aborts and the command winds down (work in flight
  * finishes, files it writes stay true, the summary is printed, exit 130). A second one
- * exits at once with 130: atomic writes leave nothing half-written either way.
+ * ends the process at once, as does `giveUpAfterMs` passing: atomic writes leave nothing
+ * half-written either way.
  */
-export function interruptOnSignals(label: string, stream: NodeJS.WriteStream = process.stderr): Interrupt {
+export function interruptOnSignals(label: string, options: InterruptOptions = {}): Interrupt {
+  const stream = options.stream ?? process.stderr;
   const controller = new AbortController();
+  let giveUp: NodeJS.Timeout | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (controller.signal.aborted) {
       stream.write(`\n${label}: ${signal} again, stopping now\n`);
-      process.exit(130);
+      dieBy(signal, onSignal);
+      return;
     }
     stream.write(`\n${label}: ${signal}: finishing the entries in progress (press Ctrl-C again to stop at once)\n`);
     controller.abort();
+    if (options.giveUpAfterMs !== undefined) {
+      const seconds = Math.round(options.giveUpAfterMs / 1000);
+      giveUp = setTimeout(() => {
+        stream.write(`\n${label}: not done ${seconds} s after ${signal}; stopping now (run it again to finish)\n`);
+        dieBy(signal, onSignal);
+      }, options.giveUpAfterMs);
+      giveUp.unref();
+    }
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
     signal: controller.signal,
     dispose() {
+      if (giveUp !== null) clearTimeout(giveUp);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     },
