@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { isImageproxyError } from './errors.js';
 import { storageKey } from './layout.js';
 import { decodeImageUrl, imageUrlBytes, isExtUrlShaped } from './link.js';
+import type { TreeEntryType } from './treeWalk.js';
 
 export type LegacyEntryKind = 'image' | 'headers' | 'err' | 'tmp' | 'unknown';
 
@@ -119,12 +120,67 @@ export type LegacyProblemReason =
   | 'too_large'
   | 'not_an_image'
   | 'too_many_pixels'
+  | 'damaged'
   | 'blocked'
   | 'orphan_headers'
   | 'unknown_file'
+  | 'not_a_regular_file'
+  | 'not_a_directory'
+  | 'outside_tree'
   | 'io_error'
   | 'name_mismatch'
   | 'metadata_kept';
+
+/**
+ * Whether running the import again might import the entry: only a failed read or write
+ * (permissions, a full or failing disk). Every other reason is in the legacy tree itself
+ * (or in the config and blocklist the rerun uses too), so the exit code leaves it out.
+ */
+export function rerunMightFix(reason: LegacyProblemReason): boolean {
+  return reason === 'io_error';
+}
+
+/** What the import does with one entry of the walk (server/treeWalk.ts walkLegacyBucket). */
+export type LegacyEntryAction =
+  /** `.err`, `.tmp`: left alone, counted as ignored. */
+  | { action: 'ignore' }
+  /** A `.headers`: judged with its image, reported only when it has none. */
+  | { action: 'headers'; imageName: string }
+  /** An image name on a regular file. */
+  | { action: 'import' }
+  /** A symbolic link, never followed: reported as `outside_tree` when it leads out of the py root, else as `reason`. */
+  | { action: 'symlink'; reason: LegacyProblemReason }
+  | { action: 'report'; reason: LegacyProblemReason; detail: string };
+
+const TYPE_WORDS: Record<Exclude<TreeEntryType, 'symlink'>, string> = {
+  file: 'a file',
+  directory: 'a directory',
+  other: 'a FIFO, socket or device',
+};
+
+/**
+ * Decides an entry from its place, name and type alone. Depth 3 is a shard directory's
+ * content; depth 1 or 2 is something other than a directory where a shard directory belongs.
+ */
+export function decideLegacyEntry(entry: { depth: 1 | 2 | 3; name: string; type: TreeEntryType }): LegacyEntryAction {
+  if (entry.depth < 3) {
+    if (entry.type === 'symlink') return { action: 'symlink', reason: 'not_a_directory' };
+    return { action: 'report', reason: 'not_a_directory', detail: `${TYPE_WORDS[entry.type]} where a shard directory belongs` };
+  }
+  const { kind, imageName } = classifyLegacyName(entry.name);
+  if (kind === 'err' || kind === 'tmp') return { action: 'ignore' };
+  if (kind === 'headers' && imageName !== null) return { action: 'headers', imageName };
+  if (entry.type === 'symlink') return { action: 'symlink', reason: 'not_a_regular_file' };
+  if (entry.type !== 'file') return { action: 'report', reason: 'not_a_regular_file', detail: `${TYPE_WORDS[entry.type]}, not a regular file` };
+  if (kind === 'image') return { action: 'import' };
+  return { action: 'report', reason: 'unknown_file', detail: 'not an imageproxy-py name' };
+}
+
+/** Whether an absolute, resolved path lies inside the resolved root (the root itself included). */
+export function isInsideTree(resolvedRoot: string, resolvedPath: string): boolean {
+  const prefix = resolvedRoot.endsWith('/') ? resolvedRoot : `${resolvedRoot}/`;
+  return resolvedPath === resolvedRoot || resolvedPath.startsWith(prefix);
+}
 
 /** One report line: tab-separated path, reason, detail; tabs and line breaks in fields become spaces. */
 export function formatReportLine(path: string, reason: LegacyProblemReason, detail: string): string {

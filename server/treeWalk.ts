@@ -3,7 +3,8 @@
  * have the same shape): one directory handle open per level, entries read as a stream
  * (fs.opendir), never a whole listing of the tree in memory. Trees hold millions of files.
  */
-import { opendir } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
+import { lstat, opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface ShardFile {
@@ -55,4 +56,95 @@ export async function* walkShardFiles(bucketDir: string, options: ShardWalkOptio
       }
     }
   }
+}
+
+/** What a directory entry is, without following it. */
+export type TreeEntryType = 'file' | 'directory' | 'symlink' | 'other';
+
+/** One entry of an imageproxy-py bucket that the walk does not descend into. */
+export interface LegacyWalkEntry {
+  kind: 'entry';
+  /** Relative to the bucket directory: `{A}/{B}/{name}`, or `{A}` / `{A}/{B}` for what stands where a shard directory belongs. */
+  relativePath: string;
+  path: string;
+  /** 3: in a shard directory; 1 or 2: in place of a shard directory (anything but a real directory). */
+  depth: 1 | 2 | 3;
+  name: string;
+  type: TreeEntryType;
+}
+
+/** A directory of the bucket that could not be listed (or stopped listing). */
+export interface LegacyWalkUnreadable {
+  kind: 'unreadable';
+  relativePath: string;
+  path: string;
+  error: Error;
+}
+
+export type LegacyWalkItem = LegacyWalkEntry | LegacyWalkUnreadable;
+
+async function entryType(entry: Dirent, path: string): Promise<TreeEntryType | null> {
+  if (entry.isFile()) return 'file';
+  if (entry.isDirectory()) return 'directory';
+  if (entry.isSymbolicLink()) return 'symlink';
+  if (entry.isFIFO() || entry.isSocket() || entry.isCharacterDevice() || entry.isBlockDevice()) return 'other';
+  // The filesystem did not say (DT_UNKNOWN): ask without following.
+  try {
+    const info = await lstat(path);
+    return info.isFile() ? 'file' : info.isDirectory() ? 'directory' : info.isSymbolicLink() ? 'symlink' : 'other';
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+/**
+ * The walk of an imageproxy-py bucket, where everything is untrusted: every entry is
+ * yielded once with its type, symlinks are never followed (a symlinked shard directory
+ * is yielded, not walked), the depth is fixed (no loop can trap it), and a directory that
+ * cannot be listed is yielded as unreadable instead of ending the walk. Streamed like
+ * walkShardFiles. The bucket directory itself is the caller's to check.
+ */
+export async function* walkLegacyBucket(bucketDir: string): AsyncGenerator<LegacyWalkItem> {
+  async function* level(directory: string, relativeDir: string, depth: 1 | 2 | 3): AsyncGenerator<LegacyWalkItem> {
+    let handle;
+    try {
+      handle = await opendir(directory, { bufferSize: 256 });
+    } catch (error) {
+      // Gone since it was listed: nothing left to walk.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      yield { kind: 'unreadable', relativePath: relativeDir, path: directory, error: error as Error };
+      return;
+    }
+    // Closed however the loop ends: done, failed, or the caller stopped early.
+    const iterator = handle[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        let next: IteratorResult<Dirent>;
+        try {
+          next = await iterator.next();
+        } catch (error) {
+          yield { kind: 'unreadable', relativePath: relativeDir, path: directory, error: error as Error };
+          return;
+        }
+        if (next.done === true) return;
+        const entry = next.value;
+        const path = join(directory, entry.name);
+        const relativePath = relativeDir === '' ? entry.name : `${relativeDir}/${entry.name}`;
+        let type: TreeEntryType | null;
+        try {
+          type = await entryType(entry, path);
+        } catch (error) {
+          yield { kind: 'unreadable', relativePath, path, error: error as Error };
+          continue;
+        }
+        if (type === null) continue;
+        if (depth < 3 && type === 'directory') yield* level(path, relativePath, depth === 1 ? 2 : 3);
+        else yield { kind: 'entry', relativePath, path, depth, name: entry.name, type };
+      }
+    } finally {
+      await iterator.return?.().catch(() => undefined);
+    }
+  }
+  yield* level(bucketDir, '', 1);
 }

@@ -6,14 +6,20 @@ import assert from 'node:assert/strict';
 import { storageKey } from '../server/layout.js';
 import {
   classifyLegacyName,
+  decideLegacyEntry,
   defaultReportName,
   formatReportLine,
+  isInsideTree,
   judgeLegacyExtUrl,
   legacyImageName,
   legacyNameMatches,
   parseLegacyHeaders,
+  rerunMightFix,
   type LegacyEntry,
+  type LegacyEntryAction,
+  type LegacyProblemReason,
 } from '../server/legacyTree.js';
+import type { TreeEntryType } from '../server/treeWalk.js';
 
 const PY_VECTORS = [
   { extUrl: 'aHR0cHM6Ly9leGFtcGxlLm9yZy9hLmpwZw==', name: 'BgBdGdLFW7BHw8-MrsC13XsMSbAHnYs6gDIN8A==' },
@@ -62,6 +68,52 @@ describe('classifyLegacyName', () => {
   for (const [name, fileName, expected] of cases) {
     it(name, () => assert.deepEqual(classifyLegacyName(fileName), expected));
   }
+});
+
+describe('decideLegacyEntry', () => {
+  const cases: Array<[string, { depth: 1 | 2 | 3; name: string; type: TreeEntryType }, LegacyEntryAction['action'], LegacyProblemReason | null]> = [
+    ['an image on a regular file', { depth: 3, name: NAME, type: 'file' }, 'import', null],
+    ['its .headers, whatever it is', { depth: 3, name: `${NAME}.headers`, type: 'other' }, 'headers', null],
+    ['a backoff record', { depth: 3, name: `${NAME}.err`, type: 'file' }, 'ignore', null],
+    ['an unfinished download that is a FIFO: still never opened', { depth: 3, name: `${NAME}.tmp`, type: 'other' }, 'ignore', null],
+    ['an image name on a FIFO', { depth: 3, name: NAME, type: 'other' }, 'report', 'not_a_regular_file'],
+    ['an image name on a directory', { depth: 3, name: NAME, type: 'directory' }, 'report', 'not_a_regular_file'],
+    ['an image name on a symlink', { depth: 3, name: NAME, type: 'symlink' }, 'symlink', 'not_a_regular_file'],
+    ['a stray regular file', { depth: 3, name: 'notes.txt', type: 'file' }, 'report', 'unknown_file'],
+    ['a stray symlink', { depth: 3, name: 'loop', type: 'symlink' }, 'symlink', 'not_a_regular_file'],
+    ['a symlink for a shard directory', { depth: 1, name: 'zz', type: 'symlink' }, 'symlink', 'not_a_directory'],
+    ['a file for a second-level shard directory', { depth: 2, name: NAME, type: 'file' }, 'report', 'not_a_directory'],
+  ];
+  for (const [name, entry, action, reason] of cases) {
+    it(name, () => {
+      const decision = decideLegacyEntry(entry);
+      assert.equal(decision.action, action);
+      assert.equal('reason' in decision ? decision.reason : null, reason);
+    });
+  }
+});
+
+describe('isInsideTree', () => {
+  const cases: Array<[string, string, string, boolean]> = [
+    ['a file below', '/srv/py', '/srv/py/i/a/b/x', true],
+    ['the root itself', '/srv/py', '/srv/py', true],
+    ['a sibling sharing the prefix', '/srv/py', '/srv/py-old/i', false],
+    ['/dev/zero', '/srv/py', '/dev/zero', false],
+    ['the root /', '/', '/etc/shadow', true],
+  ];
+  for (const [name, root, path, expected] of cases) {
+    it(name, () => assert.equal(isInsideTree(root, path), expected));
+  }
+});
+
+describe('rerunMightFix', () => {
+  it('only for a failed read or write: every other reason is in the tree, the config or the blocklist', () => {
+    const reasons: LegacyProblemReason[] = [
+      'no_headers', 'bad_headers', 'bad_url', 'too_large', 'not_an_image', 'too_many_pixels', 'damaged', 'blocked',
+      'orphan_headers', 'unknown_file', 'not_a_regular_file', 'not_a_directory', 'outside_tree', 'io_error',
+    ];
+    assert.deepEqual(reasons.filter(rerunMightFix), ['io_error']);
+  });
 });
 
 describe('parseLegacyHeaders', () => {
