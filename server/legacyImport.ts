@@ -4,29 +4,38 @@
  * bytes) and placed under our key with our sidecar, by copy, hard link or move. The tree
  * is walked as a stream with a small pool of entries in flight, so memory stays bounded
  * on trees of millions of files. server/legacyTree.ts decides; this module does the I/O.
+ *
+ * The old tree is untrusted: its files are read only through server/regularFile.ts (no
+ * symlink followed, no FIFO opened into a wait, no read past a cap), its symlinks are
+ * reported and never walked, and every entry not imported gets one report line.
  */
-import { link, lstat, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, lstat, readlink, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { decodeFailure } from './imageDecode.js';
 import { digestsOf, originalMetadata, type OriginalImage } from './originals.js';
 import { imageFileName, tempFileName } from './layout.js';
 import {
-  classifyLegacyName,
+  decideLegacyEntry,
   headersFileName,
+  isInsideTree,
   judgeLegacyExtUrl,
   legacyNameMatches,
   parseLegacyHeaders,
+  rerunMightFix,
   type LegacyProblemReason,
 } from './legacyTree.js';
+import { IrregularFileError, METADATA_READ_CAP, readRegularFileWithFacts, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, inspectImage, pixelCount } from './sniff.js';
 import { writerUnique, type ImageStore } from './store.js';
-import { walkShardFiles } from './treeWalk.js';
+import { damagedImageReason } from './treeHealth.js';
+import { walkLegacyBucket, type TreeEntryType } from './treeWalk.js';
 
 export type ImportMode = 'copy' | 'link' | 'move';
 
 export type EntryOutcome = 'ok' | 'failed' | 'skipped';
 
 export interface ImportProblem {
-  /** `{bucket}/{A}/{B}/{name}`, relative to the py root. */
+  /** `{bucket}/{A}/{B}/{name}` (or a shorter path for a bucket or shard directory), relative to the py root. */
   path: string;
   reason: LegacyProblemReason;
   detail: string;
@@ -49,6 +58,8 @@ export interface ImportOptions {
   store: ImageStore;
   mode: ImportMode;
   dryRun: boolean;
+  /** Decode every image in full, as `check --decode` does; one that fails is not imported (`damaged`). */
+  decode: boolean;
   limits: { maxBytes: number; maxPixels: number };
   /** Entries in flight at once. */
   concurrency: number;
@@ -71,21 +82,32 @@ export interface ImportOptions {
 export interface ImportResult {
   imported: number;
   skipped: number;
+  /** Entries reported and not imported. */
   failed: number;
+  /** Of `failed`, those a rerun might import (rerunMightFix): what the exit code counts. */
+  failedRetryable: number;
   warnings: number;
   /** `.err` and `.tmp` files seen and left alone. */
   ignored: number;
+  /** `--link`: files copied because the kernel refused the hard link, by errno code. */
+  copiedNotLinked: Map<string, number>;
   interrupted: boolean;
 }
 
-/** Counts the entries a run will tick (files other than `.headers`, `.err`, `.tmp`): names only, no stat. */
+/** Counts the entries a run will tick, for the progress total: names and types only, no stat. */
 export async function countLegacyEntries(pyRoot: string, buckets: readonly string[], signal: AbortSignal): Promise<number> {
   let count = 0;
   for (const bucket of buckets) {
-    for await (const file of walkShardFiles(join(pyRoot, bucket))) {
+    const place = await lstat(join(pyRoot, bucket)).catch(() => null);
+    if (place === null) continue;
+    if (!place.isDirectory()) {
+      count += 1;
+      continue;
+    }
+    for await (const item of walkLegacyBucket(join(pyRoot, bucket))) {
       if (signal.aborted) return count;
-      const { kind } = classifyLegacyName(file.name);
-      if (kind === 'image' || kind === 'unknown') count += 1;
+      const action = item.kind === 'unreadable' ? 'report' : decideLegacyEntry(item).action;
+      if (action !== 'ignore' && action !== 'headers') count += 1;
     }
   }
   return count;
@@ -114,17 +136,55 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** Where a symlink leads, for the report: it is never followed, only its name resolved. */
+async function symlinkTarget(path: string, resolvedPyRoot: string): Promise<{ outside: boolean; detail: string }> {
+  const written = await readlink(path).catch(() => '?');
+  let resolved: string;
+  try {
+    resolved = await realpath(path);
+  } catch (error) {
+    const code = errorCode(error);
+    const why = code === 'ENOENT' ? 'dangling' : code === 'ELOOP' ? 'looping' : `unresolvable (${code ?? 'error'})`;
+    return { outside: false, detail: `a ${why} symbolic link to ${written}; not followed` };
+  }
+  const outside = !isInsideTree(resolvedPyRoot, resolved);
+  return { outside, detail: `a symbolic link to ${written}${outside ? ', outside the tree' : ''}; not followed` };
+}
+
+// The kernel's refusals of a hard link that a copy gets past: another user's file with
+// fs.protected_hardlinks=1 (EPERM), another filesystem under one mount (EXDEV), a file
+// at its link limit (EMLINK).
+const LINK_REFUSALS: ReadonlySet<string> = new Set(['EPERM', 'EXDEV', 'EMLINK']);
+
 /** What one legacy image entry needs to be placed. */
 interface LegacyImage {
   bucket: string;
+  name: string;
   relativePath: string;
   sourcePath: string;
   headersPath: string;
 }
 
+/** The legacy bytes as read, with the inode and mtime of the file they came from. */
+interface ReadImage {
+  bytes: Buffer;
+  ino: number;
+  modifiedMs: number;
+}
+
 export async function importLegacyTree(options: ImportOptions): Promise<ImportResult> {
   const { store, signal } = options;
-  const result: ImportResult = { imported: 0, skipped: 0, failed: 0, warnings: 0, ignored: 0, interrupted: false };
+  const result: ImportResult = {
+    imported: 0,
+    skipped: 0,
+    failed: 0,
+    failedRetryable: 0,
+    warnings: 0,
+    ignored: 0,
+    copiedNotLinked: new Map(),
+    interrupted: false,
+  };
+  const resolvedPyRoot = await realpath(options.pyRoot);
   const running = new Set<Promise<void>>();
   // Image entries in flight by source path: a `.headers` entry waits for its image's
   // move before deciding it is an orphan. Never larger than the pool.
@@ -137,29 +197,59 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     options.onEntry(outcome);
   };
   const fail = (path: string, reason: LegacyProblemReason, detail: string): void => {
+    if (rerunMightFix(reason)) result.failedRetryable += 1;
     options.onProblem({ path, reason, detail });
     finish('failed');
+  };
+  const failWith = (path: string, error: unknown): void => {
+    if (error instanceof EntryFailure) fail(path, error.reason, error.detail);
+    else fail(path, 'io_error', error instanceof Error ? error.message : String(error));
   };
   const warn = (path: string, reason: LegacyProblemReason, detail: string): void => {
     result.warnings += 1;
     options.onProblem({ path, reason, detail });
   };
 
-  async function importImage(entry: LegacyImage, name: string): Promise<EntryOutcome> {
-    let headersText: string;
+  /** The report's reason for a file regularFile.ts refused; `label` names it in the detail. */
+  async function refusal(error: IrregularFileError, label: string): Promise<EntryFailure> {
+    const said = error.message.slice(error.path.length + 2);
+    if (error.reason === 'too_large') return new EntryFailure('too_large', `${label} ${said}`);
+    if ((await lstat(error.path).catch(() => null))?.isSymbolicLink() === true) {
+      const target = await symlinkTarget(error.path, resolvedPyRoot);
+      return new EntryFailure(target.outside ? 'outside_tree' : 'not_a_regular_file', `${label} is ${target.detail}`);
+    }
+    return new EntryFailure('not_a_regular_file', `${label} ${said}`);
+  }
+
+  async function readHeaders(entry: LegacyImage): Promise<string> {
+    const label = headersFileName(entry.name);
     try {
-      headersText = await readFile(entry.headersPath, 'utf8');
+      return await readRegularText(entry.headersPath, METADATA_READ_CAP);
     } catch (error) {
-      if (errorCode(error) === 'ENOENT') throw new EntryFailure('no_headers', `${headersFileName(name)} is missing`);
+      if (errorCode(error) === 'ENOENT') throw new EntryFailure('no_headers', `${label} is missing`);
+      if (error instanceof IrregularFileError) throw await refusal(error, label);
       throw error;
     }
-    const headers = parseLegacyHeaders(headersText);
+  }
+
+  async function readImage(entry: LegacyImage): Promise<ReadImage> {
+    try {
+      const { bytes, facts } = await readRegularFileWithFacts(entry.sourcePath, options.limits.maxBytes);
+      return { bytes, ino: facts.ino, modifiedMs: facts.modifiedMs };
+    } catch (error) {
+      if (error instanceof IrregularFileError) {
+        const failure = await refusal(error, 'the image');
+        throw failure.reason === 'too_large' ? new EntryFailure('too_large', `${failure.detail} (limits.maxBytes)`) : failure;
+      }
+      throw error;
+    }
+  }
+
+  async function importImage(entry: LegacyImage): Promise<EntryOutcome> {
+    const headers = parseLegacyHeaders(await readHeaders(entry));
     if (headers.extUrl === null) throw new EntryFailure('bad_headers', 'no x-original-url line');
     const verdict = judgeLegacyExtUrl(headers.extUrl);
     if (!verdict.ok) throw new EntryFailure('bad_url', verdict.detail);
-    if (!legacyNameMatches(name, headers.extUrl)) {
-      warn(entry.relativePath, 'name_mismatch', 'the name is not sha224 of x-original-url; imported under the .headers URL');
-    }
     const { key, imageUrl } = verdict;
     // Already stored under our key, in any format: nothing to do (this makes a rerun a no-op).
     if ((await store.find(entry.bucket, key, null)) !== null) return 'skipped';
@@ -167,13 +257,8 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     const blockedBeforeRead = options.blockedReason({ key, host, digests: [] });
     if (blockedBeforeRead !== null) throw new EntryFailure('blocked', blockedBeforeRead);
 
-    const info = await lstat(entry.sourcePath);
-    if (!info.isFile()) throw new EntryFailure('unknown_file', 'not a regular file');
-    if (info.size > options.limits.maxBytes) {
-      throw new EntryFailure('too_large', `${info.size} bytes, more than limits.maxBytes ${options.limits.maxBytes}`);
-    }
-    const bytes = await readFile(entry.sourcePath);
-    const sniffed = inspectImage(bytes);
+    const read = await readImage(entry);
+    const sniffed = inspectImage(read.bytes);
     if (sniffed === null) throw new EntryFailure('not_an_image', `not JPEG, PNG, GIF, WebP or AVIF (${headers.contentType ?? 'no content-type'})`);
     if (pixelCount(sniffed) > options.limits.maxPixels) {
       throw new EntryFailure(
@@ -181,36 +266,71 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
         `${sniffed.width}x${sniffed.height}x${sniffed.frames}, more than limits.maxPixels ${options.limits.maxPixels}`,
       );
     }
-    const original: OriginalImage = { ...sniffed, bytes };
+    const original: OriginalImage = { ...sniffed, bytes: read.bytes };
     const { image: preparedImage, warning } = options.prepare(original);
-    const { digests, image: prepared } = digestsOf(bytes, preparedImage);
+    const { digests, image: prepared } = digestsOf(read.bytes, preparedImage);
     const blockedByBytes = options.blockedReason({ key, host, digests });
     if (blockedByBytes !== null) throw new EntryFailure('blocked', blockedByBytes);
+    // The judgement `check` makes of the stored file (with --decode, a full decode): what
+    // it would flag as damaged is not imported.
+    const ext = FORMAT_INFO[prepared.format].ext;
+    const damaged = damagedImageReason({
+      name: imageFileName(key, ext),
+      bytes: prepared.bytes.length,
+      sniffed: prepared.format,
+      ...(options.decode ? { decodeError: (await decodeFailure(prepared.bytes)) ?? undefined } : {}),
+    });
+    if (damaged !== null) throw new EntryFailure('damaged', damaged);
+    // Warnings only for what is imported: an entry gets one report line.
+    if (!legacyNameMatches(entry.name, headers.extUrl)) {
+      warn(entry.relativePath, 'name_mismatch', 'the name is not sha224 of x-original-url; imported under the .headers URL');
+    }
     if (warning !== null) warn(entry.relativePath, 'metadata_kept', warning);
     if (options.dryRun) return 'ok';
 
-    const provenance = { sourceUrl: imageUrl, originContentType: headers.contentType, fetchedAt: info.mtime.toISOString() };
+    const provenance = { sourceUrl: imageUrl, originContentType: headers.contentType, fetchedAt: new Date(read.modifiedMs).toISOString() };
     // Sidecar first, image last: the image is the commit point, as in storeOriginal.
     await store.writeMetadata(entry.bucket, key, originalMetadata(prepared, provenance));
-    await place(entry, key, prepared, prepared.bytes !== original.bytes);
+    await place(entry, key, prepared, read, prepared.bytes !== original.bytes);
     if (options.mode === 'move') await rm(entry.headersPath, { force: true });
     return 'ok';
   }
 
-  async function place(entry: LegacyImage, key: string, image: OriginalImage, bytesChanged: boolean): Promise<void> {
+  /** Whether the legacy name still holds the file that was read and judged. */
+  async function stillTheFileRead(path: string, read: ReadImage): Promise<boolean> {
+    const info = await lstat(path).catch(() => null);
+    return info !== null && info.isFile() && info.ino === read.ino;
+  }
+
+  async function place(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<void> {
     const ext = FORMAT_INFO[image.format].ext;
     const finalName = imageFileName(key, ext);
     const finalPath = join(store.directoryOf(entry.bucket, key), finalName);
+    const writeBytes = (): Promise<unknown> => store.storeImage(entry.bucket, key, null, ext, image.bytes);
     if (options.mode === 'copy' || bytesChanged) {
-      await store.storeImage(entry.bucket, key, null, ext, image.bytes);
+      await writeBytes();
       if (options.mode === 'move') await unlink(entry.sourcePath);
       return;
     }
     if (options.mode === 'link') {
       // Link under a temp name, then rename over the final one: atomic, like writeAtomic.
       const tempPath = join(store.directoryOf(entry.bucket, key), tempFileName(finalName, writerUnique()));
-      await link(entry.sourcePath, tempPath);
       try {
+        await link(entry.sourcePath, tempPath);
+      } catch (error) {
+        const code = errorCode(error);
+        if (code === undefined || !LINK_REFUSALS.has(code)) throw error;
+        result.copiedNotLinked.set(code, (result.copiedNotLinked.get(code) ?? 0) + 1);
+        await writeBytes();
+        return;
+      }
+      try {
+        // Replaced since it was read (link() takes a symlink as it is): the judged bytes go instead.
+        if (!(await stillTheFileRead(tempPath, read))) {
+          await unlink(tempPath);
+          await writeBytes();
+          return;
+        }
         await rename(tempPath, finalPath);
       } catch (error) {
         await unlink(tempPath).catch(() => undefined);
@@ -218,47 +338,52 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
       }
       return;
     }
+    if (!(await stillTheFileRead(entry.sourcePath, read))) {
+      await writeBytes();
+      return;
+    }
     try {
       await rename(entry.sourcePath, finalPath);
     } catch (error) {
       if (errorCode(error) !== 'EXDEV') throw error;
-      await store.storeImage(entry.bucket, key, null, ext, image.bytes);
+      await writeBytes();
       await unlink(entry.sourcePath);
     }
   }
 
-  async function handleImage(entry: LegacyImage, name: string): Promise<void> {
+  async function handleImage(entry: LegacyImage): Promise<void> {
     try {
-      finish(await importImage(entry, name));
+      finish(await importImage(entry));
     } catch (error) {
-      if (error instanceof EntryFailure) fail(entry.relativePath, error.reason, error.detail);
-      else fail(entry.relativePath, 'io_error', error instanceof Error ? error.message : String(error));
+      failWith(entry.relativePath, error);
     }
   }
 
   /** A `.headers` left by a move stopped between the image's rename and its own removal. */
   async function isLeftByMove(bucket: string, headersPath: string): Promise<boolean> {
     if (options.mode !== 'move') return false;
-    const extUrl = parseLegacyHeaders(await readFile(headersPath, 'utf8')).extUrl;
+    const text = await readRegularText(headersPath, METADATA_READ_CAP).catch(() => null);
+    const extUrl = text === null ? null : parseLegacyHeaders(text).extUrl;
     const verdict = extUrl === null ? null : judgeLegacyExtUrl(extUrl);
     return verdict?.ok === true && (await store.find(bucket, verdict.key, null)) !== null;
   }
 
-  async function handleHeaders(bucket: string, relativePath: string, headersPath: string, imagePath: string): Promise<void> {
+  async function handleHeaders(bucket: string, relativePath: string, headersPath: string, type: TreeEntryType, imagePath: string): Promise<void> {
     try {
       await imagesInFlight.get(imagePath);
       // Its image is (or was, before a move) there: the image entry covers both files.
       if (await exists(imagePath)) return;
       // Gone too: removed after its image was moved by this run.
       if (!(await exists(headersPath))) return;
-      if (await isLeftByMove(bucket, headersPath)) {
+      if (type === 'file' && (await isLeftByMove(bucket, headersPath))) {
         if (!options.dryRun) await rm(headersPath, { force: true });
         finish('skipped');
         return;
       }
-      fail(relativePath, 'orphan_headers', 'no image file beside it');
+      const what = type === 'file' ? '' : type === 'symlink' ? ' (and it is a symbolic link)' : ' (and it is not a regular file)';
+      fail(relativePath, 'orphan_headers', `no image file beside it${what}`);
     } catch (error) {
-      fail(relativePath, 'io_error', error instanceof Error ? error.message : String(error));
+      failWith(relativePath, error);
     }
   }
 
@@ -268,28 +393,71 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     if (running.size >= options.concurrency) await Promise.race(running);
   };
 
+  /** A symlink where a file or shard directory belongs: one report line, never followed. */
+  async function reportSymlink(path: string, relativePath: string, reason: LegacyProblemReason): Promise<void> {
+    try {
+      const target = await symlinkTarget(path, resolvedPyRoot);
+      fail(relativePath, target.outside ? 'outside_tree' : reason, target.detail);
+    } catch (error) {
+      failWith(relativePath, error);
+    }
+  }
+
+  /** The bucket directory itself: walked only when it is a real directory. */
+  async function bucketWalkable(bucket: string): Promise<boolean> {
+    const path = join(options.pyRoot, bucket);
+    let info;
+    try {
+      info = await lstat(path);
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return false;
+      failWith(bucket, error);
+      return false;
+    }
+    if (info.isDirectory()) return true;
+    if (info.isSymbolicLink()) await reportSymlink(path, bucket, 'not_a_directory');
+    else fail(bucket, 'not_a_directory', 'not a directory; not walked');
+    return false;
+  }
+
   walk: for (const bucket of options.buckets) {
-    for await (const file of walkShardFiles(join(options.pyRoot, bucket))) {
+    if (signal.aborted) break;
+    if (!(await bucketWalkable(bucket))) continue;
+    for await (const item of walkLegacyBucket(join(options.pyRoot, bucket))) {
       if (signal.aborted) break walk;
-      const relativePath = `${bucket}/${file.shard}/${file.name}`;
-      const entry = classifyLegacyName(file.name);
-      if (entry.kind === 'err' || entry.kind === 'tmp') {
-        result.ignored += 1;
-      } else if (entry.kind === 'unknown') {
-        fail(relativePath, 'unknown_file', 'not an imageproxy-py name');
-      } else if (entry.kind === 'headers' && entry.imageName !== null) {
-        await enqueue(handleHeaders(bucket, relativePath, join(file.directory, file.name), join(file.directory, entry.imageName)));
-      } else if (entry.kind === 'image') {
-        const sourcePath = join(file.directory, file.name);
-        const image: LegacyImage = {
-          bucket,
-          relativePath,
-          sourcePath,
-          headersPath: join(file.directory, headersFileName(file.name)),
-        };
-        const task = handleImage(image, file.name).finally(() => imagesInFlight.delete(sourcePath));
-        imagesInFlight.set(sourcePath, task);
-        await enqueue(task);
+      const relativePath = item.relativePath === '' ? bucket : `${bucket}/${item.relativePath}`;
+      if (item.kind === 'unreadable') {
+        fail(relativePath, 'io_error', `cannot list the directory: ${item.error.message}`);
+        continue;
+      }
+      const decision = decideLegacyEntry(item);
+      const directory = item.path.slice(0, -item.name.length - 1);
+      switch (decision.action) {
+        case 'ignore':
+          result.ignored += 1;
+          break;
+        case 'report':
+          fail(relativePath, decision.reason, decision.detail);
+          break;
+        case 'symlink':
+          await enqueue(reportSymlink(item.path, relativePath, decision.reason));
+          break;
+        case 'headers':
+          await enqueue(handleHeaders(bucket, relativePath, item.path, item.type, join(directory, decision.imageName)));
+          break;
+        case 'import': {
+          const image: LegacyImage = {
+            bucket,
+            name: item.name,
+            relativePath,
+            sourcePath: item.path,
+            headersPath: join(directory, headersFileName(item.name)),
+          };
+          const task = handleImage(image).finally(() => imagesInFlight.delete(item.path));
+          imagesInFlight.set(item.path, task);
+          await enqueue(task);
+          break;
+        }
       }
     }
   }

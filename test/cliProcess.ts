@@ -18,16 +18,28 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export interface CliOptions {
   cwd: string;
   env?: Record<string, string>;
+  /** Run as this user and group (the test must run as root). */
+  uid?: number;
+  gid?: number;
+  /** Options for node itself, before the script (e.g. `--import` of a probe). */
+  nodeArgs?: string[];
 }
 
 export interface CliRun {
   code: number | null;
+  /** The signal that ended the process, when one did (code is then null). */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
 
 export function startCli(args: string[], options: CliOptions): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: cleanEnv(options.env) });
+  return spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, ...args], {
+    cwd: options.cwd,
+    env: cleanEnv(options.env),
+    ...(options.uid === undefined ? {} : { uid: options.uid }),
+    ...(options.gid === undefined ? {} : { gid: options.gid }),
+  });
 }
 
 /** Waits for a started command to exit (killed after `timeoutMs`) and collects its output. */
@@ -39,9 +51,9 @@ export function finishCli(child: ChildProcessWithoutNullStreams, timeoutMs = DEF
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('close', (code) => {
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      resolve({ code, signal, stdout, stderr });
     });
   });
 }

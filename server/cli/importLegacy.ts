@@ -1,11 +1,12 @@
 /**
  * `imageproxy import-legacy <py-root>`: adopts an imageproxy-py tree (server/legacyImport.ts)
  * with a progress display, a report file of every entry not imported, and the exit codes
- * of server/cli/common.ts.
+ * of server/cli/common.ts: 1 only for what a rerun might fix, so a migration script can
+ * tell done from failed.
  */
 import { Command, Option } from 'commander';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { isBlocked, withConfigHosts } from '../blocklist.js';
 import { readBlocklist } from '../blocklistStore.js';
@@ -38,6 +39,9 @@ const LABEL = 'import-legacy';
 
 // Enough to overlap one entry's fsyncs with another's reads; more only adds seeks.
 const IMPORT_CONCURRENCY = 8;
+// After Ctrl-C or SIGTERM, the entries in flight (local reads and writes, a decode) get
+// this long to finish; past it the disk is not answering and the command stops anyway.
+const GIVE_UP_AFTER_INTERRUPT_MS = 5000;
 
 interface ImportLegacyOptions extends CommonOptions {
   bucket?: string[];
@@ -45,6 +49,7 @@ interface ImportLegacyOptions extends CommonOptions {
   copy?: boolean;
   link?: boolean;
   dryRun?: boolean;
+  decode?: boolean;
   report?: string;
 }
 
@@ -54,6 +59,23 @@ async function isDirectory(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** A bucket directory of the py tree, or a symlink in its place (walked never, reported once). */
+async function isBucketPlace(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => null);
+  return info !== null && (info.isDirectory() || info.isSymbolicLink());
+}
+
+/** The once-per-run line for `--link` files that were copied because the kernel refused the link. */
+function linkRefusalNote(copiedNotLinked: ReadonlyMap<string, number>): string | null {
+  if (copiedNotLinked.size === 0) return null;
+  const total = [...copiedNotLinked.values()].reduce((sum, count) => sum + count, 0);
+  const codes = [...copiedNotLinked.keys()].join(', ');
+  const why = copiedNotLinked.has('EPERM')
+    ? 'the legacy files belong to another user (fs.protected_hardlinks); chown them to the user running the import, or run as their owner, to link them'
+    : 'the files are on another filesystem or at their link limit';
+  return `${total} files copied because the kernel refused hard links (${codes}): ${why}`;
 }
 
 /** The path itself or its nearest existing ancestor: where a new root would be created. */
@@ -101,7 +123,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
   } else {
     buckets = [];
     for (const bucket of Object.keys(config.buckets)) {
-      if (await isDirectory(join(pyRoot, bucket))) buckets.push(bucket);
+      if (await isBucketPlace(join(pyRoot, bucket))) buckets.push(bucket);
     }
     if (buckets.length === 0) {
       throw new UsageError(`${pyRootArgument}: holds none of the configured buckets (${Object.keys(config.buckets).join(', ')})`);
@@ -127,7 +149,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
   const report = createWriteStream(reportPath, { flags: 'w' });
   report.write(REPORT_HEADER);
 
-  const interrupt = interruptOnSignals(LABEL);
+  const interrupt = interruptOnSignals(LABEL, { giveUpAfterMs: GIVE_UP_AFTER_INTERRUPT_MS });
   const countStartedMs = Date.now();
   const total = await countLegacyEntries(pyRoot, buckets, interrupt.signal);
   process.stderr.write(
@@ -143,6 +165,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
       store: new ImageStore(root),
       mode,
       dryRun,
+      decode: options.decode === true,
       limits: config.limits,
       concurrency: IMPORT_CONCURRENCY,
       signal: interrupt.signal,
@@ -153,30 +176,52 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
     });
   } finally {
     progress.stop();
-    interrupt.dispose();
     await closeStream(report);
+    // Only now: the giving-up timer also covers a report file that does not close.
+    interrupt.dispose();
   }
+  const note = linkRefusalNote(result.copiedNotLinked);
+  if (note !== null) process.stdout.write(`${LABEL}: ${note}\n`);
+  const retryable = result.failedRetryable > 0 ? `, ${result.failedRetryable} of them a rerun may fix` : '';
   process.stdout.write(
-    `${progress.summary(result.interrupted)}; ${dryRun ? 'would import' : `imported (${mode})`} ${result.imported}, ` +
+    `${progress.summary(result.interrupted)}${retryable}; ${dryRun ? 'would import' : `imported (${mode})`} ${result.imported}, ` +
       `ignored ${result.ignored} (.err/.tmp), warnings ${result.warnings}; report: ${reportPath}\n`,
   );
   if (result.interrupted) return EXIT_INTERRUPTED;
-  return result.failed > 0 ? EXIT_FAILURES : EXIT_OK;
+  // What the legacy tree itself holds (orphans, non-images, symlinks…) fails the same way
+  // on every rerun: reported, and the run is still done.
+  return result.failedRetryable > 0 ? EXIT_FAILURES : EXIT_OK;
 }
 
 export function register(program: Command): void {
   withCommon(
     program
       .command('import-legacy <py-root>')
-      .description(
-        'adopt an imageproxy-py tree without network access (exit 0 all imported or already there, 1 some entries failed: see the report, 2 usage, 130 interrupted)',
+      .description('adopt an imageproxy-py tree without network access')
+      .addHelpText(
+        'after',
+        `
+Every entry not imported gets one line in the report (path, reason, detail): no_headers,
+bad_headers, bad_url, too_large, not_an_image, too_many_pixels, damaged, blocked,
+orphan_headers, unknown_file, not_a_regular_file, not_a_directory, outside_tree (a
+symlink leading out of the tree: never followed), io_error; warnings (imported all the
+same): name_mismatch, metadata_kept.
+
+Exit codes: 0 every entry imported, already there, or reported for a reason a rerun
+cannot fix (every reason but io_error); 1 some entries failed for a reason a rerun might
+fix (io_error: permissions, a full or failing disk; see the report); 2 usage or config
+error (nothing done); 130 interrupted (Ctrl-C or SIGTERM; a second one, or 5 s with
+entries still stuck, stops at once): run it again to finish.`,
       ),
   )
     .option('--bucket <bucket>', 'import this bucket (repeat for several; default: every configured bucket present)', collect)
     .addOption(new Option('--copy', 'copy the files, the old tree untouched (default)').conflicts(['move', 'link']))
-    .addOption(new Option('--link', 'hard-link the files (same filesystem only; fast)').conflicts(['move', 'copy']))
+    .addOption(
+      new Option('--link', 'hard-link the files (same filesystem only; fast; files the kernel will not link are copied)').conflicts(['move', 'copy']),
+    )
     .addOption(new Option('--move', 'move the files and drop their .headers (fast on one filesystem)').conflicts(['link', 'copy']))
     .option('--dry-run', 'check everything, write nothing into the tree (the report is still written)')
+    .option('--decode', 'also decode every image in full, as check --decode does: what it would flag is not imported (slow)')
     .option('--report <file>', 'where to list the entries not imported (default {root}/.imageproxy/import-legacy-<UTC time>.tsv)')
     .action(async (pyRoot: string, options: ImportLegacyOptions) => {
       process.exitCode = await importLegacy(pyRoot, options);
