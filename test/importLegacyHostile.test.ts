@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmod, chown, mkdir, readFile, readdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -231,6 +231,22 @@ describe('import-legacy on a hostile tree', () => {
     assert.equal(importedNumber(dry), goodLabels.length);
     assert.deepEqual(new Map(await reportRows(report)), expected);
     assert.deepEqual(await filesBelow(root), []);
+  });
+
+  // Last: it empties the good entries out of the py tree.
+  it('--move takes only the good entries and leaves every planted one and what it points at in place', async () => {
+    const root = join(work, 'hostile-move-root');
+    const outsideBefore = await Promise.all(['outside.png', 'outside.headers'].map((name) => readFile(join(outside, name))));
+    const moved = await importLegacy([pyRoot, '--root', root, '--move'], { timeoutMs: 60_000 });
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.equal(importedNumber(moved), goodLabels.length);
+    assert.deepEqual(new Map(await reportRows(reportPathOf(moved))), expected);
+    for (const path of expected.keys()) await lstat(join(pyRoot, path));
+    for (const label of goodLabels) {
+      await assert.rejects(lstat(join(pyRoot, (await placeOf(label)).relative)), { code: 'ENOENT' }, label);
+    }
+    const outsideAfter = await Promise.all(['outside.png', 'outside.headers'].map((name) => readFile(join(outside, name))));
+    assert.ok(outsideAfter.every((bytes, index) => bytes.equals(outsideBefore[index] ?? Buffer.alloc(0))), 'outside files untouched');
   });
 });
 
