@@ -108,28 +108,32 @@ export function judgeLegacyExtUrl(extUrl: string): LegacyUrlVerdict {
   return { ok: true, imageUrl: bytes.toString('utf8'), key: storageKey(bytes) };
 }
 
+/** Reasons an entry is reported and not imported. */
+export const LEGACY_FAILURE_REASONS = [
+  'no_headers',
+  'bad_headers',
+  'bad_url',
+  'too_large',
+  'not_an_image',
+  'too_many_pixels',
+  'damaged',
+  'blocked',
+  'orphan_headers',
+  'unknown_file',
+  'not_a_regular_file',
+  'not_a_directory',
+  'outside_tree',
+  'io_error',
+] as const;
+
 /**
- * Reasons an entry is reported. Failures: the entry was not imported. Warnings, the entry
- * imported all the same: `name_mismatch` (imported under the URL its `.headers` gives),
- * `metadata_kept` (stripping is on but the bytes could not be stripped: stored as they were).
+ * Reported, the entry imported all the same: `name_mismatch` (imported under the URL its
+ * `.headers` gives), `metadata_kept` (stripping is on but the bytes could not be
+ * stripped: stored as they were).
  */
-export type LegacyProblemReason =
-  | 'no_headers'
-  | 'bad_headers'
-  | 'bad_url'
-  | 'too_large'
-  | 'not_an_image'
-  | 'too_many_pixels'
-  | 'damaged'
-  | 'blocked'
-  | 'orphan_headers'
-  | 'unknown_file'
-  | 'not_a_regular_file'
-  | 'not_a_directory'
-  | 'outside_tree'
-  | 'io_error'
-  | 'name_mismatch'
-  | 'metadata_kept';
+export const LEGACY_WARNING_REASONS = ['name_mismatch', 'metadata_kept'] as const;
+
+export type LegacyProblemReason = (typeof LEGACY_FAILURE_REASONS)[number] | (typeof LEGACY_WARNING_REASONS)[number];
 
 /**
  * Whether running the import again might import the entry: only a failed read or write

@@ -11,6 +11,7 @@ import {
   formatReportLine,
   isInsideTree,
   judgeLegacyExtUrl,
+  LEGACY_FAILURE_REASONS,
   legacyImageName,
   legacyNameMatches,
   parseLegacyHeaders,
@@ -108,11 +109,7 @@ describe('isInsideTree', () => {
 
 describe('rerunMightFix', () => {
   it('only for a failed read or write: every other reason is in the tree, the config or the blocklist', () => {
-    const reasons: LegacyProblemReason[] = [
-      'no_headers', 'bad_headers', 'bad_url', 'too_large', 'not_an_image', 'too_many_pixels', 'damaged', 'blocked',
-      'orphan_headers', 'unknown_file', 'not_a_regular_file', 'not_a_directory', 'outside_tree', 'io_error',
-    ];
-    assert.deepEqual(reasons.filter(rerunMightFix), ['io_error']);
+    assert.deepEqual(LEGACY_FAILURE_REASONS.filter(rerunMightFix), ['io_error']);
   });
 });
 

@@ -19,7 +19,13 @@ import {
   type ImportMode,
   type ImportOptions,
 } from '../legacyImport.js';
-import { REPORT_HEADER, defaultReportName, formatReportLine } from '../legacyTree.js';
+import {
+  LEGACY_FAILURE_REASONS,
+  LEGACY_WARNING_REASONS,
+  REPORT_HEADER,
+  defaultReportName,
+  formatReportLine,
+} from '../legacyTree.js';
 import { prepareOriginal } from '../originals.js';
 import { ImageStore } from '../store.js';
 import {
@@ -59,6 +65,22 @@ async function isDirectory(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+const HELP_WIDTH = 88;
+
+/** Words joined by commas, in lines of at most `width` characters. */
+function wrapWords(words: readonly string[], width: number): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const [index, word] of words.entries()) {
+    const piece = index < words.length - 1 ? `${word},` : word;
+    if (line !== '' && line.length + 1 + piece.length > width) {
+      lines.push(line);
+      line = piece;
+    } else line = line === '' ? piece : `${line} ${piece}`;
+  }
+  return [...lines, line].join('\n');
 }
 
 /** A bucket directory of the py tree, or a symlink in its place (walked never, reported once). */
@@ -201,11 +223,10 @@ export function register(program: Command): void {
       .addHelpText(
         'after',
         `
-Every entry not imported gets one line in the report (path, reason, detail): no_headers,
-bad_headers, bad_url, too_large, not_an_image, too_many_pixels, damaged, blocked,
-orphan_headers, unknown_file, not_a_regular_file, not_a_directory, outside_tree (a
-symlink leading out of the tree: never followed), io_error; warnings (imported all the
-same): name_mismatch, metadata_kept.
+Every entry not imported gets one line in the report (path, reason, detail), reasons:
+${wrapWords(LEGACY_FAILURE_REASONS, HELP_WIDTH)}
+and warnings, imported all the same: ${LEGACY_WARNING_REASONS.join(', ')}.
+Symlinks are never followed (outside_tree: one leading out of the tree).
 
 Exit codes: 0 every entry imported, already there, or reported for a reason a rerun
 cannot fix (every reason but io_error); 1 some entries failed for a reason a rerun might
