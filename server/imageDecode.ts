@@ -5,12 +5,31 @@
  */
 import sharp from 'sharp';
 
-/** Why sharp cannot decode the bytes (the first line of its message), or null when every frame decodes. */
-export async function decodeFailure(bytes: Buffer): Promise<string | null> {
+// Decodes in flight in the process, whoever asks: each holds a whole image's pixels
+// (up to limits.maxPixels × 4 bytes), and an import has more entries than that in flight.
+const DECODES_AT_ONCE = 2;
+let decoding = 0;
+const waiting: Array<() => void> = [];
+
+async function oneOfFewDecodes<T>(work: () => Promise<T>): Promise<T> {
+  while (decoding >= DECODES_AT_ONCE) await new Promise<void>((resolve) => waiting.push(resolve));
+  decoding += 1;
   try {
-    await sharp(bytes, { animated: true, limitInputPixels: false, failOn: 'warning' }).raw().toBuffer();
-    return null;
-  } catch (error) {
-    return (error as Error).message.split('\n')[0] ?? 'decode failed';
+    return await work();
+  } finally {
+    decoding -= 1;
+    waiting.shift()?.();
   }
+}
+
+/** Why sharp cannot decode the bytes (the first line of its message), or null when every frame decodes. */
+export function decodeFailure(bytes: Buffer): Promise<string | null> {
+  return oneOfFewDecodes(async () => {
+    try {
+      await sharp(bytes, { animated: true, limitInputPixels: false, failOn: 'warning' }).raw().toBuffer();
+      return null;
+    } catch (error) {
+      return (error as Error).message.split('\n')[0] ?? 'decode failed';
+    }
+  });
 }
