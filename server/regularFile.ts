@@ -31,7 +31,8 @@ export function isIrregularFileError(value: unknown): value is IrregularFileErro
 
 // O_NOFOLLOW: a symlink at the last component fails with ELOOP instead of being followed.
 // O_NONBLOCK: a FIFO opens at once (and fstat then refuses it); no effect on regular files.
-const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_CLOEXEC ?? 0);
+// (libuv adds O_CLOEXEC to every open itself.)
+export const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** What the fstat said of a file we may read. */
 export interface RegularFileFacts {
@@ -69,6 +70,11 @@ export async function openRegularFile(path: string, maxBytes: number): Promise<{
  * whatever fstat said (a file that grows while read is refused as too large, not read on).
  */
 export async function readRegularFile(path: string, maxBytes: number): Promise<Buffer> {
+  return (await readRegularFileAndFacts(path, maxBytes)).bytes;
+}
+
+/** readRegularFile, with what the fstat said of the file read (its mtime: when it was stored). */
+export async function readRegularFileAndFacts(path: string, maxBytes: number): Promise<{ bytes: Buffer; facts: RegularFileFacts }> {
   const { handle, facts } = await openRegularFile(path, maxBytes);
   try {
     const buffer = Buffer.allocUnsafe(Math.min(facts.bytes, maxBytes) + 1);
@@ -82,7 +88,7 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
         break;
       }
     }
-    return buffer.subarray(0, filled);
+    return { bytes: buffer.subarray(0, filled), facts };
   } finally {
     await handle.close();
   }
@@ -93,7 +99,20 @@ export async function readRegularText(path: string, maxBytes: number = METADATA_
   return (await readRegularFile(path, maxBytes)).toString('utf8');
 }
 
-function kindOf(info: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+/** The methods Stats and Dirent share that tell what kind of entry a path is. */
+export interface EntryKindFacts {
+  isDirectory(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+  /** Absent on an fstat's answer: an open file descriptor is never a link. */
+  isSymbolicLink?(): boolean;
+}
+
+/** What an entry that is no regular file is, for a log line or a finding ("a FIFO"). */
+export function kindOf(info: EntryKindFacts): string {
+  if (info.isSymbolicLink?.() === true) return 'a symbolic link';
   if (info.isDirectory()) return 'a directory';
   if (info.isFIFO()) return 'a FIFO';
   if (info.isSocket()) return 'a socket';
