@@ -5,6 +5,7 @@
  * Also the interrupt handling those commands share.
  */
 import cliProgress from 'cli-progress';
+import { endBySignal } from '../processExit.js';
 
 export type ItemOutcome = 'ok' | 'failed' | 'skipped';
 
@@ -128,20 +129,31 @@ export interface Interrupt {
   dispose(): void;
 }
 
+/** How long a command winds down after the first SIGINT/SIGTERM before it stops anyway. */
+export const WIND_DOWN_MS = 5000;
+
 /**
  * First SIGINT/SIGTERM: the signal aborts and the command winds down (work in flight
- * finishes, files it writes stay true, the summary is printed, exit 130). A second one
- * exits at once with 130: atomic writes leave nothing half-written either way.
+ * finishes, files it writes stay true, the summary is printed, exit 130). A second one,
+ * or WIND_DOWN_MS without the command ending (a fetch that takes its time, a disk that
+ * stopped answering), ends the process at once by the signal (status 130 or 143, no
+ * summary): atomic writes leave nothing half-written either way. Not process.exit(),
+ * which would wait for a stuck file operation for ever (server/processExit.ts).
  */
-export function interruptOnSignals(label: string, stream: NodeJS.WriteStream = process.stderr): Interrupt {
+export function interruptOnSignals(label: string, stream: NodeJS.WriteStream = process.stderr, windDownMs: number = WIND_DOWN_MS): Interrupt {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     if (controller.signal.aborted) {
       stream.write(`\n${label}: ${signal} again, stopping now\n`);
-      process.exit(130);
+      endBySignal(signal);
+      return;
     }
     stream.write(`\n${label}: ${signal}: finishing the entries in progress (press Ctrl-C again to stop at once)\n`);
     controller.abort();
+    setTimeout(() => {
+      stream.write(`${label}: ${signal} ${Math.round(windDownMs / 1000)} s ago and not ended yet: stopping now\n`);
+      endBySignal(signal);
+    }, windDownMs).unref();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -150,6 +162,8 @@ export function interruptOnSignals(label: string, stream: NodeJS.WriteStream = p
     dispose() {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      // The wind-down timer stays (unref'd: it keeps nothing alive): if a stuck file
+      // operation keeps the process from ending once the command is done, it still ends.
     },
   };
 }
