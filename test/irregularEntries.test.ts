@@ -56,10 +56,11 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** The request's answer and how long it took, or the failure as an answer of status 0. */
+/** The request's answer and how long it took; null when it failed or took over WAIT_MS (a hang fails the test, never holds it). */
 async function timed(baseUrl: string, path: string): Promise<{ answer: Answer | null; ms: number }> {
   const started = Date.now();
-  const answer = await request(baseUrl, path).catch(() => null);
+  const late = new Promise<null>((done) => setTimeout(() => done(null), WAIT_MS).unref());
+  const answer = await Promise.race([request(baseUrl, path).catch(() => null), late]);
   return { answer, ms: Date.now() - started };
 }
 
