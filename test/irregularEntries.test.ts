@@ -382,6 +382,22 @@ describe('check and stats: symlinked bucket and shard directories are not walked
   });
 });
 
+describe('purge: a FIFO in the audit log\'s place', () => {
+  it('fails the target with the reason at once, never blocks', async () => {
+    const cwd = await makeTempRoot('imageproxy-irregular-audit-');
+    try {
+      const state = join(cwd, 'tree', '.imageproxy');
+      await mkdir(state, { recursive: true });
+      execFileSync('mkfifo', [join(state, 'audit.log')]);
+      const run = await runCli(['purge', '--root', join(cwd, 'tree'), '--secret', 's', '--image-url', 'https://example.org/a.png'], { cwd, timeoutMs: WAIT_MS });
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, /purge: https:\/\/example\.org\/a\.png: ENXIO/);
+    } finally {
+      await removeTempRoot(cwd);
+    }
+  });
+});
+
 describe('ending a process whose thread pool is stuck on a FIFO', () => {
   let cwd: string;
   let fifo: string;
