@@ -24,10 +24,7 @@ export interface ShardWalkOptions {
   directories?: boolean;
   /** Also yield the symbolic links, FIFOs, sockets and devices at the file level, with `irregular` set (the heal pass moves them aside). */
   irregular?: boolean;
-  /**
-   * Told of each bucket or shard directory not walked because it is a symbolic link (or
-   * something else that is no directory): a link is never followed out of the tree.
-   */
+  /** Told of each bucket or shard directory not walked because it is a symbolic link: a link is never followed out of the tree. */
   onSkippedDirectory?: (path: string, what: string) => void;
 }
 
@@ -60,7 +57,8 @@ export async function* walkShardFiles(bucketDir: string, options: ShardWalkOptio
   });
   if (bucketInfo === null) return;
   if (!bucketInfo.isDirectory()) {
-    options.onSkippedDirectory?.(bucketDir, kindOf(bucketInfo));
+    // Anything else in a bucket's place (a stray file) is an empty bucket, as before.
+    if (bucketInfo.isSymbolicLink()) options.onSkippedDirectory?.(bucketDir, kindOf(bucketInfo));
     return;
   }
   for await (const first of entriesOf(bucketDir)) {
