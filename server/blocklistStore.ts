@@ -3,12 +3,13 @@
  * lock (two admins at once lose nothing) with an atomic rewrite, and watch it from a
  * running server. Thin I/O over server/blocklist.ts.
  */
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { emptyBlocklist, formatBlocklist, parseBlocklist, withConfigHosts, type Blocklist } from './blocklist.js';
 import { ImageproxyError } from './errors.js';
 import { STATE_DIRECTORY, tempFileName } from './layout.js';
+import { readRegularText } from './regularFile.js';
 import { writerUnique } from './store.js';
 
 export const BLOCKLIST_FILE_NAME = 'blocklist.json';
@@ -21,16 +22,19 @@ export const BLOCKLIST_FILE_NAME = 'blocklist.json';
  */
 export const BLOCKLIST_RECHECK_MS = 1000;
 
+/** The largest blocklist read: hundreds of thousands of entries; past it the file is refused, not loaded whole. */
+const BLOCKLIST_READ_CAP = 64 * 1024 * 1024;
+
 export function blocklistPath(root: string): string {
   return join(root, STATE_DIRECTORY, BLOCKLIST_FILE_NAME);
 }
 
-/** The blocklist of a tree; empty when there is no file. Throws on a file that does not parse. */
+/** The blocklist of a tree; empty when there is no file. Throws on a file that does not parse, or that is no regular file (server/regularFile.ts). */
 export async function readBlocklist(root: string): Promise<Blocklist> {
   const path = blocklistPath(root);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readRegularText(path, BLOCKLIST_READ_CAP);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return emptyBlocklist();
     throw error;

@@ -3,7 +3,7 @@
  * the original once (single-flight, backoff after failures), store it, and make the
  * requested variant from it. `/proxy` links pass the bytes through without storing.
  */
-import { access, constants as fsConstants, readFile } from 'node:fs/promises';
+import { access, constants as fsConstants } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { AdmissionGate, BUSY_RETRY_AFTER_SECONDS, type GatePlace } from './admission.js';
@@ -21,6 +21,7 @@ import type { Logger } from './log.js';
 import { shortUrl, summarizeCause } from './logFields.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { digestsOf, originalMetadata, prepareOriginal, type OriginalImage, type OriginalProvenance } from './originals.js';
+import { isIrregularFileError, readRegularFile } from './regularFile.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from './sniff.js';
 import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock, type TreeLockOptions } from './singleFlight.js';
 import type { ImageStore, StagedFile, StoredImage } from './store.js';
@@ -345,8 +346,9 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
   ): Promise<{ input: Buffer; format: ImageFormat; original: Promise<StoredImage> }> {
     if (known !== null) {
       const format = formatFromExt(known.ext);
-      const input = await readFile(known.path).catch((error: NodeJS.ErrnoException) => {
-        if (error.code === 'ENOENT') return null; // purged or moved aside since the lookup
+      const input = await readStoredOriginal(known).catch((error: unknown) => {
+        // Purged, moved aside or replaced since the lookup: the original's flight looks again.
+        if (error instanceof ImageproxyError && error.code === 'not_stored') return null;
         throw error;
       });
       if (format !== null && input !== null) return { input, format, original: Promise.resolve(known) };
@@ -357,7 +359,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     const stored = await flight.stored;
     const format = formatFromExt(stored.ext);
     if (format === null) throw new Error(`cannot resize ${stored.relativePath}`);
-    return { input: await readFile(stored.path), format, original: flight.stored };
+    return { input: await readStoredOriginal(stored), format, original: flight.stored };
   }
 
   /**
@@ -425,12 +427,20 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
     });
   }
 
-  /** A stored original's bytes; `not_stored` if it was removed (purged) meanwhile. */
+  /**
+   * A stored original's bytes, read through server/regularFile.ts (no symlink followed,
+   * no FIFO opened, at most limits.maxBytes: no original we store is larger). `not_stored`
+   * if it was removed (purged) or replaced by something that is no regular file meanwhile;
+   * `bad_image` if it is over the cap.
+   */
   async function readStoredOriginal(stored: StoredImage): Promise<Buffer> {
     try {
-      return await readFile(stored.path);
+      return await readRegularFile(stored.path, config.limits.maxBytes);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      if (isIrregularFileError(error) && error.reason === 'too_large') {
+        throw new ImageproxyError('bad_image', 'image cannot be resized', { detail: `${stored.relativePath}: over limits.maxBytes`, cause: error });
+      }
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' && !isIrregularFileError(error)) throw error;
       throw new ImageproxyError('not_stored', 'image is not stored', { detail: `${stored.relativePath} removed before its thumbnail was made`, cause: error });
     }
   }

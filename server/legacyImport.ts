@@ -24,7 +24,7 @@ import {
   rerunMightFix,
   type LegacyProblemReason,
 } from './legacyTree.js';
-import { IrregularFileError, METADATA_READ_CAP, readRegularFileWithFacts, readRegularText } from './regularFile.js';
+import { IrregularFileError, METADATA_READ_CAP, readRegularFileAndFacts, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, inspectImage, pixelCount } from './sniff.js';
 import { writerUnique, type ImageStore } from './store.js';
 import { damagedImageReason } from './treeHealth.js';
@@ -234,7 +234,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
 
   async function readImage(entry: LegacyImage): Promise<ReadImage> {
     try {
-      const { bytes, facts } = await readRegularFileWithFacts(entry.sourcePath, options.limits.maxBytes);
+      const { bytes, facts } = await readRegularFileAndFacts(entry.sourcePath, options.limits.maxBytes);
       return { bytes, ino: facts.ino, modifiedMs: facts.modifiedMs };
     } catch (error) {
       if (error instanceof IrregularFileError) {

@@ -31,9 +31,8 @@ export function isIrregularFileError(value: unknown): value is IrregularFileErro
 
 // O_NOFOLLOW: a symlink at the last component fails with ELOOP instead of being followed.
 // O_NONBLOCK: a FIFO opens at once (and fstat then refuses it); no effect on regular files.
-// O_CLOEXEC is missing from @types/node's constants (libuv adds it to every open anyway).
-const CLOSE_ON_EXEC = (constants as { O_CLOEXEC?: number }).O_CLOEXEC ?? 0;
-const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | CLOSE_ON_EXEC;
+// (libuv adds O_CLOEXEC to every open itself.)
+export const SAFE_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** What the fstat said of a file we may read. */
 export interface RegularFileFacts {
@@ -71,11 +70,11 @@ export async function openRegularFile(path: string, maxBytes: number): Promise<{
  * whatever fstat said (a file that grows while read is refused as too large, not read on).
  */
 export async function readRegularFile(path: string, maxBytes: number): Promise<Buffer> {
-  return (await readRegularFileWithFacts(path, maxBytes)).bytes;
+  return (await readRegularFileAndFacts(path, maxBytes)).bytes;
 }
 
-/** readRegularFile, with what fstat said of the file read (its inode and mtime). */
-export async function readRegularFileWithFacts(path: string, maxBytes: number): Promise<{ bytes: Buffer; facts: RegularFileFacts }> {
+/** readRegularFile, with what the fstat said of the file read (its mtime: when it was stored). */
+export async function readRegularFileAndFacts(path: string, maxBytes: number): Promise<{ bytes: Buffer; facts: RegularFileFacts }> {
   const { handle, facts } = await openRegularFile(path, maxBytes);
   try {
     const buffer = Buffer.allocUnsafe(Math.min(facts.bytes, maxBytes) + 1);
@@ -100,7 +99,20 @@ export async function readRegularText(path: string, maxBytes: number = METADATA_
   return (await readRegularFile(path, maxBytes)).toString('utf8');
 }
 
-function kindOf(info: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+/** The methods Stats and Dirent share that tell what kind of entry a path is. */
+export interface EntryKindFacts {
+  isDirectory(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+  /** Absent on an fstat's answer: an open file descriptor is never a link. */
+  isSymbolicLink?(): boolean;
+}
+
+/** What an entry that is no regular file is, for a log line or a finding ("a FIFO"). */
+export function kindOf(info: EntryKindFacts): string {
+  if (info.isSymbolicLink?.() === true) return 'a symbolic link';
   if (info.isDirectory()) return 'a directory';
   if (info.isFIFO()) return 'a FIFO';
   if (info.isSocket()) return 'a socket';

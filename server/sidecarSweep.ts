@@ -7,11 +7,11 @@
  * Two uses: `block --host` (every image fetched from the host) and `purge --block
  * --copies` (the same bytes stored under other URLs before the block).
  */
-import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { normaliseHost } from './blocklist.js';
 import { classifyTreeFile } from './layout.js';
 import { parseSidecarFields } from './originals.js';
+import { readRegularText } from './regularFile.js';
 import type { ImageStore } from './store.js';
 import { walkShardFiles } from './treeWalk.js';
 
@@ -65,7 +65,8 @@ export async function removeStoredMatching(
       if (classifyTreeFile(file.name) !== 'sidecar') continue;
       const key = file.name.slice(0, -'.json'.length);
       if (options.skipKeys?.has(key) === true) continue;
-      const text = await readFile(join(file.directory, file.name), 'utf8').catch(() => null);
+      // Gone, over the cap, or replaced by something that is no regular file since the listing: nothing to match.
+      const text = await readRegularText(join(file.directory, file.name)).catch(() => null);
       sidecarsRead += 1;
       const matched = text === null ? null : match(text);
       if (matched === null) continue;

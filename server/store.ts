@@ -3,8 +3,8 @@
  * over server/layout.ts, which decides every name.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, fstatSync, statSync, type Stats } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { accessSync, constants as fsConstants, fstatSync, lstatSync, statSync, type Stats } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
 import { dirname, join } from 'node:path';
@@ -25,6 +25,7 @@ import {
   type ImageExtension,
   type TreeIdentity,
 } from './layout.js';
+import { isIrregularFileError, kindOf, readRegularText } from './regularFile.js';
 import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './treeHealth.js';
 
 /** This host in temp names (layout.tempUnique): the heal pass judges only its own host's writers by pid. */
@@ -47,6 +48,11 @@ export function writerUnique(): string {
 /** The file's stat, or null when there is none (no error object is made for a miss). */
 function statIfPresent(path: string): Stats | null {
   return statSync(path, { throwIfNoEntry: false }) ?? null;
+}
+
+/** The entry's own lstat (a symlink is not followed), or null when there is none. */
+function lstatIfPresent(path: string): Stats | null {
+  return lstatSync(path, { throwIfNoEntry: false }) ?? null;
 }
 
 /**
@@ -159,7 +165,8 @@ export class ImageStore {
    * A file found damaged is moved aside (with, for an original, its sidecar and
    * thumbnails) and counts as absent, so the caller fetches or remakes it. The check is
    * kept cheap, as it runs on every lookup: empty files, and an original whose size is
-   * not its sidecar's; the heal pass and `check` look deeper.
+   * not its sidecar's; the heal pass and `check` look deeper. A symlink, FIFO or
+   * directory at an image's name is moved aside too, never followed or opened.
    */
   async find(
     bucket: string,
@@ -176,8 +183,12 @@ export class ImageStore {
       const name = imageFileName(stem, ext);
       const relativePath = `${directory}/${name}`;
       const path = join(this.root, relativePath);
-      const info = statIfPresent(path);
-      if (info === null || !info.isFile()) continue;
+      const info = lstatIfPresent(path);
+      if (info === null) continue;
+      if (!info.isFile()) {
+        await this.moveIrregularAside(bucket, key, name);
+        continue;
+      }
       // The sidecar is read after the image's stat: it is written before the image, so
       // it is never older than the image seen.
       const sidecar = variantLabel === null && info.size > 0 ? await this.readSidecar(bucket, key) : undefined;
@@ -188,14 +199,49 @@ export class ImageStore {
     return null;
   }
 
-  /** The sidecar of a key as its byte count: undefined when there is none, null when unreadable. */
+  /**
+   * The sidecar of a key as its byte count: undefined when there is none, null when
+   * unreadable (over the metadata cap included). One that is no regular file (a FIFO, a
+   * symlink) is moved aside unread and counts as none.
+   */
   async readSidecar(bucket: string, key: string): Promise<SidecarReading | undefined> {
+    const text = await this.readMetadataText(bucket, key, metadataFileName(key));
+    if (text === undefined) return undefined;
+    return text === null ? null : parseSidecar(text);
+  }
+
+  /**
+   * A small file of a key (sidecar, failure record), read through server/regularFile.ts:
+   * undefined when absent or not a regular file (then moved aside), null when over the
+   * metadata cap.
+   */
+  private async readMetadataText(bucket: string, key: string, name: string): Promise<string | null | undefined> {
     try {
-      return parseSidecar(await readFile(join(this.directoryOf(bucket, key), metadataFileName(key)), 'utf8'));
+      return await readRegularText(join(this.directoryOf(bucket, key), name));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
+      if (!isIrregularFileError(error)) throw error;
+      if (error.reason === 'too_large') return null;
+      await this.moveIrregularAside(bucket, key, name);
+      return undefined;
     }
+  }
+
+  /**
+   * Moves aside an entry of a key's directory that is no regular file (a symlink, FIFO,
+   * socket, device or directory where a file of ours belongs), unless a regular file was
+   * renamed into its place meanwhile. Nothing is opened: the rename moves the entry itself.
+   */
+  private async moveIrregularAside(bucket: string, key: string, name: string): Promise<void> {
+    const directory = this.directoryOf(bucket, key);
+    const now = lstatIfPresent(join(directory, name));
+    if (now === null || now.isFile()) return;
+    const quarantined = await this.applyRepairSteps(bucket, directory, [{ action: 'quarantine', name }]);
+    this.options.onDamaged?.({
+      relativePath: `${keyDirectory(bucket, key)}/${name}`,
+      reason: `${kindOf(now)}, not a regular file`,
+      quarantinedAs: quarantined[0] ?? '',
+    });
   }
 
   /**
@@ -211,7 +257,7 @@ export class ImageStore {
     reason: string,
   ): Promise<boolean> {
     const directory = this.directoryOf(bucket, key);
-    const now = await stat(join(directory, name)).catch(() => null);
+    const now = lstatIfPresent(join(directory, name));
     if (now === null || now.ino !== seen.ino || now.size !== seen.bytes) return false;
     const names = await readdir(directory);
     const isOriginal = name.split('.').length === 2;
@@ -328,15 +374,11 @@ export class ImageStore {
   }
 
   async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {
-    const path = join(this.directoryOf(bucket, key), failureFileName(stem));
-    // Almost every miss has no record: one stat says so without opening anything.
-    if (statIfPresent(path) === null) return null;
-    try {
-      return parseFailureRecord(await readFile(path, 'utf8'));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw error;
-    }
+    const name = failureFileName(stem);
+    // Almost every miss has no record: one lstat says so without opening anything.
+    if (lstatIfPresent(join(this.directoryOf(bucket, key), name)) === null) return null;
+    const text = await this.readMetadataText(bucket, key, name);
+    return text === undefined || text === null ? null : parseFailureRecord(text);
   }
 
   async writeFailure(bucket: string, key: string, stem: string, record: FailureRecord): Promise<void> {

@@ -17,6 +17,8 @@ export interface TreeHealingOptions {
   /** Pause between the end of one pass and the start of the next; 0: no pass at all. */
   intervalSeconds: number;
   tempMaxAgeMs: number;
+  /** limits.maxBytes: the most bytes of an image the pass reads whole. */
+  maxImageBytes: number;
   logger: Logger;
 }
 
@@ -41,13 +43,16 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
         root: options.root,
         buckets: options.buckets,
         tempMaxAgeMs: options.tempMaxAgeMs,
+        maxImageBytes: options.maxImageBytes,
         repair: true,
         signal: controller.signal,
         ...(first ? { onFreshLock: (lock: { path: string; modifiedMs: number }) => freshLocks.push(lock) } : {}),
         onFinding: (report) => {
           const fields = { kind: report.kind, path: report.relativePath, detail: report.detail, repair: report.repairDetail };
           if (report.repair === 'failed') options.logger.error(fields, 'tree heal: repair failed');
-          else if (report.kind === 'damaged-original' || report.kind === 'damaged-thumbnail') options.logger.warn(fields, 'tree heal: damaged file moved aside');
+          else if (report.kind === 'damaged-original' || report.kind === 'damaged-thumbnail' || report.kind === 'not-regular') {
+            options.logger.warn(fields, 'tree heal: damaged file moved aside');
+          }
           else options.logger.info(fields, 'tree heal: repaired');
         },
       });

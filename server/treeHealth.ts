@@ -14,6 +14,9 @@
  * - `damaged-original`: empty, not of its extension's format, not decodable, or a size
  *   other than its sidecar's.
  * - `damaged-thumbnail`: empty, not of its extension's format, or not decodable.
+ * - `not-regular`: a symbolic link, FIFO, socket or device at a name of ours, or a
+ *   bucket or shard directory that is a symbolic link (not walked). Nothing reads it: a
+ *   link may lead out of the tree, a FIFO would block its reader.
  */
 import {
   classifyTreeFile,
@@ -28,7 +31,7 @@ import {
 import { parseSidecarFields } from './originals.js';
 import { FORMAT_INFO, type ImageFormat } from './sniff.js';
 
-export const FINDING_KINDS = ['stale-temp', 'stale-lock', 'missing-sidecar', 'damaged-original', 'damaged-thumbnail'] as const;
+export const FINDING_KINDS = ['stale-temp', 'stale-lock', 'missing-sidecar', 'damaged-original', 'damaged-thumbnail', 'not-regular'] as const;
 export type FindingKind = (typeof FINDING_KINDS)[number];
 
 export interface ShardEntry {
@@ -36,6 +39,8 @@ export interface ShardEntry {
   isDirectory: boolean;
   bytes: number;
   modifiedMs: number;
+  /** What the entry is when it is neither a regular file nor a directory ("a FIFO"). */
+  irregular?: string;
 }
 
 /** A sidecar as read: the byte count it records, or null when it cannot be parsed. */
@@ -115,10 +120,18 @@ function staleTempReason(entry: ShardEntry, context: HealContext): string | null
 
 /** The findings of one shard directory, in the order of its entries. */
 export function shardFindings(facts: ShardFacts, context: HealContext): Finding[] {
-  const names = new Set(facts.entries.filter((entry) => !entry.isDirectory).map((entry) => entry.name));
+  // An irregular entry is no sidecar: the original beside it is missing one.
+  const names = new Set(facts.entries.filter((entry) => !entry.isDirectory && entry.irregular === undefined).map((entry) => entry.name));
   const findings: Finding[] = [];
   for (const entry of facts.entries) {
     const key = keyOfTreeFile(entry.name);
+    if (entry.irregular !== undefined) {
+      // At a name of ours only: a stray entry of another name is left alone, as a stray file is.
+      if (classifyTreeFile(entry.name) !== 'other' || isLockDirectoryName(entry.name)) {
+        findings.push({ kind: 'not-regular', name: entry.name, key, detail: `${entry.irregular}, not a regular file` });
+      }
+      continue;
+    }
     if (entry.isDirectory) {
       if (isLockDirectoryName(entry.name) && context.nowMs - entry.modifiedMs > context.lockStaleMs) {
         findings.push({ kind: 'stale-lock', name: entry.name, key, detail: `not refreshed for ${Math.round((context.nowMs - entry.modifiedMs) / 1000)} s` });
@@ -176,6 +189,7 @@ export function repairSteps(finding: Pick<Finding, 'kind' | 'name' | 'key'>, nam
     case 'missing-sidecar':
       return [{ action: 'rebuild-sidecar', name: finding.name }];
     case 'damaged-thumbnail':
+    case 'not-regular':
       return [{ action: 'quarantine', name: finding.name }];
     case 'damaged-original': {
       const steps: RepairStep[] = [{ action: 'quarantine', name: finding.name }];

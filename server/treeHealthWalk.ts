@@ -9,11 +9,12 @@
  * of the writer's host (layout.tempUnique), and temps of other hosts, or of older names
  * without the tag, are removed only once older than tempMaxAgeSeconds.
  */
-import { lstat, open, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, rm } from 'node:fs/promises';
+import { basename, join, relative } from 'node:path';
 import { SHARDS_PER_BUCKET, classifyTreeFile, isLockDirectoryName, metadataFileName } from './layout.js';
 import { decodeFailure } from './imageDecode.js';
 import { originalMetadata } from './originals.js';
+import { isIrregularFileError, openRegularFile, readRegularFile, readRegularFileAndFacts, readRegularText } from './regularFile.js';
 import { LOCK_STALE_MS } from './singleFlight.js';
 import { inspectImage, sniffImageType, type ImageFormat } from './sniff.js';
 import { ImageStore, THIS_HOST_TAG } from './store.js';
@@ -54,6 +55,8 @@ export interface TreeHealthOptions {
   repair: boolean;
   /** Decode every image with sharp; one that fails is damaged. */
   decode?: boolean;
+  /** The most bytes of an image read whole (decode, sidecar rebuild): limits.maxBytes, the largest we store. */
+  maxImageBytes: number;
   /** Aborted: stop after the current shard directory; the result says `complete: false`. */
   signal?: AbortSignal;
   onFinding?: (report: FindingReport) => void;
@@ -86,7 +89,8 @@ export function pidAlive(pid: number): boolean {
 }
 
 async function sniffHead(path: string): Promise<ImageFormat | null> {
-  const handle = await open(path, 'r');
+  // Any size: only the first bytes are read.
+  const { handle } = await openRegularFile(path, Number.MAX_SAFE_INTEGER);
   try {
     const head = Buffer.alloc(SNIFF_BYTES);
     const { bytesRead } = await handle.read(head, 0, SNIFF_BYTES, 0);
@@ -96,9 +100,16 @@ async function sniffHead(path: string): Promise<ImageFormat | null> {
   }
 }
 
-/** Why sharp cannot decode the file (server/imageDecode.ts), or null when every frame decodes. */
-export async function decodeError(path: string): Promise<string | null> {
-  return decodeFailure(await readFile(path));
+/** Why sharp cannot decode the file (server/imageDecode.ts), or null when every frame decodes (or it is no regular file or over the cap: not judged here). */
+export async function decodeError(path: string, maxImageBytes: number): Promise<string | null> {
+  let bytes: Buffer;
+  try {
+    bytes = await readRegularFile(path, maxImageBytes);
+  } catch (error) {
+    if (isIrregularFileError(error)) return null;
+    throw error;
+  }
+  return decodeFailure(bytes);
 }
 
 async function mapLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -113,17 +124,19 @@ async function mapLimited<T>(items: readonly T[], limit: number, work: (item: T)
   await Promise.all(runners);
 }
 
+/** Removed since the listing, or replaced by something that is no regular file (the next pass sees that). */
 function isGone(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException).code === 'ENOENT';
+  return (error as NodeJS.ErrnoException).code === 'ENOENT' || isIrregularFileError(error);
 }
 
 /** The facts of one shard directory; entries gone since the listing are left out. */
-async function gatherFacts(directory: string, files: readonly ShardFile[], decode: boolean) {
+async function gatherFacts(directory: string, files: readonly ShardFile[], decode: boolean, maxImageBytes: number) {
   const stated = await Promise.all(
     files.map(async (file): Promise<ShardEntry | null> => {
       try {
         const info = await lstat(join(directory, file.name));
-        return { name: file.name, isDirectory: file.isDirectory, bytes: info.size, modifiedMs: info.mtimeMs };
+        const irregular = file.irregular === undefined ? {} : { irregular: file.irregular };
+        return { name: file.name, isDirectory: file.isDirectory, bytes: info.size, modifiedMs: info.mtimeMs, ...irregular };
       } catch (error) {
         if (isGone(error)) return null;
         throw error;
@@ -131,10 +144,12 @@ async function gatherFacts(directory: string, files: readonly ShardFile[], decod
     }),
   );
   const entries = stated.filter((entry): entry is ShardEntry => entry !== null);
-  const names = new Set(entries.map((entry) => entry.name));
-  const images = entries.filter((entry) => {
+  // Only regular files are read: a link or a FIFO at a sidecar's or an image's name is a finding of its own.
+  const regular = entries.filter((entry) => !entry.isDirectory && entry.irregular === undefined);
+  const names = new Set(regular.map((entry) => entry.name));
+  const images = regular.filter((entry) => {
     const kind = classifyTreeFile(entry.name);
-    return !entry.isDirectory && (kind === 'original' || kind === 'thumbnail') && entry.bytes > 0;
+    return (kind === 'original' || kind === 'thumbnail') && entry.bytes > 0;
   });
   const sidecars = new Map<string, SidecarReading>();
   const sniffed = new Map<string, ImageFormat | null>();
@@ -144,7 +159,7 @@ async function gatherFacts(directory: string, files: readonly ShardFile[], decod
         sniffed.set(image.name, await sniffHead(join(directory, image.name)));
         const key = image.name.split('.')[0] ?? '';
         if (classifyTreeFile(image.name) === 'original' && names.has(metadataFileName(key))) {
-          sidecars.set(key, parseSidecar(await readFile(join(directory, metadataFileName(key)), 'utf8')));
+          sidecars.set(key, await readSidecarText(join(directory, metadataFileName(key))));
         }
       } catch (error) {
         if (!isGone(error)) throw error;
@@ -155,11 +170,21 @@ async function gatherFacts(directory: string, files: readonly ShardFile[], decod
   if (decode) {
     await mapLimited(images, DECODE_CONCURRENCY, async (image) => {
       if (sniffed.get(image.name) === null) return;
-      const error = await decodeError(join(directory, image.name)).catch((thrown: unknown) => (isGone(thrown) ? null : String(thrown)));
+      const error = await decodeError(join(directory, image.name), maxImageBytes).catch((thrown: unknown) => (isGone(thrown) ? null : String(thrown)));
       if (error !== null) decodeErrors.set(image.name, error);
     });
   }
   return { entries, sidecars, sniffed, decodeErrors };
+}
+
+/** A sidecar's reading; one over the cap is unreadable (null), as one that does not parse. */
+async function readSidecarText(path: string): Promise<SidecarReading> {
+  try {
+    return parseSidecar(await readRegularText(path));
+  } catch (error) {
+    if (isIrregularFileError(error) && error.reason === 'too_large') return null;
+    throw error;
+  }
 }
 
 /**
@@ -167,12 +192,19 @@ async function gatherFacts(directory: string, files: readonly ShardFile[], decod
  * file's mtime (when it was stored). A file whose header cannot be read is moved aside
  * instead, as a damaged original. Returns what was done.
  */
-async function rebuildSidecar(store: ImageStore, bucket: string, key: string, name: string, names: Iterable<string>): Promise<string> {
+async function rebuildSidecar(
+  store: ImageStore,
+  bucket: string,
+  key: string,
+  name: string,
+  names: Iterable<string>,
+  maxImageBytes: number,
+): Promise<string> {
   const path = join(store.directoryOf(bucket, key), name);
   // Written meanwhile by a fetch (sidecar first, then image): nothing to rebuild.
   const current = await store.readSidecar(bucket, key);
   if (current !== undefined && current !== null) return 'sidecar present now; left alone';
-  const [bytes, info] = await Promise.all([readFile(path), stat(path)]);
+  const { bytes, facts } = await readRegularFileAndFacts(path, maxImageBytes);
   const image = inspectImage(bytes);
   if (image === null) {
     const moved = await store.applyRepairSteps(bucket, store.directoryOf(bucket, key), repairSteps({ kind: 'damaged-original', name, key }, names));
@@ -181,7 +213,7 @@ async function rebuildSidecar(store: ImageStore, bucket: string, key: string, na
   await store.writeMetadata(
     bucket,
     key,
-    originalMetadata({ ...image, bytes }, { sourceUrl: null, originContentType: null, fetchedAt: info.mtime.toISOString() }),
+    originalMetadata({ ...image, bytes }, { sourceUrl: null, originContentType: null, fetchedAt: new Date(facts.modifiedMs).toISOString() }),
   );
   return `sidecar rebuilt (${image.format} ${image.width}x${image.height}, ${bytes.length} bytes)`;
 }
@@ -193,10 +225,18 @@ async function repairFinding(
   finding: Finding,
   names: readonly string[],
   seen: ShardEntry | undefined,
+  maxImageBytes: number,
 ): Promise<string> {
   const key = finding.key ?? '';
   const steps = repairSteps(finding, names);
-  if (finding.kind === 'missing-sidecar') return rebuildSidecar(store, bucket, key, finding.name, names);
+  if (finding.kind === 'missing-sidecar') return rebuildSidecar(store, bucket, key, finding.name, names, maxImageBytes);
+  if (finding.kind === 'not-regular') {
+    // Written over since the listing (a fetch renames a regular file into its place).
+    const now = await lstat(join(directory, finding.name)).catch(() => null);
+    if (now !== null && (now.isFile() || now.isDirectory())) return 'replaced meanwhile; left alone';
+    const moved = await store.applyRepairSteps(bucket, directory, steps);
+    return `moved aside to ${moved.join(', ') || '(gone)'}`;
+  }
   if (finding.kind === 'stale-lock') {
     // Refreshed since the listing: its holder is alive after all.
     const now = await lstat(join(directory, finding.name)).catch(() => null);
@@ -239,7 +279,7 @@ export async function walkTreeHealth(options: TreeHealthOptions): Promise<TreeHe
   const aborted = (): boolean => options.signal?.aborted === true;
 
   const healShard = async (bucket: string, shard: string, directory: string, files: ShardFile[]): Promise<void> => {
-    const facts = await gatherFacts(directory, files, options.decode === true);
+    const facts = await gatherFacts(directory, files, options.decode === true, options.maxImageBytes);
     const findings = shardFindings(facts, {
       nowMs: now(),
       tempMaxAgeMs: options.tempMaxAgeMs,
@@ -263,7 +303,7 @@ export async function walkTreeHealth(options: TreeHealthOptions): Promise<TreeHe
       if (options.repair) {
         try {
           const seen = facts.entries.find((entry) => entry.name === finding.name);
-          repairDetail = await repairFinding(store, bucket, directory, finding, names, seen);
+          repairDetail = await repairFinding(store, bucket, directory, finding, names, seen, options.maxImageBytes);
           repair = 'repaired';
           result.repaired += 1;
         } catch (error) {
@@ -291,7 +331,15 @@ export async function walkTreeHealth(options: TreeHealthOptions): Promise<TreeHe
       shardsWithEntries += 1;
       options.onShardDone?.(bucket);
     };
-    for await (const file of walkShardFiles(join(options.root, bucket), { directories: true })) {
+    const onSkippedDirectory = (path: string, what: string): void => {
+      found['not-regular'] += 1;
+      // Never moved: a bucket linked to another disk may be the admin's doing; they decide.
+      const repairDetail = options.repair ? 'left alone: put the directory itself (or a bind mount) in place of the link' : null;
+      if (options.repair) result.repairFailed += 1;
+      options.onFinding?.({ kind: 'not-regular', name: basename(path), key: null, detail: `${what}: not walked`, bucket, relativePath: relative(options.root, path), repair: options.repair ? 'failed' : null, repairDetail });
+    };
+    const walk = walkShardFiles(join(options.root, bucket), { directories: true, irregular: true, onSkippedDirectory });
+    for await (const file of walk) {
       if (file.shard !== shard) {
         await finishShard();
         shard = file.shard;

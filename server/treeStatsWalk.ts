@@ -21,6 +21,8 @@ export interface TreeStatsWalkOptions {
   onShardDone?: (bucket: string) => void;
   /** After each bucket, with how many of its shard directories held files. */
   onBucketDone?: (bucket: string, shardsWithFiles: number) => void;
+  /** Each bucket or shard directory not walked because it is a symbolic link (server/treeWalk.ts), by absolute path. */
+  onSkippedDirectory?: (path: string, what: string) => void;
   now?: () => number;
 }
 
@@ -83,7 +85,8 @@ export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<Tree
       options.onShardDone?.(bucket);
     };
 
-    for await (const file of walkShardFiles(join(options.root, bucket))) {
+    const walkOptions = options.onSkippedDirectory === undefined ? {} : { onSkippedDirectory: options.onSkippedDirectory };
+    for await (const file of walkShardFiles(join(options.root, bucket), walkOptions)) {
       if (file.shard !== shard) {
         if (shard !== null) await finishShard();
         shard = file.shard;

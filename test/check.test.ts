@@ -246,7 +246,7 @@ describe('imageproxy check', () => {
     const run = await check();
     assert.equal(run.code, 1, run.stderr);
     assert.deepEqual(findingsOf(run.stdout), planted.expected);
-    assert.match(run.stdout, /findings 9: stale-temp 2, stale-lock 1, missing-sidecar 1, damaged-original 3, damaged-thumbnail 2\n$/);
+    assert.match(run.stdout, /findings 9: stale-temp 2, stale-lock 1, missing-sidecar 1, damaged-original 3, damaged-thumbnail 2, not-regular 0\n$/);
     assert.equal(await exists(join(root, planted.paths.deadTemp)), true);
     assert.equal(await exists(join(root, planted.paths.empty)), true);
     assert.match(run.stderr, /check: done: \d+ entries/);

@@ -122,8 +122,9 @@ describe('damagedImageReason', () => {
   }
 });
 
-function entry(name: string, options: { bytes?: number; ageMs?: number; directory?: boolean } = {}): ShardEntry {
-  return { name, isDirectory: options.directory ?? false, bytes: options.bytes ?? 100, modifiedMs: NOW - (options.ageMs ?? 0) };
+function entry(name: string, options: { bytes?: number; ageMs?: number; directory?: boolean; irregular?: string } = {}): ShardEntry {
+  const irregular = options.irregular === undefined ? {} : { irregular: options.irregular };
+  return { name, isDirectory: options.directory ?? false, bytes: options.bytes ?? 100, modifiedMs: NOW - (options.ageMs ?? 0), ...irregular };
 }
 
 const LIVE_PID = 100;
@@ -194,6 +195,22 @@ describe('shardFindings', () => {
       expected: [['damaged-thumbnail', `${KEY}.150x.jpg`]],
     },
     { name: 'stray files and backoff records', entries: [entry('README'), entry(`${KEY}.fail`), entry(`${KEY}.150x.fail`)], expected: [] },
+    {
+      name: 'FIFO at a sidecar name: not regular, and the original misses its sidecar',
+      entries: [entry(`${KEY}.jpg`), entry(`${KEY}.json`, { irregular: 'a FIFO' })],
+      sniffed: [[`${KEY}.jpg`, 'jpeg']],
+      expected: [['missing-sidecar', `${KEY}.jpg`], ['not-regular', `${KEY}.json`]],
+    },
+    {
+      name: 'symlink at an original name: not regular, never judged as an image',
+      entries: [entry(`${KEY}.jpg`, { irregular: 'a symbolic link' }), entry(`${KEY}.json`)],
+      sidecars: [[KEY, { bytes: 100 }]],
+      expected: [['not-regular', `${KEY}.jpg`]],
+    },
+    { name: 'symlink at a thumbnail name', entries: [entry(`${KEY}.150x.jpg`, { irregular: 'a symbolic link' })], expected: [['not-regular', `${KEY}.150x.jpg`]] },
+    { name: 'socket at a backoff record name', entries: [entry(`${KEY}.fail`, { irregular: 'a socket' })], expected: [['not-regular', `${KEY}.fail`]] },
+    { name: 'symlink at a lock name', entries: [entry(`${KEY}.lock`, { irregular: 'a symbolic link' })], expected: [['not-regular', `${KEY}.lock`]] },
+    { name: 'symlink of a name not ours: left alone, as a stray file', entries: [entry('README', { irregular: 'a symbolic link' })], expected: [] },
   ];
   for (const testCase of cases) {
     it(testCase.name, () => {
@@ -219,6 +236,7 @@ describe('shardFindings', () => {
       'missing-sidecar': 0,
       'damaged-original': 0,
       'damaged-thumbnail': 1,
+      'not-regular': 0,
     });
   });
 });
@@ -249,6 +267,7 @@ describe('repairSteps', () => {
     [{ kind: 'stale-temp', name: '.x.1.a.tmp', key: null }, [{ action: 'remove', name: '.x.1.a.tmp' }]],
     [{ kind: 'stale-lock', name: `${KEY}.lock`, key: KEY }, [{ action: 'remove-directory', name: `${KEY}.lock` }]],
     [{ kind: 'missing-sidecar', name: `${OTHER}.png`, key: OTHER }, [{ action: 'rebuild-sidecar', name: `${OTHER}.png` }]],
+    [{ kind: 'not-regular', name: `${KEY}.json`, key: KEY }, [{ action: 'quarantine', name: `${KEY}.json` }]],
   ];
   for (const [finding, expected] of single) it(finding.kind, () => assert.deepEqual(repairSteps(finding, names), expected));
 });

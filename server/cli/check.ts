@@ -57,6 +57,7 @@ async function check(options: CheckOptions): Promise<number> {
         root,
         buckets,
         tempMaxAgeMs: config.tempMaxAgeSeconds * 1000,
+        maxImageBytes: config.limits.maxBytes,
         repair,
         decode: options.decode === true,
         onFinding: (report) => process.stdout.write(json ? `${JSON.stringify(report)}\n` : findingLine(report)),

@@ -45,9 +45,6 @@ const LABEL = 'import-legacy';
 
 // Enough to overlap one entry's fsyncs with another's reads; more only adds seeks.
 const IMPORT_CONCURRENCY = 8;
-// After Ctrl-C or SIGTERM, the entries in flight (local reads and writes, a decode) get
-// this long to finish; past it the disk is not answering and the command stops anyway.
-const GIVE_UP_AFTER_INTERRUPT_MS = 5000;
 
 interface ImportLegacyOptions extends CommonOptions {
   bucket?: string[];
@@ -171,7 +168,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
   const report = createWriteStream(reportPath, { flags: 'w' });
   report.write(REPORT_HEADER);
 
-  const interrupt = interruptOnSignals(LABEL, { giveUpAfterMs: GIVE_UP_AFTER_INTERRUPT_MS });
+  const interrupt = interruptOnSignals(LABEL);
   const countStartedMs = Date.now();
   const total = await countLegacyEntries(pyRoot, buckets, interrupt.signal);
   process.stderr.write(

@@ -5,6 +5,7 @@
  * Also the interrupt handling those commands share.
  */
 import cliProgress from 'cli-progress';
+import { endBySignal } from '../processExit.js';
 
 export type ItemOutcome = 'ok' | 'failed' | 'skipped';
 
@@ -128,61 +129,49 @@ export interface Interrupt {
   dispose(): void;
 }
 
+/** How long a command winds down after the first SIGINT/SIGTERM before it stops anyway. */
+export const WIND_DOWN_MS = 5000;
+
 export interface InterruptOptions {
   stream?: NodeJS.WriteStream;
-  /**
-   * After the first signal, stop at once if the command has not ended within this time
-   * (work in flight stuck on a disk that does not answer). Default: wait for it.
-   */
-  giveUpAfterMs?: number;
-}
-
-/**
- * Ends the process now, by the signal itself. process.exit() would not do: it waits for
- * libuv's pool threads, and one stuck in a file operation never returns. Without our
- * handlers the signal's default action ends the process (a shell sees 128 + its number).
- */
-function dieBy(signal: NodeJS.Signals, onSignal: (signal: NodeJS.Signals) => void): void {
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  process.kill(process.pid, signal);
+  /** After the first signal, stop at once if the command has not ended within this time. */
+  windDownMs?: number;
 }
 
 /**
  * First SIGINT/SIGTERM: the signal aborts and the command winds down (work in flight
- * finishes, files it writes stay true, the summary is printed, exit 130). A second one
- * ends the process at once, as does `giveUpAfterMs` passing: atomic writes leave nothing
- * half-written either way.
+ * finishes, files it writes stay true, the summary is printed, exit 130). A second one,
+ * or `windDownMs` without the command ending (a fetch that takes its time, a disk that
+ * stopped answering), ends the process at once by the signal (status 130 or 143, no
+ * summary): atomic writes leave nothing half-written either way. Not process.exit(),
+ * which would wait for a stuck file operation for ever (server/processExit.ts).
  */
 export function interruptOnSignals(label: string, options: InterruptOptions = {}): Interrupt {
   const stream = options.stream ?? process.stderr;
+  const windDownMs = options.windDownMs ?? WIND_DOWN_MS;
   const controller = new AbortController();
-  let giveUp: NodeJS.Timeout | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (controller.signal.aborted) {
       stream.write(`\n${label}: ${signal} again, stopping now\n`);
-      dieBy(signal, onSignal);
+      endBySignal(signal);
       return;
     }
     stream.write(`\n${label}: ${signal}: finishing the entries in progress (press Ctrl-C again to stop at once)\n`);
     controller.abort();
-    if (options.giveUpAfterMs !== undefined) {
-      const seconds = Math.round(options.giveUpAfterMs / 1000);
-      giveUp = setTimeout(() => {
-        stream.write(`\n${label}: not done ${seconds} s after ${signal}; stopping now (run it again to finish)\n`);
-        dieBy(signal, onSignal);
-      }, options.giveUpAfterMs);
-      giveUp.unref();
-    }
+    setTimeout(() => {
+      stream.write(`\n${label}: not done ${Math.round(windDownMs / 1000)} s after ${signal}; stopping now (run it again to finish)\n`);
+      endBySignal(signal);
+    }, windDownMs).unref();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return {
     signal: controller.signal,
     dispose() {
-      if (giveUp !== null) clearTimeout(giveUp);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      // The wind-down timer stays (unref'd: it keeps nothing alive): if a stuck file
+      // operation keeps the process from ending once the command is done, it still ends.
     },
   };
 }

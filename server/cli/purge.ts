@@ -13,7 +13,6 @@
  * with --block, already blocked) or some --from-file lines failed; 2 usage; 130 interrupted.
  */
 import { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
@@ -21,6 +20,7 @@ import type { AuditRecord } from '../audit.js';
 import { appendAuditRecord } from '../auditStore.js';
 import { parseSidecarFields, sha256Hex } from '../originals.js';
 import { metadataFileName } from '../layout.js';
+import { readRegularFile, readRegularText } from '../regularFile.js';
 import { matchingDigests, removeStoredMatching, type SweepResult } from '../sidecarSweep.js';
 import { ImageStore } from '../store.js';
 import {
@@ -57,15 +57,15 @@ interface PurgeOptions extends CommonOptions {
 }
 
 /** The sha256 of every stored original of the key (file bytes, and the sidecar's if it says otherwise). */
-async function storedDigests(store: ImageStore, buckets: readonly string[], key: string): Promise<string[]> {
+async function storedDigests(store: ImageStore, buckets: readonly string[], key: string, maxImageBytes: number): Promise<string[]> {
   const digests = new Set<string>();
   for (const bucket of buckets) {
     const original = await store.find(bucket, key, null);
     if (original !== null) {
-      const bytes = await readFile(original.path).catch(() => null);
+      const bytes = await readRegularFile(original.path, maxImageBytes).catch(() => null);
       if (bytes !== null) digests.add(sha256Hex(bytes));
     }
-    const sidecar = await readFile(`${store.directoryOf(bucket, key)}/${metadataFileName(key)}`, 'utf8').catch(() => null);
+    const sidecar = await readRegularText(`${store.directoryOf(bucket, key)}/${metadataFileName(key)}`).catch(() => null);
     // A damaged sidecar records nothing: the file's own bytes were hashed above.
     const recorded = sidecar === null ? null : (parseSidecarFields(sidecar)?.sha256 ?? null);
     if (recorded !== null) digests.add(recorded);
@@ -160,7 +160,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
     // Block first, remove later: the digests are read from the files before they go. An
     // image blocked before has its digests in the list already (its files are gone):
     // they are taken from the list under its lock, so --copies looks for those too.
-    const stored = await storedDigests(store, buckets, target.key);
+    const stored = await storedDigests(store, buckets, target.key, config.limits.maxBytes);
     const at = new Date().toISOString();
     const common = { at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) };
     const { added, digests } = await updateBlocklist(root, (list) => {

@@ -3,7 +3,8 @@
  * signal. SIGHUP re-reads the config and secrets and applies them without dropping a
  * request (an invalid new config is refused, the running one kept); SIGTERM/SIGINT stop
  * accepting, let requests finish within `shutdownGraceMs`, answer the rest 503
- * `shutting_down` and exit 0.
+ * `shutting_down` and exit 0. Whatever the disk does, the process is gone a few seconds
+ * after the grace period (server/processExit.ts); a second SIGTERM/SIGINT ends it at once.
  */
 import { Command, Option } from 'commander';
 import { relative, resolve } from 'node:path';
@@ -11,12 +12,21 @@ import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js
 import { WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
 import { createLogger, type Logger } from '../log.js';
+import { endBySignal, exitProcess } from '../processExit.js';
 import { probeTreeWritable } from '../readiness.js';
 import { resolveSecrets } from '../secrets.js';
 import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 
 type ServeOptions = CommonOptions & Record<string, unknown>;
+
+/**
+ * After the grace period: the 503s' flush (server/http/server.ts) and the closing of the
+ * image service take a second or so; past this the process ends without them.
+ */
+const HARD_STOP_AFTER_GRACE_MS = 4000;
+/** At exit, how long thread-pool work still running (a file being written) may take to end. */
+const EXIT_SETTLE_MS = 1000;
 
 /** The config layer the serve flags make; kept for reloads, so a flag keeps winning over the file. */
 function flagLayer(options: ServeOptions): ConfigLayer {
@@ -106,16 +116,21 @@ async function serve(options: ServeOptions): Promise<void> {
   }
 
   process.on('SIGHUP', () => void reload(options, flags, adapt, running, logger));
-  const shutdown = (signal: string): void => {
+  const shutdown = (signal: NodeJS.Signals): void => {
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: no new connections; requests in flight may finish');
+    // A file operation stuck in the kernel (a dead disk) would hold the stop for ever.
+    setTimeout(() => {
+      logger.error({ signal, afterGraceMs: HARD_STOP_AFTER_GRACE_MS }, 'not stopped after the grace period: ending the process now');
+      endBySignal(signal);
+    }, config.shutdownGraceMs + HARD_STOP_AFTER_GRACE_MS).unref();
     running.close().then(
-      (summary) => {
+      async (summary) => {
         logger.info(summary, 'stopped');
-        process.exit(0);
+        await exitProcess(0, signal, EXIT_SETTLE_MS);
       },
-      (error: unknown) => {
+      async (error: unknown) => {
         logger.error({ err: error }, 'stopping failed');
-        process.exit(1);
+        await exitProcess(1, signal, EXIT_SETTLE_MS);
       },
     );
   };

@@ -4,7 +4,7 @@
  * read-only walk of the tree (server/treeStatsWalk.ts); progress by shard directory.
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { formatStatsJson, formatStatsTable } from '../treeStats.js';
 import { walkTreeStats } from '../treeStatsWalk.js';
 import {
@@ -32,7 +32,14 @@ async function stats(options: StatsOptions): Promise<number> {
   return runShardWalk(
     LABEL,
     buckets.length,
-    (hooks) => walkTreeStats({ root, buckets, ...hooks }),
+    (hooks) =>
+      walkTreeStats({
+        root,
+        buckets,
+        ...hooks,
+        // Not counted, and said so: a link is never followed out of the tree.
+        onSkippedDirectory: (path, what) => process.stderr.write(`${LABEL}: ${relative(root, path)}: ${what}, not walked\n`),
+      }),
     (result) => {
       process.stdout.write(options.json === true ? formatStatsJson(result) : formatStatsTable(result));
       return result.complete ? EXIT_OK : EXIT_INTERRUPTED;

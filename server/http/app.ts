@@ -11,6 +11,7 @@ import { storageKey } from '../layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../link.js';
 import type { Logger } from '../log.js';
 import { LogThrottle } from '../logThrottle.js';
+import { SAFE_READ_FLAGS } from '../regularFile.js';
 import { shortUrl, summarizeCause } from '../logFields.js';
 import { createMetrics, type Metrics } from '../metrics.js';
 import {
@@ -218,32 +219,41 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
   }
   return new Promise((resolve, reject) => {
     res.type(contentType);
-    // dotfiles 'allow': the path is built from a validated key, and a root below a dot
-    // directory (~/.local/share/…) must work; `send` would check every path segment.
-    res.sendFile(
-      image.path,
-      { maxAge: IMAGE_MAX_AGE_MS, immutable: true, lastModified: true, etag: true, dotfiles: 'allow' },
-      (error: unknown) => {
-        if (error === undefined || error === null) return resolve();
-        if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) {
-          return reject(new ClientClosed('during the answer'));
-        }
-        const status = (error as { status?: unknown }).status;
-        if (status === 404) {
-          // Removed (purged) between the lookup and the send.
-          return reject(new ImageproxyError('not_stored', 'image is not stored', { cause: error }));
-        }
-        if (typeof status === 'number' && status < 500 && !res.headersSent) {
-          // A refused Range (416, with send's Content-Range) or precondition (412): the
-          // file is fine, the request's conditions are not.
-          res.status(status).set('Cache-Control', ERROR_CACHE_CONTROL).end();
-          return resolve();
-        }
-        reject(error);
-      },
-    );
+    res.sendFile(image.path, { ...SEND_FILE_OPTIONS }, (error: unknown) => {
+      if (error === undefined || error === null) return resolve();
+      if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) {
+        return reject(new ClientClosed('during the answer'));
+      }
+      const status = (error as { status?: unknown }).status;
+      if (status === 404 || REPLACED_CODES.has(String((error as { code?: unknown }).code))) {
+        // Removed (purged), or replaced by a symlink or a FIFO (moved aside on the next lookup), between the lookup and the send.
+        return reject(new ImageproxyError('not_stored', 'image is not stored', { cause: error }));
+      }
+      if (typeof status === 'number' && status < 500 && !res.headersSent) {
+        // A refused Range (416, with send's Content-Range) or precondition (412): the
+        // file is fine, the request's conditions are not.
+        res.status(status).set('Cache-Control', ERROR_CACHE_CONTROL).end();
+        return resolve();
+      }
+      reject(error);
+    });
   });
 }
+
+/**
+ * `send`'s options for a stored file. dotfiles 'allow': the path is built from a
+ * validated key, and a root below a dot directory (~/.local/share/…) must work; `send`
+ * would check every path segment. `flags` reach the file's open (send passes its options
+ * to fs.createReadStream): a symlink put in the image's place after the lookup fails
+ * (ELOOP) instead of being followed out of the tree, and a FIFO does not block.
+ */
+const SEND_FILE_OPTIONS: Parameters<Response['sendFile']>[1] = Object.assign(
+  { maxAge: IMAGE_MAX_AGE_MS, immutable: true, lastModified: true, etag: true, dotfiles: 'allow' as const },
+  { flags: SAFE_READ_FLAGS },
+);
+
+/** The open or read of a stored file that became a symlink (O_NOFOLLOW) or a FIFO (no pread) since its lookup. */
+const REPLACED_CODES: ReadonlySet<string> = new Set(['ELOOP', 'ESPIPE']);
 
 /** Headers that make an answer depend on the stored file: such requests go through sendFile. */
 const CONDITIONAL_HEADERS = ['range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range'] as const;
@@ -272,6 +282,8 @@ function clientWentAway(res: Response): boolean {
   return !res.writableFinished && (res.destroyed || res.socket === null || res.socket.destroyed);
 }
 
+const FILE_HEADERS = ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'] as const;
+
 /** The one place an error becomes a response. */
 function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger, busyLog: LogThrottle): void {
   // Code, message and detail of the cause only: a got error's request options would fill a screen.
@@ -283,6 +295,8 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
     if (heldBack !== null) logger.warn(heldBack > 0 ? { ...logLine, alsoRefusedSinceLastLine: heldBack } : logLine, error.message);
   } else if (error.status >= 500) logger.error(logLine, error.message);
   else logger.info(logLine, error.message);
+  // Headers `send` set for a file it then could not open (a symlink, a file gone): they describe that file, not this text.
+  for (const name of FILE_HEADERS) res.removeHeader(name);
   res.status(error.status).set(errorTextHeaders(error.code));
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
   // A failure answered again from its backoff record says so, and when it happened.

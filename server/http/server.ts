@@ -213,6 +213,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     buckets: Object.keys(settings.config.buckets),
     intervalSeconds: options.treeJobs === false ? 0 : settings.config.healIntervalSeconds,
     tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
+    maxImageBytes: settings.config.limits.maxBytes,
     logger,
   });
   const startTreeStats = (config: Config): TreeStatsRefresh =>
