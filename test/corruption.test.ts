@@ -8,7 +8,7 @@
  * more than its bound a pass and moves its cursor on until the whole tree is covered.
  */
 import assert from 'node:assert/strict';
-import { open, readFile, readdir, writeFile } from 'node:fs/promises';
+import { lstat, open, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
@@ -164,6 +164,32 @@ describe('the lookup refuses a stored file that is not what its record says', ()
       assert.equal(origin.requests.length, 1, 'made from the stored original: nothing fetched again');
       assert.equal((await quarantined(root)).filter((name) => name.startsWith(`${key}.150x.jpg.`)).length, 2);
       assert.match(await metricsText(app), /^imageproxy_damaged_files_total\{found_by="lookup",kind="thumbnail"\} 2$/m);
+    } finally {
+      await app.close();
+      await origin.close();
+      await removeTempRoot(root);
+    }
+  });
+  test('a symlink planted at an original\'s name is not followed: moved aside and the image fetched again', async () => {
+    const root = await makeTempRoot('imageproxy-corrupt-');
+    const photo = await noisePhoto(60, 40, 5);
+    const origin = await photoOrigin({ '/photo.jpg': photo });
+    const app = await startApp(root);
+    try {
+      const imageUrl = origin.url('/photo.jpg').href;
+      const key = storageKey(Buffer.from(imageUrl));
+      assert.equal((await answer(app, imageUrl)).status, 200);
+      const stored = join(keyDir(root, key), `${key}.jpg`);
+      // Another JPEG of the same size elsewhere: only the symlink makes it wrong.
+      const elsewhere = join(root, 'elsewhere.jpg');
+      await writeFile(elsewhere, photo);
+      await rm(stored);
+      await symlink(elsewhere, stored);
+      const second = await answer(app, imageUrl);
+      assert.equal(second.status, 200);
+      assert.ok(second.bytes.equals(photo));
+      assert.equal(origin.requests.length, 2, 'fetched again');
+      assert.equal((await lstat(stored)).isSymbolicLink(), false, 'a regular file in its place');
     } finally {
       await app.close();
       await origin.close();
