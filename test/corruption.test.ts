@@ -198,6 +198,34 @@ describe('the lookup refuses a stored file that is not what its record says', ()
   });
 });
 
+describe('variant records', () => {
+  test('thumbnails of one key recorded at once all land in its sidecar, every other field kept; no sidecar: nothing recorded', async () => {
+    const root = await makeTempRoot('imageproxy-corrupt-');
+    const store = new ImageStore(root);
+    try {
+      const key = storageKey(Buffer.from('https://example.org/records.jpg'));
+      const bytes = await noisePhoto(40, 30, 6);
+      const info = inspectImage(bytes);
+      assert.ok(info !== null);
+      await storeOriginal(store, 'i', key, { ...info, bytes }, { sourceUrl: 'https://example.org/records.jpg', originContentType: 'image/jpeg', fetchedAt: '2026-01-01T00:00:00.000Z' });
+      const before = JSON.parse(await readFile(join(keyDir(root, key), `${key}.json`), 'utf8')) as ImageMetadata;
+      const labels = ['150x', 'x200', '250x250', '500x500'];
+      const records = labels.map((label) => [label, variantRecordOf(Buffer.from(label), 'image/webp')] as const);
+      const written = await Promise.all(records.map(([label, record]) => store.recordVariant('i', key, label, record)));
+      assert.deepEqual(written, [true, true, true, true]);
+      const after = JSON.parse(await readFile(join(keyDir(root, key), `${key}.json`), 'utf8')) as ImageMetadata;
+      assert.deepEqual(after, { ...before, variants: Object.fromEntries(records) });
+
+      const bare = storageKey(Buffer.from('https://example.org/no-sidecar.jpg'));
+      await store.storeImage('i', bare, null, 'jpg', bytes);
+      assert.equal(await store.recordVariant('i', bare, '150x', variantRecordOf(bytes, 'image/jpeg')), false);
+      assert.deepEqual((await readdir(keyDir(root, bare))).filter((name) => name.startsWith(bare)), [`${bare}.jpg`], 'no sidecar made for it');
+    } finally {
+      await removeTempRoot(root);
+    }
+  });
+});
+
 describe("the heal pass's sample", () => {
   test('64 KiB of bit rot inside an original and inside a thumbnail: found by one pass, moved aside, fetched or made again on the next request', async () => {
     const root = await makeTempRoot('imageproxy-corrupt-');
