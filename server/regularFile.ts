@@ -118,8 +118,10 @@ export function readRegularHeadSync(path: string, count: number): Buffer {
   try {
     const info = fstatSync(fd);
     if (!info.isFile()) throw new IrregularFileError('not_a_regular_file', path, `is ${kindOf(info)}, not a regular file`);
-    const head = Buffer.alloc(count);
-    const bytesRead = readSync(fd, head, 0, count, 0);
+    // No more than the file holds (plus one, to see one grown past `count`'s cap): a
+    // sidecar read with a 16 KiB cap allocates its few hundred bytes.
+    const head = Buffer.allocUnsafe(Math.min(count, info.size + 1));
+    const bytesRead = readSync(fd, head, 0, head.length, 0);
     return head.subarray(0, bytesRead);
   } finally {
     closeSync(fd);

@@ -26,7 +26,7 @@ import {
   type TreeIdentity,
 } from './layout.js';
 import { sidecarText, withVariantRecord, type VariantRecord } from './originals.js';
-import { isIrregularFileError, readRegularHeadSync, readRegularText } from './regularFile.js';
+import { METADATA_READ_CAP, isIrregularFileError, readRegularHeadSync, readRegularText } from './regularFile.js';
 import { sniffImageType, type ImageFormat } from './sniff.js';
 import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './treeHealth.js';
 
@@ -249,7 +249,7 @@ export class ImageStore {
     if (typeReason !== null) return typeReason;
     // The sidecar is read after the image's stat: it is written before the image, so
     // it is never older than the image seen.
-    const sidecar = await this.readSidecar(bucket, key);
+    const sidecar = this.readSidecarForLookup(bucket, key);
     if (variantLabel === null) return damagedImageReason({ name, bytes, ...(sidecar === undefined ? {} : { sidecar }) });
     const variantRecord = variantRecordIn(sidecar, name);
     return damagedImageReason({ name, bytes, ...(variantRecord === undefined ? {} : { variantRecord }) });
@@ -296,6 +296,23 @@ export class ImageStore {
     }
     await staged.commit();
     return true;
+  }
+
+  /**
+   * readSidecar for `find`: synchronous, as its stat and head read are (a few hundred
+   * bytes, in the directory just looked up), instead of four trips through libuv's pool
+   * behind resizes on every hit. One not a regular file, or past the cap, is unreadable.
+   */
+  private readSidecarForLookup(bucket: string, key: string): SidecarReading | undefined {
+    let text: Buffer;
+    try {
+      text = readRegularHeadSync(join(this.directoryOf(bucket, key), metadataFileName(key)), METADATA_READ_CAP + 1);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isIrregularFileError(error)) return null;
+      throw error;
+    }
+    return text.length > METADATA_READ_CAP ? null : parseSidecar(text.toString('utf8'));
   }
 
   /** The sidecar of a key as its byte count: undefined when there is none, null when unreadable. */
