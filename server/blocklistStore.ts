@@ -3,14 +3,14 @@
  * lock (two admins at once lose nothing) with an atomic rewrite, and watch it from a
  * running server. Thin I/O over server/blocklist.ts.
  */
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { emptyBlocklist, formatBlocklist, parseBlocklist, withConfigHosts, type Blocklist } from './blocklist.js';
 import { ImageproxyError } from './errors.js';
-import { STATE_DIRECTORY, tempFileName } from './layout.js';
+import { STATE_DIRECTORY } from './layout.js';
 import { readRegularText } from './regularFile.js';
-import { writerUnique } from './store.js';
+import { writeStateFileAtomic } from './store.js';
 
 export const BLOCKLIST_FILE_NAME = 'blocklist.json';
 
@@ -46,23 +46,6 @@ export async function readBlocklist(root: string): Promise<Blocklist> {
   }
 }
 
-async function writeAtomic(path: string, directory: string, text: string): Promise<void> {
-  const tempPath = join(directory, tempFileName(BLOCKLIST_FILE_NAME, writerUnique()));
-  const handle = await open(tempPath, 'wx', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(tempPath, path);
-  } catch (error) {
-    await unlink(tempPath).catch(() => undefined);
-    throw error;
-  }
-}
-
 /**
  * Reads the list, applies `change`, and writes the result when it differs, all under the
  * file's lock: concurrent commands run one after the other, each on the other's result.
@@ -84,7 +67,7 @@ export async function updateBlocklist<T>(
     const before = await readBlocklist(root);
     const { list, result } = change(before);
     const text = formatBlocklist(list);
-    if (text !== formatBlocklist(before)) await writeAtomic(path, directory, text);
+    if (text !== formatBlocklist(before)) await writeStateFileAtomic(path, text);
     return result;
   } finally {
     await release();

@@ -20,7 +20,7 @@ import { fileStem, isImageExtension, type ImageExtension } from './layout.js';
 import type { Logger } from './log.js';
 import { shortUrl, summarizeCause } from './logFields.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { digestsOf, originalMetadata, prepareOriginal, type OriginalImage, type OriginalProvenance } from './originals.js';
+import { digestsOf, originalMetadata, prepareOriginal, variantRecordOf, type OriginalImage, type OriginalProvenance } from './originals.js';
 import { isIrregularFileError, readRegularFile } from './regularFile.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from './sniff.js';
 import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock, type TreeLockOptions } from './singleFlight.js';
@@ -407,15 +407,17 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
           return resizeAndStage(request, input as Buffer, format, label);
         });
         // A served name is always complete and never ahead of its original: the
-        // thumbnail becomes visible only once the original is in place.
+        // thumbnail becomes visible only once the original is in place, and its record
+        // (in the original's sidecar) is written before it, as an original's sidecar is.
+        const { resized } = staged;
         try {
           await original;
+          await store.recordVariant(bucket, request.key, label, variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType));
         } catch (error) {
           await staged.file.discard();
           throw error;
         }
         const image = await staged.file.commit();
-        const { resized } = staged;
         logger.info(
           { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
           'resized',

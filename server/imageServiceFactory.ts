@@ -11,6 +11,7 @@ import { createEngine, type ResizeEngine } from './engines/engine.js';
 import { createFetcher, type Fetcher } from './fetcher.js';
 import { createFetchingImageService } from './fetchingImages.js';
 import type { ImageService } from './imageService.js';
+import { classifyTreeFile } from './layout.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { ImageStore } from './store.js';
@@ -30,13 +31,21 @@ export interface ImageServiceOptions {
   now?: () => number;
 }
 
+/** `original` or `thumbnail`, for the damaged-file metric. */
+export function damagedKind(relativePath: string): 'original' | 'thumbnail' {
+  return classifyTreeFile(relativePath.slice(relativePath.lastIndexOf('/') + 1)) === 'thumbnail' ? 'thumbnail' : 'original';
+}
+
 export async function createImageServiceFor(
   config: Config,
   logger: Logger,
   options: ImageServiceOptions = {},
 ): Promise<ImageServiceParts> {
   const store = new ImageStore(resolve(config.root), {
-    onDamaged: (event) => logger.warn(event, 'damaged stored file moved aside; it will be fetched or made again'),
+    onDamaged: (event) => {
+      logger.warn(event, 'damaged stored file moved aside; it will be fetched or made again');
+      options.metrics?.damagedFiles.inc({ found_by: 'lookup', kind: damagedKind(event.relativePath) });
+    },
   });
   const fetcher = createFetcher({
     limits: config.limits,

@@ -24,6 +24,8 @@ export interface Metrics {
   fetchedBytes: Counter;
   resizes: Counter<'engine' | 'result'>;
   resizeSeconds: Histogram<'engine'>;
+  /** Stored files found damaged and moved aside, by who found them (`lookup`, `heal`) and kind (`original`, `thumbnail`). */
+  damagedFiles: Counter<'found_by' | 'kind'>;
   tree: TreeGauges;
 }
 
@@ -95,6 +97,12 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
       help: 'Time to make one thumbnail',
       labelNames: ['engine'] as const,
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    damagedFiles: new Counter({
+      name: 'imageproxy_damaged_files_total',
+      help: 'Stored files found damaged and moved aside (fetched or made again on the next request), by finder (lookup, heal) and kind (original, thumbnail)',
+      labelNames: ['found_by', 'kind'] as const,
       registers: [registry],
     }),
     tree: createTreeGauges(registry),

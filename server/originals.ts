@@ -127,8 +127,8 @@ export interface SidecarFields {
   sha256: string | null;
 }
 
-/** Reads a sidecar's text defensively (it may be truncated, hand-edited or from an older version); null when not a JSON object. */
-export function parseSidecarFields(text: string): SidecarFields | null {
+/** The JSON object of a sidecar's (or a state file's) text, or null when the text is not one (truncated, hand-edited, not JSON). */
+export function parseJsonObject(text: string): Record<string, unknown> | null {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -136,10 +136,75 @@ export function parseSidecarFields(text: string): SidecarFields | null {
     return null;
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
-  const { bytes, sourceUrl, sha256 } = parsed as Record<string, unknown>;
-  return {
-    bytes: typeof bytes === 'number' && Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : null,
-    sourceUrl: typeof sourceUrl === 'string' ? sourceUrl : null,
-    sha256: typeof sha256 === 'string' && /^[0-9a-f]{64}$/.test(sha256) ? sha256 : null,
-  };
+  return parsed as Record<string, unknown>;
+}
+
+function byteCount(value: unknown): number | null {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
+
+function sha256Field(value: unknown): string | null {
+  return typeof value === 'string' && /^[0-9a-f]{64}$/.test(value) ? value : null;
+}
+
+/** Reads a sidecar's text defensively (it may be truncated, hand-edited or from an older version); null when not a JSON object. */
+export function parseSidecarFields(text: string): SidecarFields | null {
+  const parsed = parseJsonObject(text);
+  return parsed === null ? null : sidecarFieldsOf(parsed);
+}
+
+/** The fields of a parsed sidecar (see parseJsonObject), each checked on its own. */
+export function sidecarFieldsOf(parsed: Record<string, unknown>): SidecarFields {
+  const { bytes, sourceUrl, sha256 } = parsed;
+  return { bytes: byteCount(bytes), sourceUrl: typeof sourceUrl === 'string' ? sourceUrl : null, sha256: sha256Field(sha256) };
+}
+
+/**
+ * What the key's sidecar records of one of its variants (thumbnails), written before the
+ * variant is renamed into place: the lookup compares size and type, the heal pass's
+ * sample the digest.
+ */
+export interface VariantRecord {
+  bytes: number;
+  /** sha256 (hex) of the stored bytes. */
+  sha256: string;
+  contentType: string;
+}
+
+export function variantRecordOf(bytes: Uint8Array, contentType: string): VariantRecord {
+  return { bytes: bytes.length, sha256: sha256Hex(bytes), contentType };
+}
+
+/** The well-formed variant records of a parsed sidecar, by label; a malformed entry is left out (its variant is then unknown, not damaged). */
+export function variantRecordsOf(sidecar: Record<string, unknown>): Record<string, VariantRecord> {
+  const records: Record<string, VariantRecord> = {};
+  const variants = sidecar.variants;
+  if (typeof variants !== 'object' || variants === null || Array.isArray(variants)) return records;
+  for (const [label, value] of Object.entries(variants as Record<string, unknown>)) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+    const { bytes, sha256, contentType } = value as Record<string, unknown>;
+    const count = byteCount(bytes);
+    const digest = sha256Field(sha256);
+    if (count === null || digest === null || typeof contentType !== 'string') continue;
+    Object.defineProperty(records, label, { value: { bytes: count, sha256: digest, contentType }, enumerable: true, writable: true, configurable: true });
+  }
+  return records;
+}
+
+/**
+ * A sidecar's text with the record of one variant set (every other field kept as it
+ * was); null when the text is no original's sidecar (no byte count): a record is only
+ * added beside an original's.
+ */
+export function withVariantRecord(text: string, label: string, record: VariantRecord): string | null {
+  const parsed = parseJsonObject(text);
+  if (parsed === null || byteCount(parsed.bytes) === null) return null;
+  const variants = { ...variantRecordsOf(parsed) };
+  Object.defineProperty(variants, label, { value: record, enumerable: true, writable: true, configurable: true });
+  return sidecarText({ ...parsed, variants });
+}
+
+/** A sidecar as written to disk. */
+export function sidecarText(sidecar: object): string {
+  return `${JSON.stringify(sidecar, null, 2)}\n`;
 }

@@ -5,7 +5,7 @@
  * be a regular file, and read no further than a cap. Everything in a tree is untrusted:
  * an imageproxy-py tree an admin adopts, or a file planted or damaged in ours.
  */
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 /** Sidecars, `.headers` files, failure records: a few hundred bytes when well-formed. */
@@ -118,4 +118,31 @@ export function kindOf(info: EntryKindFacts): string {
   if (info.isSocket()) return 'a socket';
   if (info.isCharacterDevice() || info.isBlockDevice()) return 'a device';
   return 'not a regular file';
+}
+
+/**
+ * The first `count` bytes of a regular file of any size (fewer when it is shorter), read
+ * synchronously with the same refusals as openRegularFile: for the lookup of a file about
+ * to be served (server/store.ts), which stats synchronously too, rather than waiting for
+ * libuv's pool behind resizes. One page, of a file whose bytes are read next anyway.
+ */
+export function readRegularHeadSync(path: string, count: number): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, SAFE_READ_FLAGS);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw new IrregularFileError('not_a_regular_file', path, 'is a symbolic link');
+    throw error;
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw new IrregularFileError('not_a_regular_file', path, `is ${kindOf(info)}, not a regular file`);
+    // No more than the file holds (plus one, to see one grown past `count`'s cap): a
+    // sidecar read with a 16 KiB cap allocates its few hundred bytes.
+    const head = Buffer.allocUnsafe(Math.min(count, info.size + 1));
+    const bytesRead = readSync(fd, head, 0, head.length, 0);
+    return head.subarray(0, bytesRead);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -4,10 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants, fstatSync, lstatSync, statSync, type Stats } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { parseFailureRecord, type FailureRecord } from './backoff.js';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
@@ -25,8 +25,10 @@ import {
   type ImageExtension,
   type TreeIdentity,
 } from './layout.js';
-import { isIrregularFileError, kindOf, readRegularText } from './regularFile.js';
-import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './treeHealth.js';
+import { sidecarText, withVariantRecord, type VariantRecord } from './originals.js';
+import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularHeadSync, readRegularText } from './regularFile.js';
+import { sniffImageType, type ImageFormat } from './sniff.js';
+import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './treeHealth.js';
 
 /** This host in temp names (layout.tempUnique): the heal pass judges only its own host's writers by pid. */
 export const THIS_HOST_TAG = hostTag(hostname());
@@ -44,6 +46,9 @@ export function writerUnique(): string {
  * stays asynchronous: creating a directory or a file allocates an inode, which on a busy
  * filesystem can take long enough to stall every other request.
  */
+
+/** A sidecar at its name that is no regular file (readSidecarForLookup). */
+const IRREGULAR = Symbol('irregular');
 
 /** The file's stat, or null when there is none (no error object is made for a miss). */
 function statIfPresent(path: string): Stats | null {
@@ -67,6 +72,38 @@ async function openInDirectory(directory: string, path: string): Promise<FileHan
   }
   await mkdir(directory, { recursive: true });
   return open(path, 'wx', 0o644);
+}
+
+/**
+ * Writes a file of the tree's state directory (blocklist, heal cursor) atomically: a
+ * temp beside it, fsynced, renamed over it. Its directory must exist.
+ */
+export async function writeStateFileAtomic(path: string, text: string): Promise<void> {
+  const tempPath = join(dirname(path), tempFileName(basename(path), writerUnique()));
+  const handle = await open(tempPath, 'wx', 0o644);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tempPath, path);
+  } catch (error) {
+    await unlink(tempPath).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Enough of a file's start for every format's magic number (AVIF's `ftyp` box included). */
+export const SNIFF_BYTES = 64;
+
+/**
+ * The format a stored file's first bytes say (null: none of ours): one small read,
+ * synchronous as the lookup's stat is, through server/regularFile.ts (no symlink followed).
+ */
+export function sniffStoredFile(path: string): ImageFormat | null {
+  return sniffImageType(readRegularHeadSync(path, SNIFF_BYTES));
 }
 
 /** A stored file the lookup found damaged and moved aside (see ImageStore.find). */
@@ -116,6 +153,8 @@ export interface ImageMetadata {
   /** sha256 (hex) of the stored bytes: what `purge --block` records to refuse the same image elsewhere. */
   sha256: string;
   fetchedAt: string;
+  /** The key's variants as made (ImageStore.recordVariant), by label; absent until one is. */
+  variants?: Record<string, VariantRecord>;
 }
 
 export class ImageStore {
@@ -125,6 +164,8 @@ export class ImageStore {
   ) {}
 
   private treeIdentity: TreeIdentity | undefined;
+  /** The variant records being written, by key directory and key: one read-modify-write of a sidecar at a time. */
+  private readonly recordWrites = new Map<string, Promise<unknown>>();
 
   /**
    * The name of the `host` lock of a key's original (server/singleFlight.ts). The root's
@@ -164,9 +205,12 @@ export class ImageStore {
    * The stored original (variantLabel null) or variant, whatever its format, or null.
    * A file found damaged is moved aside (with, for an original, its sidecar and
    * thumbnails) and counts as absent, so the caller fetches or remakes it. The check is
-   * kept cheap, as it runs on every lookup: empty files, and an original whose size is
-   * not its sidecar's; the heal pass and `check` look deeper. A symlink, FIFO or
-   * directory at an image's name is moved aside too, never followed or opened.
+   * kept cheap, as it runs on every lookup: the file's first bytes must be of its
+   * extension's format (an HTML page of the original's exact size is caught here), and
+   * its size that of its record (an original's sidecar, a variant's record in that
+   * sidecar; a variant without one, from an older tree, is judged by its head alone).
+   * No digest: the heal pass's sample and `check` look deeper. A symlink, FIFO or
+   * directory at an image's name is moved aside, never followed or opened.
    */
   async find(
     bucket: string,
@@ -189,14 +233,104 @@ export class ImageStore {
         await this.moveIrregularAside(bucket, key, name);
         continue;
       }
-      // The sidecar is read after the image's stat: it is written before the image, so
-      // it is never older than the image seen.
-      const sidecar = variantLabel === null && info.size > 0 ? await this.readSidecar(bucket, key) : undefined;
-      const reason = damagedImageReason({ name, bytes: info.size, ...(sidecar === undefined ? {} : { sidecar }) });
+      const reason = info.size === 0 ? 'empty' : await this.lookupDamage(bucket, key, variantLabel, name, path, info.size);
+      if (reason === undefined) continue; // gone since the stat
       if (reason === null) return { path, relativePath, ext, bytes: info.size, modifiedMs: info.mtimeMs };
       await this.moveDamagedAside(bucket, key, name, { bytes: info.size, ino: info.ino }, reason);
     }
     return null;
+  }
+
+  /** Why a stored file found by `find` cannot be served (null: sound; undefined: gone meanwhile). */
+  private async lookupDamage(
+    bucket: string,
+    key: string,
+    variantLabel: string | null,
+    name: string,
+    path: string,
+    bytes: number,
+  ): Promise<string | null | undefined> {
+    let sniffed: ImageFormat | null;
+    try {
+      sniffed = sniffStoredFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isIrregularFileError(error)) return 'not a regular file';
+      throw error;
+    }
+    const typeReason = damagedImageReason({ name, bytes, sniffed });
+    if (typeReason !== null) return typeReason;
+    // The sidecar is read after the image's stat: it is written before the image, so
+    // it is never older than the image seen.
+    let sidecar = this.readSidecarForLookup(bucket, key);
+    if (sidecar === IRREGULAR) {
+      await this.moveIrregularAside(bucket, key, metadataFileName(key));
+      sidecar = undefined;
+    }
+    if (variantLabel === null) return damagedImageReason({ name, bytes, ...(sidecar === undefined ? {} : { sidecar }) });
+    const variantRecord = variantRecordIn(sidecar, name);
+    return damagedImageReason({ name, bytes, ...(variantRecord === undefined ? {} : { variantRecord }) });
+  }
+
+  /**
+   * Records a variant in its key's sidecar (size, digest, type), before the variant is
+   * renamed into place: once it is served, its record exists. A read-modify-write of the
+   * sidecar, one at a time per key in this process; it is written only if the sidecar is
+   * still the one read (same inode, size, mtime), so a sidecar a refetch wrote meanwhile
+   * is never replaced by an older one. Returns false when nothing was recorded: no
+   * readable sidecar (an older tree), or the sidecar changed; the variant is then
+   * unknown, judged by its type alone until the heal pass's sample decodes and records it.
+   */
+  recordVariant(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+    const id = `${keyDirectory(bucket, key)}/${key}`;
+    const previous = this.recordWrites.get(id) ?? Promise.resolve();
+    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record));
+    this.recordWrites.set(id, write);
+    void write.finally(() => {
+      if (this.recordWrites.get(id) === write) this.recordWrites.delete(id);
+    }).catch(() => undefined);
+    return write;
+  }
+
+  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+    const path = join(this.directoryOf(bucket, key), metadataFileName(key));
+    const before = await stat(path).catch(() => null);
+    if (before === null) return false;
+    let text: string;
+    try {
+      text = await readRegularText(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || isIrregularFileError(error)) return false;
+      throw error;
+    }
+    const updated = withVariantRecord(text, label, record);
+    if (updated === null) return false;
+    const staged = await this.stage(bucket, key, metadataFileName(key), Buffer.from(updated));
+    const now = await stat(path).catch(() => null);
+    if (now === null || now.ino !== before.ino || now.size !== before.size || now.mtimeMs !== before.mtimeMs) {
+      await staged.discard();
+      return false;
+    }
+    await staged.commit();
+    return true;
+  }
+
+  /**
+   * readSidecar for `find`: synchronous, as its stat and head read are (a few hundred
+   * bytes, in the directory just looked up), instead of four trips through libuv's pool
+   * behind resizes on every hit. One past the cap is unreadable (null); one that is no
+   * regular file (a FIFO, a symlink) is IRREGULAR, for the caller to move aside unread.
+   */
+  private readSidecarForLookup(bucket: string, key: string): SidecarReading | undefined | typeof IRREGULAR {
+    let text: Buffer;
+    try {
+      text = readRegularHeadSync(join(this.directoryOf(bucket, key), metadataFileName(key)), METADATA_READ_CAP + 1);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isIrregularFileError(error)) return IRREGULAR;
+      throw error;
+    }
+    return text.length > METADATA_READ_CAP ? null : parseSidecar(text.toString('utf8'));
   }
 
   /**
@@ -366,7 +500,7 @@ export class ImageStore {
 
   /** The metadata sidecar staged (see `stage`). */
   stageMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<StagedFile> {
-    return this.stage(bucket, key, metadataFileName(key), Buffer.from(`${JSON.stringify(metadata, null, 2)}\n`));
+    return this.stage(bucket, key, metadataFileName(key), Buffer.from(sidecarText(metadata)));
   }
 
   async writeMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<void> {

@@ -4,12 +4,14 @@
  * so passes never overlap. The locks of a holder that died just before the start are
  * not stale yet when the first pass sees them: they are looked at again once they could
  * be, and removed if nobody refreshed them. Each is `check --repair` without decoding
- * (server/treeHealthWalk.ts). Errors are logged, never thrown: a tree the pass cannot
- * read must not take the server down.
+ * (server/treeHealthWalk.ts), followed by the sample: the next `verifyPerPass` images
+ * read whole and checked against their digests (server/treeVerify.ts). Errors are
+ * logged, never thrown: a tree the pass cannot read must not take the server down.
  */
 import type { Logger } from './log.js';
 import { LOCK_STALE_MS } from './singleFlight.js';
-import { removeUnrefreshedLocks, walkTreeHealth, type TreeHealthResult } from './treeHealthWalk.js';
+import { removeUnrefreshedLocks, walkTreeHealth, type FindingReport, type TreeHealthResult } from './treeHealthWalk.js';
+import { verifyTreeSample } from './treeVerify.js';
 
 export interface TreeHealingOptions {
   root: string;
@@ -19,7 +21,11 @@ export interface TreeHealingOptions {
   tempMaxAgeMs: number;
   /** limits.maxBytes: the most bytes of an image the pass reads whole. */
   maxImageBytes: number;
+  /** Images each pass reads whole (healVerifyPerPass); 0: none. */
+  verifyPerPass: number;
   logger: Logger;
+  /** Each damaged file a pass moved aside (the damaged-file metric). */
+  onDamaged?: (report: FindingReport) => void;
 }
 
 export interface TreeHealing {
@@ -35,6 +41,16 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
   let timer: NodeJS.Timeout | null = null;
   let running: Promise<void> = Promise.resolve();
 
+  const logFinding = (report: FindingReport): void => {
+    const fields = { kind: report.kind, path: report.relativePath, detail: report.detail, repair: report.repairDetail };
+    if (report.repair === 'failed') options.logger.error(fields, 'tree heal: repair failed');
+    else if (report.kind === 'damaged-original' || report.kind === 'damaged-thumbnail') {
+      options.logger.warn(fields, 'tree heal: damaged file moved aside');
+      options.onDamaged?.(report);
+    } else if (report.kind === 'not-regular') options.logger.warn(fields, 'tree heal: irregular entry moved aside or left alone');
+    else options.logger.info(fields, 'tree heal: repaired');
+  };
+
   const healOnce = async (first: boolean): Promise<void> => {
     let result: TreeHealthResult;
     const freshLocks: Array<{ path: string; modifiedMs: number }> = [];
@@ -47,20 +63,30 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
         repair: true,
         signal: controller.signal,
         ...(first ? { onFreshLock: (lock: { path: string; modifiedMs: number }) => freshLocks.push(lock) } : {}),
-        onFinding: (report) => {
-          const fields = { kind: report.kind, path: report.relativePath, detail: report.detail, repair: report.repairDetail };
-          if (report.repair === 'failed') options.logger.error(fields, 'tree heal: repair failed');
-          else if (report.kind === 'damaged-original' || report.kind === 'damaged-thumbnail' || report.kind === 'not-regular') {
-            options.logger.warn(fields, 'tree heal: damaged file moved aside');
-          }
-          else options.logger.info(fields, 'tree heal: repaired');
-        },
+        onFinding: logFinding,
       });
     } catch (error) {
       options.logger.error({ err: error }, 'tree heal pass failed');
       return;
     }
     options.logger.debug({ ...result.found, repaired: result.repaired, failed: result.repairFailed, complete: result.complete }, 'tree heal pass done');
+    if (options.verifyPerPass > 0 && !controller.signal.aborted) {
+      try {
+        const sample = await verifyTreeSample({
+          root: options.root,
+          buckets: options.buckets,
+          limit: options.verifyPerPass,
+          signal: controller.signal,
+          onFinding: logFinding,
+        });
+        options.logger.info(
+          { verified: sample.verified, damaged: sample.damaged, recorded: sample.recorded, failed: sample.repairFailed, wrapped: sample.wrapped },
+          'tree heal: sample verified',
+        );
+      } catch (error) {
+        options.logger.error({ err: error }, 'tree heal: sample verification failed');
+      }
+    }
     if (freshLocks.length === 0) return;
     await new Promise<void>((done) => {
       const wait = setTimeout(done, LOCK_STALE_MS + 1000);

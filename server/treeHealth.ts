@@ -11,9 +11,11 @@
  *   a process that no longer exists (whatever its age).
  * - `stale-lock`: a lock directory its holder stopped refreshing (server/singleFlight.ts).
  * - `missing-sidecar`: an original without a readable `{key}.json`.
- * - `damaged-original`: empty, not of its extension's format, not decodable, or a size
- *   other than its sidecar's.
- * - `damaged-thumbnail`: empty, not of its extension's format, or not decodable.
+ * - `damaged-original`: empty, not of its extension's format, not decodable, a size
+ *   other than its sidecar's, or (in the heal pass's sample) a digest other than its
+ *   sidecar's.
+ * - `damaged-thumbnail`: empty, not of its extension's format, not decodable, or a size
+ *   or (in the sample) a digest other than its record's in the key's sidecar.
  * - `not-regular`: a symbolic link, FIFO, socket or device at a name of ours, or a
  *   bucket or shard directory that is a symbolic link (not walked). Nothing reads it: a
  *   link may lead out of the tree, a FIFO would block its reader.
@@ -28,7 +30,7 @@ import {
   tempFileWriter,
   type ImageExtension,
 } from './layout.js';
-import { parseSidecarFields } from './originals.js';
+import { parseJsonObject, sidecarFieldsOf, variantRecordsOf, type VariantRecord } from './originals.js';
 import { FORMAT_INFO, type ImageFormat } from './sniff.js';
 
 export const FINDING_KINDS = ['stale-temp', 'stale-lock', 'missing-sidecar', 'damaged-original', 'damaged-thumbnail', 'not-regular'] as const;
@@ -43,8 +45,11 @@ export interface ShardEntry {
   irregular?: string;
 }
 
-/** A sidecar as read: the byte count it records, or null when it cannot be parsed. */
-export type SidecarReading = { bytes: number } | null;
+/**
+ * A sidecar as read: the original's byte count and digest, the records of its variants
+ * by label (absent: none recorded), or null when it cannot be parsed.
+ */
+export type SidecarReading = { bytes: number; sha256?: string; variants?: Readonly<Record<string, VariantRecord>> } | null;
 
 export interface ShardFacts {
   entries: readonly ShardEntry[];
@@ -75,10 +80,27 @@ export interface Finding {
   detail: string;
 }
 
-/** `{ bytes }` from a sidecar's text; null for text that is not a sidecar. */
+/** What a sidecar's text records; null for text that is not a sidecar (no byte count). */
 export function parseSidecar(text: string): SidecarReading {
-  const bytes = parseSidecarFields(text)?.bytes ?? null;
-  return bytes === null ? null : { bytes };
+  const parsed = parseJsonObject(text);
+  if (parsed === null) return null;
+  const { bytes, sha256 } = sidecarFieldsOf(parsed);
+  if (bytes === null) return null;
+  const variants = variantRecordsOf(parsed);
+  return { bytes, ...(sha256 === null ? {} : { sha256 }), ...(Object.keys(variants).length === 0 ? {} : { variants }) };
+}
+
+/** The label of a thumbnail's name (`{key}.{label}.{ext}`), or null for any other name. */
+export function variantLabelOfName(name: string): string | null {
+  if (classifyTreeFile(name) !== 'thumbnail') return null;
+  return name.split('.')[1] ?? null;
+}
+
+/** The record of a thumbnail in its key's sidecar, or undefined when there is none (an older tree: unknown, not damaged). */
+export function variantRecordIn(sidecar: SidecarReading | undefined, name: string): VariantRecord | undefined {
+  const label = variantLabelOfName(name);
+  if (label === null || sidecar === undefined || sidecar === null || sidecar.variants === undefined) return undefined;
+  return Object.hasOwn(sidecar.variants, label) ? sidecar.variants[label] : undefined;
 }
 
 function extOf(name: string): ImageExtension {
@@ -94,6 +116,10 @@ export function damagedImageReason(image: {
   decodeError?: string;
   /** Originals only: the sidecar read (undefined: none, or not read). */
   sidecar?: SidecarReading;
+  /** Thumbnails only: the record in the key's sidecar (undefined: none, or not read). */
+  variantRecord?: VariantRecord;
+  /** sha256 (hex) of the bytes, when they were read whole (the heal pass's sample). */
+  sha256?: string;
 }): string | null {
   if (image.bytes === 0) return 'empty';
   if (image.sniffed !== undefined) {
@@ -102,8 +128,12 @@ export function damagedImageReason(image: {
     if (FORMAT_INFO[image.sniffed].ext !== ext) return `a ${image.sniffed} image stored as .${ext}`;
   }
   if (image.decodeError !== undefined) return `does not decode: ${image.decodeError}`;
-  if (image.sidecar !== undefined && image.sidecar !== null && image.sidecar.bytes !== image.bytes) {
-    return `${image.bytes} bytes, its sidecar says ${image.sidecar.bytes}`;
+  const recorded = image.sidecar ?? image.variantRecord ?? null;
+  const recordName = image.sidecar === undefined ? 'record' : 'sidecar';
+  if (recorded === null) return null;
+  if (recorded.bytes !== image.bytes) return `${image.bytes} bytes, its ${recordName} says ${recorded.bytes}`;
+  if (image.sha256 !== undefined && recorded.sha256 !== undefined && image.sha256 !== recorded.sha256) {
+    return `sha256 ${image.sha256.slice(0, 12)}…, its ${recordName} says ${recorded.sha256.slice(0, 12)}… (bit rot, or overwritten)`;
   }
   return null;
 }
@@ -148,6 +178,7 @@ export function shardFindings(facts: ShardFacts, context: HealContext): Finding[
     const sidecarName = key === null ? null : metadataFileName(key);
     const hasSidecar = sidecarName !== null && names.has(sidecarName);
     const sidecar = kind === 'original' && hasSidecar && key !== null ? facts.sidecars.get(key) : undefined;
+    const variantRecord = kind === 'thumbnail' && hasSidecar && key !== null ? variantRecordIn(facts.sidecars.get(key), entry.name) : undefined;
     const sniffed = facts.sniffed.get(entry.name);
     const decodeError = facts.decodeErrors?.get(entry.name);
     const reason = damagedImageReason({
@@ -156,6 +187,7 @@ export function shardFindings(facts: ShardFacts, context: HealContext): Finding[
       ...(facts.sniffed.has(entry.name) ? { sniffed: sniffed ?? null } : {}),
       ...(decodeError === undefined ? {} : { decodeError }),
       ...(sidecar === undefined ? {} : { sidecar }),
+      ...(variantRecord === undefined ? {} : { variantRecord }),
     });
     if (reason !== null) {
       findings.push({ kind: kind === 'original' ? 'damaged-original' : 'damaged-thumbnail', name: entry.name, key, detail: reason });

@@ -218,7 +218,12 @@ async function rebuildSidecar(
   return `sidecar rebuilt (${image.format} ${image.width}x${image.height}, ${bytes.length} bytes)`;
 }
 
-async function repairFinding(
+/**
+ * Repairs one finding (server/treeHealth.ts repairSteps), unless the file changed since
+ * it was judged (`seen`); returns what was done. Also used by the heal pass's sample
+ * (server/treeVerify.ts).
+ */
+export async function repairFinding(
   store: ImageStore,
   bucket: string,
   directory: string,

@@ -4,7 +4,7 @@
  * (server/treeHealth.ts), each as a table of cases.
  */
 import assert from 'node:assert/strict';
-import { parseSidecarFields, type SidecarFields } from '../server/originals.js';
+import { parseSidecarFields, variantRecordOf, withVariantRecord, type SidecarFields, type VariantRecord } from '../server/originals.js';
 import { describe, it } from 'node:test';
 import {
   hostTag,
@@ -22,6 +22,8 @@ import {
   parseSidecar,
   repairSteps,
   shardFindings,
+  variantLabelOfName,
+  variantRecordIn,
   type HealContext,
   type ShardEntry,
   type SidecarReading,
@@ -31,6 +33,9 @@ const KEY = storageKey(Buffer.from('https://example.org/a.jpg'));
 const OTHER = storageKey(Buffer.from('https://example.org/b.png'));
 const HOST = hostTag('this-host');
 const NOW = Date.parse('2025-03-01T12:00:00Z');
+const DIGEST_A = 'a'.repeat(64);
+const DIGEST_B = 'b'.repeat(64);
+const RECORD_30: VariantRecord = { bytes: 30, sha256: DIGEST_B, contentType: 'image/jpeg' };
 
 describe('temp file writers', () => {
   const cases: Array<{ name: string; fileName: string; expected: ReturnType<typeof tempFileWriter> }> = [
@@ -79,6 +84,13 @@ describe('parseSidecar', () => {
   const cases: Array<[string, SidecarReading]> = [
     ['{"bytes": 1234, "sourceUrl": null}', { bytes: 1234 }],
     ['{"bytes": 0}', { bytes: 0 }],
+    [`{"bytes": 9, "sha256": "${DIGEST_A}"}`, { bytes: 9, sha256: DIGEST_A }],
+    [
+      `{"bytes": 9, "variants": {"150x": {"bytes": 3, "sha256": "${DIGEST_B}", "contentType": "image/jpeg"}, "x200": {"bytes": "3"}, "250x250": null}}`,
+      { bytes: 9, variants: { '150x': { bytes: 3, sha256: DIGEST_B, contentType: 'image/jpeg' } } },
+    ],
+    ['{"bytes": 9, "variants": []}', { bytes: 9 }],
+    [`{"variants": {"150x": {"bytes": 3, "sha256": "${DIGEST_B}", "contentType": "image/jpeg"}}}`, null],
     ['{"bytes": "12"}', null],
     ['{"bytes": -1}', null],
     ['[]', null],
@@ -112,6 +124,13 @@ describe('damagedImageReason', () => {
     { name: 'unreadable sidecar says nothing of the size', image: { name: `${KEY}.jpg`, bytes: 10, sidecar: null }, expected: null },
     { name: 'not sniffed (the app): size alone', image: { name: `${KEY}.150x.webp`, bytes: 5 }, expected: null },
     { name: 'decode failure', image: { name: `${KEY}.150x.webp`, bytes: 5, sniffed: 'webp', decodeError: 'bad' }, expected: /does not decode: bad/ },
+    { name: 'thumbnail of its record\'s size', image: { name: `${KEY}.150x.jpg`, bytes: 30, sniffed: 'jpeg', variantRecord: RECORD_30 }, expected: null },
+    { name: 'thumbnail grown past its record', image: { name: `${KEY}.150x.jpg`, bytes: 31, sniffed: 'jpeg', variantRecord: RECORD_30 }, expected: /31 bytes, its record says 30/ },
+    { name: 'HTML of a thumbnail\'s exact size: the type decides', image: { name: `${KEY}.150x.jpg`, bytes: 30, sniffed: null, variantRecord: RECORD_30 }, expected: /not an image/ },
+    { name: 'original, digest as its sidecar\'s', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'jpeg', sidecar: { bytes: 10, sha256: DIGEST_A }, sha256: DIGEST_A }, expected: null },
+    { name: 'original, bit rot: size and type right, digest not', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'jpeg', sidecar: { bytes: 10, sha256: DIGEST_A }, sha256: DIGEST_B }, expected: /sha256 bbbbbbbbbbbb…, its sidecar says aaaaaaaaaaaa…/ },
+    { name: 'thumbnail, bit rot', image: { name: `${KEY}.150x.jpg`, bytes: 30, sniffed: 'jpeg', variantRecord: RECORD_30, sha256: DIGEST_A }, expected: /its record says bbbbbbbbbbbb…/ },
+    { name: 'a digest and no recorded one: nothing to compare', image: { name: `${KEY}.jpg`, bytes: 10, sniffed: 'jpeg', sidecar: { bytes: 10 }, sha256: DIGEST_B }, expected: null },
   ];
   for (const testCase of cases) {
     it(testCase.name, () => {
@@ -194,6 +213,20 @@ describe('shardFindings', () => {
       decodeErrors: [[`${KEY}.150x.jpg`, 'premature end']],
       expected: [['damaged-thumbnail', `${KEY}.150x.jpg`]],
     },
+    {
+      name: 'thumbnail of another size than its record',
+      entries: [entry(`${KEY}.jpg`), entry(`${KEY}.json`), entry(`${KEY}.150x.jpg`, { bytes: 29 })],
+      sidecars: [[KEY, { bytes: 100, variants: { '150x': RECORD_30 } }]],
+      sniffed: [[`${KEY}.jpg`, 'jpeg'], [`${KEY}.150x.jpg`, 'jpeg']],
+      expected: [['damaged-thumbnail', `${KEY}.150x.jpg`]],
+    },
+    {
+      name: 'thumbnail without a record (an older tree): unknown, not damaged',
+      entries: [entry(`${KEY}.jpg`), entry(`${KEY}.json`), entry(`${KEY}.x200.jpg`, { bytes: 29 })],
+      sidecars: [[KEY, { bytes: 100, variants: { '150x': RECORD_30 } }]],
+      sniffed: [[`${KEY}.jpg`, 'jpeg'], [`${KEY}.x200.jpg`, 'jpeg']],
+      expected: [],
+    },
     { name: 'stray files and backoff records', entries: [entry('README'), entry(`${KEY}.fail`), entry(`${KEY}.150x.fail`)], expected: [] },
     {
       name: 'FIFO at a sidecar name: not regular, and the original misses its sidecar',
@@ -239,6 +272,68 @@ describe('shardFindings', () => {
       'not-regular': 0,
     });
   });
+});
+
+describe('variant records', () => {
+  it('labels of thumbnail names only', () => {
+    const cases: Array<[string, string | null]> = [
+      [`${KEY}.150x.jpg`, '150x'],
+      [`${KEY}.250x250.webp`, '250x250'],
+      [`${KEY}.jpg`, null],
+      [`${KEY}.150x.fail`, null],
+      [`${KEY}.json`, null],
+    ];
+    for (const [name, expected] of cases) assert.equal(variantLabelOfName(name), expected, name);
+  });
+  it('the record of a thumbnail in its sidecar', () => {
+    const sidecar = { bytes: 100, variants: { '150x': RECORD_30 } };
+    const cases: Array<[string, Parameters<typeof variantRecordIn>[0], VariantRecord | undefined]> = [
+      [`${KEY}.150x.jpg`, sidecar, RECORD_30],
+      [`${KEY}.x200.jpg`, sidecar, undefined],
+      [`${KEY}.150x.jpg`, { bytes: 100 }, undefined],
+      [`${KEY}.150x.jpg`, null, undefined],
+      [`${KEY}.150x.jpg`, undefined, undefined],
+      [`${KEY}.jpg`, sidecar, undefined],
+      [`${KEY}.constructor.jpg`, sidecar, undefined],
+    ];
+    for (const [name, reading, expected] of cases) assert.deepEqual(variantRecordIn(reading, name), expected, name);
+  });
+  it('variantRecordOf: size, sha256 and type of the bytes', () => {
+    assert.deepEqual(variantRecordOf(Buffer.from('abc'), 'image/png'), {
+      bytes: 3,
+      sha256: 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+      contentType: 'image/png',
+    });
+  });
+  const original = `{"sourceUrl": null, "bytes": 100, "sha256": "${DIGEST_A}", "extra": [1]}`;
+  const cases: Array<{ name: string; text: string; label: string; expected: Record<string, unknown> | null }> = [
+    {
+      name: 'first record: every other field kept',
+      text: original,
+      label: '150x',
+      expected: { sourceUrl: null, bytes: 100, sha256: DIGEST_A, extra: [1], variants: { '150x': RECORD_30 } },
+    },
+    {
+      name: 'another label beside it; a malformed entry dropped',
+      text: `{"bytes": 100, "variants": {"x200": {"bytes": 7, "sha256": "${DIGEST_A}", "contentType": "image/webp"}, "bad": 1}}`,
+      label: '150x',
+      expected: { bytes: 100, variants: { x200: { bytes: 7, sha256: DIGEST_A, contentType: 'image/webp' }, '150x': RECORD_30 } },
+    },
+    {
+      name: 'the same label replaced',
+      text: `{"bytes": 100, "variants": {"150x": {"bytes": 7, "sha256": "${DIGEST_A}", "contentType": "image/webp"}}}`,
+      label: '150x',
+      expected: { bytes: 100, variants: { '150x': RECORD_30 } },
+    },
+    { name: 'no original\'s sidecar (no byte count): nothing', text: '{"sourceUrl": null}', label: '150x', expected: null },
+    { name: 'not JSON', text: '{"bytes": 1', label: '150x', expected: null },
+  ];
+  for (const testCase of cases) {
+    it(`withVariantRecord: ${testCase.name}`, () => {
+      const text = withVariantRecord(testCase.text, testCase.label, RECORD_30);
+      assert.deepEqual(text === null ? null : JSON.parse(text), testCase.expected);
+    });
+  }
 });
 
 describe('repairSteps', () => {

@@ -11,7 +11,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config.js';
-import { createImageServiceFor } from '../imageServiceFactory.js';
+import { createImageServiceFor, damagedKind } from '../imageServiceFactory.js';
 import type { ImageService } from '../imageService.js';
 import type { Logger } from '../log.js';
 import { createMetrics, type Metrics } from '../metrics.js';
@@ -214,7 +214,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     intervalSeconds: options.treeJobs === false ? 0 : settings.config.healIntervalSeconds,
     tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
     maxImageBytes: settings.config.limits.maxBytes,
+    verifyPerPass: settings.config.healVerifyPerPass,
     logger,
+    onDamaged: (report) => metrics.damagedFiles.inc({ found_by: 'heal', kind: damagedKind(report.relativePath) }),
   });
   const startTreeStats = (config: Config): TreeStatsRefresh =>
     startTreeStatsRefresh({
