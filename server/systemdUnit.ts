@@ -102,7 +102,7 @@ export function renderSystemdUnit(input: SystemdUnitInput): string {
     `TimeoutStopSec=${stopSeconds}s`,
     '# Stored files 0644, directories 0755: nginx (another user) reads them.',
     'UMask=0022',
-    '# Every miss waiting in a queue holds a socket from nginx.',
+    '# A miss waiting in a queue holds two descriptors: its socket and its single-flight lock.',
     'LimitNOFILE=65536',
     '',
     '# Hardening: the app needs the network, its tree and nothing else.',
