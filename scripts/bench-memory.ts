@@ -12,17 +12,15 @@
  * The `cli` argument lets the same script measure another build (say an export of the
  * last commit built in /tmp) for a before/after comparison.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request as httpRequest, Agent } from 'node:http';
+import { Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { signLink } from '../server/signing.js';
 import { startBigPhotoOrigin, twelveMegapixelJpeg } from '../test/bigPhotoOrigin.js';
 import { startHealthProbe } from './healthProbe.js';
 import { rssKiB } from './benchMeasure.js';
+import { coldMissPath, startServeChild, timedGet } from './serveChild.js';
 
 const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
@@ -30,50 +28,11 @@ const ENGINES = (process.argv[4] ?? 'sharp,jimp').split(',');
 const SECRET = 'bench-memory-secret';
 const SAMPLE_MS = 50;
 
-function get(baseUrl: string, path: string, agent: Agent): Promise<{ status: number; code: string; ms: number }> {
-  const started = performance.now();
-  return new Promise((done) => {
-    const { hostname, port } = new URL(baseUrl);
-    const outgoing = httpRequest({ hostname, port, path, agent }, (incoming) => {
-      incoming.resume();
-      incoming.on('end', () =>
-        done({ status: incoming.statusCode ?? 0, code: String(incoming.headers['x-imageproxy-error'] ?? ''), ms: performance.now() - started }),
-      );
-      incoming.on('error', () => done({ status: -1, code: 'reset', ms: performance.now() - started }));
-    });
-    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', ms: performance.now() - started }));
-    outgoing.end();
-  });
-}
-
-function startServe(root: string, engine: string): Promise<{ child: ChildProcessWithoutNullStreams; url: string; adminUrl: string; errorLines: () => number }> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
-  const child = spawn(
-    process.execPath,
-    [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
-    { env: { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0' } },
-  );
-  let errors = 0;
-  let pending = '';
-  return new Promise((done, fail) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      pending += chunk.toString('utf8');
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        if (line.includes('"level":50')) errors += 1;
-        const match = /listening on (http:\/\/[0-9.:]+), admin \(metrics, readiness\) on (http:\/\/[0-9.:]+)/.exec(line);
-        if (match !== null) done({ child, url: match[1] as string, adminUrl: match[2] as string, errorLines: () => errors });
-      }
-    });
-    child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    child.once('exit', (code) => fail(new Error(`serve exited ${code}`)));
-  });
-}
-
 async function measure(engine: string, origin: URL, jpegBytes: number): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-memory-'));
-  const { child, url, adminUrl, errorLines } = await startServe(root, engine);
+  const { child, url, adminUrl, errorLines, stop } = await startServeChild(CLI, [
+    '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info',
+  ]);
   const pid = child.pid as number;
   const idleKiB = await rssKiB(pid);
   let peakKiB = idleKiB;
@@ -94,11 +53,8 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const started = performance.now();
   const answers = await Promise.all(
     Array.from({ length: REQUESTS }, (_, index) => {
-      const imageUrl = `${origin.href}photo-${engine}-${index}.jpg`;
-      const extUrl = encodeImageUrl(imageUrl);
-      const signature = signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, atMs);
       const size = index % 2 === 0 ? 'full' : '250x250';
-      return get(url, formatLink({ bucket: 'i', size, signature, extUrl, proxy: false }), agent);
+      return timedGet(url, coldMissPath(SECRET, `${origin.href}photo-${engine}-${index}.jpg`, size, atMs), agent);
     }),
   );
   const seconds = (performance.now() - started) / 1000;
@@ -114,15 +70,17 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
     byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
   }
   const outcomes = [...byOutcome].sort().map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
+  // A `busy` at once is a full queue; one after seconds waited maxQueueWaitMs in a queue.
+  const busyMs = answers.filter((answer) => answer.code === 'busy').map((answer) => answer.ms);
+  const busyText = busyMs.length === 0 ? '' : ` (busy after ${(Math.min(...busyMs) / 1000).toFixed(1)}–${(Math.max(...busyMs) / 1000).toFixed(1)} s)`;
   const slowest = Math.max(...answers.map((answer) => answer.ms));
   console.log(
     `${engine}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
       `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
       `admin /healthz ${probeText(healthFigures)}; public /healthz ${probeText(publicFigures)}; slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
-      `error log lines ${errorLines()}; answers ${outcomes}`,
+      `error log lines ${errorLines()}; answers ${outcomes}${busyText}`,
   );
-  child.kill('SIGTERM');
-  await new Promise((done) => child.once('exit', done));
+  await stop();
   await rm(root, { recursive: true, force: true });
 }
 

@@ -21,7 +21,7 @@
  *
  * The `cli` argument measures another build (e.g. the last commit built in /tmp).
  */
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -34,6 +34,7 @@ import { signLink } from '../server/signing.js';
 import type { BenchRow } from './benchTable.js';
 import { BENCH_SIZE, baselineEngine, baselineMiss, photoJpeg } from './missBaseline.js';
 import { cpuTicks, median, rssKiB } from './benchMeasure.js';
+import { benchEnv, startChild, stopChild } from './serveChild.js';
 
 const SECRET = 'bench-miss-secret';
 const SEQUENTIAL = 20;
@@ -68,40 +69,19 @@ interface Served {
   url: string;
 }
 
-/** A child process that prints `listening on http://…` once it takes requests. */
-function startChild(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Served> {
-  const child = spawn(process.execPath, args, { env });
-  let pending = '';
-  return new Promise((done, fail) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      pending += chunk.toString('utf8');
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        const match = /listening on (http:\/\/[0-9.:]+)/.exec(line);
-        if (match !== null) done({ child, url: match[1] as string });
-      }
-    });
-    child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    child.once('exit', (code) => fail(new Error(`${args.join(' ')} exited ${code}`)));
-  });
+const LISTENING = /listening on (http:\/\/[0-9.:]+)/;
+
+async function startListening(args: readonly string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  const { child, match } = await startChild(args, env, LISTENING);
+  return { child, url: match[1] as string };
 }
 
 function startServe(cli: string, root: string): Promise<Served> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('IMAGEPROXY_')));
-  return startChild(
+  return startListening(
     [cli, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--delivery', 'direct', '--root', root, '--engine', 'sharp',
       '--allow-private-networks', '--secret', SECRET, '--log-level', 'info'],
-    // Limits high enough that nothing here is refused `busy`: the bench measures work, not admission.
-    { ...env, IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0', IMAGEPROXY_MAX_QUEUED_FETCHES: '1000', IMAGEPROXY_MAX_QUEUED_RESIZES: '1000' },
+    benchEnv({ IMAGEPROXY_STATS_REFRESH_SECONDS: '0', IMAGEPROXY_HEAL_INTERVAL_SECONDS: '0' }),
   );
-}
-
-async function stopChild(served: Served): Promise<void> {
-  if (served.child.exitCode !== null) return;
-  const exited = new Promise((done) => served.child.once('exit', done));
-  served.child.kill('SIGTERM');
-  await exited;
 }
 
 /** GET through a child server; resolves with the status once the body is read. */
@@ -153,8 +133,8 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     await promisify(execFile)(process.execPath, [cli, 'init-buckets', '--root', tree, '--secret', SECRET]);
   }
   const served = await startServe(cli, root);
-  const bare = await startChild(['--import', 'tsx', BARE_SERVER, bareDir], process.env).catch(async (error: unknown) => {
-    await stopChild(served);
+  const bare = await startListening(['--import', 'tsx', BARE_SERVER, bareDir], process.env).catch(async (error: unknown) => {
+    await stopChild(served.child);
     throw error;
   });
   const appAgent = new Agent({ keepAlive: true, maxSockets: Infinity });
@@ -285,7 +265,7 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
   } finally {
     appAgent.destroy();
     originAgent.destroy();
-    await Promise.all([stopChild(served), stopChild(bare)]);
+    await Promise.all([stopChild(served.child), stopChild(bare.child)]);
     await engine.close();
     origin.close();
     for (const tree of [root, baselineDir, bareDir]) await rm(tree, { recursive: true, force: true });

@@ -11,6 +11,7 @@ import { EXIT_USAGE, UsageError, loadConfig, withCommon, type CommonOptions } fr
 import { ImageStore } from './store.js';
 import { register as registerServe } from './cli/serve.js';
 import { register as registerNginxConfig } from './cli/nginxConfig.js';
+import { register as registerSystemdUnit } from './cli/systemdUnit.js';
 import { register as registerSign } from './cli/sign.js';
 import { register as registerVerify } from './cli/verify.js';
 import { register as registerDecode } from './cli/decode.js';
@@ -59,6 +60,7 @@ export function buildProgram(): Command {
   registerDecode(program);
 
   registerNginxConfig(program);
+  registerSystemdUnit(program);
 
   withCommon(program.command('init-buckets').description('create the 64 × 64 directories of each bucket (idempotent)')).action(
     initBuckets,

@@ -104,6 +104,8 @@ export interface Config {
 
 const DEFAULT_MAX_BYTES = 2 * 1024 * 1024; // as imageproxy-py
 const DEFAULT_MAX_CONCURRENT_RESIZES = 4;
+/** Misses waiting in each queue: what the rendered nginx config's connections can hold. */
+const DEFAULT_MAX_QUEUED = 2048;
 
 /** Defaults, each with its reason. */
 export const DEFAULT_CONFIG: Config = {
@@ -139,17 +141,18 @@ export const DEFAULT_CONFIG: Config = {
     // Fetches wait on the network, not the CPU, so several overlap well; each holds its
     // body (up to maxBytes) until stored, so this times maxBytes bounds that memory.
     maxConcurrentFetches: 8,
-    // Waiting costs a socket and no body; more than this would not get through
-    // within maxQueueWaitMs on a slow origin anyway.
-    maxQueuedFetches: 64,
+    // A waiting miss holds its socket and a little bookkeeping, never image bytes:
+    // refusing it would protect nothing, so a burst waits. The count bounds that memory
+    // and the descriptors (README, Benchmarks); maxQueueWaitMs bounds the wait.
+    maxQueuedFetches: DEFAULT_MAX_QUEUED,
     // Resizing is CPU work, but a resize also waits between its steps (decode, resize,
     // encode, handing bytes back): two per core of a small box keep the cores busy.
     // sharp runs on libuv's pool of four threads, so more than four would only queue
     // there, holding their decoded input.
     maxConcurrentResizes: DEFAULT_MAX_CONCURRENT_RESIZES,
-    // Beyond this many thumbnails waiting, answering 503 at once beats holding sockets;
-    // the wait itself is bounded by maxQueueWaitMs, whichever engine is slow.
-    maxQueuedResizes: 100,
+    // As for fetches: a waiting thumbnail holds no bytes beyond maxWaitingResizeBytes,
+    // all together; the wait is bounded by maxQueueWaitMs, whichever engine is slow.
+    maxQueuedResizes: DEFAULT_MAX_QUEUED,
     // As much as the running resizes may hold (one largest original each): a short queue
     // keeps its bytes instead of reading them back a moment later.
     maxWaitingResizeBytes: DEFAULT_MAX_CONCURRENT_RESIZES * DEFAULT_MAX_BYTES,

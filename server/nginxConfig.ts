@@ -631,6 +631,9 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
   ];
 }
 
+/** Connections per nginx worker; see the events block. */
+export const WORKER_CONNECTIONS = 8192;
+
 /**
  * A complete nginx.conf for `nginx -p {prefixDir} -c {file} -e {prefixDir}/error.log`:
  * every path nginx writes (pid, logs, temp directories) lies under prefixDir, so it runs
@@ -658,9 +661,12 @@ export function renderStandaloneConf(
     `worker_processes ${workers};`,
     `pid ${under('nginx.pid')};`,
     `error_log ${under('error.log')} warn;`,
+    // A miss holds two connections (client and app) while it waits in the app's queues:
+    // one worker holds the app's default fetch queue full without refusing any.
+    `worker_rlimit_nofile ${2 * WORKER_CONNECTIONS};`,
     '',
     'events {',
-    '    worker_connections 1024;',
+    `    worker_connections ${WORKER_CONNECTIONS};`,
     '}',
     '',
   ];

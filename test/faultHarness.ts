@@ -5,7 +5,7 @@
  * keep-alive agent, and a listing of every file under a tree.
  */
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -21,6 +21,26 @@ export interface ServeProcess {
   errorLines(): Array<Record<string, unknown>>;
   /** Sends `signal` and waits for the process to exit. */
   stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Writes `{work}/config.json` for serve on free loopback ports (public and admin), its
+ * tree in `{work}/tree`, origins on loopback allowed; `layer` adds or replaces keys.
+ */
+export async function writeServeConfig(work: string, layer: Record<string, unknown>): Promise<string> {
+  const configPath = join(work, 'config.json');
+  await writeFile(
+    configPath,
+    JSON.stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      root: join(work, 'tree'),
+      allowPrivateNetworks: true,
+      logLevel: 'info',
+      ...layer,
+    }),
+  );
+  return configPath;
 }
 
 /**

@@ -2,7 +2,7 @@
  * The memory bound of the admission gates, scaled down: `imageproxy serve` as a real
  * process (sharp engine, the default limits) in front of a loopback origin serving a
  * noisy 12 MP JPEG just under `maxBytes` under any path, and more concurrent cold misses
- * (full size and 250x250 alternating) than the fetch gate admits and queues together.
+ * (full size and 250x250 alternating) than the fetch gate runs: the rest wait.
  * The child's resident memory (/proc/PID/status VmRSS) is sampled every 50 ms along with
  * /healthz on the admin listener.
  *
@@ -17,44 +17,33 @@
  * Every slot is given the larger of the two (3 × bytes + width × height × 3): what a
  * fetch slot does not use of it covers buffers already released but not yet collected
  * by V8, and the per-thread allocator arenas of libvips' threads. So
- *   peak RSS − idle RSS ≤ (maxConcurrentFetches + maxConcurrentResizes) × (3 × bytes + width × height × 3).
+ *   peak RSS − idle RSS ≤ (maxConcurrentFetches + maxConcurrentResizes) × (3 × bytes + width × height × 3)
+ *                         + requests × 64 KiB (what a waiting miss may hold).
  * If a gate stopped bounding (every miss fetching at once), the fetches alone would hold
  * requests × 3 × bytes and the test fails.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { Agent } from 'node:http';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { DEFAULT_CONFIG } from '../server/config.js';
 import { PHOTO_CHANNELS, PHOTO_HEIGHT, PHOTO_WIDTH, startBigPhotoOrigin, twelveMegapixelJpeg } from './bigPhotoOrigin.js';
-import { lightRequest, rssKiB, startServe, type LightAnswer } from './faultHarness.js';
+import { lightRequest, rssKiB, startServe, writeServeConfig, type LightAnswer } from './faultHarness.js';
 import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 
 const SECRET = 'fault-memory-secret';
 const SAMPLE_MS = 50;
-const { maxConcurrentFetches, maxQueuedFetches, maxConcurrentResizes } = DEFAULT_CONFIG.limits;
-/** More than the fetch gate runs and queues together, so some misses must answer busy. */
+const { maxConcurrentFetches, maxConcurrentResizes } = DEFAULT_CONFIG.limits;
+/** Many times what the fetch gate runs, so most misses wait in its queue. */
 const MISSES = 96;
+/** What a waiting miss may hold: a socket and small objects, never image bytes. */
+const WAITING_BUDGET_BYTES = 64 * 1024;
 
-test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most the gates' slots × a per-request budget; every answer 200 or busy; /healthz answers throughout`, async (t) => {
-  assert.ok(MISSES > maxConcurrentFetches + maxQueuedFetches, 'the burst exceeds what the fetch gate admits');
+test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most the gates' slots × a per-request budget; most answer 200, any other busy; /healthz answers throughout`, async (t) => {
+  assert.ok(MISSES > 4 * maxConcurrentFetches, 'most of the burst waits in the fetch queue');
   const work = await makeTempRoot('imageproxy-fault-memory-');
   const jpeg = await twelveMegapixelJpeg();
   const origin = await startBigPhotoOrigin(jpeg);
-  const configPath = join(work, 'config.json');
-  await writeFile(
-    configPath,
-    JSON.stringify({
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      root: join(work, 'tree'),
-      secrets: [SECRET],
-      engine: 'sharp',
-      allowPrivateNetworks: true,
-      logLevel: 'info',
-    }),
-  );
+  const configPath = await writeServeConfig(work, { secrets: [SECRET], engine: 'sharp' });
   const serve = await startServe(configPath, work);
   try {
     assert.ok(serve.adminUrl !== null);
@@ -97,6 +86,7 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
     const budgetBytes = 3 * jpeg.length + PHOTO_WIDTH * PHOTO_HEIGHT * PHOTO_CHANNELS;
     const slots = maxConcurrentFetches + maxConcurrentResizes;
     const growthBytes = (peakKiB - idleKiB) * 1024;
+    const boundBytes = slots * budgetBytes + MISSES * WAITING_BUDGET_BYTES;
     const mib = (bytes: number): string => (bytes / 1048576).toFixed(1);
     const byOutcome = new Map<string, number>();
     for (const answer of answers) {
@@ -109,7 +99,7 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
     );
     t.diagnostic(
       `RSS idle ${mib(idleKiB * 1024)} MiB, peak ${mib(peakKiB * 1024)} MiB, growth ${mib(growthBytes)} MiB = ${mib(growthBytes / slots)} MiB per slot ` +
-        `(${slots} slots); budget ${mib(budgetBytes)} MiB per slot, ${mib(slots * budgetBytes)} MiB in all`,
+        `(${slots} slots); budget ${mib(budgetBytes)} MiB per slot and ${WAITING_BUDGET_BYTES / 1024} KiB per waiting miss, ${mib(boundBytes)} MiB in all`,
     );
     t.diagnostic(`/healthz: ${healthSamples} samples, ${healthFailures} failed, slowest ${healthMaxMs.toFixed(0)} ms`);
 
@@ -119,10 +109,10 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
       assert.equal(answer.headers['x-imageproxy-error'], 'busy', `link ${index}`);
       assert.equal(answer.headers['retry-after'], '2', `link ${index}`);
     }
-    assert.ok((byOutcome.get('503 busy') ?? 0) > 0, 'some misses were refused busy (else the gates were not exercised)');
-    assert.ok((byOutcome.get('200') ?? 0) >= maxConcurrentFetches + maxQueuedFetches / 2, 'most admitted misses were answered');
+    // A busy is a wait past maxQueueWaitMs on a loaded machine: the queue holds the whole burst.
+    assert.ok((byOutcome.get('200') ?? 0) >= MISSES / 2, 'most misses were answered');
     assert.ok(peakKiB > 0 && idleKiB > 0, 'RSS was read');
-    assert.ok(growthBytes <= slots * budgetBytes, `RSS grew ${mib(growthBytes)} MiB, more than ${slots} × ${mib(budgetBytes)} MiB`);
+    assert.ok(growthBytes <= boundBytes, `RSS grew ${mib(growthBytes)} MiB, more than ${mib(boundBytes)} MiB`);
     assert.equal(healthFailures, 0, '/healthz answered 200 every time');
     assert.ok(healthMaxMs < 5000, `/healthz answered within 5 s (slowest ${healthMaxMs.toFixed(0)} ms)`);
     assert.deepEqual(serve.errorLines(), [], 'no error-level log line');

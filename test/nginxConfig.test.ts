@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError } from '../server/config.js';
+import { ConfigError, DEFAULT_CONFIG } from '../server/config.js';
 import { IMAGE_EXTENSIONS, keyDirectory, storageKey, type ImageExtension } from '../server/layout.js';
 import {
   CONFIG_MODULE_NAME,
@@ -21,6 +21,7 @@ import {
   renderServerBlock,
   renderStandaloneConf,
   sizeLabelTable,
+  WORKER_CONNECTIONS,
   type NginxRenderInput,
 } from '../server/nginxConfig.js';
 import { formatLink } from '../server/link.js';
@@ -245,10 +246,17 @@ describe('renderStandaloneConf', () => {
     ['uwsgi temp', /uwsgi_temp_path "\/tmp\/ipx-prefix\/uwsgi_temp";/],
     ['scgi temp', /scgi_temp_path "\/tmp\/ipx-prefix\/scgi_temp";/],
     ['access log under the prefix', /access_log "\/tmp\/ipx-prefix\/access\.log"/],
+    ['connections per worker', new RegExp(`^    worker_connections ${WORKER_CONNECTIONS};$`, 'm')],
+    ['descriptors for them, client and app side', new RegExp(`^worker_rlimit_nofile ${2 * WORKER_CONNECTIONS};$`, 'm')],
   ];
   for (const [name, pattern] of table) {
     it(`has ${name}`, () => assert.match(text, pattern));
   }
+
+  it("lets one worker hold the app's default fetch queue full (two connections a miss), so nginx does not refuse a burst first", () => {
+    const { maxConcurrentFetches, maxQueuedFetches } = DEFAULT_CONFIG.limits;
+    assert.ok(WORKER_CONNECTIONS >= 2 * (maxConcurrentFetches + maxQueuedFetches));
+  });
 
   it('has no user directive unless asked, then the one asked for', () => {
     assert.doesNotMatch(text, /^user /m);

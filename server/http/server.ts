@@ -317,6 +317,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 }
 
 /** Binds a server; an address in use or not available becomes a one-line StartRefused. */
+/**
+ * Connections the kernel holds for a listener until it accepts them (capped by
+ * net.core.somaxconn). Node's 511 would drop the connections of a burst the queues
+ * (limits.maxQueued*) are sized to let wait; a dropped one costs its client a
+ * retransmit, or a reset.
+ */
+const LISTEN_BACKLOG = 4096;
+
 export async function listenOn(server: Server, key: string, listen: string): Promise<string> {
   const { host, port } = splitListen(listen);
   await new Promise<void>((done, fail) => {
@@ -326,7 +334,7 @@ export async function listenOn(server: Server, key: string, listen: string): Pro
       else if (error.code === 'EADDRNOTAVAIL' || error.code === 'EACCES') fail(new StartRefused(`${key} ${listen}: ${error.code} (${error.message})`));
       else fail(error);
     });
-    server.listen(port, host);
+    server.listen({ port, host, backlog: LISTEN_BACKLOG });
   });
   const address = server.address() as AddressInfo;
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
