@@ -244,8 +244,8 @@ function bucketLegacy(name, cfg) {
 
 /*
  * Why a path (query removed) that LINK_PATTERN does not match is refused, in the order
- * of parseLink() in server/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature' or
- * 'bad_url'. Only 'bad_signature' is answered by nginx; the rest go to the app.
+ * of parseLink() in server/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature',
+ * 'bad_url' or 'url_too_long'. Only 'bad_signature' is answered by nginx; the rest go to the app.
  */
 function refusal(path, cfg) {
     // The app decodes percent-escapes per segment; leave such rare paths to it.
@@ -266,7 +266,8 @@ function refusal(path, cfg) {
  * at `nowSeconds` against `cfg` (the shape of the generated imageproxy_config.js).
  * Returns the file stem ("/i/A/b/{key}" or "/i/A/b/{key}.150x") for a validly signed
  * link, or the error code of server/errors.ts the app would answer with: 'bad_signature'
- * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url' or 'bad_size'. The
+ * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url', 'url_too_long' or
+ * 'bad_size'. The
  * refusals come in the order of parseLink() in server/link.ts.
  */
 function verifyLink(requestUri, nowSeconds, cfg) {
@@ -281,7 +282,7 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     if (legacy === null) return 'unknown_bucket';
     if (link[3].length !== cfg.signatureLength) return 'bad_signature';
     var extUrl = link[4];
-    if (extUrl.length > cfg.maxExtUrlLength) return 'bad_url';
+    if (extUrl.length > cfg.maxExtUrlLength) return 'url_too_long';
     var proxy = link[5] !== undefined;
     // With /proxy the size is ignored: pass-through serves the stored original.
     var label = proxy ? '' : sizeLabel(link[2], cfg);

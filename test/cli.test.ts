@@ -339,7 +339,7 @@ const USAGE_CASES: UsageCase[] = [
   {
     name: 'sign a URL too long for a link',
     args: ['sign', `https://example.com/${'a'.repeat(8192)}`, '--secret', 's'],
-    mentions: 'bad_url',
+    mentions: 'url_too_long',
   },
   { name: 'sign --legacy for a bucket without legacy signatures', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--legacy'], mentions: 'legacy' },
   { name: 'sign with both a URL and --from-file', args: ['sign', 'https://example.com/a.jpg', '--from-file', '-', '--secret', 's'], mentions: '--from-file' },

@@ -102,7 +102,7 @@ const LINK_CASES: LinkCase[] = [
   { name: 'ext_url with three =', path: `/i/full/${SIG}/${EXT}===`, expected: 'bad_url' },
   { name: 'ext_url with = inside', path: `/i/full/${SIG}/ab=cd`, expected: 'bad_url' },
   { name: 'empty ext_url', path: `/i/full/${SIG}/`, expected: 'bad_url' },
-  { name: 'ext_url longer than 8192', path: `/i/full/${SIG}/${'A'.repeat(8193)}`, expected: 'bad_url' },
+  { name: 'ext_url longer than 8192', path: `/i/full/${SIG}/${'A'.repeat(8193)}`, expected: 'url_too_long' },
   { name: 'bad ext_url is said before a bad size', path: `/i/abc/${SIG}/abc$`, expected: 'bad_url' },
   // size
   { name: 'size x', path: `/i/x/${SIG}/${EXT}`, expected: 'bad_size' },
@@ -246,7 +246,7 @@ describe('signLinkFor', () => {
     ['credentials', { imageUrl: 'http://u:p@example.com/a.jpg' }, 'bad_url'],
     ['ftp', { imageUrl: 'ftp://example.com/a.jpg' }, 'bad_url'],
     ['not a URL', { imageUrl: 'example.com/a.jpg' }, 'bad_url'],
-    ['too long for a link', { imageUrl: `https://example.com/${'a'.repeat(6200)}` }, 'bad_url'],
+    ['too long for a link', { imageUrl: `https://example.com/${'a'.repeat(6200)}` }, 'url_too_long'],
     ['height not allowed', { height: 999 }, 'bad_size'],
     ['width not allowed with an allowed height', { height: 150, width: 7 }, 'bad_size'],
     ['unknown bucket', { bucket: 'zz' }, 'unknown_bucket'],
