@@ -163,6 +163,48 @@ describe('admin listener off and readiness failures', () => {
     }
   });
 
+  it('a bucket directory that turns read-only makes /readyz 503 naming the bucket, the others and the tree still ok', async (t) => {
+    const root = join(workDir, 'bucket-ro');
+    const bucket = join(root, 't');
+    await mkdir(bucket, { recursive: true });
+    const asRoot = process.getuid?.() === 0;
+    let makeReadOnly: () => Promise<void>;
+    let makeWritable: () => Promise<void>;
+    if (asRoot) {
+      // chmod does not stop root: a tmpfs remounted read-only does (a bucket on its own mount).
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', bucket], { stdio: 'ignore' });
+      } catch {
+        t.skip('running as root without permission to mount a tmpfs: cannot make a read-only bucket');
+        return;
+      }
+      makeReadOnly = async () => void execFileSync('mount', ['-o', 'remount,ro', bucket]);
+      makeWritable = async () => void execFileSync('mount', ['-o', 'remount,rw', bucket]);
+    } else {
+      makeReadOnly = () => chmod(bucket, 0o555);
+      makeWritable = () => chmod(bucket, 0o755);
+    }
+    const app = await start(root);
+    try {
+      assert.ok(app.adminUrl);
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+      await makeReadOnly();
+      const refused = await request(app.adminUrl, '/readyz');
+      assert.equal(refused.status, 503);
+      const text = refused.body.toString();
+      assert.match(text, /^not ready: bucket t: E(ROFS|ACCES)\b/);
+      assert.ok(text.includes(bucket), 'the answer names the directory');
+      assert.doesNotMatch(text, /tree:|bucket i:|bucket f:|engine:/);
+      await makeWritable();
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+      assert.deepEqual(await readdir(bucket), [], 'no probe file left');
+    } finally {
+      await makeWritable().catch(() => {});
+      await app.close();
+      if (asRoot) execFileSync('umount', [bucket], { stdio: 'ignore' });
+    }
+  });
+
   it('a root that turns read-only makes /readyz 503 naming the tree check, and 200 again once writable', async (t) => {
     const root = join(workDir, 'ro');
     await mkdir(root, { recursive: true });

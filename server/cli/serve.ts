@@ -70,7 +70,7 @@ async function serve(options: ServeOptions): Promise<void> {
   if (slot === null && config.workers > 1) {
     let primary;
     try {
-      primary = await runPrimary({ workers: config.workers, root, adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
+      primary = await runPrimary({ workers: config.workers, root, buckets: Object.keys(config.buckets), adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
     } catch (error) {
       // The worker has said why on stderr.
       if (error instanceof WorkersFailedToStart) process.exit(error.exitCode);

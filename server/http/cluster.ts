@@ -15,7 +15,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
-import { checkReadiness, probeTreeWritable } from '../readiness.js';
+import { bucketChecks, checkReadiness, probeTreeWritable } from '../readiness.js';
 import { nextRestart } from '../workerRestarts.js';
 import { createAdminHandler } from './admin.js';
 import { listenOn } from './server.js';
@@ -42,6 +42,8 @@ export function shareWorkerMetrics(registry: Registry): void {
 export interface PrimaryOptions {
   workers: number;
   root: string;
+  /** The configured bucket names: /readyz probes each bucket directory. */
+  buckets: readonly string[];
   /** The admin listener's address, or null for none. */
   adminListen: string | null;
   shutdownGraceMs: number;
@@ -146,6 +148,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
         ready: () =>
           checkReadiness({
             tree: () => probeTreeWritable(options.root),
+            ...bucketChecks(options.root, options.buckets),
             workers: async () => {
               if (listening.size === 0) throw new Error(`none of ${options.workers} workers is listening`);
             },
