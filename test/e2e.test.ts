@@ -134,6 +134,7 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
     await writeFile(
       configPath,
       JSON.stringify({ ...config, listen: new URL(app.url).host, secrets: [SECRET] }, null, 2),
+      { mode: 0o600 },
     );
     const prefix = join(workDir, 'nginx');
     const render = await runCli(

@@ -91,7 +91,7 @@ describe('serve --workers 2', () => {
       setTimeout(() => response.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), originDelayMs);
     });
     configPath = join(cwd, 'config.json');
-    await writeFile(configPath, JSON.stringify({ secrets: [secret], shutdownGraceMs: 10_000 }));
+    await writeFile(configPath, JSON.stringify({ secrets: [secret], shutdownGraceMs: 10_000 }), { mode: 0o600 });
     child = startCli(
       ['serve', '--config', configPath, '--root', join(cwd, 'tree'), '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--allow-private-networks', '--workers', '2'],
       { cwd, env: { IMAGEPROXY_STATS_REFRESH_SECONDS: '0' } },
@@ -157,7 +157,7 @@ describe('serve --workers 2', () => {
   it('SIGHUP reaches both workers: a new secret verifies on each, the removed one on none', async () => {
     const oldSecret = secret;
     const stored = link('one-new-image');
-    await writeFile(configPath, JSON.stringify({ secrets: ['second-secret'], shutdownGraceMs: 10_000 }));
+    await writeFile(configPath, JSON.stringify({ secrets: ['second-secret'], shutdownGraceMs: 10_000 }), { mode: 0o600 });
     const seen = logs.length;
     child.kill('SIGHUP');
     const reloaded = await waitForLogs((line) => logs.indexOf(line) >= seen && line.msg.startsWith('reloaded'), 2);

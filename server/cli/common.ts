@@ -1,11 +1,12 @@
 /**
- * What every command shares: the common flags (--config, --secret, --root), loading the
+ * What every command shares: the common flags (--config, --secret, --secret-file, --root), loading the
  * config from them, argument parsers that answer with a one-line usage error, and the
  * exit codes. Commands live one per file beside this one (init-buckets inline in
  * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
 import { Command } from 'commander';
 import { buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
+import { refuseReadableConfigSecrets } from '../secrets.js';
 
 /**
  * Exit codes of every command:
@@ -24,16 +25,23 @@ export class UsageError extends Error {}
 export interface CommonOptions {
   config?: string;
   secret?: string[];
+  secretFile?: string;
   root?: string;
 }
 
 /** The config as the common flags (and `flags`, a command's own layer) make it. */
 export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
   const file = options.config === undefined ? undefined : readConfigFile(options.config);
+  if (options.config !== undefined && file !== undefined) refuseReadableConfigSecrets(options.config, file);
   const flagLayer: ConfigLayer = { ...flags };
   if (options.secret !== undefined && options.secret.length > 0) {
+    if (options.secretFile !== undefined) throw new UsageError('--secret and --secret-file: give one of them');
     flagLayer.secrets = options.secret;
     flagLayer.secretFile = null;
+  }
+  if (options.secretFile !== undefined) {
+    flagLayer.secretFile = options.secretFile;
+    flagLayer.secrets = [];
   }
   if (typeof options.root === 'string') flagLayer.root = options.root;
   return buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
@@ -68,6 +76,7 @@ export function configuredBucket(config: Config, flag: string, bucket: string): 
 export function withCommon(command: Command): Command {
   return command
     .option('--config <file>', 'JSON config file')
-    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config)', collect)
+    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config). Every user sees it in ps: prefer --secret-file', collect)
+    .option('--secret-file <file>', 'file of signing secrets, one a line, not readable by every user (overrides the config)')
     .option('--root <dir>', 'bucket-tree root (overrides the config)');
 }

@@ -12,7 +12,7 @@ import { WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
 import { createLogger, type Logger } from '../log.js';
 import { probeTreeWritable } from '../readiness.js';
-import { resolveSecrets } from '../secrets.js';
+import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
 import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 
@@ -54,7 +54,17 @@ async function serve(options: ServeOptions): Promise<void> {
       { file: secrets.generatedAt },
       `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
     );
+  } else if (secrets.generated && slot === null) {
+    // At every start, not only the first: a forgotten secret makes every link answer 410.
+    logger.warn(
+      { file: secrets.file },
+      `NO SECRET CONFIGURED: running on the secret generated in ${secrets.file ?? 'the root'}; links signed by your site verify only if it uses that same secret. Set secretFile or secrets to your site's secret.`,
+    );
   }
+  // Once started: a refused start says its one line only.
+  const warnSecretFlag = (): void => {
+    if (options.secret !== undefined && options.secret.length > 0) logger.warn(SECRET_FLAG_WARNING);
+  };
   const startFields = {
     root,
     buckets: Object.keys(config.buckets),
@@ -82,6 +92,7 @@ async function serve(options: ServeOptions): Promise<void> {
       `listening on ${primary.url} with ${config.workers} workers${primary.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${primary.adminUrl}`}`,
     );
     if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(primary.url, root, config));
+    warnSecretFlag();
     const code = await primary.stopped;
     logger.info({ code }, 'stopped: every worker has exited');
     process.exit(code);
@@ -103,6 +114,7 @@ async function serve(options: ServeOptions): Promise<void> {
       `listening on ${running.url}${running.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${running.adminUrl}`}`,
     );
     if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(running.url, root, config));
+    warnSecretFlag();
   }
 
   process.on('SIGHUP', () => void reload(options, flags, adapt, running, logger));
