@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { ERROR_STATUS, ImageproxyError, type ErrorCode } from '../server/errors.js';
 import { decodeImageUrl, formatLink, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/link.js';
 import { describeVerdict, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/linkTools.js';
+import { signLink } from '../server/signing.js';
 import { parseSize, type SizeSpec } from '../server/sizes.js';
 import { VECTORS, extUrlOf } from './helpers.js';
 
@@ -283,6 +284,15 @@ describe('signLinkFor', () => {
 
 describe('judgeLink', () => {
   const fresh = signLinkFor({ imageUrl: 'https://example.com/a.jpg', bucket: 'i', atMs: AT }, signer);
+  // signLinkFor refuses a legacy link for bucket i (it refuses them): signed by hand, as an old Gazelle did.
+  const legacyExtUrl = extUrlOf('https://example.com/old.jpg');
+  const legacyInPlainBucket = formatLink({
+    bucket: 'i',
+    size: 'full',
+    signature: signLink('s', { bucket: 'i', extUrl: legacyExtUrl, proxy: false }, AT, { legacy: true }),
+    extUrl: legacyExtUrl,
+    proxy: false,
+  });
   const table: Array<[string, string, number, string]> = [
     ['valid now', fresh, AT, 'valid'],
     ['valid last week', fresh, AT + 7 * 86_400_000, 'valid'],
@@ -290,6 +300,8 @@ describe('judgeLink', () => {
     ['wrong after more than a year', fresh, AT + 60 * 7 * 86_400_000, 'wrong'],
     ['wrong: tampered', fresh.replace(/\/([A-Za-z0-9_-])([A-Za-z0-9_-]{15})\//, (_all, first: string, rest: string) => `/${first === 'A' ? 'B' : 'A'}${rest}/`), AT, 'wrong'],
     ['invalid: structure', '/i/full', AT, 'refused'],
+    ['legacy: valid under the legacy scheme, which bucket i refuses', legacyInPlainBucket, AT, 'legacy'],
+    ['expired: a legacy link three weeks later', legacyInPlainBucket, AT + 21 * 86_400_000, 'expired'],
   ];
   for (const [name, path, nowMs, kind] of table) {
     it(name, () => {
