@@ -19,6 +19,9 @@ export const EXIT_FAILURES = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
+/** The help of `--allow-private-networks`, on every command that fetches (serve, populate). */
+export const ALLOW_PRIVATE_NETWORKS_HELP = 'allow fetching from private, loopback and link-local addresses';
+
 /** A wrong flag or value: the CLI prints `imageproxy: <message>` and exits 2. */
 export class UsageError extends Error {}
 

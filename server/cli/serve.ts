@@ -13,7 +13,7 @@ import { ReloadRefused, StartRefused, startServer, type RunningServer } from '..
 import { createLogger, type Logger } from '../log.js';
 import { probeTreeWritable } from '../readiness.js';
 import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
-import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
+import { ALLOW_PRIVATE_NETWORKS_HELP, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 
 type ServeOptions = CommonOptions & Record<string, unknown>;
@@ -181,7 +181,7 @@ export function register(program: Command): void {
     .option('--admin-listen <host:port|off>', 'address of the admin listener (/metrics, /healthz, /readyz); off: none')
     .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
     .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
-    .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
+    .option('--allow-private-networks', ALLOW_PRIVATE_NETWORKS_HELP)
     .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP)
     .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
     .option('--workers <n>', 'processes serving the one listen port (a crashed one is restarted)')
