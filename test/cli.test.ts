@@ -336,6 +336,9 @@ const USAGE_CASES: UsageCase[] = [
   { name: 'a config file every user can read holding secrets', args: ['sign', 'https://example.com/a.jpg'], config: '{"secrets": ["s"]}', mentions: 'chmod o-rwx' },
   { name: 'a config file every user can read holding secrets names secretFile', args: ['init-buckets'], config: '{"secrets": ["s"]}', mentions: 'secretFile' },
   { name: '--secret and --secret-file together', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--secret-file', '/nonexistent'], mentions: '--secret-file' },
+  // Node's recursive mkdir spins forever under /proc: refused before any, in one line.
+  { name: 'serve with a root under /proc', args: ['serve', '--root', '/proc/imageproxy-tree', '--secret', 's', '--listen', '127.0.0.1:0', '--admin-listen', 'off'], mentions: 'lies on proc, a kernel pseudo filesystem' },
+  { name: 'init-buckets with a root under /sys', args: ['init-buckets', '--root', '/sys/imageproxy/tree'], mentions: 'lies on sysfs' },
   { name: 'unknown command', args: ['bogus'], mentions: 'bogus' },
   { name: 'missing argument', args: ['sign'], mentions: 'image-url' },
   { name: 'bad --at', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--at', 'yesterday-ish'], mentions: '--at' },

@@ -5,7 +5,9 @@
  * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
 import { Command } from 'commander';
-import { buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
+import { resolve } from 'node:path';
+import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
+import { pseudoFilesystemOf } from '../pseudoFilesystem.js';
 import { refuseReadableConfigSecrets } from '../secrets.js';
 
 /**
@@ -47,7 +49,12 @@ export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Con
     flagLayer.secrets = [];
   }
   if (typeof options.root === 'string') flagLayer.root = options.root;
-  return buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+  const config = buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+  const pseudo = pseudoFilesystemOf(config.root);
+  if (pseudo !== null) {
+    throw new ConfigError('root', `${resolve(config.root)} lies on ${pseudo}, a kernel pseudo filesystem that stores no files: choose a directory on a disk`);
+  }
+  return config;
 }
 
 export function parseInstant(text: string | undefined): number {
