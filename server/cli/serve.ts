@@ -8,12 +8,12 @@
 import { Command, Option } from 'commander';
 import { relative, resolve } from 'node:path';
 import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
-import { WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
+import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
 import { createLogger, type Logger } from '../log.js';
 import { probeTreeWritable } from '../readiness.js';
 import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
-import { ALLOW_PRIVATE_NETWORKS_HELP, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
+import { ALLOW_PRIVATE_NETWORKS_HELP, EXIT_INTERRUPTED, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 
 type ServeOptions = CommonOptions & Record<string, unknown>;
@@ -84,6 +84,10 @@ async function serve(options: ServeOptions): Promise<void> {
     } catch (error) {
       // The worker has said why on stderr.
       if (error instanceof WorkersFailedToStart) process.exit(error.exitCode);
+      if (error instanceof StartInterrupted) {
+        logger.info({ signal: error.signal }, `start interrupted by ${error.signal}: every worker has stopped`);
+        process.exit(EXIT_INTERRUPTED);
+      }
       if (error instanceof StartRefused) throw new UsageError(error.message);
       throw error;
     }
