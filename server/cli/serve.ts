@@ -10,6 +10,7 @@ import { relative, resolve } from 'node:path';
 import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
 import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
+import { startDescriptorWatch } from '../descriptorWatch.js';
 import { createLogger, type Logger } from '../log.js';
 import { probeTreeWritable } from '../readiness.js';
 import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
@@ -48,6 +49,8 @@ async function serve(options: ServeOptions): Promise<void> {
   }
   const processLogger = createLogger(config.logLevel);
   const logger = slot === null ? processLogger : processLogger.child({ worker: slot });
+  // Every process that accepts connections: the primary of --workers N hands them out.
+  startDescriptorWatch(logger);
   const secrets = resolveSecrets(config, true);
   if (secrets.generatedAt !== null) {
     logger.warn(
