@@ -87,7 +87,7 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
  * documented setup), and so is a file readable only by its owner. `alternative` is
  * another way out the message offers after the chmod.
  */
-export function refuseReadableByOthers(key: string, path: string, alternative = ''): void {
+function refuseReadableByOthers(key: string, path: string, alternative = ''): void {
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o004) !== 0) {
     throw new ConfigError(

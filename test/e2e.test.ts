@@ -244,6 +244,8 @@ describe('nginx + njs in front of the app', { skip: missing ?? false }, () => {
       ['size not allowed', link('/photo.jpg', { size: '999x' }), 400, 'bad_size'],
       ['unknown bucket', link('/photo.jpg').replace(/^\/i\//, '/zz/'), 404, 'unknown_bucket'],
       ['wrong segment count', '/i/full/x', 400, 'bad_path'],
+      // njs leaves it to the app, whose 414 names the limit (nginx's own 414 is link_too_long).
+      ['ext_url past 8192 characters', `/i/full/AAAAAAAAAAAAAAAA/${'A'.repeat(8193)}`, 414, 'url_too_long'],
     ];
     for (const [name, path, status, code] of table) {
       const answer = await get(path);
