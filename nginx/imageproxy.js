@@ -244,8 +244,8 @@ function bucketLegacy(name, cfg) {
 
 /*
  * Why a path (query removed) that LINK_PATTERN does not match is refused, in the order
- * of parseLink() in server/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature',
- * 'bad_url' or 'url_too_long'. Only 'bad_signature' is answered by nginx; the rest go to the app.
+ * of parseLink() in server/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature' or
+ * 'bad_url'. Only 'bad_signature' is answered by nginx; the rest go to the app.
  */
 function refusal(path, cfg) {
     // The app decodes percent-escapes per segment; leave such rare paths to it.
@@ -267,8 +267,7 @@ function refusal(path, cfg) {
  * Returns the file stem ("/i/A/b/{key}" or "/i/A/b/{key}.150x") for a validly signed
  * link, or the error code of server/errors.ts the app would answer with: 'bad_signature'
  * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url', 'url_too_long' or
- * 'bad_size'. The
- * refusals come in the order of parseLink() in server/link.ts.
+ * 'bad_size'. The refusals come in the order of parseLink() in server/link.ts.
  */
 function verifyLink(requestUri, nowSeconds, cfg) {
     var path = requestUri;
