@@ -266,8 +266,8 @@ function refusal(path, cfg) {
  * at `nowSeconds` against `cfg` (the shape of the generated imageproxy_config.js).
  * Returns the file stem ("/i/A/b/{key}" or "/i/A/b/{key}.150x") for a validly signed
  * link, or the error code of server/errors.ts the app would answer with: 'bad_signature'
- * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url' or 'bad_size'. The
- * refusals come in the order of parseLink() in server/link.ts.
+ * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url', 'url_too_long' or
+ * 'bad_size'. The refusals come in the order of parseLink() in server/link.ts.
  */
 function verifyLink(requestUri, nowSeconds, cfg) {
     var path = requestUri;
@@ -281,7 +281,7 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     if (legacy === null) return 'unknown_bucket';
     if (link[3].length !== cfg.signatureLength) return 'bad_signature';
     var extUrl = link[4];
-    if (extUrl.length > cfg.maxExtUrlLength) return 'bad_url';
+    if (extUrl.length > cfg.maxExtUrlLength) return 'url_too_long';
     var proxy = link[5] !== undefined;
     // With /proxy the size is ignored: pass-through serves the stored original.
     var label = proxy ? '' : sizeLabel(link[2], cfg);

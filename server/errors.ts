@@ -11,6 +11,9 @@ export const ERROR_STATUS = {
   bad_path: 400,
   bad_size: 400,
   bad_url: 400,
+  // an ext_url past MAX_EXT_URL_LENGTH (server/link.ts): its own code, so the answer says
+  // what to change rather than calling a long but well-formed URL malformed
+  url_too_long: 414,
   unknown_bucket: 404,
   bad_signature: 410,
   method_not_allowed: 405,
@@ -43,6 +46,8 @@ export const ERROR_STATUS = {
   // answered by nginx itself, never by the app (server/nginxConfig.ts NGINX_ERROR_ANSWERS)
   forbidden: 403,
   request_too_large: 413,
+  // a Transfer-Encoding other than chunked (gzip, xchunked, `chunked, identity`)
+  unsupported_transfer_encoding: 501,
   link_too_long: 414,
   range_not_satisfiable: 416,
   app_unavailable: 502,

@@ -49,6 +49,16 @@ export function isExtUrlShaped(extUrl: string): boolean {
   return extUrl.length <= MAX_EXT_URL_LENGTH && BASE64URL_PATTERN.test(extUrl);
 }
 
+/** The refusal of an ext_url that is not shaped: too long, or not base64url. */
+export function extUrlShapeError(extUrl: string): ImageproxyError {
+  if (extUrl.length > MAX_EXT_URL_LENGTH) {
+    return new ImageproxyError('url_too_long', `image URL too long: its base64url form has at most ${MAX_EXT_URL_LENGTH} characters`, {
+      detail: `${extUrl.length} characters`,
+    });
+  }
+  return new ImageproxyError('bad_url', 'image URL is not base64url');
+}
+
 function decodeSegment(raw: string): string {
   try {
     return decodeURIComponent(raw);
@@ -77,9 +87,7 @@ export function parseLink(pathname: string, rules: LinkRules): ParsedLink {
       detail: 'signature is not 16 base64url characters',
     });
   }
-  if (!isExtUrlShaped(extUrl)) {
-    throw new ImageproxyError('bad_url', 'image URL is not base64url');
-  }
+  if (!isExtUrlShaped(extUrl)) throw extUrlShapeError(extUrl);
   // With /proxy the size is ignored: pass-through never resizes.
   const size = proxy ? FULL_SIZE : parseSize(sizeSegment, rules.sizes);
   return { bucket, size, signature, extUrl, proxy };

@@ -104,16 +104,30 @@ export function signLinkFor(request: SignRequest, signer: Signer): string {
 export type LinkVerdict =
   /** The app would serve it (or fetch it). */
   | { kind: 'valid'; link: ParsedLink; match: SignatureMatch }
-  /** A secret signed it in an older week: a genuine link, too old. The app answers 410. */
-  | { kind: 'expired'; link: ParsedLink; signed: PastSignature }
+  /**
+   * A secret signed it in an older week: a genuine link, too old. The app answers 410.
+   * `legacyRefused`: signed under the legacy scheme, which the bucket refuses as well.
+   */
+  | { kind: 'expired'; link: ParsedLink; signed: PastSignature; legacyRefused: boolean }
   /** No secret signed it in any week of the past year: forged, tampered or an old secret. 410. */
   | { kind: 'wrong'; link: ParsedLink }
+  /**
+   * Valid now under the legacy scheme (signed over ext_url without the bucket, links from
+   * before buckets), which the link's bucket refuses: 410 until
+   * `buckets.{bucket}.legacySignatures` is true.
+   */
+  | { kind: 'legacy'; link: ParsedLink; match: SignatureMatch }
   /** The app refuses it before or after the signature check, with this error. */
   | { kind: 'refused'; link: ParsedLink | null; error: ImageproxyError };
 
 /** Whether the app answers this verdict with 410 (`bad_signature`). */
 export function isSignatureRefusal(verdict: LinkVerdict): boolean {
-  return verdict.kind === 'expired' || verdict.kind === 'wrong' || (verdict.kind === 'refused' && verdict.error.code === 'bad_signature');
+  return (
+    verdict.kind === 'expired' ||
+    verdict.kind === 'wrong' ||
+    verdict.kind === 'legacy' ||
+    (verdict.kind === 'refused' && verdict.error.code === 'bad_signature')
+  );
 }
 
 /** Judges a link path as the app would at `nowMs`, and says why. */
@@ -131,13 +145,19 @@ export function judgeLink(
   }
   const match = verifyLinkSignature(link, { ...policy, secrets: context.secrets, nowMs: context.nowMs });
   if (match === null) {
+    // The legacy scheme is looked at even where the bucket refuses it, to say which
+    // setting would accept the link; what the app accepts is decided above.
+    const withLegacy = { ...policy.buckets, [link.bucket]: { legacySignatures: true } };
+    const legacyMatch = verifyLinkSignature(link, { ...policy, buckets: withLegacy, secrets: context.secrets, nowMs: context.nowMs });
+    if (legacyMatch !== null) return { kind: 'legacy', link, match: legacyMatch };
     const signed = findSigningWeek(link.signature, link, {
       secrets: context.secrets,
-      legacyAllowed: policy.buckets[link.bucket]?.legacySignatures ?? false,
+      legacyAllowed: true,
       nowMs: context.nowMs,
       weeks: EXPIRED_SEARCH_WEEKS,
     });
-    return signed === null ? { kind: 'wrong', link } : { kind: 'expired', link, signed };
+    if (signed === null) return { kind: 'wrong', link };
+    return { kind: 'expired', link, signed, legacyRefused: signed.legacy && policy.buckets[link.bucket]?.legacySignatures !== true };
   }
   try {
     decodeImageUrl(link.extUrl);
@@ -152,7 +172,12 @@ function schemeOf(legacy: boolean): string {
   return legacy ? 'legacy scheme (no bucket prefix)' : 'bucket scheme';
 }
 
-/** One line: `valid: …`, `expired: …`, `wrong: …` or `invalid: {code}: …`. */
+/** The setting that makes `bucket` accept legacy links, as the config and the environment write it. */
+function legacySetting(bucket: string): string {
+  return `buckets.${bucket}.legacySignatures true (IMAGEPROXY_BUCKETS ${bucket}:legacy)`;
+}
+
+/** One line: `valid: …`, `expired: …`, `legacy: …`, `wrong: …` or `invalid: {code}: …`. */
 export function describeVerdict(verdict: LinkVerdict): string {
   switch (verdict.kind) {
     case 'valid': {
@@ -170,7 +195,18 @@ export function describeVerdict(verdict: LinkVerdict): string {
       return (
         `expired: bad_signature: signed with secret #${signed.secretIndex} in week ${signed.week.suffix} ` +
         `(${signed.week.rule} year rule, ${ago}), ${schemeOf(signed.legacy)}; not accepted now` +
-        (signed.week.rule === 'calendar' ? ' (the calendar-year rule is accepted only with calendarYearWeeks)' : '')
+        (signed.week.rule === 'calendar' ? ' (the calendar-year rule is accepted only with calendarYearWeeks)' : '') +
+        (verdict.legacyRefused
+          ? ` (legacy links are accepted in bucket ${verdict.link.bucket} only with ${legacySetting(verdict.link.bucket)})`
+          : '')
+      );
+    }
+    case 'legacy': {
+      const { link, match } = verdict;
+      return (
+        `legacy: bad_signature: a valid legacy link (signed without the bucket prefix, as before buckets: ` +
+        `secret #${match.secretIndex}, week ${match.week.suffix}, ${match.week.rule} year rule), but bucket ${link.bucket} ` +
+        `refuses legacy signatures; set ${legacySetting(link.bucket)} to accept it`
       );
     }
     case 'wrong':

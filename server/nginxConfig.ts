@@ -160,7 +160,12 @@ export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
   // The internal prefix asked for directly, the metrics path, a file purged between the
   // app's answer and nginx's open.
   { code: 'not_stored', message: 'image is not stored', statuses: [404] },
+  // TRACE: nginx refuses it before any location (other methods go to the app, whose
+  // answer this is too).
+  { code: 'method_not_allowed', message: 'only GET and HEAD', statuses: [405] },
   { code: 'bad_signature', message: 'invalid or expired signature', statuses: [410] },
+  // A request body that stopped arriving (client_body_timeout).
+  { code: 'request_timeout', message: 'request not received in time', statuses: [408] },
   { code: 'request_too_large', message: 'request body too large', statuses: [413] },
   { code: 'link_too_long', message: 'link too long', statuses: [414] },
   { code: 'range_not_satisfiable', message: 'range not satisfiable', statuses: [416] },
@@ -169,6 +174,8 @@ export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
   { code: 'app_unavailable', message: 'image service unavailable, try again', statuses: [502] },
   // nginx answers 503 only for limits an admin adds (limit_req, limit_conn).
   { code: 'busy', message: 'too busy, try again', statuses: [503] },
+  // A Transfer-Encoding nginx does not decode, refused before any location.
+  { code: 'unsupported_transfer_encoding', message: 'transfer encoding not supported', statuses: [501] },
   { code: 'app_timeout', message: 'image service did not answer in time', statuses: [504] },
 ];
 
@@ -347,6 +354,15 @@ function errorLocations(): string[] {
   ]);
 }
 
+/**
+ * One range per request: an image is fetched whole or resumed from one offset. A request
+ * for more ranges is answered as if it had none (200, the whole file), never as a
+ * multipart answer many times the file's size (a thousand `0-0` ranges).
+ */
+function rangeLimit(): string[] {
+  return ['max_ranges 1;'];
+}
+
 function typesBlock(): string[] {
   return [
     'types {',
@@ -416,6 +432,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     // checked every second. A hot file still costs one stat a second, not one per hit.
     'open_file_cache max=10000 inactive=60s;',
     'open_file_cache_valid 1s;',
+    ...rangeLimit(),
     '',
     "# nginx's own answers: text with the app's headers, never an HTML page (below).",
     ...errorPages(),
@@ -563,6 +580,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     // As in the checked server: a purged file stops being served within seconds.
     'open_file_cache max=10000 inactive=60s;',
     'open_file_cache_valid 1s;',
+    ...rangeLimit(),
     ...errorPages(),
     'recursive_error_pages on;',
     '',

@@ -1,9 +1,10 @@
 /**
  * The checks behind `/readyz` and the start refusal: the tree takes a write (write, fsync,
- * rename and remove a probe file in `{root}/.imageproxy/`) and the resize engine answers.
+ * rename and remove a probe file in `{root}/.imageproxy/`), so does every bucket
+ * directory, and the resize engine answers.
  * Thin I/O; each check throws an Error whose message names what failed.
  */
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ResizeEngine } from './engines/engine.js';
 import { STATE_DIRECTORY } from './layout.js';
@@ -32,6 +33,11 @@ export async function probeTreeWritable(root: string): Promise<void> {
   await mkdir(directory).catch((error: NodeJS.ErrnoException) => {
     if (error.code !== 'EEXIST') throw error;
   });
+  await probeDirectoryWritable(directory);
+}
+
+/** Writes, fsyncs, renames and removes a probe file in `directory`. */
+async function probeDirectoryWritable(directory: string): Promise<void> {
   const unique = writerUnique();
   const temporary = join(directory, `.readyz.${unique}.tmp`);
   const probe = join(directory, `.readyz.${unique}.probe`);
@@ -48,6 +54,31 @@ export async function probeTreeWritable(root: string): Promise<void> {
     await rm(temporary, { force: true });
     await rm(probe, { force: true });
   }
+}
+
+/**
+ * One check per bucket, named `bucket NAME`: its directory takes a probe write. A bucket
+ * may sit on a mount or have an owner of its own, so the root's check says nothing about
+ * it. A bucket directory not made yet passes: the store creates it under the root, which
+ * the tree check probes.
+ */
+export function bucketChecks(root: string, buckets: readonly string[]): Record<string, () => Promise<void>> {
+  return Object.fromEntries(
+    buckets.map((bucket): [string, () => Promise<void>] => [
+      `bucket ${bucket}`,
+      async () => {
+        const directory = join(root, bucket);
+        const exists = await stat(directory).then(
+          () => true,
+          (error: NodeJS.ErrnoException) => {
+            if (error.code === 'ENOENT') return false;
+            throw error;
+          },
+        );
+        if (exists) await probeDirectoryWritable(directory);
+      },
+    ]),
+  );
 }
 
 /** Resizes a tiny image: the engine (sharp's library, jimp's workers) is loaded and answers. */

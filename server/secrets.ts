@@ -19,6 +19,11 @@ export interface ResolvedSecrets {
   source: string;
   /** A file holding the secrets, when there is one (nginx may read it). */
   file: string | null;
+  /**
+   * The secret is the one serve generated under the root (now or before), not one the
+   * site set: links the site signs do not verify with it.
+   */
+  generated: boolean;
 }
 
 function secretsFromText(text: string): string[] {
@@ -49,15 +54,15 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
     const fromFile = secretsFromText(text);
     if (fromFile.length === 0) throw new ConfigError('secretFile', `${config.secretFile} holds no secret`);
     secrets.push(...fromFile);
-    return { secrets, generatedAt: null, source: `secretFile ${config.secretFile}`, file: config.secretFile };
+    return { secrets, generatedAt: null, source: `secretFile ${config.secretFile}`, file: config.secretFile, generated: false };
   }
-  if (secrets.length > 0) return { secrets, generatedAt: null, source: 'config secrets', file: null };
+  if (secrets.length > 0) return { secrets, generatedAt: null, source: 'config secrets', file: null, generated: false };
 
   const path = generatedSecretPath(config.root);
   try {
     const existing = secretsFromText(readFileSync(path, 'utf8'));
     refuseReadableByOthers('secrets', path);
-    if (existing.length > 0) return { secrets: existing, generatedAt: null, source: `generated ${path}`, file: path };
+    if (existing.length > 0) return { secrets: existing, generatedAt: null, source: `generated ${path}`, file: path, generated: true };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
@@ -73,20 +78,38 @@ export function resolveSecrets(config: Config, generate: boolean): ResolvedSecre
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return resolveSecrets(config, false);
     throw error;
   }
-  return { secrets: [secret], generatedAt: path, source: `generated ${path}`, file: path };
+  return { secrets: [secret], generatedAt: path, source: `generated ${path}`, file: path, generated: true };
 }
 
 /**
  * Refuses a secret file that every user of the machine can read: anyone with a shell
  * could sign links for any URL. Group-readable is fine (0640 root:imageproxy is the
- * documented setup), and so is a file readable only by its owner.
+ * documented setup), and so is a file readable only by its owner. `alternative` is
+ * another way out the message offers after the chmod.
  */
-function refuseReadableByOthers(key: string, path: string): void {
+function refuseReadableByOthers(key: string, path: string, alternative = ''): void {
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o004) !== 0) {
     throw new ConfigError(
       key,
-      `${path} is readable by every user (mode ${mode.toString(8).padStart(4, '0')}); make it private first: chmod o-rwx ${path}`,
+      `${path} is readable by every user (mode ${mode.toString(8).padStart(4, '0')}); make it private first: chmod o-rwx ${path}${alternative}`,
     );
   }
 }
+
+/**
+ * A config file holding `secrets` is a secret file too: refused when every user can
+ * read it, as a world-readable secretFile is.
+ */
+export function refuseReadableConfigSecrets(path: string, layer: Readonly<Record<string, unknown>>): void {
+  const secrets = layer.secrets;
+  if (!Array.isArray(secrets) || secrets.length === 0) return;
+  refuseReadableByOthers('secrets', path, ` (it holds secrets), or move the secrets to a secretFile`);
+}
+
+/**
+ * The warning for `--secret`: the command line of a process is visible to every user
+ * (`ps`, /proc) for as long as it runs.
+ */
+export const SECRET_FLAG_WARNING =
+  '--secret puts the secret on the command line, where every user of this machine sees it (ps, /proc/PID/cmdline); use --secret-file FILE (mode 0600 or 0640) or secretFile in the config';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
@@ -163,43 +163,77 @@ describe('admin listener off and readiness failures', () => {
     }
   });
 
-  it('a root that turns read-only makes /readyz 503 naming the tree check, and 200 again once writable', async (t) => {
-    const root = join(workDir, 'ro');
-    await mkdir(root, { recursive: true });
-    const asRoot = process.getuid?.() === 0;
-    let makeReadOnly: () => Promise<void>;
-    let makeWritable: () => Promise<void>;
-    if (asRoot) {
-      // chmod does not stop root: a tmpfs remounted read-only does.
-      try {
-        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', root], { stdio: 'ignore' });
-      } catch {
-        t.skip('running as root without permission to mount a tmpfs: cannot make a read-only root');
-        return;
-      }
-      makeReadOnly = async () => void execFileSync('mount', ['-o', 'remount,ro', root]);
-      makeWritable = async () => void execFileSync('mount', ['-o', 'remount,rw', root]);
-    } else {
-      makeReadOnly = () => chmod(join(root, STATE_DIRECTORY), 0o555);
-      makeWritable = () => chmod(join(root, STATE_DIRECTORY), 0o755);
+  /**
+   * Switches `mounted` between read-only and writable, or null (the test is skipped) when
+   * that is impossible here. chmod does not stop root: as root `mounted` becomes a tmpfs
+   * that is remounted read-only (unmounted by `release`); otherwise `chmodded` is made 0555.
+   */
+  function readOnlySwitch(mounted: string, chmodded: string, t: TestContext): { makeReadOnly(): Promise<void>; makeWritable(): Promise<void>; release(): void } | null {
+    if (process.getuid?.() !== 0) {
+      return { makeReadOnly: () => chmod(chmodded, 0o555), makeWritable: () => chmod(chmodded, 0o755), release: () => undefined };
     }
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mounted], { stdio: 'ignore' });
+    } catch {
+      t.skip('running as root without permission to mount a tmpfs: cannot make a directory read-only');
+      return null;
+    }
+    return {
+      makeReadOnly: async () => void execFileSync('mount', ['-o', 'remount,ro', mounted]),
+      makeWritable: async () => void execFileSync('mount', ['-o', 'remount,rw', mounted]),
+      release: () => void execFileSync('umount', [mounted], { stdio: 'ignore' }),
+    };
+  }
+
+  it('a bucket directory that turns read-only makes /readyz 503 naming the bucket, the others and the tree still ok', async (t) => {
+    const root = join(workDir, 'bucket-ro');
+    const bucket = join(root, 't');
+    await mkdir(bucket, { recursive: true });
+    const readOnly = readOnlySwitch(bucket, bucket, t);
+    if (readOnly === null) return;
     const app = await start(root);
     try {
       assert.ok(app.adminUrl);
       assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
-      await makeReadOnly();
+      await readOnly.makeReadOnly();
+      const refused = await request(app.adminUrl, '/readyz');
+      assert.equal(refused.status, 503);
+      const text = refused.body.toString();
+      assert.match(text, /^not ready: bucket t: E(ROFS|ACCES)\b/);
+      assert.ok(text.includes(bucket), 'the answer names the directory');
+      assert.doesNotMatch(text, /tree:|bucket i:|bucket f:|engine:/);
+      await readOnly.makeWritable();
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+      assert.deepEqual(await readdir(bucket), [], 'no probe file left');
+    } finally {
+      await readOnly.makeWritable().catch(() => {});
+      await app.close();
+      readOnly.release();
+    }
+  });
+
+  it('a root that turns read-only makes /readyz 503 naming the tree check, and 200 again once writable', async (t) => {
+    const root = join(workDir, 'ro');
+    await mkdir(root, { recursive: true });
+    const readOnly = readOnlySwitch(root, join(root, STATE_DIRECTORY), t);
+    if (readOnly === null) return;
+    const app = await start(root);
+    try {
+      assert.ok(app.adminUrl);
+      assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
+      await readOnly.makeReadOnly();
       const refused = await request(app.adminUrl, '/readyz');
       assert.equal(refused.status, 503);
       assert.match(refused.body.toString(), /^not ready: tree: /);
       assert.doesNotMatch(refused.body.toString(), /engine:/);
       // Liveness is not readiness: the process is alive.
       assert.equal((await request(app.adminUrl, '/healthz')).status, 200);
-      await makeWritable();
+      await readOnly.makeWritable();
       assert.equal((await request(app.adminUrl, '/readyz')).status, 200);
     } finally {
-      await makeWritable().catch(() => {});
+      await readOnly.makeWritable().catch(() => {});
       await app.close();
-      if (asRoot) execFileSync('umount', [root], { stdio: 'ignore' });
+      readOnly.release();
     }
   });
 });

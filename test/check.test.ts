@@ -249,7 +249,7 @@ describe('imageproxy check', () => {
     assert.match(run.stdout, /findings 9: stale-temp 2, stale-lock 1, missing-sidecar 1, damaged-original 3, damaged-thumbnail 2, not-regular 0\n$/);
     assert.equal(await exists(join(root, planted.paths.deadTemp)), true);
     assert.equal(await exists(join(root, planted.paths.empty)), true);
-    assert.match(run.stderr, /check: done: \d+ entries/);
+    assert.match(run.stderr, /check: done: \d+ shard directories/);
   });
 
   test('--json: one object per finding and a summary', async () => {

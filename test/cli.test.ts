@@ -204,9 +204,19 @@ describe('verify', () => {
     },
     { name: 'wrong secret', args: ['verify', vector.path, '--secret', 'nope', '--at', String(vector.at)], reason: 'wrong: bad_signature' },
     {
+      // imageproxy-py's README vector: valid, as a legacy link, and the line names the setting.
       name: 'legacy link in a bucket without legacy',
-      args: ['verify', VECTORS.find((item) => item.legacy)?.path ?? '', '--secret', vector.secret, '--at', String(vector.at)],
-      reason: 'wrong: bad_signature',
+      args: ['verify', '/i/full/ae0_4RXxKhh6_AwX/aHR0cHM6Ly9leGFtcGxlX3VybC9pbWcuanBn', '--secret', '1234', '--at', '1640730000'],
+      reason:
+        'legacy: bad_signature: a valid legacy link (signed without the bucket prefix, as before buckets: secret #0, week 202152, iso year rule), ' +
+        'but bucket i refuses legacy signatures; set buckets.i.legacySignatures true (IMAGEPROXY_BUCKETS i:legacy) to accept it',
+    },
+    {
+      name: 'legacy link in a bucket without legacy, two weeks later',
+      args: ['verify', '/i/full/ae0_4RXxKhh6_AwX/aHR0cHM6Ly9leGFtcGxlX3VybC9pbWcuanBn', '--secret', '1234', '--at', String(1640730000 + 14 * 86_400)],
+      reason:
+        'expired: bad_signature: signed with secret #0 in week 202152 (iso year rule, about 2 weeks ago), legacy scheme (no bucket prefix); not accepted now ' +
+        '(legacy links are accepted in bucket i only with buckets.i.legacySignatures true (IMAGEPROXY_BUCKETS i:legacy))',
     },
     {
       name: 'calendar-rule vector without --calendar-year-weeks',
@@ -274,6 +284,13 @@ describe('decode', () => {
     assert.match(lines(run.stdout)[7] ?? '', /^valid: secret #0, week 202152 \(iso year rule, now\)/);
   });
 
+  it("imageproxy-py's README vector: decoded, and named a valid legacy link with the setting that accepts it", async () => {
+    const run = await runCli(['decode', '/i/full/ae0_4RXxKhh6_AwX/aHR0cHM6Ly9leGFtcGxlX3VybC9pbWcuanBn', '--secret', '1234', '--at', '1640730000', '--root', join(cwd, 'decode-legacy-root')], { cwd });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.equal(lines(run.stdout)[3], 'image URL: https://example_url/img.jpg');
+    assert.match(lines(run.stdout).at(-1) ?? '', /^legacy: bad_signature: a valid legacy link .*set buckets\.i\.legacySignatures true/);
+  });
+
   it('tells an expired link (exit 1) from a forged one (exit 1), and says nothing is stored', async () => {
     const root = join(cwd, 'decode-empty');
     const later = String(sized.at + 30 * 86_400);
@@ -316,6 +333,12 @@ const USAGE_CASES: UsageCase[] = [
     args: ['sign', 'https://example.com/a.jpg', '--secrte', 's'],
     mentions: '--secrte',
   },
+  { name: 'a config file every user can read holding secrets', args: ['sign', 'https://example.com/a.jpg'], config: '{"secrets": ["s"]}', mentions: 'chmod o-rwx' },
+  { name: 'a config file every user can read holding secrets names secretFile', args: ['init-buckets'], config: '{"secrets": ["s"]}', mentions: 'secretFile' },
+  { name: '--secret and --secret-file together', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--secret-file', '/nonexistent'], mentions: '--secret-file' },
+  // Node's recursive mkdir spins forever under /proc: refused before any, in one line.
+  { name: 'serve with a root under /proc', args: ['serve', '--root', '/proc/imageproxy-tree', '--secret', 's', '--listen', '127.0.0.1:0', '--admin-listen', 'off'], mentions: 'lies on proc, a kernel pseudo filesystem' },
+  { name: 'init-buckets with a root under /sys', args: ['init-buckets', '--root', '/sys/imageproxy/tree'], mentions: 'lies on sysfs' },
   { name: 'unknown command', args: ['bogus'], mentions: 'bogus' },
   { name: 'missing argument', args: ['sign'], mentions: 'image-url' },
   { name: 'bad --at', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--at', 'yesterday-ish'], mentions: '--at' },
@@ -339,7 +362,7 @@ const USAGE_CASES: UsageCase[] = [
   {
     name: 'sign a URL too long for a link',
     args: ['sign', `https://example.com/${'a'.repeat(8192)}`, '--secret', 's'],
-    mentions: 'bad_url',
+    mentions: 'url_too_long',
   },
   { name: 'sign --legacy for a bucket without legacy signatures', args: ['sign', 'https://example.com/a.jpg', '--secret', 's', '--legacy'], mentions: 'legacy' },
   { name: 'sign with both a URL and --from-file', args: ['sign', 'https://example.com/a.jpg', '--from-file', '-', '--secret', 's'], mentions: '--from-file' },
@@ -492,14 +515,31 @@ async function serve(args: string[], env: Record<string, string>): Promise<Serve
 describe('serve', () => {
   it('--listen 127.0.0.1:0 logs the picked port and answers /healthz', async () => {
     const root = join(cwd, 'serve-root');
-    const served = await serve(['--root', root, '--secret', 'configured'], {});
+    const secretFile = join(cwd, 'serve-secret');
+    await writeFile(secretFile, 'configured\n', { mode: 0o600 });
+    const served = await serve(['--root', root, '--secret-file', secretFile], {});
     try {
       assert.match(served.baseUrl, /^http:\/\/127\.0\.0\.1:[1-9]\d*$/);
       const health = await request(served.baseUrl, '/healthz');
       assert.equal(health.status, 200);
-      assert.equal(served.logs.some((log) => log.level === 40), false, 'no warning when a secret is configured');
+      assert.equal(served.logs.some((log) => log.level === 40), false, 'no warning when a secret file is configured');
     } finally {
       assert.equal(await served.stop(), 0, 'SIGTERM ends serve with 0');
+    }
+  });
+
+  it('--secret: one warning that ps shows it, naming --secret-file', async () => {
+    const served = await serve(['--root', join(cwd, 'serve-flag-root'), '--secret', 'on-the-command-line'], {});
+    try {
+      // Logged just after the listening line serve() waited for.
+      const deadline = Date.now() + 10_000;
+      while (!served.logs.some((log) => log.level === 40) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      const warnings = served.logs.filter((log) => log.level === 40);
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]?.msg ?? '', /--secret puts the secret on the command line.*\bps\b.*--secret-file/);
+      assert.doesNotMatch(JSON.stringify(served.logs), /on-the-command-line/, 'the secret itself is never logged');
+    } finally {
+      await served.stop();
     }
   });
 
@@ -537,14 +577,16 @@ describe('serve', () => {
     }
   });
 
-  it('a second start keeps the generated secret and does not warn again', async () => {
+  it('a second start keeps the generated secret and warns again that it runs on it', async () => {
     const root = join(cwd, 'generated-twice');
     const first = await serve([], { IMAGEPROXY_ROOT: root });
     await first.stop();
     const secretBefore = await stat(join(root, '.imageproxy-secret'));
     const second = await serve([], { IMAGEPROXY_ROOT: root });
     try {
-      assert.equal(second.logs.some((log) => log.level === 40), false);
+      const warnings = second.logs.filter((log) => log.level === 40);
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]?.msg ?? '', /running on the secret generated in .*\.imageproxy-secret/);
       assert.equal((await stat(join(root, '.imageproxy-secret'))).mtimeMs, secretBefore.mtimeMs);
     } finally {
       await second.stop();

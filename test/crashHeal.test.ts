@@ -110,6 +110,7 @@ test('kill -9 during 100 concurrent misses: after the restart heal, no leftovers
       // scope leaves none: test/fetchAndStore.test.ts "singleFlightScope host").
       singleFlightScope: 'tree',
     }),
+    { mode: 0o600 },
   );
   const imageUrls = images.map((_, index) => origin.url(`/${index}.jpg`).href);
   const keyIndex = new Map(imageUrls.map((imageUrl, index) => [storageKey(Buffer.from(imageUrl)), index]));

@@ -213,7 +213,7 @@ describe('fuzzed paths through nginx and the app', { skip: missing ?? false }, (
     app = await startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
     await app.firstHeal;
     const configPath = join(work, 'config.json');
-    await writeFile(configPath, JSON.stringify({ ...config, listen: new URL(app.url).host, secrets: [SECRET] }));
+    await writeFile(configPath, JSON.stringify({ ...config, listen: new URL(app.url).host, secrets: [SECRET] }), { mode: 0o600 });
     const prefix = join(work, 'nginx');
     nginx = await startNginx(prefix, await renderStandaloneWithCli(configPath, prefix), nginxPort);
     nginxUrl = `http://127.0.0.1:${nginxPort}`;

@@ -130,7 +130,7 @@ before(async () => {
   closedOrigin = `http://127.0.0.1:${await freePort()}`;
   pyRoot = join(work, 'py');
   configPath = join(work, 'config.json');
-  await writeFile(configPath, JSON.stringify({ root: join(work, 'unused-root'), secrets: [SECRET], limits: { maxBytes: MAX_BYTES } }));
+  await writeFile(configPath, JSON.stringify({ root: join(work, 'unused-root'), secrets: [SECRET], limits: { maxBytes: MAX_BYTES } }), { mode: 0o600 });
 
   const images = [
     { label: 'jpeg', ext: 'jpg', contentType: 'image/jpeg', make: (s: Sharp) => s.jpeg() },
@@ -535,7 +535,7 @@ describe('an imported tree behind real nginx', { skip: missingNginx ?? false }, 
       },
     });
     const nginxConfigPath = join(work, 'nginx-config.json');
-    await writeFile(nginxConfigPath, JSON.stringify({ ...config, secrets: [SECRET] }, null, 2));
+    await writeFile(nginxConfigPath, JSON.stringify({ ...config, secrets: [SECRET] }, null, 2), { mode: 0o600 });
     const prefix = join(work, 'nginx');
     const rendered = await renderStandaloneWithCli(nginxConfigPath, prefix);
     const nginx = await startNginx(prefix, rendered, nginxPort);

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { ERROR_STATUS, ImageproxyError, type ErrorCode } from '../server/errors.js';
 import { decodeImageUrl, formatLink, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/link.js';
 import { describeVerdict, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/linkTools.js';
+import { signLink } from '../server/signing.js';
 import { parseSize, type SizeSpec } from '../server/sizes.js';
 import { VECTORS, extUrlOf } from './helpers.js';
 
@@ -102,7 +103,7 @@ const LINK_CASES: LinkCase[] = [
   { name: 'ext_url with three =', path: `/i/full/${SIG}/${EXT}===`, expected: 'bad_url' },
   { name: 'ext_url with = inside', path: `/i/full/${SIG}/ab=cd`, expected: 'bad_url' },
   { name: 'empty ext_url', path: `/i/full/${SIG}/`, expected: 'bad_url' },
-  { name: 'ext_url longer than 8192', path: `/i/full/${SIG}/${'A'.repeat(8193)}`, expected: 'bad_url' },
+  { name: 'ext_url longer than 8192', path: `/i/full/${SIG}/${'A'.repeat(8193)}`, expected: 'url_too_long' },
   { name: 'bad ext_url is said before a bad size', path: `/i/abc/${SIG}/abc$`, expected: 'bad_url' },
   // size
   { name: 'size x', path: `/i/x/${SIG}/${EXT}`, expected: 'bad_size' },
@@ -246,7 +247,7 @@ describe('signLinkFor', () => {
     ['credentials', { imageUrl: 'http://u:p@example.com/a.jpg' }, 'bad_url'],
     ['ftp', { imageUrl: 'ftp://example.com/a.jpg' }, 'bad_url'],
     ['not a URL', { imageUrl: 'example.com/a.jpg' }, 'bad_url'],
-    ['too long for a link', { imageUrl: `https://example.com/${'a'.repeat(6200)}` }, 'bad_url'],
+    ['too long for a link', { imageUrl: `https://example.com/${'a'.repeat(6200)}` }, 'url_too_long'],
     ['height not allowed', { height: 999 }, 'bad_size'],
     ['width not allowed with an allowed height', { height: 150, width: 7 }, 'bad_size'],
     ['unknown bucket', { bucket: 'zz' }, 'unknown_bucket'],
@@ -283,6 +284,15 @@ describe('signLinkFor', () => {
 
 describe('judgeLink', () => {
   const fresh = signLinkFor({ imageUrl: 'https://example.com/a.jpg', bucket: 'i', atMs: AT }, signer);
+  // signLinkFor refuses a legacy link for bucket i (it refuses them): signed by hand, as an old Gazelle did.
+  const legacyExtUrl = extUrlOf('https://example.com/old.jpg');
+  const legacyInPlainBucket = formatLink({
+    bucket: 'i',
+    size: 'full',
+    signature: signLink('s', { bucket: 'i', extUrl: legacyExtUrl, proxy: false }, AT, { legacy: true }),
+    extUrl: legacyExtUrl,
+    proxy: false,
+  });
   const table: Array<[string, string, number, string]> = [
     ['valid now', fresh, AT, 'valid'],
     ['valid last week', fresh, AT + 7 * 86_400_000, 'valid'],
@@ -290,6 +300,8 @@ describe('judgeLink', () => {
     ['wrong after more than a year', fresh, AT + 60 * 7 * 86_400_000, 'wrong'],
     ['wrong: tampered', fresh.replace(/\/([A-Za-z0-9_-])([A-Za-z0-9_-]{15})\//, (_all, first: string, rest: string) => `/${first === 'A' ? 'B' : 'A'}${rest}/`), AT, 'wrong'],
     ['invalid: structure', '/i/full', AT, 'refused'],
+    ['legacy: valid under the legacy scheme, which bucket i refuses', legacyInPlainBucket, AT, 'legacy'],
+    ['expired: a legacy link three weeks later', legacyInPlainBucket, AT + 21 * 86_400_000, 'expired'],
   ];
   for (const [name, path, nowMs, kind] of table) {
     it(name, () => {

@@ -91,6 +91,9 @@ describe('renderServerBlock', () => {
     ['nosniff on errors', 'add_header X-Content-Type-Options "nosniff" always;'],
     ['avif type', 'image/avif avif;'],
     ['open file cache', 'open_file_cache max=10000 inactive=60s;'],
+    ['one range per request', 'max_ranges 1;'],
+    ['TRACE page', 'error_page 405 = /_imageproxy_error/method_not_allowed;'],
+    ['unsupported Transfer-Encoding page', 'error_page 501 = /_imageproxy_error/unsupported_transfer_encoding;'],
     ['a purged file stops being served within seconds', 'open_file_cache_valid 1s;'],
   ];
   for (const [name, line] of expectedLines) {
@@ -122,9 +125,9 @@ describe('renderServerBlock', () => {
 describe('NGINX_ERROR_ANSWERS', () => {
   it('covers every status nginx answers itself, once each, with a code: message body', () => {
     const statuses = NGINX_ERROR_ANSWERS.flatMap((answer) => answer.statuses).sort((a, b) => a - b);
-    assert.deepEqual(statuses, [400, 403, 404, 410, 413, 414, 416, 494, 500, 502, 503, 504, 505]);
+    assert.deepEqual(statuses, [400, 403, 404, 405, 408, 410, 413, 414, 416, 494, 500, 501, 502, 503, 504, 505]);
     for (const answer of NGINX_ERROR_ANSWERS) {
-      assert.match(nginxErrorBody(answer), new RegExp(`^${answer.code}: [a-z ,]+\\n$`), answer.code);
+      assert.match(nginxErrorBody(answer), new RegExp(`^${answer.code}: [A-Za-z ,]+\\n$`), answer.code);
     }
   });
 });

@@ -18,13 +18,14 @@ before(async () => {
   await writeFile(
     configPath,
     JSON.stringify({ listen: '127.0.0.1:18091', root: join(work, 'tree'), secrets: [SECRET], nginx: { listen: '127.0.0.1:18080' } }),
+    { mode: 0o600 },
   );
 });
 after(() => removeTempRoot(work));
 
 async function writeConfig(name: string, layer: Record<string, unknown>): Promise<string> {
   const path = join(work, name);
-  await writeFile(path, JSON.stringify({ root: join(work, 'tree'), secrets: [SECRET], ...layer }));
+  await writeFile(path, JSON.stringify({ root: join(work, 'tree'), secrets: [SECRET], ...layer }), { mode: 0o600 });
   return path;
 }
 
@@ -118,7 +119,7 @@ describe('nginx-config', () => {
       await mkdir(parent, { recursive: true });
       await chmod(parent, mode);
       const path = join(work, `${parent.split('/').at(-1) ?? 'x'}.json`);
-      await writeFile(path, JSON.stringify({ listen: '127.0.0.1:18091', root: join(parent, 'tree'), secrets: [SECRET], nginx: { listen: '127.0.0.1:18080' } }));
+      await writeFile(path, JSON.stringify({ listen: '127.0.0.1:18091', root: join(parent, 'tree'), secrets: [SECRET], nginx: { listen: '127.0.0.1:18080' } }), { mode: 0o600 });
       return { path, parent };
     }
 
@@ -158,6 +159,23 @@ describe('nginx-config', () => {
       assert.equal(run.code, 0, run.stderr);
       assert.match(lines(run.stderr).at(-1) ?? '', /^imageproxy: warning: no user no-such-user-here on this machine: cannot check/);
     });
+  });
+
+  it("refuses the secret serve generated unless --allow-generated-secret, naming where the site's secret goes", async () => {
+    const root = join(work, 'generated-tree');
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, '.imageproxy-secret'), 'generated-by-serve\n', { mode: 0o600 });
+    const path = join(work, 'generated.json');
+    await writeFile(path, JSON.stringify({ listen: '127.0.0.1:18091', root, nginx: { listen: '127.0.0.1:18080' } }));
+    const out = join(work, 'out-generated');
+    const refused = await runCli(['nginx-config', '--config', path, '--out', out], { cwd: work });
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.equal(lines(refused.stderr).length, 1, refused.stderr);
+    assert.match(refused.stderr, /^imageproxy: the only secret is the one serve generated in .*\.imageproxy-secret: every link your site signs would answer 410\..*secretFile.*--allow-generated-secret/);
+    await assert.rejects(stat(out), { code: 'ENOENT' });
+    const allowed = await runCli(['nginx-config', '--config', path, '--out', out, '--allow-generated-secret'], { cwd: work });
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(await readFile(join(out, 'imageproxy_config.js'), 'utf8'), /generated-by-serve/);
   });
 
   it('--out with secrets only from --secret is refused: the module would be their only copy', async () => {

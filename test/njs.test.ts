@@ -231,7 +231,7 @@ const refusals: Array<[string, string, string]> = [
   ['signature with a bad character', linkPath('i', 'full', `${signature.slice(1)}.`, extUrl, false), 'bad_signature'],
   ['ext_url with a dot', linkPath('i', 'full', signature, `${extUrl}.jpg`, false), 'bad_url'],
   ['ext_url with three =', linkPath('i', 'full', signature, `${extUrl}===`, false), 'bad_url'],
-  ['ext_url too long', linkPath('i', 'full', signature, 'A'.repeat(8193), false), 'bad_url'],
+  ['ext_url too long', linkPath('i', 'full', signature, 'A'.repeat(8193), false), 'url_too_long'],
   ['bad ext_url before bad signature check', linkPath('i', 'full', signature, '..', false), 'bad_url'],
 ];
 for (const [name, path, expected] of refusals) verifyCase(name, path, at, plainConfig, expected);

@@ -343,6 +343,29 @@ describe('populate interrupted', () => {
   });
 });
 
+describe('populate --allow-private-networks', () => {
+  it('fetches from a 127.0.0.1 origin with the flag, refuses it (blocked_destination) without', async () => {
+    const origin = await startOrigin(imageHandler());
+    try {
+      const { dir, root, list } = await workDirectory();
+      const imageUrl = origin.url('/flag.jpg').href;
+      await writeFile(list, `${imageUrl}\n`);
+      const refused = await runCli(['populate', list, '--root', root], { cwd: dir });
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.match(await readFile(`${list}.failed`, 'utf8'), /blocked_destination/);
+      assert.deepEqual(requestedPaths(origin), [], 'nothing fetched without the flag');
+      // A tree of its own: the first tree remembers the refusal (backoff).
+      const allowedRoot = join(dir, 'allowed-root');
+      const allowed = await runCli(['populate', list, '--root', allowedRoot, '--allow-private-networks'], { cwd: dir });
+      assert.equal(allowed.code, 0, allowed.stdout + allowed.stderr);
+      assert.deepEqual(requestedPaths(origin), ['/flag.jpg']);
+      assert.deepEqual(await storedNames(allowedRoot, imageUrl), ['.jpg', '.json']);
+    } finally {
+      await origin.close();
+    }
+  });
+});
+
 describe('populate: usage errors exit 2 and do nothing', () => {
   const cases: { name: string; args: (list: string) => string[]; message: RegExp }[] = [
     { name: 'a size not allowed', args: (list) => [list, '--sizes', '150x,999x'], message: /^imageproxy: --sizes: "999x" is not a size/ },

@@ -232,6 +232,7 @@ describe('serve: SIGHUP reload', () => {
         statsRefreshSeconds: 0,
         ...layer,
       }),
+      { mode: 0o600 },
     );
 
   it('new secrets verify after SIGHUP, old ones while listed; invalid configs and listen changes are refused', async () => {
@@ -260,7 +261,7 @@ describe('serve: SIGHUP reload', () => {
       assert.equal(await status('new-secret'), 200);
       assert.equal(await status('old-secret'), 200);
 
-      await writeFile(configPath, '{ "secrets": ["x"], "nosuchkey": 1 }');
+      await writeFile(configPath, '{ "secrets": ["x"], "nosuchkey": 1 }', { mode: 0o600 });
       const invalid = await hangUp();
       assert.equal(invalid.level, 50);
       assert.match(invalid.msg, /^RELOAD REFUSED: config nosuchkey: unknown key; still running with the previous config/);
@@ -370,6 +371,7 @@ describe('serve: SIGTERM', () => {
         statsRefreshSeconds: 0,
         shutdownGraceMs: 1500,
       }),
+      { mode: 0o600 },
     );
     const served = await serve(cwd, ['--config', configPath]);
     try {

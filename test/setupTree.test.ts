@@ -1,8 +1,9 @@
-// scripts/setup-tree.sh as root: it makes the tree, then warns when nginx's user cannot
-// enter a directory above it, naming that directory and the chmod (exit 0 either way).
+// scripts/setup-tree.sh as root: it refuses (exit 1) a checkout or config the app's user
+// cannot read, naming the directory or file; it makes the tree, then warns when nginx's
+// user cannot enter a directory above it, naming that directory and the chmod (exit 0).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmod, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -17,7 +18,7 @@ describe('scripts/setup-tree.sh', { skip: process.getuid?.() === 0 ? false : 'ne
   before(async () => {
     work = await makeTempRoot('imageproxy-setup-tree-');
     config = join(work, 'config.json');
-    await writeFile(config, JSON.stringify({ root: join(work, 'tree'), secrets: ['x'], buckets: { i: {} } }));
+    await writeFile(config, JSON.stringify({ root: join(work, 'tree'), secrets: ['x'], buckets: { i: {} } }), { mode: 0o600 });
   });
   after(() => removeTempRoot(work));
 
@@ -40,6 +41,42 @@ describe('scripts/setup-tree.sh', { skip: process.getuid?.() === 0 ? false : 'ne
     const result = run('root', 'nobody');
     assert.equal(result.status, 0, result.stderr);
     assert.doesNotMatch(result.stderr, /warning/);
+  });
+
+  it("a checkout the app's user cannot enter: exit 1 naming the directory and the fix, nothing made", async () => {
+    const hidden = await makeTempRoot('imageproxy-setup-checkout-');
+    try {
+      await chmod(hidden, 0o700);
+      const checkout = join(hidden, 'checkout');
+      await mkdir(join(checkout, 'scripts'), { recursive: true });
+      await mkdir(join(checkout, 'dist', 'server'), { recursive: true });
+      await copyFile(SCRIPT, join(checkout, 'scripts', 'setup-tree.sh'));
+      await writeFile(join(checkout, 'dist', 'server', 'cli.js'), '');
+      const treeConfig = join(hidden, 'config.json');
+      await writeFile(treeConfig, JSON.stringify({ root: join(hidden, 'tree'), buckets: { i: {} } }), { mode: 0o644 });
+      const result = spawnSync('sh', [join(checkout, 'scripts', 'setup-tree.sh'), treeConfig, 'nobody', 'nobody'], { encoding: 'utf8', env: cleanEnv() });
+      assert.equal(result.status, 1, result.stderr);
+      assert.equal(
+        result.stderr,
+        `setup-tree: the app's user nobody cannot enter ${hidden} (mode 700, owner root:root), so it cannot run ${join(checkout, 'dist', 'server', 'cli.js')}: ` +
+          `install the checkout where it can (e.g. /opt/imageproxy), or run chmod o+x '${hidden}'\n`,
+      );
+      await assert.rejects(stat(join(hidden, 'tree')), { code: 'ENOENT' });
+    } finally {
+      await removeTempRoot(hidden);
+    }
+  });
+
+  it("a config the app's user cannot read: exit 1 naming the file and the chown/chmod", async () => {
+    await chmod(work, 0o755);
+    const privateConfig = join(work, 'private-config.json');
+    await writeFile(privateConfig, JSON.stringify({ root: join(work, 'private-tree'), buckets: { i: {} } }), { mode: 0o600 });
+    const result = spawnSync('sh', [SCRIPT, privateConfig, 'nobody', 'nobody'], { encoding: 'utf8', env: cleanEnv() });
+    assert.equal(result.status, 1, result.stderr);
+    assert.equal(
+      result.stderr,
+      `setup-tree: the app's user nobody cannot read ${privateConfig} (mode 600, owner root:root): run chown root:nobody '${privateConfig}' && chmod 0640 '${privateConfig}'\n`,
+    );
   });
 
   it('an unknown nginx user: a warning that nothing could be checked', () => {

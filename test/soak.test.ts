@@ -89,6 +89,7 @@ describe('soak: 200 clients through nginx and serve', { skip: missing ?? false }
         logLevel: 'warn',
         nginx: { listen: `127.0.0.1:${nginxPort}`, internalPrefix: '/_imageproxy' },
       }),
+      { mode: 0o600 },
     );
     serve = await startServe(configPath, work, { publicUrl: `http://127.0.0.1:${appPort}` });
     const prefix = join(work, 'nginx');

@@ -102,7 +102,7 @@ describe('imageproxy stats on a known tree', () => {
     assert.ok(lines(run.stdout).includes('sidecars 3, temp files 1, other files 1'), run.stdout);
     assert.ok(lines(run.stdout).includes('blocked (all buckets): 3 entries: key 2, digest 0, host 1'), run.stdout);
     assert.ok(!run.stdout.includes('INTERRUPTED'));
-    assert.match(run.stderr, /^stats: done: 12288 entries in [\d.]+ s \(\d+\/s\): ok 4, failed 0, skipped 12284$/m);
+    assert.match(run.stderr, /^stats: done: 12288 shard directories in [\d.]+ s \(\d+\/s\): ok 4, failed 0, skipped 12284$/m);
   });
 
   it('--json prints one object with the same figures', async () => {

@@ -62,7 +62,7 @@ describe('purge --block through real nginx', { skip: missing ?? false }, () => {
     });
     app = await startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
     const configPath = join(workDir, 'config.json');
-    await writeFile(configPath, JSON.stringify({ ...config, listen: new URL(app.url).host }, null, 2));
+    await writeFile(configPath, JSON.stringify({ ...config, listen: new URL(app.url).host }, null, 2), { mode: 0o600 });
     const prefix = join(workDir, 'nginx');
     const rendered = await renderStandaloneWithCli(configPath, prefix);
     nginx = await startNginx(prefix, rendered, nginxPort);

@@ -1,15 +1,16 @@
 // `imageproxy serve --workers 2` as real processes (the built CLI; `npm run build` first):
 // one port shared by two workers, the single-flight across them through its cross-process lock,
 // a killed worker replaced, SIGHUP reaching both, SIGTERM after in-flight requests, and
-// /metrics on the primary's admin listener adding up both workers. Loopback only.
+// /metrics on the primary's admin listener adding up both workers; Ctrl-C during a start of
+// many workers. Loopback only.
 import assert from 'node:assert/strict';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { startCli } from './cliProcess.js';
+import { CLI, cleanEnv, startCli } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
@@ -91,7 +92,7 @@ describe('serve --workers 2', () => {
       setTimeout(() => response.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), originDelayMs);
     });
     configPath = join(cwd, 'config.json');
-    await writeFile(configPath, JSON.stringify({ secrets: [secret], shutdownGraceMs: 10_000 }));
+    await writeFile(configPath, JSON.stringify({ secrets: [secret], shutdownGraceMs: 10_000 }), { mode: 0o600 });
     child = startCli(
       ['serve', '--config', configPath, '--root', join(cwd, 'tree'), '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--allow-private-networks', '--workers', '2'],
       { cwd, env: { IMAGEPROXY_STATS_REFRESH_SECONDS: '0' } },
@@ -157,7 +158,7 @@ describe('serve --workers 2', () => {
   it('SIGHUP reaches both workers: a new secret verifies on each, the removed one on none', async () => {
     const oldSecret = secret;
     const stored = link('one-new-image');
-    await writeFile(configPath, JSON.stringify({ secrets: ['second-secret'], shutdownGraceMs: 10_000 }));
+    await writeFile(configPath, JSON.stringify({ secrets: ['second-secret'], shutdownGraceMs: 10_000 }), { mode: 0o600 });
     const seen = logs.length;
     child.kill('SIGHUP');
     const reloaded = await waitForLogs((line) => logs.indexOf(line) >= seen && line.msg.startsWith('reloaded'), 2);
@@ -201,5 +202,56 @@ describe('serve --workers 2', () => {
     clearTimeout(timer);
     assert.equal(code, 0, stderr);
     assert.ok(logs.some((line) => line.msg === 'stopped: every worker has exited'));
+  });
+});
+
+/** How many processes are in process group `pgid` (field 5 of /proc/PID/stat). */
+async function groupSize(pgid: number): Promise<number> {
+  let count = 0;
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    // The command name (field 2) may hold spaces: fields are counted after its ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid) count += 1;
+  }
+  return count;
+}
+
+describe('serve --workers: Ctrl-C during the start', () => {
+  it('stops every worker without a stack trace and exits 130', async () => {
+    const cwd = await makeTempRoot('imageproxy-workers-ctrlc-');
+    let pid = 0;
+    try {
+      const secretFile = join(cwd, 'secret');
+      await writeFile(secretFile, 'ctrl-c-secret\n', { mode: 0o600 });
+      const args = ['serve', '--root', join(cwd, 'tree'), '--secret-file', secretFile, '--workers', '16', '--listen', '127.0.0.1:0', '--admin-listen', 'off'];
+      // Its own process group, as a terminal's foreground job: Ctrl-C reaches the primary and every worker.
+      const child = spawn(process.execPath, [CLI, ...args], { cwd, env: cleanEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      pid = child.pid ?? 0;
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+      // Workers forked and starting (Node's own cluster setup, before any code of ours):
+      // where a primary killed by Ctrl-C left each of them an EPIPE stack trace.
+      const deadline = Date.now() + 60_000;
+      while ((await groupSize(pid)) < 5 && child.exitCode === null && Date.now() < deadline) await delay(10);
+      assert.ok((await groupSize(pid)) >= 5, `workers not forked within 60 s: ${stderr}`);
+      assert.doesNotMatch(stdout, /listening on/, 'still starting');
+      process.kill(-pid, 'SIGINT');
+      const code = await Promise.race([closed, delay(60_000).then(() => 'timeout' as const)]);
+      assert.notEqual(code, 'timeout', 'serve did not exit within 60 s of Ctrl-C');
+      assert.doesNotMatch(stderr, /EPIPE|Error|^\s+at /m);
+      assert.equal(code, 130, stdout.slice(-2000));
+      assert.match(stdout, /start interrupted by SIGINT: every worker has stopped/);
+      const gone = Date.now() + 20_000;
+      while ((await groupSize(pid)) > 0 && Date.now() < gone) await delay(25);
+      assert.equal(await groupSize(pid), 0, 'no worker left behind');
+    } finally {
+      if (pid !== 0 && (await groupSize(pid)) > 0) process.kill(-pid, 'SIGKILL');
+      await removeTempRoot(cwd);
+    }
   });
 });

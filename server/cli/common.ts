@@ -1,11 +1,14 @@
 /**
- * What every command shares: the common flags (--config, --secret, --root), loading the
+ * What every command shares: the common flags (--config, --secret, --secret-file, --root), loading the
  * config from them, argument parsers that answer with a one-line usage error, and the
  * exit codes. Commands live one per file beside this one (init-buckets inline in
  * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
 import { Command } from 'commander';
-import { buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
+import { resolve } from 'node:path';
+import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
+import { pseudoFilesystemOf } from '../pseudoFilesystem.js';
+import { refuseReadableConfigSecrets } from '../secrets.js';
 
 /**
  * Exit codes of every command:
@@ -18,25 +21,40 @@ export const EXIT_FAILURES = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
+/** The help of `--allow-private-networks`, on every command that fetches (serve, populate). */
+export const ALLOW_PRIVATE_NETWORKS_HELP = 'allow fetching from private, loopback and link-local addresses';
+
 /** A wrong flag or value: the CLI prints `imageproxy: <message>` and exits 2. */
 export class UsageError extends Error {}
 
 export interface CommonOptions {
   config?: string;
   secret?: string[];
+  secretFile?: string;
   root?: string;
 }
 
 /** The config as the common flags (and `flags`, a command's own layer) make it. */
 export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
   const file = options.config === undefined ? undefined : readConfigFile(options.config);
+  if (options.config !== undefined && file !== undefined) refuseReadableConfigSecrets(options.config, file);
   const flagLayer: ConfigLayer = { ...flags };
   if (options.secret !== undefined && options.secret.length > 0) {
+    if (options.secretFile !== undefined) throw new UsageError('--secret and --secret-file: give one of them');
     flagLayer.secrets = options.secret;
     flagLayer.secretFile = null;
   }
+  if (options.secretFile !== undefined) {
+    flagLayer.secretFile = options.secretFile;
+    flagLayer.secrets = [];
+  }
   if (typeof options.root === 'string') flagLayer.root = options.root;
-  return buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+  const config = buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+  const pseudo = pseudoFilesystemOf(config.root);
+  if (pseudo !== null) {
+    throw new ConfigError('root', `${resolve(config.root)} lies on ${pseudo}, a kernel pseudo filesystem that stores no files: choose a directory on a disk`);
+  }
+  return config;
 }
 
 export function parseInstant(text: string | undefined): number {
@@ -68,6 +86,7 @@ export function configuredBucket(config: Config, flag: string, bucket: string): 
 export function withCommon(command: Command): Command {
   return command
     .option('--config <file>', 'JSON config file')
-    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config)', collect)
+    .option('--secret <secret>', 'signing secret (repeat for several; overrides the config). Every user sees it in ps: prefer --secret-file', collect)
+    .option('--secret-file <file>', 'file of signing secrets, one a line, not readable by every user (overrides the config)')
     .option('--root <dir>', 'bucket-tree root (overrides the config)');
 }

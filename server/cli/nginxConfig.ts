@@ -46,6 +46,7 @@ interface NginxConfigOptions extends CommonOptions {
   out?: string;
   nginxUser?: string;
   socketDir?: string;
+  allowGeneratedSecret?: boolean;
 }
 
 /**
@@ -108,6 +109,14 @@ function warnIfTreeUnreachable(root: string, options: NginxConfigOptions): void 
 function nginxConfig(options: NginxConfigOptions): void {
   const config = loadConfig(options);
   const secrets = resolveSecrets(config, false);
+  if (secrets.generated && options.allowGeneratedSecret !== true) {
+    // nginx would check every link against a secret no site has: each one answers 410.
+    throw new UsageError(
+      `the only secret is the one serve generated in ${secrets.file ?? 'the root'}: every link your site signs would answer 410. ` +
+        "Put the site's secret (Gazelle's IMAGE_CACHE_SECRET) in a secretFile (secretFile in the config, or --secret-file) or in secrets, " +
+        'or pass --allow-generated-secret if links are signed with this generated one',
+    );
+  }
   const standalone = options.standaloneConf === true;
   const outDir = options.out === undefined ? null : resolve(options.out);
   // Standalone, the prefix holds nginx's pid, logs and temp files: by default the output directory.
@@ -182,6 +191,7 @@ export function register(program: Command): void {
     .option('--njs-dir <dir>', "directory holding imageproxy.js (default: this checkout's nginx/)")
     .option('--user <user>', 'with --standalone-conf: the user nginx workers run as when started as root (e.g. www-data)')
     .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
+    .option('--allow-generated-secret', 'render even when the only secret is the one serve generated under the root (links must then be signed with it)')
     .option('--socket-dir <dir>', `with a cache (nginx.cacheSeconds > 0): where nginx puts the unix sockets of its inner servers (default: the prefix standalone, else ${SYSTEM_SOCKET_DIR})`)
     .option(
       '--nginx-user <user>',

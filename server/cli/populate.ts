@@ -33,6 +33,7 @@ import {
 import type { SizeSpec } from '../sizes.js';
 import { ImageStore } from '../store.js';
 import {
+  ALLOW_PRIVATE_NETWORKS_HELP,
   EXIT_FAILURES,
   EXIT_INTERRUPTED,
   EXIT_OK,
@@ -57,6 +58,7 @@ interface PopulateOptions extends CommonOptions {
   concurrency: string;
   perHost: string;
   dryRun?: boolean;
+  allowPrivateNetworks?: boolean;
   logLevel: string;
 }
 
@@ -179,7 +181,7 @@ interface Job {
 }
 
 async function populate(file: string, options: PopulateOptions): Promise<number> {
-  const config = loadConfig(options);
+  const config = loadConfig(options, options.allowPrivateNetworks === true ? { allowPrivateNetworks: true } : {});
   const rules = lineRules(config, options);
   const concurrency = parsePositiveInteger('--concurrency', options.concurrency);
   const perHost = parsePositiveInteger('--per-host', options.perHost);
@@ -304,6 +306,7 @@ export function register(program: Command): void {
     .option('--sizes <labels>', 'also make these thumbnails, e.g. 150x,x200,250x250 (allowed sizes only)')
     .option('--concurrency <n>', 'lines worked on at once, all hosts together', '16')
     .option('--per-host <n>', 'lines worked on at once per origin host', '4')
+    .option('--allow-private-networks', ALLOW_PRIVATE_NETWORKS_HELP)
     .option('--dry-run', 'say which lines are stored, would be fetched, are in backoff or invalid; fetch and write nothing')
     .addOption(
       new Option('--log-level <level>', 'log lines on stderr from this level (info: every fetch)')

@@ -27,6 +27,8 @@ export interface ProgressOptions {
   intervalMs?: number;
   /** Force the plain lines even on a terminal (tests, `--no-progress-bar`). */
   plain?: boolean;
+  /** What an item is, plural (`shard directories`); default `entries`. */
+  unit?: string;
 }
 
 const DEFAULT_INTERVAL_MS = 5000;
@@ -53,7 +55,7 @@ export class ProgressReporter {
       this.bar = new cliProgress.SingleBar(
         {
           stream: this.stream,
-          format: `${options.label} [{bar}] {value}/{total} | ok {ok} failed {failed} skipped {skipped} | {rate}/s | ETA {eta_formatted}`,
+          format: `${options.label} [{bar}] {value}/{total} ${options.unit ?? 'entries'} | ok {ok} failed {failed} skipped {skipped} | {rate}/s | ETA {eta_formatted}`,
           etaBuffer: 200,
           hideCursor: true,
           clearOnComplete: false,
@@ -103,7 +105,11 @@ export class ProgressReporter {
     const rate = this.rate();
     const of = this.total === null ? `${done}` : `${done}/${this.total}`;
     const eta = this.total === null || rate === 0 ? '' : `, ETA ${formatSeconds((this.total - done) / rate)}`;
-    return `${this.options.label}: ${of} done, ok ${ok}, failed ${failed}, skipped ${skipped}, ${rate.toFixed(0)}/s${eta}`;
+    return `${this.options.label}: ${of} ${this.unit()} done, ok ${ok}, failed ${failed}, skipped ${skipped}, ${rate.toFixed(0)}/s${eta}`;
+  }
+
+  private unit(): string {
+    return this.options.unit ?? 'entries';
   }
 
   /** Stops the bar or the timer; call once, before printing the summary. */
@@ -117,7 +123,7 @@ export class ProgressReporter {
     const { done, ok, failed, skipped } = this.counts;
     const seconds = this.elapsedSeconds();
     return (
-      `${this.options.label}: ${interrupted ? 'interrupted after' : 'done:'} ${done} entries in ${seconds.toFixed(1)} s ` +
+      `${this.options.label}: ${interrupted ? 'interrupted after' : 'done:'} ${done} ${this.unit()} in ${seconds.toFixed(1)} s ` +
       `(${this.rate().toFixed(0)}/s): ok ${ok}, failed ${failed}, skipped ${skipped}`
     );
   }

@@ -9,13 +9,14 @@
 import { Command, Option } from 'commander';
 import { relative, resolve } from 'node:path';
 import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
-import { WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
+import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
+import { startDescriptorWatch } from '../descriptorWatch.js';
 import { createLogger, type Logger } from '../log.js';
 import { endBySignal, exitProcess } from '../processExit.js';
 import { probeTreeWritable } from '../readiness.js';
-import { resolveSecrets } from '../secrets.js';
-import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
+import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
+import { ALLOW_PRIVATE_NETWORKS_HELP, EXIT_INTERRUPTED, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 
 type ServeOptions = CommonOptions & Record<string, unknown>;
@@ -58,13 +59,25 @@ async function serve(options: ServeOptions): Promise<void> {
   }
   const processLogger = createLogger(config.logLevel);
   const logger = slot === null ? processLogger : processLogger.child({ worker: slot });
+  // Every process that accepts connections: the primary of --workers N hands them out.
+  startDescriptorWatch(logger);
   const secrets = resolveSecrets(config, true);
   if (secrets.generatedAt !== null) {
     logger.warn(
       { file: secrets.generatedAt },
       `NO SECRET CONFIGURED: generated a random one in ${secrets.generatedAt} (mode 0600). Links signed by your site will not verify until you set the same secret there (IMAGE_CACHE_SECRET) or point secretFile at your site's secret.`,
     );
+  } else if (secrets.generated && slot === null) {
+    // At every start, not only the first: a forgotten secret makes every link answer 410.
+    logger.warn(
+      { file: secrets.file },
+      `NO SECRET CONFIGURED: running on the secret generated in ${secrets.file ?? 'the root'}; links signed by your site verify only if it uses that same secret. Set secretFile or secrets to your site's secret.`,
+    );
   }
+  // Once started: a refused start says its one line only.
+  const warnSecretFlag = (): void => {
+    if (options.secret !== undefined && options.secret.length > 0) logger.warn(SECRET_FLAG_WARNING);
+  };
   const startFields = {
     root,
     buckets: Object.keys(config.buckets),
@@ -80,10 +93,14 @@ async function serve(options: ServeOptions): Promise<void> {
   if (slot === null && config.workers > 1) {
     let primary;
     try {
-      primary = await runPrimary({ workers: config.workers, root, adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
+      primary = await runPrimary({ workers: config.workers, root, buckets: Object.keys(config.buckets), adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
     } catch (error) {
       // The worker has said why on stderr.
       if (error instanceof WorkersFailedToStart) process.exit(error.exitCode);
+      if (error instanceof StartInterrupted) {
+        logger.info({ signal: error.signal }, `start interrupted by ${error.signal}: every worker has stopped`);
+        process.exit(EXIT_INTERRUPTED);
+      }
       if (error instanceof StartRefused) throw new UsageError(error.message);
       throw error;
     }
@@ -92,6 +109,7 @@ async function serve(options: ServeOptions): Promise<void> {
       `listening on ${primary.url} with ${config.workers} workers${primary.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${primary.adminUrl}`}`,
     );
     if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(primary.url, root, config));
+    warnSecretFlag();
     const code = await primary.stopped;
     logger.info({ code }, 'stopped: every worker has exited');
     process.exit(code);
@@ -113,6 +131,7 @@ async function serve(options: ServeOptions): Promise<void> {
       `listening on ${running.url}${running.adminUrl === null ? ' (no admin listener)' : `, admin (metrics, readiness) on ${running.adminUrl}`}`,
     );
     if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(running.url, root, config));
+    warnSecretFlag();
   }
 
   process.on('SIGHUP', () => void reload(options, flags, adapt, running, logger));
@@ -184,7 +203,7 @@ export function register(program: Command): void {
     .option('--admin-listen <host:port|off>', 'address of the admin listener (/metrics, /healthz, /readyz); off: none')
     .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
     .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
-    .option('--allow-private-networks', 'allow fetching from private, loopback and link-local addresses')
+    .option('--allow-private-networks', ALLOW_PRIVATE_NETWORKS_HELP)
     .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP)
     .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
     .option('--workers <n>', 'processes serving the one listen port (a crashed one is restarted)')

@@ -23,7 +23,8 @@ export async function runShardWalk<R extends { complete: boolean }>(
   report: (result: R) => number,
 ): Promise<number> {
   const interrupt = interruptOnSignals(label);
-  const progress = new ProgressReporter({ label, total: bucketCount * SHARDS_PER_BUCKET });
+  // Each step is a shard directory (ok: it held entries; skipped: empty), not an entry.
+  const progress = new ProgressReporter({ label, total: bucketCount * SHARDS_PER_BUCKET, unit: 'shard directories' });
   try {
     const result = await walk({
       signal: interrupt.signal,

@@ -15,7 +15,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
-import { checkReadiness, probeTreeWritable } from '../readiness.js';
+import { bucketChecks, checkReadiness, probeTreeWritable } from '../readiness.js';
 import { nextRestart } from '../workerRestarts.js';
 import { createAdminHandler } from './admin.js';
 import { listenOn } from './server.js';
@@ -42,6 +42,8 @@ export function shareWorkerMetrics(registry: Registry): void {
 export interface PrimaryOptions {
   workers: number;
   root: string;
+  /** The configured bucket names: /readyz probes each bucket directory. */
+  buckets: readonly string[];
   /** The admin listener's address, or null for none. */
   adminListen: string | null;
   shutdownGraceMs: number;
@@ -54,6 +56,13 @@ export interface RunningPrimary {
   adminUrl: string | null;
   /** Resolves with the exit code once the workers have stopped after a signal (or failed to start). */
   stopped: Promise<number>;
+}
+
+/** A signal (a terminal's Ctrl-C) came before every worker listened; the workers are stopped. */
+export class StartInterrupted extends Error {
+  constructor(readonly signal: string) {
+    super(`${signal} before every worker listened`);
+  }
 }
 
 /** The start failed: a worker exited before every worker listened. Carries that worker's exit code. */
@@ -109,6 +118,11 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
       if (slotOf.size === 0) stoppedDone(exitCode);
       return;
     }
+    if (phase === 'starting' && (signal === 'SIGINT' || signal === 'SIGTERM')) {
+      // The terminal's Ctrl-C reached this worker before the primary's own handler ran.
+      stop(signal);
+      return;
+    }
     if (phase === 'starting') {
       // A worker that cannot start (address in use, unreadable config) says why on
       // stderr; restarting it would only repeat that. Stop the others and fail.
@@ -133,11 +147,23 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
     restartTimers.add(timer);
   });
 
+  let admin: Server | null = null;
+  let adminUrl: string | null = null;
+
+  // Before the first fork: a Ctrl-C during a long start must not kill the primary while
+  // its workers start, each of which would then die on an EPIPE stack trace (Node's
+  // cluster setup writes to the primary before any code of ours runs in the worker).
+  // A terminal's Ctrl-C reaches the workers too; SIGTERM from here then finds them already stopping.
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    logger.info({ workers: slotOf.size }, 'SIGHUP: reload forwarded to the workers');
+    for (const worker of slotOf.keys()) worker.process.kill('SIGHUP');
+  });
+
   for (let slot = 1; slot <= options.workers; slot += 1) fork(slot);
   const url = await started;
 
-  let admin: Server | null = null;
-  let adminUrl: string | null = null;
   if (options.adminListen !== null) {
     const aggregator = new AggregatorRegistry<PrometheusContentType>();
     admin = createServer(
@@ -146,6 +172,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
         ready: () =>
           checkReadiness({
             tree: () => probeTreeWritable(options.root),
+            ...bucketChecks(options.root, options.buckets),
             workers: async () => {
               if (listening.size === 0) throw new Error(`none of ${options.workers} workers is listening`);
             },
@@ -164,6 +191,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
 
   function stop(reason: string): void {
     if (phase === 'stopping') return;
+    if (phase === 'starting') {
+      const interrupted = new StartInterrupted(reason);
+      void stopped.then(() => startFailed(interrupted));
+    }
     phase = 'stopping';
     for (const timer of restartTimers) clearTimeout(timer);
     restartTimers.clear();
@@ -180,14 +211,6 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
     }, options.shutdownGraceMs + STOP_MARGIN_MS);
     killer.unref();
   }
-
-  // A terminal's Ctrl-C reaches the workers too; SIGTERM from here then finds them already stopping.
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {
-    logger.info({ workers: slotOf.size }, 'SIGHUP: reload forwarded to the workers');
-    for (const worker of slotOf.keys()) worker.process.kill('SIGHUP');
-  });
 
   return { url, adminUrl, stopped };
 }

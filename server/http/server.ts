@@ -15,7 +15,7 @@ import { createImageServiceFor, damagedKind } from '../imageServiceFactory.js';
 import type { ImageService } from '../imageService.js';
 import type { Logger } from '../log.js';
 import { createMetrics, type Metrics } from '../metrics.js';
-import { checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from '../readiness.js';
+import { bucketChecks, checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from '../readiness.js';
 import type { ImageStore } from '../store.js';
 import { startTreeHealing } from '../treeHealing.js';
 import { startTreeStatsRefresh, type TreeStatsRefresh } from '../treeStatsRefresh.js';
@@ -187,6 +187,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const ready = (): Promise<ReadinessReport> =>
     checkReadiness({
       tree: () => probeTreeWritable(root),
+      ...bucketChecks(root, Object.keys(settings.config.buckets)),
       engine: () => probeEngine(parts.engine),
     });
 
