@@ -38,10 +38,17 @@ async function setUp(limits: Record<string, number>): Promise<Setup> {
   const held: ServerResponse[] = [];
   const origin = await startOrigin((_request, response) => void held.push(response));
   const work = await makeTempRoot('imageproxy-burst-');
-  const configPath = await writeServeConfig(work, { secrets: [SECRET], statsRefreshSeconds: 0, limits });
-  const serve = await startServe(configPath, work);
-  assert.ok(serve.adminUrl !== null, 'serve has an admin listener');
-  return { serve, adminUrl: serve.adminUrl, origin, held, work };
+  try {
+    const configPath = await writeServeConfig(work, { secrets: [SECRET], statsRefreshSeconds: 0, limits });
+    const serve = await startServe(configPath, work);
+    assert.ok(serve.adminUrl !== null, 'serve has an admin listener');
+    return { serve, adminUrl: serve.adminUrl, origin, held, work };
+  } catch (error) {
+    // A serve that did not start leaves nothing running: the origin would keep the test process alive.
+    await origin.close();
+    await removeTempRoot(work);
+    throw error;
+  }
 }
 
 async function tearDown(setup: Setup): Promise<void> {

@@ -39,6 +39,8 @@ export async function writeServeConfig(work: string, layer: Record<string, unkno
       logLevel: 'info',
       ...layer,
     }),
+    // Private: a config holding secrets that every user can read is refused.
+    { mode: 0o600 },
   );
   return configPath;
 }

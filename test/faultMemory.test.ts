@@ -44,7 +44,12 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
   const jpeg = await twelveMegapixelJpeg();
   const origin = await startBigPhotoOrigin(jpeg);
   const configPath = await writeServeConfig(work, { secrets: [SECRET], engine: 'sharp' });
-  const serve = await startServe(configPath, work);
+  // A serve that did not start must not leave the origin keeping the test process alive.
+  const serve = await startServe(configPath, work).catch(async (error: unknown) => {
+    await origin.close();
+    await removeTempRoot(work);
+    throw error;
+  });
   try {
     assert.ok(serve.adminUrl !== null);
     const adminUrl = serve.adminUrl;

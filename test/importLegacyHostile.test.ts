@@ -79,7 +79,8 @@ before(async () => {
   // Another user runs the CLI in one test: the temp tree must be open to it.
   await chmod(work, 0o755);
   configPath = join(work, 'config.json');
-  await writeFile(configPath, JSON.stringify({ root: join(work, 'unused-root'), secrets: [SECRET], limits: { maxBytes: MAX_BYTES } }));
+  // Private, as a config holding secrets must be.
+  await writeFile(configPath, JSON.stringify({ root: join(work, 'unused-root'), secrets: [SECRET], limits: { maxBytes: MAX_BYTES } }), { mode: 0o600 });
 });
 
 after(() => removeTempRoot(work));
@@ -282,6 +283,8 @@ describe('import-legacy --link on files the kernel will not link for this user',
     await chown(sources.get('nobody-own')?.path ?? '', uid, gid);
     await mkdir(root);
     await chown(root, uid, gid);
+    // The config is private to the user who runs the command (root reads it anyway).
+    await chown(configPath, uid, gid);
 
     const run = await importLegacy([pyRoot, '--root', root, '--link'], { uid, gid, timeoutMs: 60_000 });
     assert.equal(run.code, 0, run.stderr);
