@@ -123,6 +123,24 @@ export function shortBody(body: Buffer, contentType: string | null): string {
   return `${body.length} bytes of ${contentType ?? 'no content-type'}`;
 }
 
+/** Every sample of one scrape of `adminUrl`/metrics: `name{labels}` as exposed → value. */
+export async function scrapeMetrics(adminUrl: string): Promise<Map<string, number>> {
+  const answer = await request(adminUrl, '/metrics');
+  if (answer.status !== 200) throw new Error(`/metrics answered ${answer.status}`);
+  return parseSamples(answer.body.toString('utf8'));
+}
+
+/** The samples of a Prometheus text exposition (comment lines skipped): `name{labels}` → value. */
+export function parseSamples(exposition: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of exposition.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    if (space > 0) samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
 /**
  * An image service that only reads the tree: stored files are served, anything else is
  * `not_stored`. Tests of the HTTP contract use it so that nothing is ever fetched.
