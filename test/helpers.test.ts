@@ -1,7 +1,7 @@
 /** The test helpers the suite leans on for determinism: `until` and the short descriptions of bodies. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeBriefly, shortBody, until } from './helpers.js';
+import { assertSameBytes, describeBriefly, shortBody, until } from './helpers.js';
 
 describe('until', () => {
   it('returns the first value that is done, sync or async', async () => {
@@ -48,5 +48,17 @@ describe('describeBriefly and shortBody', () => {
     assert.equal(shortBody(Buffer.alloc(2000, 0xff), 'image/jpeg'), '2000 bytes of image/jpeg');
     assert.equal(shortBody(Buffer.alloc(600, 0x61), 'text/html'), '600 bytes of text/html');
     assert.equal(shortBody(Buffer.alloc(0), null), '0 bytes of no content-type');
+  });
+});
+
+describe('assertSameBytes', () => {
+  it('passes equal bytes, and says lengths and the first difference of others, not the bytes', () => {
+    assertSameBytes(Buffer.from([1, 2, 3]), new Uint8Array([1, 2, 3]), 'same');
+    assert.throws(() => assertSameBytes(Buffer.from([1, 2, 9, 4]), Buffer.from([1, 2, 3]), 'the photo'), {
+      message: 'the photo: 4 bytes where 3 were expected, first difference at byte 2',
+    });
+    assert.throws(() => assertSameBytes(Buffer.from([1, 2]), Buffer.from([1, 2, 3]), 'cut short'), {
+      message: 'cut short: 2 bytes where 3 were expected, first difference at byte 2',
+    });
   });
 });

@@ -3,6 +3,7 @@
  * app on 127.0.0.1 port 0, and `until`, the one way a test waits. Nothing here talks to
  * anything beyond loopback.
  */
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -121,6 +122,17 @@ export function request(
 export function shortBody(body: Buffer, contentType: string | null): string {
   if (contentType?.startsWith('text/') === true && body.length <= 500) return body.toString('utf8');
   return `${body.length} bytes of ${contentType ?? 'no content-type'}`;
+}
+
+/**
+ * Fails unless `actual` holds exactly the bytes of `expected`; the message names `what`,
+ * both lengths and the first offset that differs, never the bytes themselves.
+ */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  if (Buffer.compare(actual, expected) === 0) return;
+  let offset = 0;
+  while (offset < actual.length && offset < expected.length && actual[offset] === expected[offset]) offset += 1;
+  assert.fail(`${what}: ${actual.length} bytes where ${expected.length} were expected, first difference at byte ${offset}`);
 }
 
 /** Every sample of one scrape of `adminUrl`/metrics: `name{labels}` as exposed → value. */
