@@ -233,6 +233,9 @@ export const UNTIL_TIMEOUT_MS = 30_000;
  * error seen, never a body. The one way a test waits: no fixed sleeps standing in for a
  * condition.
  */
+export async function until<T>(probe: () => T | Promise<T>, options: UntilOptions<T> & { done: (value: T) => boolean }): Promise<T>;
+/** Without `done`, a truthy value is done: the value returned is never null, undefined or false. */
+export async function until<T>(probe: () => T | Promise<T>, options: Omit<UntilOptions<T>, 'done'>): Promise<Exclude<T, null | undefined | false>>;
 export async function until<T>(probe: () => T | Promise<T>, options: UntilOptions<T>): Promise<T> {
   const timeoutMs = options.timeoutMs ?? UNTIL_TIMEOUT_MS;
   const intervalMs = options.intervalMs ?? 20;
