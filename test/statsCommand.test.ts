@@ -8,11 +8,10 @@ import { execFileSync } from 'node:child_process';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { formatBlocklist } from '../server/blocklist.js';
 import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
 import { finishCli, lines, runCli, startCli } from './cliProcess.js';
-import { makeTempRoot, removeTempRoot } from './helpers.js';
+import { makeTempRoot, removeTempRoot, until } from './helpers.js';
 
 const T_OLD = Date.parse('2025-06-01T10:00:00Z');
 const T_MID = Date.parse('2025-09-15T12:30:45Z');
@@ -295,15 +294,13 @@ describe('imageproxy stats: interrupted', () => {
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
       // A non-blocking open for writing succeeds only once the command has the FIFO open for reading.
-      let writer = null;
-      for (let attempt = 0; writer === null && attempt < 500; attempt += 1) {
-        writer = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => null);
-        if (writer === null) await sleep(10);
-      }
-      assert.ok(writer !== null, 'the command opened the blocklist within 5 s');
+      const writer = await until(() => open(fifo, constants.O_WRONLY | constants.O_NONBLOCK), {
+        message: 'the command opens the blocklist',
+        timeoutMs: 60_000,
+        intervalMs: 10,
+      });
       child.kill('SIGINT');
-      for (let attempt = 0; !stderr.includes('SIGINT') && attempt < 500; attempt += 1) await sleep(10);
-      assert.ok(stderr.includes('SIGINT'), 'the command took the interrupt within 5 s');
+      await until(() => stderr.includes('SIGINT'), { message: 'the command takes the interrupt', timeoutMs: 60_000, intervalMs: 10 });
       await writer.writeFile(formatBlocklist({ version: 1, entries: [{ kind: 'host', value: 'blocked.example', at: '', by: 'test' }] }));
       await writer.close();
       const run = await finished;
