@@ -14,7 +14,8 @@ import { finishCli } from './cliProcess.js';
 import { VECTORS, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, signedPath, type Vector } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
-const TIMEOUT_MS = 20_000;
+/** A kill deadline, not a measure: a loaded machine may take seconds to start node. */
+const TIMEOUT_MS = 60_000;
 
 /** The environment without any IMAGEPROXY_* the developer may have set. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
