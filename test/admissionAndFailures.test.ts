@@ -21,7 +21,7 @@ import { createImageServiceFor } from '../server/imageServiceFactory.js';
 import { storageKey } from '../server/layout.js';
 import { createMetrics, type Metrics } from '../server/metrics.js';
 import type { ImageStore } from '../server/store.js';
-import { makeTempRoot, removeTempRoot, request, signedPath, type Answer } from './helpers.js';
+import { makeTempRoot, removeTempRoot, request, shortBody, signedPath, until, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'admission-test-secret';
@@ -37,6 +37,10 @@ interface Running {
   /** Requests the origin is holding; `release()` answers them all with the PNG. */
   held: ServerResponse[];
   maxInFlight: () => number;
+  /** The service's queue depths (the `imageproxy_queue_depth` gauge's source). */
+  queueDepths: () => Record<string, number>;
+  /** Connections open at the app's listener. */
+  appConnections: () => Promise<number>;
 }
 
 /** A held origin: every request waits until the test releases it, unless the path says otherwise. */
@@ -94,6 +98,8 @@ async function withService(
       logLines: () => lines.map((line) => JSON.parse(line) as { level: number; msg: string }),
       held,
       maxInFlight: () => inFlight.max,
+      queueDepths: () => parts.service.queueDepths?.() ?? {},
+      appConnections: () => new Promise((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count)))),
     });
   } finally {
     release(held);
@@ -109,30 +115,23 @@ function get(running: Running, imagePath: string, size = 'full'): Promise<Answer
   return request(running.baseUrl, signedPath({ secret: SECRET, imageUrl: running.origin.url(imagePath).href, atMs: Date.now(), size }));
 }
 
-async function until(condition: () => boolean, what: string, withinMs = 5000): Promise<void> {
-  const deadline = Date.now() + withinMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not within ${withinMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 function refusal(answer: Answer): string {
-  return `${answer.status} ${answer.headers.get('x-imageproxy-error')} ${answer.body.toString('utf8').trim()}`;
+  return `${answer.status} ${answer.headers.get('x-imageproxy-error')} ${shortBody(answer.body, answer.headers.get('content-type')).trim()}`;
 }
 
 describe('admission before work', () => {
   test('with 2 fetch slots and a queue of 3, the 6th cold miss is busy at once; the origin never sees more than 2', async () => {
     await withService({ limits: { maxConcurrentFetches: 2, maxQueuedFetches: 3, maxQueueWaitMs: 20_000 } }, async (running) => {
       const first = [1, 2, 3, 4, 5].map((index) => get(running, `/photo-${index}.png`));
-      await until(() => running.origin.requests.length === 2, 'two fetches at the origin');
-      // The other three pass the lookups and lock, then wait in the queue.
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const started = Date.now();
+      await until(() => running.origin.requests.length, { message: 'two fetches at the origin', done: (count) => count === 2 });
+      // The other three hold queue places, waiting for a slot.
+      await until(() => running.queueDepths().fetch, { message: 'five places in the fetch queue', done: (depth) => depth === 5 });
       const sixth = await get(running, '/photo-6.png');
       assert.equal(refusal(sixth), '503 busy busy: too busy, try again');
       assert.equal(sixth.headers.get('retry-after'), '2');
-      assert.ok(Date.now() - started < 2000, 'refused at once, not after a wait');
+      // Refused at once because the queue was full, not after waiting maxQueueWaitMs for a slot.
+      const busyLine = running.logLines().find((line) => line.code === 'busy');
+      assert.match(String(busyLine?.detail), /^fetch queue full: 2 running, 3 waiting$/);
       assert.equal(running.origin.requests.length, 2);
       // Answer the held ones as they come: the queue drains two at a time.
       const releaser = setInterval(() => release(running.held), 20);
@@ -151,7 +150,7 @@ describe('admission before work', () => {
   test('a miss queued longer than maxQueueWaitMs answers busy, without a fetch', async () => {
     await withService({ limits: { maxConcurrentFetches: 1, maxQueuedFetches: 4, maxQueueWaitMs: 300 } }, async (running) => {
       const holder = get(running, '/slow.png');
-      await until(() => running.origin.requests.length === 1, 'the first fetch at the origin');
+      await until(() => running.origin.requests.length === 1, { message: 'the first fetch at the origin' });
       const queued = await get(running, '/waiting.png');
       assert.equal(refusal(queued), '503 busy busy: too busy, try again');
       assert.equal(queued.headers.get('retry-after'), '2');
@@ -165,7 +164,7 @@ describe('admission before work', () => {
     const limits = { maxConcurrentFetches: 4, maxConcurrentResizes: 1, maxQueuedResizes: 0 };
     await withService({ limits }, async (running) => {
       const first = get(running, '/first.png', '250x250');
-      await until(() => running.origin.requests.length === 1, 'the first original at the origin');
+      await until(() => running.origin.requests.length === 1, { message: 'the first original at the origin' });
       const second = await get(running, '/second.png', '250x250');
       assert.equal(refusal(second), '503 busy busy: too busy, try again');
       assert.deepEqual(running.origin.requests.map((incoming) => incoming.url), ['/first.png']);
@@ -222,11 +221,12 @@ describe('a client that went away', () => {
       const outgoing = httpRequest({ host: '127.0.0.1', port, path });
       outgoing.on('error', () => undefined);
       outgoing.end();
-      await until(() => running.origin.requests.length === 1, 'the fetch at the origin');
+      await until(() => running.origin.requests.length === 1, { message: 'the fetch at the origin' });
       outgoing.destroy();
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The app has seen the client go before the origin answers.
+      await until(() => running.appConnections(), { message: 'the client connection closed at the app', done: (count) => count === 0 });
       release(running.held);
-      await until(() => running.logLines().some((line) => line.msg === 'client closed the connection'), 'the client_closed log line');
+      await until(() => running.logLines().some((line) => line.msg === 'client closed the connection'), { message: 'the client_closed log line' });
       assert.notEqual(await running.store.find('i', storageKey(Buffer.from(imageUrl)), null), null, 'the original is stored');
       const counted = await running.metrics.responses.get();
       const outcomes = counted.values.map((value) => `${value.labels.outcome}=${value.value}`);

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import sharp from 'sharp';
 import { DEFAULT_CONFIG } from '../server/config.js';
 import { lightRequest, startServe, writeServeConfig, type LightAnswer, type ServeProcess } from './faultHarness.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'burst-admission-secret';
@@ -61,15 +61,6 @@ function release(held: ServerResponse[]): void {
   for (const response of held.splice(0)) response.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': PNG.length }).end(PNG);
 }
 
-/** Polls `condition` until it holds; fails naming `what` after DEADLINE_MS. */
-async function until(what: string, condition: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`not within ${DEADLINE_MS} ms: ${what}`);
-    await new Promise((done) => setTimeout(done, POLL_MS));
-  }
-}
-
 /** Misses in the fetch gate, running or waiting (admin /metrics, `imageproxy_queue_depth`). */
 async function fetchDepth(adminUrl: string): Promise<number> {
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
@@ -93,7 +84,11 @@ test(`${BURST} concurrent cold misses at the default queue limits all wait and a
     const answers = Promise.all(linksTo(setup.origin, BURST, 'burst').map((link) => lightRequest(setup.serve.url, link, agent, { timeoutMs: 120_000 })));
     // Every miss of the burst is in the fetch gate at once, while the origin answers none.
     const running = DEFAULT_CONFIG.limits.maxConcurrentFetches;
-    await until(`${BURST} misses in the fetch gate, ${running} of them at the origin`, async () => (await fetchDepth(setup.adminUrl)) === BURST && setup.held.length === running);
+    await until(async () => (await fetchDepth(setup.adminUrl)) === BURST && setup.held.length === running, {
+      message: `${BURST} misses in the fetch gate, ${running} of them at the origin`,
+      timeoutMs: DEADLINE_MS,
+      intervalMs: POLL_MS,
+    });
     assert.equal(setup.origin.requests.length, running, 'only the running fetches reached the origin');
     // Let the origin answer, now and as the waiting fetches get their turn.
     const releasing = setInterval(() => release(setup.held), POLL_MS);
@@ -121,7 +116,11 @@ test('past a configured small queue a new miss is refused 503 busy at once, havi
     const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
     const [refusedLink, ...admittedLinks] = linksTo(setup.origin, 1 + maxConcurrentFetches + maxQueuedFetches, 'small');
     const admitted = Promise.all(admittedLinks.map((link) => lightRequest(setup.serve.url, link, agent, { timeoutMs: 120_000 })));
-    await until('the fetch gate full, its running fetch at the origin', async () => (await fetchDepth(setup.adminUrl)) === maxConcurrentFetches + maxQueuedFetches && setup.held.length === maxConcurrentFetches);
+    await until(async () => (await fetchDepth(setup.adminUrl)) === maxConcurrentFetches + maxQueuedFetches && setup.held.length === maxConcurrentFetches, {
+      message: 'the fetch gate full, its running fetch at the origin',
+      timeoutMs: DEADLINE_MS,
+      intervalMs: POLL_MS,
+    });
     // Answered while the origin still holds the running fetch: refused, not queued.
     const refused = await lightRequest(setup.serve.url, refusedLink as string, agent, { timeoutMs: 30_000 });
     assert.equal(refused.status, 503);

@@ -19,7 +19,7 @@ import { sha256Hex, storeOriginal } from '../server/originals.js';
 import { inspectImage } from '../server/sniff.js';
 import { ImageStore, THIS_HOST_TAG, type ImageMetadata } from '../server/store.js';
 import { lines, runCli } from './cliProcess.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 import { startOrigin } from './origin.js';
 
 const SECRET = 'check-test-secret';
@@ -334,7 +334,7 @@ describe('the server heals', () => {
       assert.equal(refetched.status, 200);
       assert.deepEqual(Buffer.from(await refetched.arrayBuffer()), imageBytes);
       assert.equal(origin.requests.length, 2);
-      assert.deepEqual(await readFile(join(directory, `${key}.jpg`)), imageBytes);
+      assertSameBytes(await readFile(join(directory, `${key}.jpg`)), imageBytes, 'the stored original');
       assert.equal(await exists(thumbnail), false, 'thumbnail of the damaged original removed');
       const quarantine = await readdir(join(root, '.imageproxy', 'quarantine', 'i'));
       assert.ok(quarantine.some((name) => name.startsWith(`${key}.jpg.`)), quarantine.join());

@@ -7,7 +7,8 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
-const DEFAULT_TIMEOUT_MS = 20_000;
+/** A kill deadline, not a wait: generous, as a loaded machine may take seconds to start node. */
+const DEFAULT_TIMEOUT_MS = 60_000;
 
 /** The environment without any IMAGEPROXY_* the developer may have set, plus `extra`. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {

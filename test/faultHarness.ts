@@ -10,6 +10,7 @@ import { Agent, request as httpRequest } from 'node:http';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startCli } from './cliProcess.js';
+import { until } from './helpers.js';
 
 export interface ServeProcess {
   pid: number;
@@ -51,7 +52,7 @@ export async function writeServeConfig(work: string, layer: Record<string, unkno
  * `/healthz` answers. A process that does not get there is killed.
  */
 export async function startServe(configPath: string, cwd: string, options: { publicUrl?: string; startWithinMs?: number } = {}): Promise<ServeProcess> {
-  const startWithinMs = options.startWithinMs ?? 20_000;
+  const startWithinMs = options.startWithinMs ?? 60_000;
   const child: ChildProcessWithoutNullStreams = startCli(['serve', '--config', configPath], { cwd });
   const exited = new Promise<void>((done) => child.once('close', () => done()));
   let stderr = '';
@@ -69,15 +70,15 @@ export async function startServe(configPath: string, cwd: string, options: { pub
       if (log.msg?.startsWith('listening on ') === true && log.address !== undefined) resolve({ url: log.address, adminUrl: log.admin ?? null });
     });
   });
-  const deadline = Date.now() + startWithinMs;
   const answering = async (url: string): Promise<{ url: string; adminUrl: null }> => {
     const agent = new Agent({ keepAlive: false });
-    while (Date.now() < deadline) {
-      const answer = await lightRequest(url, '/healthz', agent, { timeoutMs: 1000 }).catch(() => null);
-      if (answer?.status === 200) return { url, adminUrl: null };
-      await new Promise((done) => setTimeout(done, 100));
-    }
-    throw new Error('not answering');
+    await until(() => lightRequest(url, '/healthz', agent, { timeoutMs: 5000 }), {
+      message: `${url}/healthz answering`,
+      done: (answer) => answer.status === 200,
+      timeoutMs: startWithinMs,
+      intervalMs: 100,
+    });
+    return { url, adminUrl: null };
   };
   // Handled here too: once started, the process exiting later is not an error of the start.
   const exitedEarly = exited.then(() => Promise.reject(new Error(`serve exited: ${stderr}`)));

@@ -28,7 +28,7 @@ import { test } from 'node:test';
 import { DEFAULT_CONFIG } from '../server/config.js';
 import { PHOTO_CHANNELS, PHOTO_HEIGHT, PHOTO_WIDTH, startBigPhotoOrigin, twelveMegapixelJpeg } from './bigPhotoOrigin.js';
 import { lightRequest, rssKiB, startServe, writeServeConfig, type LightAnswer } from './faultHarness.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, scrapeMetrics, signedPath, until } from './helpers.js';
 
 const SECRET = 'fault-memory-secret';
 const SAMPLE_MS = 50;
@@ -53,8 +53,11 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
   try {
     assert.ok(serve.adminUrl !== null);
     const adminUrl = serve.adminUrl;
-    // Idle: after start-up settled (heal pass, first stats walk of an empty tree).
-    await new Promise((done) => setTimeout(done, 1000));
+    // Idle: after start-up settled (the first stats walk of the empty tree is done).
+    await until(async () => (await scrapeMetrics(adminUrl)).get('imageproxy_tree_scan_timestamp_seconds') ?? 0, {
+      message: 'the first stats walk',
+      done: (scannedAt) => scannedAt > 0,
+    });
     const idleKiB = await rssKiB(serve.pid);
     let peakKiB = idleKiB;
     let healthMaxMs = 0;
@@ -110,7 +113,7 @@ test(`${MISSES} concurrent cold misses of a 12 MP photo: RSS grows by at most th
 
     for (const [index, answer] of answers.entries()) {
       if (answer.status === 200) continue;
-      assert.equal(answer.status, 503, `link ${index}: ${answer.status} ${answer.bodyStart}`);
+      assert.equal(answer.status, 503, `link ${index}: ${answer.status} ${String(answer.headers['x-imageproxy-error'])}`);
       assert.equal(answer.headers['x-imageproxy-error'], 'busy', `link ${index}`);
       assert.equal(answer.headers['retry-after'], '2', `link ${index}`);
     }

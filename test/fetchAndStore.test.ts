@@ -14,9 +14,10 @@ import sharp from 'sharp';
 import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
+import { LOCK_STALE_MS } from '../server/singleFlight.js';
 import { createLogger } from '../server/log.js';
 import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../server/responseHeaders.js';
-import { makeTempRoot, removeTempRoot, request, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, request, scrapeMetrics, shortBody, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'fetch-test-secret';
@@ -110,17 +111,28 @@ function noisyPhoto(): Promise<Buffer> {
 
 describe('fetch once, store, serve', () => {
   test('100 concurrent requests for one new image: one origin fetch, same bytes for all', async () => {
+    let answerOrigin = (): void => undefined;
+    const originMayAnswer = new Promise<void>((resolve) => {
+      answerOrigin = resolve;
+    });
     await withOriginAndApp((_req, res) => {
-      // A slow origin keeps every request in flight at once.
-      setTimeout(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg), 200);
+      // The origin holds its answer until all 100 are in the server: every one asks while the fetch runs.
+      void originMayAnswer.then(() => res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg));
     }, {}, async ({ origin, root, app }) => {
       const imageUrl = origin.url('/burst.jpg').href;
-      const answers = await Promise.all(
+      const burst = Promise.all(
         Array.from({ length: 100 }, async () => {
           const response = await fetch(app.url + linkFor(imageUrl));
           return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
         }),
       );
+      await until(async () => (await scrapeMetrics(app.adminUrl ?? '')).get('imageproxy_queue_depth{queue="requests"}'), {
+        message: '100 link requests in progress at once',
+        done: (inProgress) => inProgress === 100,
+      });
+      assert.equal(origin.requests.length, 1, 'one fetch while 100 requests are in progress');
+      answerOrigin();
+      const answers = await burst;
       assert.equal(origin.requests.length, 1);
       for (const answer of answers) {
         assert.equal(answer.status, 200);
@@ -133,12 +145,15 @@ describe('fetch once, store, serve', () => {
       assert.equal(again.status, 200);
       assert.equal(origin.requests.length, 1);
       // What an admin's Prometheus sees of it.
-      const metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
-      assert.match(metrics, /^imageproxy_origin_fetches_total\{result="ok"\} 1$/m);
-      // The 100 found nothing stored when they came (one fetched, 99 waited for it); the last found the file.
-      assert.match(metrics, /^imageproxy_responses_total\{outcome="miss",bucket="i"\} 100$/m);
-      assert.match(metrics, /^imageproxy_responses_total\{outcome="hit",bucket="i"\} 1$/m);
-      assert.match(metrics, new RegExp(`^imageproxy_origin_fetched_bytes_total ${jpeg.length}$`, 'm'));
+      const samples = await scrapeMetrics(app.adminUrl ?? '');
+      assert.equal(samples.get('imageproxy_origin_fetches_total{result="ok"}'), 1);
+      assert.equal(samples.get('imageproxy_origin_fetched_bytes_total'), jpeg.length);
+      // Each of the 100 found nothing stored and waited for the one fetch (miss), or, on a slow
+      // machine, reached its lookup only after the write (hit); the request after them found the file.
+      const misses = samples.get('imageproxy_responses_total{outcome="miss",bucket="i"}') ?? 0;
+      const hits = samples.get('imageproxy_responses_total{outcome="hit",bucket="i"}') ?? 0;
+      assert.ok(misses >= 1, `${misses} misses`);
+      assert.equal(misses + hits, 101);
     });
   });
 
@@ -253,9 +268,22 @@ describe('fetch once, store, serve', () => {
       const ahead = ['/a.jpg', '/b.jpg', '/c.jpg', '/d.jpg'].flatMap((path) =>
         ['150x', 'x200', '250x250', '500x500'].map((size) => fetch(app.url + linkFor(origin.url(path).href, { size }))),
       );
-      await new Promise((wait) => setTimeout(wait, 100));
+      const scrape = (): Promise<Map<string, number>> => scrapeMetrics(app.adminUrl ?? '');
+      // Each of the sixteen counts once while queued (depth) or once answered (a miss; the
+      // first miss is the original's), never twice: past 16, the thumbnail is in the queue.
+      const queuedOrAnswered = (samples: Map<string, number>): number =>
+        (samples.get('imageproxy_queue_depth{queue="resize"}') ?? 0) + (samples.get('imageproxy_responses_total{outcome="miss",bucket="i"}') ?? 0) - 1;
+      // The sixteen with their originals fetched: they queue for the slot ahead of it.
+      await until(scrape, {
+        message: 'sixteen thumbnails queued, their four originals fetched',
+        done: (samples) => queuedOrAnswered(samples) === 16 && samples.get('imageproxy_origin_fetches_total{result="ok"}') === 5,
+      });
       const thumbnail = fetch(app.url + linkFor(waiting, { size: '150x' }));
-      await new Promise((wait) => setTimeout(wait, 200));
+      const resized = (samples: Map<string, number>): number => samples.get('imageproxy_resizes_total{engine="sharp",result="ok"}') ?? 0;
+      const entered = await until(scrape, { message: 'the thumbnail in the resize queue', done: (samples) => queuedOrAnswered(samples) >= 17 });
+      // A whole resize of the photo later it has read its stored original and waits for the
+      // slot, with at least a dozen resizes still ahead of it: now the original goes.
+      await until(scrape, { message: 'one more resize done', done: (samples) => resized(samples) > resized(entered) });
       const key = storageKey(Buffer.from(waiting));
       await rm(join(root, 'i', key[0] as string, key[1] as string, `${key}.jpg`));
       const answer = await thumbnail;
@@ -275,7 +303,7 @@ describe('fetch once, store, serve', () => {
 
   test('past limits.maxWaitingResizeBytes a thumbnail waiting for a resize slot holds no bytes: it reads the stored original when its turn comes (removed meanwhile: 404 not_stored)', async () => {
     const { answer, files, key, originRequests, aheadStatuses } = await thumbnailWaitingWhileOriginalRemoved(0);
-    assert.equal(answer.status, 404, await answer.text());
+    assert.equal(answer.status, 404, `${answer.status} ${answer.headers.get('x-imageproxy-error')}`);
     assert.equal(answer.headers.get('x-imageproxy-error'), 'not_stored');
     assert.deepEqual(aheadStatuses, Array(16).fill(200));
     assert.deepEqual(files, [`${key}.json`], 'no thumbnail made of a removed original');
@@ -285,7 +313,7 @@ describe('fetch once, store, serve', () => {
   test('within limits.maxWaitingResizeBytes a thumbnail waiting for a resize slot keeps its bytes: made although its original was removed meanwhile, nothing fetched again', async () => {
     // Far above what the queue holds: every waiting thumbnail keeps its bytes.
     const { answer, files, key, originRequests, aheadStatuses } = await thumbnailWaitingWhileOriginalRemoved(1_000_000_000);
-    assert.equal(answer.status, 200, await answer.clone().text());
+    assert.equal(answer.status, 200, `${answer.status} ${answer.headers.get('x-imageproxy-error')}`);
     const size = await sharp(Buffer.from(await answer.arrayBuffer())).metadata();
     assert.deepEqual([size.format, size.width, size.height], ['jpeg', 225, 150]); // 150x: 150 high
     assert.deepEqual(aheadStatuses, Array(16).fill(200));
@@ -416,17 +444,24 @@ describe('fetch once, store, serve', () => {
           holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
         });
         const answer = fetch(app.url + linkFor(imageUrl));
-        await new Promise((wait) => setTimeout(wait, 400));
+        // The miss has its place in the fetch queue: from here on it waits for the lock.
+        await until(async () => (await scrapeMetrics(app.adminUrl ?? '')).get('imageproxy_queue_depth{queue="fetch"}'), {
+          message: 'the miss in the fetch queue',
+          done: (depth) => depth === 1,
+        });
+        // Behaviour under test, not a wait: the lock holds the fetch back for as long as it is held.
+        await new Promise((observe) => setTimeout(observe, 400));
         assert.equal(origin.requests.length, 0, 'no fetch while another process holds the lock');
         const killedAt = Date.now();
         holder.kill('SIGKILL');
         await exited;
         const response = await answer;
+        // 200, not busy: the lock was taken as soon as the holder was gone, well within singleFlightWaitMs.
         assert.equal(response.status, 200);
-        assert.ok(Buffer.from(await response.arrayBuffer()).equals(jpeg));
+        assert.ok(Buffer.from(await response.arrayBuffer()).equals(jpeg), 'the origin\'s bytes');
         assert.equal(origin.requests.length, 1);
-        // The waiter polls at most every 200 ms: seconds would mean a staleness wait.
-        assert.ok(Date.now() - killedAt < 2000, `answered ${Date.now() - killedAt} ms after the kill`);
+        // No staleness waited out: a lock directory would have been taken over only after LOCK_STALE_MS.
+        assert.ok(Date.now() - killedAt < LOCK_STALE_MS, `answered ${Date.now() - killedAt} ms after the kill`);
         assert.deepEqual(await filesOfKey(root, imageUrl), [`${key}.jpg`, `${key}.json`]);
       } finally {
         holder.kill('SIGKILL');
@@ -446,10 +481,8 @@ describe('fetch once, store, serve', () => {
     await utimes(oldTemp, longAgo, longAgo);
     const app = await startApp(root);
     try {
-      for (let attempt = 0; attempt < 50 && (await readdir(directory)).length > 1; attempt += 1) {
-        await new Promise((done) => setTimeout(done, 20));
-      }
-      assert.deepEqual(await readdir(directory), ['.Abkey.jpg.123.bbbb.tmp']);
+      const left = await until(() => readdir(directory), { message: 'the old temp file swept', done: (names) => names.length === 1 });
+      assert.deepEqual(left, ['.Abkey.jpg.123.bbbb.tmp']);
     } finally {
       await app.close();
       await removeTempRoot(root);
@@ -534,12 +567,12 @@ describe('misbehaving origins: documented status, nothing stored, still serving'
           if (size === 'full') {
             assert.equal(response.status, testCase.status);
             assert.equal(response.headers.get('x-imageproxy-error'), testCase.code);
-            assert.ok(body.startsWith(`${testCase.code}: `), body);
+            assert.ok(body.startsWith(`${testCase.code}: `), shortBody(Buffer.from(body), response.headers.get('content-type')));
           } else {
             // The same key is now backing off: the failure answers again, no second contact with the origin.
             assert.equal(response.status, testCase.status);
             assert.equal(response.headers.get('x-imageproxy-error'), testCase.code);
-            assert.ok(body.startsWith(`${testCase.code}: `), body);
+            assert.ok(body.startsWith(`${testCase.code}: `), shortBody(Buffer.from(body), response.headers.get('content-type')));
             assert.ok(Number(response.headers.get('retry-after')) > 0);
             assert.notEqual(response.headers.get('x-imageproxy-remembered'), null);
           }

@@ -1,7 +1,9 @@
 /**
- * Shared test helpers: temp roots, the signature vectors, signed paths and an in-process
- * app on 127.0.0.1 port 0. Nothing here talks to anything beyond loopback.
+ * Shared test helpers: temp roots, the signature vectors, signed paths, an in-process
+ * app on 127.0.0.1 port 0, and `until`, the one way a test waits. Nothing here talks to
+ * anything beyond loopback.
  */
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -114,6 +116,44 @@ export function request(
 }
 
 /**
+ * What an answer's body can show in an assertion's output: the text of a short text
+ * answer (an error's), else only its length and type, never an image's bytes.
+ */
+export function shortBody(body: Buffer, contentType: string | null): string {
+  if (contentType?.startsWith('text/') === true && body.length <= 500) return body.toString('utf8');
+  return `${body.length} bytes of ${contentType ?? 'no content-type'}`;
+}
+
+/**
+ * Fails unless `actual` holds exactly the bytes of `expected`; the message names `what`,
+ * both lengths and the first offset that differs, never the bytes themselves.
+ */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  if (Buffer.compare(actual, expected) === 0) return;
+  let offset = 0;
+  while (offset < actual.length && offset < expected.length && actual[offset] === expected[offset]) offset += 1;
+  assert.fail(`${what}: ${actual.length} bytes where ${expected.length} were expected, first difference at byte ${offset}`);
+}
+
+/** Every sample of one scrape of `adminUrl`/metrics: `name{labels}` as exposed → value. */
+export async function scrapeMetrics(adminUrl: string): Promise<Map<string, number>> {
+  const answer = await request(adminUrl, '/metrics');
+  if (answer.status !== 200) throw new Error(`/metrics answered ${answer.status}`);
+  return parseSamples(answer.body.toString('utf8'));
+}
+
+/** The samples of a Prometheus text exposition (comment lines skipped): `name{labels}` → value. */
+export function parseSamples(exposition: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of exposition.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    if (space > 0) samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
+/**
  * An image service that only reads the tree: stored files are served, anything else is
  * `not_stored`. Tests of the HTTP contract use it so that nothing is ever fetched.
  */
@@ -171,4 +211,71 @@ export async function startApp(options: {
       await images.close();
     },
   };
+}
+
+export interface UntilOptions<T> {
+  /** Says what is awaited; the timeout error starts with it. */
+  message: string;
+  /** Generous by default: a loaded 2-core machine may take seconds for what takes milliseconds. */
+  timeoutMs?: number;
+  intervalMs?: number;
+  /** When the probe's value means done; truthiness by default. */
+  done?: (value: T) => boolean;
+}
+
+/** Long enough for a machine running the suite beside CPU hogs; a condition that holds returns at once. */
+export const UNTIL_TIMEOUT_MS = 30_000;
+
+/**
+ * Polls `probe` (sync or async) until its value is done, and returns that value. A probe
+ * that throws counts as not done yet (a file not written yet, a port not open yet). Past
+ * the deadline it fails with the message and a short description of the last value or
+ * error seen, never a body. The one way a test waits: no fixed sleeps standing in for a
+ * condition.
+ */
+export async function until<T>(probe: () => T | Promise<T>, options: UntilOptions<T> & { done: (value: T) => boolean }): Promise<T>;
+/** Without `done`, a truthy value is done: the value returned is never null, undefined or false. */
+export async function until<T>(probe: () => T | Promise<T>, options: Omit<UntilOptions<T>, 'done'>): Promise<Exclude<T, null | undefined | false>>;
+export async function until<T>(probe: () => T | Promise<T>, options: UntilOptions<T>): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? UNTIL_TIMEOUT_MS;
+  const intervalMs = options.intervalMs ?? 20;
+  const done = options.done ?? ((value: T) => Boolean(value));
+  const deadline = Date.now() + timeoutMs;
+  let lastSeen = 'nothing yet';
+  for (;;) {
+    try {
+      const value = await probe();
+      if (done(value)) return value;
+      lastSeen = describeBriefly(value);
+    } catch (error) {
+      lastSeen = `error ${describeBriefly(error instanceof Error ? error.message : error)}`;
+    }
+    if (Date.now() >= deadline) throw new Error(`${options.message}: not within ${timeoutMs} ms; last seen: ${lastSeen}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A value for a failure message: bytes as their length, anything else cut to one short line. */
+export function describeBriefly(value: unknown, maxChars = 200): string {
+  if (value instanceof Uint8Array) return `${value.length} bytes`;
+  let text: string;
+  try {
+    const replaceBytes = (_key: string, item: unknown): unknown => (isBytes(item) ? `${byteLength(item)} bytes` : item);
+    text = JSON.stringify(value, replaceBytes) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > maxChars ? `${text.slice(0, maxChars)}… (${text.length} chars)` : text;
+}
+
+/** A Buffer as JSON.stringify hands it to a replacer (toJSON has already run), or any byte array. */
+function isBytes(item: unknown): item is Uint8Array | { type: 'Buffer'; data: number[] } {
+  if (item instanceof Uint8Array) return true;
+  if (typeof item !== 'object' || item === null) return false;
+  const serialized = item as { type?: unknown; data?: unknown };
+  return serialized.type === 'Buffer' && Array.isArray(serialized.data);
+}
+
+function byteLength(item: Uint8Array | { type: 'Buffer'; data: number[] }): number {
+  return item instanceof Uint8Array ? item.length : item.data.length;
 }

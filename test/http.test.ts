@@ -10,10 +10,12 @@ import { ERROR_STATUS, type ErrorCode } from '../server/errors.js';
 import { storageKey } from '../server/layout.js';
 import { signLink } from '../server/signing.js';
 import {
+  assertSameBytes,
   extUrlOf,
   makeTempRoot,
   removeTempRoot,
   request,
+  shortBody,
   signedPath,
   startApp,
   type Answer,
@@ -125,7 +127,7 @@ describe('stored images, direct delivery', () => {
       const answer = await request(direct.baseUrl, testCase.path, testCase.init);
       assert.equal(answer.status, testCase.status);
       assert.equal(answer.headers.get('content-type'), testCase.contentType);
-      assert.deepEqual(answer.body, testCase.body);
+      assertSameBytes(answer.body, testCase.body, 'the body');
       assert.equal(answer.headers.get('cache-control'), IMAGE_CACHE_CONTROL);
       assert.ok(answer.headers.get('last-modified'));
       if (testCase.status === 200) assert.equal(answer.headers.get('content-length'), String(testCase.body.length || photoJpeg.length));
@@ -142,7 +144,7 @@ describe('stored images, direct delivery', () => {
     for (const path of [`/i/full/${signature}/${padded}`, `/i/full/${signature}/${padded.slice(0, -1)}%3D`]) {
       const answer = await request(direct.baseUrl, path);
       assert.equal(answer.status, 200, path);
-      assert.deepEqual(answer.body, photoJpeg);
+      assertSameBytes(answer.body, photoJpeg, 'the body');
     }
   });
 
@@ -272,7 +274,7 @@ describe('errors', () => {
         const answer = await request(direct.baseUrl, testCase.path, { method: testCase.method ?? 'GET' });
         assert.equal(answer.status, ERROR_STATUS[testCase.code]);
         assert.equal(answer.headers.get('x-imageproxy-error'), testCase.code);
-        assert.ok(answer.body.toString('utf8').startsWith(`${testCase.code}: `), answer.body.toString('utf8'));
+        assert.ok(answer.body.toString('utf8').startsWith(`${testCase.code}: `), shortBody(answer.body, answer.headers.get('content-type')));
         assert.match(answer.headers.get('content-type') ?? '', /^text\/plain/);
         assert.equal(answer.headers.get('cache-control'), 'no-store');
         if (testCase.code === 'method_not_allowed') assert.equal(answer.headers.get('allow'), 'GET, HEAD');
@@ -302,7 +304,7 @@ describe('a root below a hidden directory', () => {
       try {
         const answer = await request(app.baseUrl, link());
         assert.equal(answer.status, 200);
-        assert.deepEqual(answer.body, photoJpeg);
+        assertSameBytes(answer.body, photoJpeg, 'the body');
       } finally {
         await app.close();
         await removeTempRoot(parent);

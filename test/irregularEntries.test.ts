@@ -91,7 +91,7 @@ async function serve(cwd: string, root: string, extra: Record<string, unknown> =
     statsRefreshSeconds: 0,
     ...extra,
   };
-  await writeFile(configPath, JSON.stringify(config));
+  await writeFile(configPath, JSON.stringify(config), { mode: 0o600 });
   const child = startCli(['serve', '--config', configPath], { cwd });
   const logs: LogLine[] = [];
   let stderr = '';

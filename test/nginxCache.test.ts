@@ -26,7 +26,7 @@ import {
 } from '../server/nginxConfig.js';
 import { ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
 import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
-import { makeTempRoot, removeTempRoot, request, signedPath, type Answer } from './helpers.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, signedPath, until, type Answer } from './helpers.js';
 
 const SECRET = '1234';
 const CACHE: NginxCacheInput = {
@@ -259,29 +259,33 @@ describe('the cache under a real nginx', { skip: nginxMissing() ?? false }, () =
     const { path } = await store('https://example.com/cached.jpg', bytes);
     const first = await get(path);
     assert.equal(first.status, 200);
-    assert.deepEqual(first.body, bytes);
+    assertSameBytes(first.body, bytes, 'the first answer');
     assert.equal(await cacheEntryFor(path), null, 'a link asked for once costs no cache write');
+    const checkedFrom = Math.floor(Date.now() / 1000);
     assert.equal((await get(path)).status, 200);
-    const nowSeconds = Math.floor(Date.now() / 1000);
+    const checkedBy = Math.floor(Date.now() / 1000);
     const entry = await cacheEntryFor(path);
     assert.ok(entry !== null, 'the verdict of a hit asked for again is stored');
     // nginx serves an entry while now <= valid_sec: never later than cacheSeconds + 1 from the check.
-    assert.ok(entry.validSec > nowSeconds - 1 && entry.validSec <= nowSeconds + cacheSeconds, `valid_sec ${entry.validSec - nowSeconds} s ahead`);
+    assert.ok(
+      entry.validSec > checkedFrom - 1 && entry.validSec <= checkedBy + cacheSeconds,
+      `valid_sec ${entry.validSec - checkedFrom} s after the check began, ${entry.validSec - checkedBy} s after it ended`,
+    );
     assert.match(entry.text, /X-Imageproxy-Stem: \/i\//);
     const repeated = await get(path);
     assert.equal(repeated.status, 200);
-    assert.deepEqual(repeated.body, bytes);
+    assertSameBytes(repeated.body, bytes, 'the answer from a cached verdict');
     assert.deepEqual(headerLines(repeated), headerLines(first), 'same headers from a cached verdict');
     const again = await cacheEntryFor(path);
     if (Math.floor(Date.now() / 1000) <= entry.validSec) assert.equal(again?.inode, entry.inode, 'the verdict came from the cache');
     // After its lifetime, the next request is checked again and stored anew.
-    let renewed = again;
-    while (renewed?.inode === entry.inode && Date.now() / 1000 < entry.validSec + 3) {
-      await sleep(200);
-      assert.equal((await get(path)).status, 200);
-      renewed = await cacheEntryFor(path);
-    }
-    assert.notEqual(renewed?.inode, entry.inode, 'checked again after the lifetime');
+    await until(
+      async () => {
+        assert.equal((await get(path)).status, 200);
+        return (await cacheEntryFor(path))?.inode;
+      },
+      { message: 'the entry stored anew after its lifetime', done: (inode) => inode !== entry.inode, intervalMs: 200 },
+    );
   });
 
   it('takes a link with a query string added for the same link: one entry for all', async () => {
@@ -296,15 +300,21 @@ describe('the cache under a real nginx', { skip: nginxMissing() ?? false }, () =
     const { path, file } = await store('https://example.com/purged.jpg', bytes);
     for (let index = 0; index < 2; index += 1) assert.equal((await get(path)).status, 200);
     assert.ok((await cacheEntryFor(path)) !== null);
-    const startedMs = Date.now();
+    const removedAt = Date.now();
     await rm(file);
-    let status = 200;
-    while (status === 200 && Date.now() - startedMs < 5000) {
-      await sleep(100);
-      status = (await get(path)).status;
-    }
-    assert.equal(status, 404, 'the app answers once the file is gone');
-    assert.ok(Date.now() - startedMs < 2500, `stopped after ${Date.now() - startedMs} ms`);
+    // Judged by when each request was sent, not by when a slow machine answered it: one sent
+    // 2 s after the removal or later is past open_file_cache_valid and must not be served.
+    const servedLate: number[] = [];
+    await until(
+      async () => {
+        const sentAfterMs = Date.now() - removedAt;
+        const { status } = await get(path);
+        if (status === 200 && sentAfterMs >= 2000) servedLate.push(sentAfterMs);
+        return status;
+      },
+      { message: 'the app answers once the file is gone', done: (status) => status === 404, intervalMs: 100 },
+    );
+    assert.deepEqual(servedLate, [], 'requests sent 2 s or more after the removal were served the file (ms after it)');
     for (const cached of await cacheFiles()) assert.ok((await stat(cached)).size < 2000, 'entries hold a verdict, not an image');
   });
 
@@ -319,7 +329,7 @@ describe('the cache under a real nginx', { skip: nginxMissing() ?? false }, () =
     const range = await get(path, { headers: { Range: 'bytes=10-19' } });
     assert.equal(range.status, 206);
     assert.equal(range.headers.get('content-range'), `bytes 10-19/${bytes.length}`);
-    assert.deepEqual(range.body, bytes.subarray(10, 20));
+    assertSameBytes(range.body, bytes.subarray(10, 20), 'the range');
     const unsatisfiable = await get(path, { headers: { Range: 'bytes=99999-' } });
     assert.equal(unsatisfiable.status, 416);
     assert.equal(unsatisfiable.headers.get('content-type'), 'text/plain; charset=utf-8');
@@ -331,7 +341,7 @@ describe('the cache under a real nginx', { skip: nginxMissing() ?? false }, () =
     const { path } = await store('https://example.com/first-range.jpg', bytes);
     const range = await get(path, { headers: { Range: 'bytes=0-9' } });
     assert.equal(range.status, 206);
-    assert.deepEqual(range.body, bytes.subarray(0, 10));
+    assertSameBytes(range.body, bytes.subarray(0, 10), 'the first range');
     const { path: headPath } = await store('https://example.com/first-head.jpg', bytes);
     const head = await get(headPath, { method: 'HEAD' });
     assert.equal(head.status, 200);
@@ -358,10 +368,12 @@ describe('the cache under a real nginx', { skip: nginxMissing() ?? false }, () =
     accelMisses.set(missPath, { target: `/_imageproxy/${keyDirectory('i', key)}/${key}.jpg`, file, bytes });
     const { result: miss, calls: missCalls } = await appCalls(() => get(missPath));
     assert.equal(miss.status, 200);
-    assert.deepEqual(miss.body, bytes);
+    assertSameBytes(miss.body, bytes, 'the miss');
     assert.equal(missCalls, 1);
     await rm(file);
-    await sleep(1100); // past the open file cache recheck
+    // Behaviour under test, not a wait for a condition: past the open file cache's recheck
+    // (open_file_cache_valid 1s), a kept miss answer would still be served; a fresh one is not.
+    await sleep(1100);
     const { result: again, calls: againCalls } = await appCalls(() => get(missPath));
     assert.equal(again.status, 404, 'the miss answer was not kept');
     assert.equal(againCalls, 1);

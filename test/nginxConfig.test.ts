@@ -33,7 +33,7 @@ import {
 } from '../server/responseHeaders.js';
 import { signLink } from '../server/signing.js';
 import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
-import { extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, VECTORS, type Answer } from './helpers.js';
+import { assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, VECTORS, type Answer } from './helpers.js';
 
 const BASE_INPUT: NginxRenderInput = {
   nginxListen: '127.0.0.1:8080',
@@ -414,7 +414,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     const hit = images.hit!;
     const { result, calls } = await appCalls(() => get(link(hit.imageUrl)));
     assert.equal(result.status, 200);
-    assert.deepEqual(result.body, hit.bytes);
+    assertSameBytes(result.body, hit.bytes, 'the body');
     assertFileHeaders(result, 'image/jpeg');
     assert.match(result.headers.get('etag') ?? '', /^"[0-9a-f]+-[0-9a-f]+"$/);
     assert.equal(result.headers.get('accept-ranges'), 'bytes');
@@ -431,7 +431,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     const range = await get(path, { headers: { Range: 'bytes=10-19' } });
     assert.equal(range.status, 206);
     assert.equal(range.headers.get('content-range'), `bytes 10-19/${hit.bytes.length}`);
-    assert.deepEqual(range.body, hit.bytes.subarray(10, 20));
+    assertSameBytes(range.body, hit.bytes.subarray(10, 20), 'the range');
     const etag = range.headers.get('etag') ?? '';
     const notModified = await get(path, { headers: { 'If-None-Match': etag } });
     assert.equal(notModified.status, 304);
@@ -444,7 +444,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
       const answer = await get(link(image.imageUrl));
       assert.equal(answer.status, 200, ext);
       assertFileHeaders(answer, CONTENT_TYPE_BY_EXTENSION[ext as ImageExtension]);
-      assert.deepEqual(answer.body, image.bytes);
+      assertSameBytes(answer.body, image.bytes, 'the body');
     }
   });
 
@@ -453,10 +453,10 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     for (const size of ['150x', '150x999', '0150x']) {
       const answer = await get(link(variant.imageUrl, { size }));
       assert.equal(answer.status, 200, size);
-      assert.deepEqual(answer.body, variant.bytes, size);
+      assertSameBytes(answer.body, variant.bytes, size);
     }
     const proxied = await get(link(images.hit!.imageUrl, { size: '150x', proxy: true }));
-    assert.deepEqual(proxied.body, images.hit!.bytes);
+    assertSameBytes(proxied.body, images.hit!.bytes, 'the body');
   });
 
   it('verifies every shared vector re-signed this week, nginx alone', async () => {
@@ -470,7 +470,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
       const path = formatLink({ bucket, size: 'full', signature, extUrl, proxy: vector.proxy });
       const { result, calls } = await appCalls(() => get(path));
       assert.equal(result.status, 200, vector.name);
-      assert.deepEqual(result.body, images[`vector ${bucket} ${vector.imageUrl}`]!.bytes, vector.name);
+      assertSameBytes(result.body, images[`vector ${bucket} ${vector.imageUrl}`]!.bytes, vector.name);
       assert.deepEqual(calls, [], vector.name);
     }
   });
@@ -515,11 +515,11 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     const { result, calls } = await appCalls(() => get(path));
     assert.deepEqual(calls, [{ method: 'GET', url: path }]);
     assert.equal(result.status, 200);
-    assert.deepEqual(result.body, bytes);
+    assertSameBytes(result.body, bytes, 'the body');
     assertFileHeaders(result, 'image/webp'); // one Cache-Control, not two
     const again = await appCalls(() => get(path));
     assert.deepEqual(again.calls, [], 'stored now: a hit');
-    assert.deepEqual(again.result.body, bytes);
+    assertSameBytes(again.result.body, bytes, 'the body');
   });
 
   it('adds Cache-Control and the type on an X-Accel-Redirect answer that has neither', async () => {
@@ -530,7 +530,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
     assert.equal(calls.length, 1);
     assert.equal(result.status, 200);
     assertFileHeaders(result, 'image/jpeg');
-    assert.deepEqual(result.body, hit.bytes);
+    assertSameBytes(result.body, hit.bytes, 'the body');
   });
 
   it('leaves links that are not well-formed, and other methods, to the app', async () => {
@@ -672,7 +672,7 @@ describe('the standalone config started by an ordinary user', {
       const signature = signLink(BASE_INPUT.secrets[0] ?? '', { bucket: 'i', extUrl: extUrlOf(imageUrl), proxy: false }, Date.now());
       const hit = await request(base, `/i/full/${signature}/${extUrlOf(imageUrl)}`);
       assert.equal(hit.status, 200);
-      assert.deepEqual(hit.body, bytes);
+      assertSameBytes(hit.body, bytes, 'the body');
       const refused = await request(base, `/i/full/${signature === 'A'.repeat(16) ? 'B' : 'A'}${'A'.repeat(15)}/${extUrlOf(imageUrl)}`);
       assert.equal(refused.status, 410);
       // The master really runs as nobody.

@@ -11,6 +11,7 @@ import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NJS_MODULE_PATH } from '../server/nginxConfig.js';
+import { until } from './helpers.js';
 
 export const NGINX_INSTALL_HINT = 'apt-get install nginx libnginx-mod-http-js njs';
 export const NJS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'nginx');
@@ -113,12 +114,13 @@ export async function startNginx(
     await exited;
     clearTimeout(timer);
   };
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) break;
-    if (await canConnect(port)) return { prefixDir, process: child, stop };
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  // A generous deadline: a loaded machine may take seconds to start nginx and its workers.
+  const state = await until(async () => (child.exitCode !== null ? 'exited' : (await canConnect(port)) ? 'accepting' : null), {
+    message: `nginx accepting connections on port ${port}`,
+    timeoutMs: 30_000,
+    intervalMs: 50,
+  }).catch(() => 'not accepting');
+  if (state === 'accepting') return { prefixDir, process: child, stop };
   await stop();
   const log = await readOr(errorLog, '');
   throw new Error(`nginx did not start: ${stderr.trim()} ${log.trim()}`);

@@ -70,7 +70,7 @@ describe('secretFile permissions', () => {
     const run = spawnSync(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--admin-listen', 'off', '--root', join(dir, 'serve-tree')], {
       env: { ...env, IMAGEPROXY_SECRET_FILE: path },
       encoding: 'utf8',
-      timeout: 20_000,
+      timeout: 60_000,
     });
     assert.equal(run.status, 2, run.stderr);
     const lines = run.stderr.trim().split('\n');

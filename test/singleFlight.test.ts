@@ -3,36 +3,95 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { hostLock, InProcessFlights, treeLock, withLock } from '../server/singleFlight.js';
-import { makeTempRoot, removeTempRoot } from './helpers.js';
+import { hostLock, InProcessFlights, treeLock, withLock, type SingleFlightLock } from '../server/singleFlight.js';
+import { makeTempRoot, removeTempRoot, until } from './helpers.js';
+
+/** A promise and its resolver: the tests open gates instead of guessing with sleeps. */
+function gate(): { opened: Promise<void>; open(): void } {
+  let open = (): void => undefined;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+/**
+ * A holder inside its work and a waiter on the same lock: the waiter polls (a lookup before
+ * each try of the lock) without finishing, then takes the holder's result without working.
+ * `whileHeld` checks the lock from outside while the holder works.
+ */
+async function waiterTakesTheHoldersResult(lock: () => SingleFlightLock, whileHeld: () => Promise<void> = async () => undefined): Promise<void> {
+  let result: string | null = null;
+  let works = 0;
+  let lookups = 0;
+  const entered = gate();
+  const finish = gate();
+  const existing = async (): Promise<string | null> => {
+    lookups += 1;
+    return result;
+  };
+  const holder = withLock(lock(), 30_000, existing, async () => {
+    works += 1;
+    entered.open();
+    await finish.opened;
+    result = 'stored';
+    return result;
+  });
+  await entered.opened;
+  await whileHeld();
+  let waiterSettled = false;
+  const lookupsBefore = lookups;
+  const waiter = withLock(lock(), 30_000, existing, async () => {
+    works += 1;
+    return 'fetched again';
+  }).finally(() => {
+    waiterSettled = true;
+  });
+  await until(() => lookups - lookupsBefore, { message: 'three polls of the waiter', done: (polls) => polls >= 3 });
+  assert.equal(waiterSettled, false, 'the waiter does not finish before the holder');
+  finish.open();
+  assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
+  assert.equal(works, 1);
+}
 
 describe('InProcessFlights', () => {
   it('runs concurrent calls with one id once and gives all of them its result', async () => {
     const flights = new InProcessFlights();
     let runs = 0;
+    let finish = gate();
     const work = async (): Promise<string> => {
       runs += 1;
-      await sleep(20);
+      await finish.opened;
       return 'done';
     };
-    const results = await Promise.all(Array.from({ length: 10 }, () => flights.run('a', work)));
+    const calls = Array.from({ length: 10 }, () => flights.run('a', work));
+    assert.equal(flights.size, 1, 'one flight while the work runs');
+    finish.open();
+    const results = await Promise.all(calls);
     assert.deepEqual(results, Array(10).fill('done'));
     assert.equal(runs, 1);
     assert.equal(flights.size, 0);
+    finish = gate();
+    finish.open();
     await flights.run('a', work); // settled: the next call runs again
     assert.equal(runs, 2);
   });
 
   it('shares a failure with every waiter and then forgets it', async () => {
     const flights = new InProcessFlights();
+    const fail = gate();
+    let runs = 0;
     const failing = async (): Promise<never> => {
-      await sleep(10);
+      runs += 1;
+      await fail.opened;
       throw new Error('origin down');
     };
-    const outcomes = await Promise.allSettled([flights.run('b', failing), flights.run('b', failing)]);
+    const calls = [flights.run('b', failing), flights.run('b', failing)];
+    fail.open();
+    const outcomes = await Promise.allSettled(calls);
+    assert.equal(runs, 1);
     assert.deepEqual(outcomes.map((outcome) => outcome.status), ['rejected', 'rejected']);
     assert.equal(await flights.run('b', async () => 'recovered'), 'recovered');
   });
@@ -54,43 +113,12 @@ describe('withLock on the tree lock (a directory)', () => {
   const withTreeLock = <T>(lockPath: string, waitMs: number, existing: () => Promise<T | null>, work: () => Promise<T>): Promise<T> =>
     withLock(treeLock(lockPath, { staleMs: 10_000, onCompromised: () => undefined }), waitMs, existing, work);
 
-  /** A promise and its resolver: the tests open gates instead of guessing with sleeps. */
-  function gate(): { opened: Promise<void>; open(): void } {
-    let open = (): void => undefined;
-    const opened = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    return { opened, open };
-  }
-
   it('a second caller waits for the holder and takes its result without working', async () => {
     const lockPath = join(directory, 'one.lock');
-    let result: string | null = null;
-    let works = 0;
-    const entered = gate();
-    const finish = gate();
-    const existing = async (): Promise<string | null> => result;
-    const holder = withTreeLock(lockPath, 5000, existing, async () => {
-      works += 1;
-      entered.open();
-      await finish.opened;
-      result = 'stored';
-      return result;
-    });
-    await entered.opened; // the holder is inside its work: it holds the lock
-    assert.ok((await stat(lockPath)).isDirectory(), 'the lock directory exists while the holder works');
-    let waiterSettled = false;
-    const waiter = withTreeLock(lockPath, 5000, existing, async () => {
-      works += 1;
-      return 'fetched again';
-    }).finally(() => {
-      waiterSettled = true;
-    });
-    await sleep(100); // several polls of the waiter, all while the holder works
-    assert.equal(waiterSettled, false, 'the waiter does not finish before the holder');
-    finish.open();
-    assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
-    assert.equal(works, 1);
+    await waiterTakesTheHoldersResult(
+      () => treeLock(lockPath, { staleMs: 10_000, onCompromised: () => undefined }),
+      async () => assert.ok((await stat(lockPath)).isDirectory(), 'the lock directory exists while the holder works'),
+    );
     await assert.rejects(stat(lockPath), { code: 'ENOENT' }); // released
   });
 
@@ -193,33 +221,7 @@ describe('hostLock', () => {
 
   it('withLock on it: a second caller waits for the holder and takes its result without working', async () => {
     const name = uniqueName();
-    let result: string | null = null;
-    let works = 0;
-    let entered = (): void => undefined;
-    const inside = new Promise<void>((resolve) => {
-      entered = resolve;
-    });
-    let finish = (): void => undefined;
-    const finished = new Promise<void>((resolve) => {
-      finish = resolve;
-    });
-    const existing = async (): Promise<string | null> => result;
-    const holder = withLock(hostLock(name), 5000, existing, async () => {
-      works += 1;
-      entered();
-      await finished;
-      result = 'stored';
-      return result;
-    });
-    await inside;
-    const waiter = withLock(hostLock(name), 5000, existing, async () => {
-      works += 1;
-      return 'fetched again';
-    });
-    await sleep(100);
-    finish();
-    assert.deepEqual(await Promise.all([holder, waiter]), ['stored', 'stored']);
-    assert.equal(works, 1);
+    await waiterTakesTheHoldersResult(() => hostLock(name));
   });
 
   it('answers busy naming the lock when the holder takes longer than the wait', async () => {

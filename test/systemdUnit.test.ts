@@ -133,7 +133,7 @@ describe('renderSystemdUnit', () => {
 describe('systemd-unit command', () => {
   it('fills the unit from the config and the flags (a relative root lies in the checkout)', async () => {
     const configPath = join(work, 'config.json');
-    await writeFile(configPath, JSON.stringify({ root: 'tree', secrets: ['s'], shutdownGraceMs: 20_000 }));
+    await writeFile(configPath, JSON.stringify({ root: 'tree', secrets: ['s'], shutdownGraceMs: 20_000 }), { mode: 0o600 });
     const run = await runCli(['systemd-unit', '--config', 'config.json', '--install-dir', '/data/imageproxy', '--user', 'images'], { cwd: work });
     assert.equal(run.code, 0, run.stderr);
     const expected = renderSystemdUnit({
@@ -150,7 +150,7 @@ describe('systemd-unit command', () => {
 
   it('defaults to the checkout it runs from', async () => {
     const configPath = join(work, 'abs-root.json');
-    await writeFile(configPath, JSON.stringify({ root: '/srv/elsewhere', secrets: ['s'] }));
+    await writeFile(configPath, JSON.stringify({ root: '/srv/elsewhere', secrets: ['s'] }), { mode: 0o600 });
     const run = await runCli(['systemd-unit', '--config', configPath], { cwd: work });
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(settings(run.stdout, 'WorkingDirectory'), [CHECKOUT]);
@@ -162,7 +162,7 @@ describe('systemd-unit command', () => {
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /^imageproxy: --config FILE is needed/);
     assert.equal(missing.stdout, '');
-    await writeFile(join(work, 'plain.json'), JSON.stringify({ root: '/srv/tree', secrets: ['s'] }));
+    await writeFile(join(work, 'plain.json'), JSON.stringify({ root: '/srv/tree', secrets: ['s'] }), { mode: 0o600 });
     const spaced = await runCli(['systemd-unit', '--config', 'plain.json', '--install-dir', '/opt/image proxy'], { cwd: work });
     assert.equal(spaced.code, 2);
     assert.match(spaced.stderr, /^imageproxy: --install-dir: must be an absolute path/);

@@ -6,12 +6,11 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import type { AuditRecord } from '../server/audit.js';
 import { parseBlocklist, type Blocklist } from '../server/blocklist.js';
-import { BLOCKLIST_RECHECK_MS, blocklistPath } from '../server/blocklistStore.js';
+import { blocklistPath } from '../server/blocklistStore.js';
 import { auditLogPath } from '../server/auditStore.js';
 import { buildConfig } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
@@ -19,12 +18,10 @@ import { keyDirectory, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
 import { ERROR_CACHE_CONTROL } from '../server/responseHeaders.js';
 import { finishCli, lines, runCli, startCli, type CliRun } from './cliProcess.js';
-import { makeTempRoot, removeTempRoot, request, signedPath, type Answer } from './helpers.js';
+import { makeTempRoot, removeTempRoot, request, shortBody, signedPath, until, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'takedown-secret';
-/** Longer than a running server's recheck period: after it, the server has the file's state. */
-const RELOAD_WAIT_MS = BLOCKLIST_RECHECK_MS * 1.5;
 
 describe('takedowns: purge --block, block --host, unblock, audit log', () => {
   let workDir = '';
@@ -55,8 +52,22 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
   const auditRecords = async (): Promise<AuditRecord[]> =>
     lines(await readFile(auditLogPath(root), 'utf8')).map((line) => JSON.parse(line) as AuditRecord);
 
+  let probes = 0;
+  /**
+   * Asks for links on `host` at a port nothing listens on until an answer shows the server
+   * has read the blocklist's latest change (it rereads the file at most once a recheck
+   * period, on a request). No origin is contacted whatever the answer: blocked, 451;
+   * unreadable list, 500; otherwise the connection is refused.
+   */
+  const untilServerReads = (what: string, host: string, done: (answer: Answer) => boolean): Promise<Answer> =>
+    until(() => get(link(`http://${host}:1/blocklist-probe-${(probes += 1)}.jpg`)), {
+      message: `the server reads the blocklist: ${what}`,
+      done,
+      intervalMs: 100,
+    });
+
   function assertBlocked(answer: Answer, what: string): void {
-    assert.equal(answer.status, 451, `${what}: ${answer.status} ${answer.body.toString()}`);
+    assert.equal(answer.status, 451, `${what}: ${answer.status} ${shortBody(answer.body, answer.headers.get('content-type'))}`);
     assert.equal(answer.headers.get('x-imageproxy-error'), 'blocked', what);
     assert.equal(answer.headers.get('cache-control'), ERROR_CACHE_CONTROL, what);
     assert.match(answer.body.toString(), /^blocked: /, what);
@@ -219,7 +230,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     assert.deepEqual(await filesOf(storedThere, 'f'), [], 'nor in bucket f');
     assert.equal((await filesOf(storedElsewhere)).length, 2, 'another host keeps its image');
     assert.equal((await get(link(storedElsewhere))).status, 200);
-    await sleep(RELOAD_WAIT_MS);
+    await untilServerReads('host 127.0.0.2 blocked', '127.0.0.2', (answer) => answer.status === 451);
     const connections = origin2.connections;
     assertBlocked(await get(link(origin2.url('/fresh.jpg').href)), 'blocked host');
     assertBlocked(await get(link(origin2.url('/fresh.jpg').href, { proxy: true })), 'blocked host, /proxy');
@@ -246,7 +257,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     const hostRun = await cli(['unblock', '--host', '127.0.0.2']);
     assert.equal(hostRun.code, 0, hostRun.stderr + hostRun.stdout);
     assert.deepEqual((await blocklist()).entries, []);
-    await sleep(RELOAD_WAIT_MS);
+    await untilServerReads('host 127.0.0.2 unblocked', '127.0.0.2', (answer) => answer.status !== 451);
 
     const fetches = requestsFor(origin, '/photo.jpg');
     assert.equal((await get(link(photoUrl))).status, 200);
@@ -322,8 +333,11 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     const child = startCli(['purge', '--block', '--from-file', listFile], { cwd: workDir, env });
     const finished = finishCli(child);
     // Interrupt once the first entries are in the blocklist.
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && (await readFile(blocklistPath(root), 'utf8')).split('many/').length < 3) await sleep(20);
+    await until(() => readFile(blocklistPath(root), 'utf8'), {
+      message: 'the first entries in the blocklist',
+      done: (text) => text.split('many/').length >= 3,
+      intervalMs: 10,
+    });
     child.kill('SIGINT');
     const run = await finished;
     assert.equal(run.code, 130, run.stderr + run.stdout);
@@ -346,7 +360,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     const good = await readFile(path, 'utf8');
     await writeFile(path, '{"version":1,"entries":[{"kind":"nonsense"');
     try {
-      await sleep(RELOAD_WAIT_MS);
+      await untilServerReads('a list that does not parse', '127.0.0.1', (answer) => answer.status === 500);
       const answer = await get(link(photoUrl));
       assert.equal(answer.status, 500);
       assert.equal(answer.headers.get('x-imageproxy-error'), 'internal');
@@ -357,7 +371,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     } finally {
       await writeFile(path, good);
     }
-    await sleep(RELOAD_WAIT_MS);
+    await untilServerReads('the good list back', '127.0.0.1', (answer) => answer.status !== 500);
     assert.equal((await get(link(photoUrl))).status, 200);
   });
 

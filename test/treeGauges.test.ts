@@ -11,7 +11,7 @@ import { buildConfig, type ConfigLayer } from '../server/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
 import { createLogger } from '../server/log.js';
-import { makeTempRoot, removeTempRoot, request } from './helpers.js';
+import { makeTempRoot, removeTempRoot, scrapeMetrics, until } from './helpers.js';
 
 const T_OLD = Date.parse('2025-06-01T10:00:00Z');
 const T_NEW = Date.parse('2026-02-03T04:05:06Z');
@@ -54,27 +54,14 @@ async function start(root: string, overrides: ConfigLayer): Promise<RunningServe
   return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
 }
 
-/** `name{labels}` → value, for the imageproxy_tree_* samples of one scrape. */
-async function scrapeTree(app: RunningServer): Promise<Map<string, number>> {
-  const answer = await request(app.adminUrl ?? '', '/metrics');
-  assert.equal(answer.status, 200);
-  const samples = new Map<string, number>();
-  for (const line of answer.body.toString('utf8').split('\n')) {
-    const match = /^(imageproxy_tree_\S+) (\S+)$/.exec(line);
-    if (match?.[1] !== undefined) samples.set(match[1], Number(match[2]));
-  }
-  return samples;
+/** `name{labels}` → value, for every sample of one scrape. */
+function scrapeTree(app: RunningServer): Promise<Map<string, number>> {
+  return scrapeMetrics(app.adminUrl ?? '');
 }
 
-/** Scrapes until `ready` holds, for at most 5 s. */
-async function scrapeUntil(app: RunningServer, ready: (samples: Map<string, number>) => boolean): Promise<Map<string, number>> {
-  let samples = await scrapeTree(app);
-  for (let attempt = 0; !ready(samples) && attempt < 100; attempt += 1) {
-    await sleep(50);
-    samples = await scrapeTree(app);
-  }
-  assert.ok(ready(samples), `within 5 s: ${JSON.stringify([...samples])}`);
-  return samples;
+/** Scrapes until `ready` holds. */
+function scrapeUntil(app: RunningServer, ready: (samples: Map<string, number>) => boolean, what: string): Promise<Map<string, number>> {
+  return until(() => scrapeTree(app), { message: what, done: ready, intervalMs: 50 });
 }
 
 const scanned = (samples: Map<string, number>): boolean => (samples.get('imageproxy_tree_scan_timestamp_seconds') ?? 0) > 0;
@@ -90,7 +77,7 @@ describe('tree gauges', () => {
   it('equal the known figures after the walk at start; scraping again does not walk', async () => {
     const app = await start(root, { statsRefreshSeconds: 3600 });
     try {
-      const samples = await scrapeUntil(app, scanned);
+      const samples = await scrapeUntil(app, scanned, 'the walk at start');
       const expected: Record<string, number> = {
         'imageproxy_tree_files{bucket="i",kind="original"}': 2,
         'imageproxy_tree_files{bucket="i",kind="thumbnail"}': 1,
@@ -129,10 +116,10 @@ describe('tree gauges', () => {
   it('the periodic walk picks up a change', async () => {
     const app = await start(root, { statsRefreshSeconds: 1 });
     try {
-      const first = await scrapeUntil(app, scanned);
+      const first = await scrapeUntil(app, scanned, 'the walk at start');
       const originals = first.get('imageproxy_tree_files{bucket="f",kind="original"}') ?? -1;
       await place(root, 'f', 'https://origin.test/6.jpg', '.jpg', 11, T_NEW);
-      const later = await scrapeUntil(app, (samples) => samples.get('imageproxy_tree_files{bucket="f",kind="original"}') === originals + 1);
+      const later = await scrapeUntil(app, (samples) => samples.get('imageproxy_tree_files{bucket="f",kind="original"}') === originals + 1, 'the periodic walk');
       assert.equal(later.get('imageproxy_tree_bytes{bucket="f",kind="original"}'), 61);
       assert.ok((later.get('imageproxy_tree_scan_timestamp_seconds') ?? 0) > (first.get('imageproxy_tree_scan_timestamp_seconds') ?? 0));
     } finally {
@@ -143,7 +130,8 @@ describe('tree gauges', () => {
   it('statsRefreshSeconds 0: no walk, the gauges stay empty', async () => {
     const app = await start(root, { statsRefreshSeconds: 0 });
     try {
-      // Long enough for a walk of this small tree, had one been started.
+      // Behaviour under test, not a wait for a condition: an observation window long enough
+      // for a walk of this small tree, had one been started.
       await sleep(500);
       const samples = await scrapeTree(app);
       assert.equal(samples.get('imageproxy_tree_scan_timestamp_seconds'), 0);
