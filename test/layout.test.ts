@@ -21,6 +21,7 @@ import {
 } from '../server/layout.js';
 import { imageUrlBytes, parseLink } from '../server/link.js';
 import { ImageStore } from '../server/store.js';
+import sharp from 'sharp';
 import { extUrlOf, makeTempRoot, removeTempRoot } from './helpers.js';
 
 const KEY_PATTERN = /^[A-Za-z0-9_-]{43}$/;
@@ -153,7 +154,24 @@ describe('ImageStore', () => {
   });
   after(() => removeTempRoot(root));
 
-  async function place(relativePath: string, bytes: string | Buffer = 'x'): Promise<string> {
+  // find sniffs a stored file's head against its extension, so the files placed as
+  // images are real ones (1×1, made once per format).
+  const imageOf = new Map<string, Buffer>();
+  before(async () => {
+    for (const ext of IMAGE_EXTENSIONS) {
+      const format = ext === 'jpg' ? 'jpeg' : ext;
+      imageOf.set(ext, await sharp({ create: { width: 1, height: 1, channels: 3, background: '#808080' } }).toFormat(format).toBuffer());
+    }
+  });
+
+  function realImage(relativePath: string): Buffer {
+    const ext = relativePath.slice(relativePath.lastIndexOf('.') + 1);
+    const bytes = imageOf.get(ext);
+    assert.ok(bytes, `no image made for .${ext}`);
+    return bytes;
+  }
+
+  async function place(relativePath: string, bytes: string | Buffer = realImage(relativePath)): Promise<string> {
     const path = join(root, relativePath);
     await mkdir(join(path, '..'), { recursive: true });
     await writeFile(path, bytes);
@@ -164,13 +182,13 @@ describe('ImageStore', () => {
     const store = new ImageStore(root);
     const key = storageKey(Buffer.from('https://example.com/find.avif'));
     assert.equal(await store.find('i', key, null), null);
-    const path = await place(`i/${key[0]}/${key[1]}/${key}.avif`, Buffer.alloc(17));
+    const path = await place(`i/${key[0]}/${key[1]}/${key}.avif`);
     const found = await store.find('i', key, null);
     assert.deepEqual(found && { ...found, modifiedMs: 0 }, {
       path,
       relativePath: `i/${key[0]}/${key[1]}/${key}.avif`,
       ext: 'avif',
-      bytes: 17,
+      bytes: (await stat(path)).size,
       modifiedMs: 0,
     });
   });
@@ -197,7 +215,7 @@ describe('ImageStore', () => {
     const store = new ImageStore(root);
     const key = storageKey(Buffer.from('https://example.com/likely'));
     const directory = `i/${key[0]}/${key[1]}`;
-    await place(`${directory}/${key}.png`, 'png bytes');
+    await place(`${directory}/${key}.png`);
     assert.equal((await store.find('i', key, null, 'png'))?.ext, 'png', 'likely extension right');
     assert.equal((await store.find('i', key, null, 'webp'))?.ext, 'png', 'likely extension wrong: the others are looked at');
     await place(`${directory}/${key}.jpg`, '');
@@ -212,7 +230,7 @@ describe('ImageStore', () => {
     const directory = `f/${key[0]}/${key[1]}`;
     await mkdir(join(root, directory, `${key}.jpg`), { recursive: true });
     for (const name of [tempFileName(`${key}.png`, '1.a'), metadataFileName(key), lockFileName(key), failureFileName(key)]) {
-      await place(`${directory}/${name}`);
+      await place(`${directory}/${name}`, 'x');
     }
     assert.equal(await store.find('f', key, null), null);
     await place(`${directory}/${key}.gif`);
