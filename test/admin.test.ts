@@ -7,29 +7,16 @@ import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
-import { startServer, type RunningServer } from '../server/http/server.js';
+import type { ConfigLayer } from '../server/config.js';
+import type { RunningServer } from '../server/http/server.js';
 import { STATE_DIRECTORY } from '../server/layout.js';
-import { createLogger } from '../server/log.js';
-import { makeTempRoot, removeTempRoot, request, shortBody, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'admin-secret';
 
-async function start(root: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
-  const config = buildConfig({
-    flags: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      root,
-      secrets: [SECRET],
-      allowPrivateNetworks: true,
-      logLevel: 'silent',
-      statsRefreshSeconds: 0,
-      ...overrides,
-    },
-  });
-  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+function start(root: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
+  return startLoopbackServer(root, SECRET, { statsRefreshSeconds: 0, ...overrides });
 }
 
 const METRICS_SPELLINGS = ['/metrics', '/metrics/', '/Metrics', '/METRICS?x=1', '//metrics', '/%6detrics'];

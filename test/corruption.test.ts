@@ -12,16 +12,15 @@ import { lstat, open, readFile, readdir, rm, symlink, writeFile } from 'node:fs/
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
+import type { ConfigLayer } from '../server/config.js';
 import { SHARD_ORDER, parseSampleCursor } from '../server/healSample.js';
-import { startServer, type RunningServer } from '../server/http/server.js';
+import type { RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/layout.js';
-import { createLogger } from '../server/log.js';
 import { sha256Hex, storeOriginal, variantRecordOf } from '../server/originals.js';
 import { inspectImage } from '../server/sniff.js';
 import { ImageStore, type ImageMetadata } from '../server/store.js';
 import { healCursorPath, verifyTreeSample } from '../server/treeVerify.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, signedPath, startLoopbackServer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'corruption-test-secret';
@@ -38,22 +37,9 @@ async function noisePhoto(width: number, height: number, seed: number): Promise<
   return sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
 }
 
-async function startApp(root: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
-  const config = buildConfig({
-    flags: {
-      listen: '127.0.0.1:0',
-      admin: { listen: '127.0.0.1:0' },
-      root,
-      secrets: [SECRET],
-      allowPrivateNetworks: true,
-      // Stored bytes are the origin's: the test compares them.
-      stripMetadata: false,
-      logLevel: 'silent',
-      healIntervalSeconds: 0,
-      ...overrides,
-    },
-  });
-  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+function startApp(root: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
+  // Stored bytes are the origin's: the test compares them.
+  return startLoopbackServer(root, SECRET, { stripMetadata: false, healIntervalSeconds: 0, ...overrides });
 }
 
 /** Serves `photos` by path; every request counted by the origin. */

@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { buildConfig, type Config, type ConfigLayer } from '../server/config.js';
 import { createApp } from '../server/http/app.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { createLogger } from '../server/log.js';
 import { encodeImageUrl, formatLink } from '../server/link.js';
 import { signLink } from '../server/signing.js';
 import { ImageproxyError } from '../server/errors.js';
@@ -211,6 +213,25 @@ export async function startApp(options: {
       await images.close();
     },
   };
+}
+
+/**
+ * The whole server in-process (public and admin listeners on 127.0.0.1:0), silent, with
+ * private networks allowed for the test's loopback origins; `overrides` adds or replaces keys.
+ */
+export function startLoopbackServer(root: string, secret: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
+  const config = buildConfig({
+    flags: {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      root,
+      secrets: [secret],
+      allowPrivateNetworks: true,
+      logLevel: 'silent',
+      ...overrides,
+    },
+  });
+  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
 }
 
 export interface UntilOptions<T> {
