@@ -12,6 +12,19 @@ import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 const SCRIPT = fileURLToPath(new URL('../scripts/setup-tree.sh', import.meta.url));
 
+/**
+ * A checkout in `parent` (the script and an empty built CLI): where the real one lies
+ * (a CI clone may sit below a 0700 directory) must not decide what a test sees.
+ */
+async function placeCheckout(parent: string): Promise<string> {
+  const checkout = join(parent, 'checkout');
+  await mkdir(join(checkout, 'scripts'), { recursive: true });
+  await mkdir(join(checkout, 'dist', 'server'), { recursive: true });
+  await copyFile(SCRIPT, join(checkout, 'scripts', 'setup-tree.sh'));
+  await writeFile(join(checkout, 'dist', 'server', 'cli.js'), '');
+  return checkout;
+}
+
 describe('scripts/setup-tree.sh', { skip: process.getuid?.() === 0 ? false : 'needs root (runuser, chown)' }, () => {
   let work = '';
   let config = '';
@@ -47,11 +60,7 @@ describe('scripts/setup-tree.sh', { skip: process.getuid?.() === 0 ? false : 'ne
     const hidden = await makeTempRoot('imageproxy-setup-checkout-');
     try {
       await chmod(hidden, 0o700);
-      const checkout = join(hidden, 'checkout');
-      await mkdir(join(checkout, 'scripts'), { recursive: true });
-      await mkdir(join(checkout, 'dist', 'server'), { recursive: true });
-      await copyFile(SCRIPT, join(checkout, 'scripts', 'setup-tree.sh'));
-      await writeFile(join(checkout, 'dist', 'server', 'cli.js'), '');
+      const checkout = await placeCheckout(hidden);
       const treeConfig = join(hidden, 'config.json');
       await writeFile(treeConfig, JSON.stringify({ root: join(hidden, 'tree'), buckets: { i: {} } }), { mode: 0o644 });
       const result = spawnSync('sh', [join(checkout, 'scripts', 'setup-tree.sh'), treeConfig, 'nobody', 'nobody'], { encoding: 'utf8', env: cleanEnv() });
@@ -71,7 +80,8 @@ describe('scripts/setup-tree.sh', { skip: process.getuid?.() === 0 ? false : 'ne
     await chmod(work, 0o755);
     const privateConfig = join(work, 'private-config.json');
     await writeFile(privateConfig, JSON.stringify({ root: join(work, 'private-tree'), buckets: { i: {} } }), { mode: 0o600 });
-    const result = spawnSync('sh', [SCRIPT, privateConfig, 'nobody', 'nobody'], { encoding: 'utf8', env: cleanEnv() });
+    const checkout = await placeCheckout(work);
+    const result = spawnSync('sh', [join(checkout, 'scripts', 'setup-tree.sh'), privateConfig, 'nobody', 'nobody'], { encoding: 'utf8', env: cleanEnv() });
     assert.equal(result.status, 1, result.stderr);
     assert.equal(
       result.stderr,
