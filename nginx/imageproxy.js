@@ -1,9 +1,9 @@
 /*
  * imageproxy link check for nginx (njs 0.7.9).
  *
- * The same URL contract as server/link.ts, server/sizes.ts, server/signing.ts,
- * server/weeks.ts and server/layout.ts, written for njs: `js_set` turns the request line
- * into one variable that the server block (rendered by server/nginxConfig.ts) acts on:
+ * The same URL contract as server/contract/link.ts, server/contract/sizes.ts, server/contract/signing.ts,
+ * server/contract/weeks.ts and server/contract/layout.ts, written for njs: `js_set` turns the request line
+ * into one variable that the server block (rendered by server/deploy/nginxConfig.ts) acts on:
  *
  *   "/{bucket}/{k0}/{k1}/{key}[.{label}]"  signed link: the file stem `try_files` tries
  *                                          with .jpg .png .webp .gif .avif, then the app
@@ -29,7 +29,7 @@
  *
  * The contract's numbers (ext_url length limit, signature length and bytes), the allowed
  * sizes with a ready size segment -> label table, and the week rule come from the
- * generated config module (server/nginxConfig.ts renderConfigModule), rendered from the
+ * generated config module (server/deploy/nginxConfig.ts renderConfigModule), rendered from the
  * TypeScript: this file holds no copy of them.
  *
  * Written for njs 0.7.9: no for...of, no crypto.timingSafeEqual, no sha512.
@@ -46,7 +46,7 @@ var DAY_SECONDS = 86400;
  */
 var LINK_PATTERN = /^\/([A-Za-z0-9_-]+)\/([^\/]*)\/([A-Za-z0-9_-]+)\/([A-Za-z0-9_-]+={0,2})(\/proxy)?$/;
 
-/* ---- weeks (server/weeks.ts) ------------------------------------------------------- */
+/* ---- weeks (server/contract/weeks.ts) ------------------------------------------------------- */
 /*
  * Integer calendar math (H. Hinnant's civil-from-days): cheaper in nginx than
  * `new Date()`. Days count from 1970-01-01 and are
@@ -136,7 +136,7 @@ function weekSuffixes(nowSeconds, skewSeconds, calendarYearWeeks) {
 }
 
 /*
- * How long the outer cache (server/nginxConfig.ts) may keep a hit checked at
+ * How long the outer cache (server/deploy/nginxConfig.ts) may keep a hit checked at
  * `nowSeconds`: at most cfg.cacheSeconds, and never up to the next UTC midnight of now
  * or of now + skew, the only moments the accepted weeks can change. nginx keeps an entry
  * through the last whole second it names, hence the - 1. 0: do not cache.
@@ -148,7 +148,7 @@ function cacheLifetime(nowSeconds, cfg) {
     return bound < cfg.cacheSeconds ? bound : cfg.cacheSeconds;
 }
 
-/* ---- signature (server/signing.ts) --------------------------------------------------- */
+/* ---- signature (server/contract/signing.ts) --------------------------------------------------- */
 
 /*
  * Whether the first `bytes` bytes of the HMAC `expected` equal `given` (the bytes the
@@ -199,7 +199,7 @@ function signatureValid(signature, bucket, signed, legacy, nowSeconds, cfg) {
     return visitAcceptedSuffixes(nowSeconds, cfg, given, bucket + '/' + signed, legacy ? signed : null, null);
 }
 
-/* ---- size (server/sizes.ts) --------------------------------------------------------- */
+/* ---- size (server/contract/sizes.ts) --------------------------------------------------------- */
 
 /*
  * Whether `item` is in `list`, a generated string "|a|b|c|" (a string literal costs
@@ -220,7 +220,7 @@ function allowedSize(digits, sizes) {
  * The variant label of a size segment: '' for full, '150x' / 'x200' / '250x250' for a
  * box, null when the size is malformed or nothing allowed remains (the app says 400).
  * Segments made of allowed sizes are listed as generated, and are their own label; other
- * digit forms ('0150x', '150x999') are parsed as server/sizes.ts does.
+ * digit forms ('0150x', '150x999') are parsed as server/contract/sizes.ts does.
  */
 function sizeLabel(segment, cfg) {
     if (segment === 'full') return '';
@@ -244,7 +244,7 @@ function bucketLegacy(name, cfg) {
 
 /*
  * Why a path (query removed) that LINK_PATTERN does not match is refused, in the order
- * of parseLink() in server/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature' or
+ * of parseLink() in server/contract/link.ts: 'bad_path', 'unknown_bucket', 'bad_signature' or
  * 'bad_url'. Only 'bad_signature' is answered by nginx; the rest go to the app.
  */
 function refusal(path, cfg) {
@@ -255,7 +255,7 @@ function refusal(path, cfg) {
     if (count !== 4 && count !== 5) return 'bad_path';
     if (count === 5 && segments[4] !== 'proxy') return 'bad_path';
     if (bucketLegacy(segments[0], cfg) === null) return 'unknown_bucket';
-    // The alphabets of server/link.ts; lengths come from the config module.
+    // The alphabets of server/contract/link.ts; lengths come from the config module.
     if (segments[2].length !== cfg.signatureLength || !/^[A-Za-z0-9_-]+$/.test(segments[2])) return 'bad_signature';
     if (!/^[A-Za-z0-9_-]+={0,2}$/.test(segments[3])) return 'bad_url';
     return 'bad_path'; // not reached for paths LINK_PATTERN rejects; the app decides
@@ -267,7 +267,7 @@ function refusal(path, cfg) {
  * Returns the file stem ("/i/A/b/{key}" or "/i/A/b/{key}.150x") for a validly signed
  * link, or the error code of server/errors.ts the app would answer with: 'bad_signature'
  * (nginx answers it), 'bad_path', 'unknown_bucket', 'bad_url', 'url_too_long' or
- * 'bad_size'. The refusals come in the order of parseLink() in server/link.ts.
+ * 'bad_size'. The refusals come in the order of parseLink() in server/contract/link.ts.
  */
 function verifyLink(requestUri, nowSeconds, cfg) {
     var path = requestUri;
@@ -290,7 +290,7 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     var signed = proxy ? extUrl + '/proxy' : extUrl;
     if (!signatureValid(link[3], bucket, signed, legacy, nowSeconds, cfg)) return 'bad_signature';
 
-    // server/layout.ts: key = base64url(sha256(decoded URL bytes)), 43 characters.
+    // server/contract/layout.ts: key = base64url(sha256(decoded URL bytes)), 43 characters.
     // update(text, 'base64url') decodes as Buffer.from() does, without the Buffer.
     var key = crypto.createHash('sha256').update(extUrl, 'base64url').digest('base64url');
     var stem = '/' + bucket + '/' + key.charAt(0) + '/' + key.charAt(1) + '/' + key;
@@ -318,7 +318,7 @@ function linkStem(r) {
 }
 
 /*
- * js_header_filter of the error locations (server/nginxConfig.ts). It runs before
+ * js_header_filter of the error locations (server/deploy/nginxConfig.ts). It runs before
  * nginx's add_header, and deletes what an earlier pass of the same request left: the
  * app's Cache-Control for the image, copied on X-Accel-Redirect before nginx opened the
  * file (then unreadable or gone), or the file headers of a hit whose Range turned out

@@ -9,7 +9,7 @@
  */
 import { Agent, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeImageUrl } from '../server/link.js';
+import { decodeImageUrl } from '../server/contract/link.js';
 import { baselineEngine, baselineMiss } from './missBaseline.js';
 
 const treeRoot = process.argv[2];

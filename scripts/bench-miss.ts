@@ -2,9 +2,9 @@
  * Cold misses against the same work done without the app: how much imageproxy adds to a
  * fetch, a resize and keeping both. The baseline (scripts/missBaseline.ts) fetches with
  * plain http.get from the same loopback origin, resizes with the app's own sharp engine
- * (server/engines/sharpEngine.ts, same qualities and mozjpeg setting) and keeps the
+ * (server/images/sharpEngine.ts, same qualities and mozjpeg setting) and keeps the
  * original and the thumbnail as a crash-safe cache must (temp, fsync, rename) in the
- * same 64 × 64 tree (server/layout.ts). It runs in this process, and again behind a bare
+ * same 64 × 64 tree (server/contract/layout.ts). It runs in this process, and again behind a bare
  * node:http server in a child process (scripts/bareMissServer.ts): the client then
  * crosses a process as it does to serve, so the rows split what a miss costs into the
  * process boundary and the app. Ours is `imageproxy serve` as a child process (sharp,
@@ -29,8 +29,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { signLink } from '../server/signing.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { signLink } from '../server/contract/signing.js';
 import type { BenchRow } from './benchTable.js';
 import { BENCH_SIZE, baselineEngine, baselineMiss, photoJpeg } from './missBaseline.js';
 import { cpuTicks, median, rssKiB } from './benchMeasure.js';

@@ -24,15 +24,15 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { keyDirectory, storageKey } from '../server/layout.js';
-import { encodeImageUrl, formatLink } from '../server/link.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
 import {
   CONFIG_MODULE_NAME,
   renderConfigModule,
   renderStandaloneConf,
   type NginxRenderInput,
-} from '../server/nginxConfig.js';
-import { signLink } from '../server/signing.js';
+} from '../server/deploy/nginxConfig.js';
+import { signLink } from '../server/contract/signing.js';
 import { NJS_DIR, commandWorks, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
 import type { BenchRow } from './benchTable.js';
 import { cpuTicks, median } from './benchMeasure.js';

@@ -11,8 +11,8 @@
  */
 import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
-import { createEngine, DEFAULT_QUALITY } from '../server/engines/engine.js';
-import type { EngineOptions, ImageFormat, ResizeEngine, ResizeRequest } from '../server/engines/engine.js';
+import { createEngine, DEFAULT_QUALITY } from '../server/images/engine.js';
+import type { EngineOptions, ImageFormat, ResizeEngine, ResizeRequest } from '../server/images/engine.js';
 
 export interface ResizeBenchRow {
   input: string;

@@ -15,8 +15,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { signLink } from '../server/signing.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { signLink } from '../server/contract/signing.js';
 
 const ROUNDS = Number(process.argv[2] ?? 3);
 const SECONDS = Number(process.argv[3] ?? 5);

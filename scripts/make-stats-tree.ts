@@ -10,7 +10,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { storageKey } from '../server/layout.js';
+import { storageKey } from '../server/contract/layout.js';
 
 const BUCKETS = ['i', 'f', 't'];
 const THUMBNAIL_LABELS = ['150x', 'x200', '250x250'];

@@ -11,10 +11,10 @@ import { get as httpGet, type Agent } from 'node:http';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { DEFAULT_CONFIG } from '../server/config.js';
-import type { ResizeEngine } from '../server/engines/engine.js';
-import { createSharpEngine } from '../server/engines/sharpEngine.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
+import { DEFAULT_CONFIG } from '../server/config/config.js';
+import type { ResizeEngine } from '../server/images/engine.js';
+import { createSharpEngine } from '../server/images/sharpEngine.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
 
 /** The thumbnail size every bench miss asks for. */
 export const BENCH_SIZE = { label: '250x250', maxWidth: 250, maxHeight: 250 };
@@ -37,7 +37,7 @@ export async function photoJpeg(): Promise<Buffer> {
   return best;
 }
 
-/** The engine as serve builds it (server/imageServiceFactory.ts), on the config's defaults. */
+/** The engine as serve builds it (server/service/imageServiceFactory.ts), on the config's defaults. */
 export function baselineEngine(): ResizeEngine {
   return createSharpEngine({
     maxPixels: DEFAULT_CONFIG.limits.maxPixels,
@@ -78,7 +78,7 @@ export function fetchBytes(url: string, agent: Agent): Promise<Buffer> {
 
 /**
  * One miss of `imageUrl`: fetched, resized to BENCH_SIZE, original and thumbnail kept in
- * `treeRoot` (a tree made by init-buckets, the 64 × 64 layout of server/layout.ts).
+ * `treeRoot` (a tree made by init-buckets, the 64 × 64 layout of server/contract/layout.ts).
  * Resolves with the thumbnail's bytes.
  */
 export async function baselineMiss(imageUrl: string, engine: ResizeEngine, agent: Agent, treeRoot: string): Promise<Buffer> {

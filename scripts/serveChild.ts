@@ -6,8 +6,8 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { request as httpRequest, type Agent } from 'node:http';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { signLink } from '../server/signing.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { signLink } from '../server/contract/signing.js';
 
 export interface ServeChild {
   child: ChildProcessWithoutNullStreams;

@@ -6,9 +6,9 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ConfigError } from './config.js';
+import { ConfigError } from './config/config.js';
 import { EXIT_USAGE, UsageError, loadConfig, withCommon, type CommonOptions } from './cli/common.js';
-import { ImageStore } from './store.js';
+import { ImageStore } from './tree/store.js';
 import { register as registerServe } from './cli/serve.js';
 import { register as registerNginxConfig } from './cli/nginxConfig.js';
 import { register as registerSystemdUnit } from './cli/systemdUnit.js';

@@ -11,7 +11,7 @@ export const ERROR_STATUS = {
   bad_path: 400,
   bad_size: 400,
   bad_url: 400,
-  // an ext_url past MAX_EXT_URL_LENGTH (server/link.ts): its own code, so the answer says
+  // an ext_url past MAX_EXT_URL_LENGTH (server/contract/link.ts): its own code, so the answer says
   // what to change rather than calling a long but well-formed URL malformed
   url_too_long: 414,
   unknown_bucket: 404,
@@ -29,11 +29,11 @@ export const ERROR_STATUS = {
   too_many_redirects: 502,
   backoff: 503,
   busy: 503,
-  // an operator's takedown (server/blocklist.ts): by link, image bytes or origin host
+  // an operator's takedown (server/takedown/blocklist.ts): by link, image bytes or origin host
   blocked: 451,
   // resizing
   bad_image: 502,
-  // the tree on disk (server/diskErrors.ts)
+  // the tree on disk (server/tree/diskErrors.ts)
   storage_full: 507,
   storage_unwritable: 500,
   // the server is stopping and this request did not finish within shutdownGraceMs
@@ -43,7 +43,7 @@ export const ERROR_STATUS = {
   bad_request: 400,
   request_timeout: 408,
   headers_too_large: 431,
-  // answered by nginx itself, never by the app (server/nginxConfig.ts NGINX_ERROR_ANSWERS)
+  // answered by nginx itself, never by the app (server/deploy/nginxConfig.ts NGINX_ERROR_ANSWERS)
   forbidden: 403,
   request_too_large: 413,
   // a Transfer-Encoding other than chunked (gzip, xchunked, `chunked, identity`)

@@ -7,9 +7,9 @@ import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import type { ConfigLayer } from '../server/config.js';
+import type { ConfigLayer } from '../server/config/config.js';
 import type { RunningServer } from '../server/http/server.js';
-import { STATE_DIRECTORY } from '../server/layout.js';
+import { STATE_DIRECTORY } from '../server/contract/layout.js';
 import { makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 

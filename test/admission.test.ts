@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AdmissionGate, type GatePlace, type ScheduleTimer } from '../server/admission.js';
+import { AdmissionGate, type GatePlace, type ScheduleTimer } from '../server/fetch/admission.js';
 import { ImageproxyError } from '../server/errors.js';
 
 type Step =

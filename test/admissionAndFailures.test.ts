@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import sharp from 'sharp';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { buildConfig, type ConfigLayer } from '../server/config/config.js';
 import { createApp } from '../server/http/app.js';
-import { createImageServiceFor } from '../server/imageServiceFactory.js';
-import { storageKey } from '../server/layout.js';
-import { createMetrics, type Metrics } from '../server/metrics.js';
-import type { ImageStore } from '../server/store.js';
+import { createImageServiceFor } from '../server/service/imageServiceFactory.js';
+import { storageKey } from '../server/contract/layout.js';
+import { createMetrics, type Metrics } from '../server/observe/metrics.js';
+import type { ImageStore } from '../server/tree/store.js';
 import { makeTempRoot, removeTempRoot, request, shortBody, signedPath, until, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 

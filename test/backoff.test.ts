@@ -1,4 +1,4 @@
-/** server/backoff.ts: the window after failed fetches, as tables. */
+/** server/fetch/backoff.ts: the window after failed fetches, as tables. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
@@ -9,7 +9,7 @@ import {
   rememberedFailure,
   type BackoffPolicy,
   type FailureRecord,
-} from '../server/backoff.js';
+} from '../server/fetch/backoff.js';
 
 const POLICY: BackoffPolicy = { initialSeconds: 60, maxSeconds: 86_400 };
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0);

@@ -1,7 +1,7 @@
-// The pure blocklist (server/blocklist.ts) and audit line (server/audit.ts): tables of cases.
+// The pure blocklist (server/takedown/blocklist.ts) and audit line (server/takedown/audit.ts): tables of cases.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { commandLineOf, formatAuditLine, redactArgv } from '../server/audit.js';
+import { commandLineOf, formatAuditLine, redactArgv } from '../server/takedown/audit.js';
 import {
   BlocklistFormatError,
   addEntries,
@@ -16,7 +16,7 @@ import {
   type BlockEntry,
   type Blocklist,
   type BlockQuery,
-} from '../server/blocklist.js';
+} from '../server/takedown/blocklist.js';
 
 const KEY_A = 'A'.repeat(43);
 const KEY_B = 'B'.repeat(42) + '_';

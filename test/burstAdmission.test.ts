@@ -11,7 +11,7 @@ import type { ServerResponse } from 'node:http';
 import { Agent } from 'node:http';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { DEFAULT_CONFIG } from '../server/config.js';
+import { DEFAULT_CONFIG } from '../server/config/config.js';
 import { lightRequest, startServe, writeServeConfig, type LightAnswer, type ServeProcess } from './faultHarness.js';
 import { makeTempRoot, removeTempRoot, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';

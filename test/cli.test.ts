@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { storageKey } from '../server/layout.js';
-import { ImageStore } from '../server/store.js';
+import { storageKey } from '../server/contract/layout.js';
+import { ImageStore } from '../server/tree/store.js';
 import { finishCli } from './cliProcess.js';
 import { VECTORS, assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, shortBody, signedPath, type Vector } from './helpers.js';
 

@@ -3,11 +3,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { buildConfig } from '../server/config.js';
+import { buildConfig } from '../server/config/config.js';
 import { startServer } from '../server/http/server.js';
 import { clientErrorAnswer, isHeadRequest } from '../server/http/clientError.js';
-import { createLogger } from '../server/log.js';
-import { CONTENT_SECURITY_POLICY, ERROR_CACHE_CONTROL } from '../server/responseHeaders.js';
+import { createLogger } from '../server/observe/log.js';
+import { CONTENT_SECURITY_POLICY, ERROR_CACHE_CONTROL } from '../server/http/responseHeaders.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 function parse(raw: string): { status: number; headers: Map<string, string>; body: string } {

@@ -11,7 +11,7 @@ import {
   readConfigFile,
   splitListen,
   type ConfigLayer,
-} from '../server/config.js';
+} from '../server/config/config.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 function expectKey(key: string): (error: unknown) => boolean {

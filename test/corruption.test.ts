@@ -12,14 +12,14 @@ import { lstat, open, readFile, readdir, rm, symlink, writeFile } from 'node:fs/
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import sharp from 'sharp';
-import type { ConfigLayer } from '../server/config.js';
-import { SHARD_ORDER, parseSampleCursor } from '../server/healSample.js';
+import type { ConfigLayer } from '../server/config/config.js';
+import { SHARD_ORDER, parseSampleCursor } from '../server/tree/healSample.js';
 import type { RunningServer } from '../server/http/server.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
-import { sha256Hex, storeOriginal, variantRecordOf } from '../server/originals.js';
-import { inspectImage } from '../server/sniff.js';
-import { ImageStore, type ImageMetadata } from '../server/store.js';
-import { healCursorPath, verifyTreeSample } from '../server/treeVerify.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { sha256Hex, storeOriginal, variantRecordOf } from '../server/tree/originals.js';
+import { inspectImage } from '../server/images/sniff.js';
+import { ImageStore, type ImageMetadata } from '../server/tree/store.js';
+import { healCursorPath, verifyTreeSample } from '../server/tree/verify.js';
 import { makeTempRoot, removeTempRoot, signedPath, startLoopbackServer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 

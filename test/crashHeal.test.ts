@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { classifyTreeFile, isLockDirectoryName, isTempFileName, storageKey } from '../server/layout.js';
+import { classifyTreeFile, isLockDirectoryName, isTempFileName, storageKey } from '../server/contract/layout.js';
 import { startCli } from './cliProcess.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, signedPath, until } from './helpers.js';
 import { startOrigin } from './origin.js';

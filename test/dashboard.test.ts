@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { buildConfig } from '../server/config.js';
+import { buildConfig } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
-import { createLogger } from '../server/log.js';
+import { createLogger } from '../server/observe/log.js';
 import { makeTempRoot, removeTempRoot, request } from './helpers.js';
 
 interface Target {

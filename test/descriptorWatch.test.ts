@@ -1,4 +1,4 @@
-// server/descriptorWatch.ts: the limits parser and the verdict (tables), then a real
+// server/observe/descriptorWatch.ts: the limits parser and the verdict (tables), then a real
 // `serve` whose RLIMIT_NOFILE is 64, flooded with connections on 127.0.0.1: it resets
 // those it cannot take, as before, and now logs it, once for all the time at the limit.
 import assert from 'node:assert/strict';
@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { DESCRIPTOR_CHECK_INTERVAL_MS, atDescriptorLimit, parseOpenFileLimit } from '../server/descriptorWatch.js';
+import { DESCRIPTOR_CHECK_INTERVAL_MS, atDescriptorLimit, parseOpenFileLimit } from '../server/observe/descriptorWatch.js';
 import { CLI, cleanEnv } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 

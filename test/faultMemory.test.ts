@@ -25,7 +25,7 @@
 import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
 import { test } from 'node:test';
-import { DEFAULT_CONFIG } from '../server/config.js';
+import { DEFAULT_CONFIG } from '../server/config/config.js';
 import { PHOTO_CHANNELS, PHOTO_HEIGHT, PHOTO_WIDTH, startBigPhotoOrigin, twelveMegapixelJpeg } from './bigPhotoOrigin.js';
 import { lightRequest, rssKiB, startServe, writeServeConfig, type LightAnswer } from './faultHarness.js';
 import { makeTempRoot, removeTempRoot, scrapeMetrics, signedPath, until } from './helpers.js';

@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { buildConfig, type ConfigLayer } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
-import { LOCK_STALE_MS } from '../server/singleFlight.js';
-import { createLogger } from '../server/log.js';
-import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../server/responseHeaders.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { LOCK_STALE_MS } from '../server/fetch/singleFlight.js';
+import { createLogger } from '../server/observe/log.js';
+import { ERROR_CACHE_CONTROL, SECURITY_HEADERS } from '../server/http/responseHeaders.js';
 import { makeTempRoot, removeTempRoot, request, scrapeMetrics, shortBody, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
@@ -431,7 +431,7 @@ describe('fetch once, store, serve', () => {
       const key = storageKey(Buffer.from(imageUrl));
       // The other process takes the lock the server's miss needs, by the same name.
       const holderScript = `
-        const { hostLockName } = await import(${JSON.stringify(new URL('../dist/server/layout.js', import.meta.url).href)});
+        const { hostLockName } = await import(${JSON.stringify(new URL('../dist/server/contract/layout.js', import.meta.url).href)});
         const { statSync } = await import('node:fs');
         const { createServer } = await import('node:net');
         const { dev, ino } = statSync(process.argv[1], { bigint: true });

@@ -14,7 +14,7 @@ import {
   type FetchOptions,
   type FetchedImage,
   type Fetcher,
-} from '../server/fetcher.js';
+} from '../server/fetch/fetcher.js';
 import { until } from './helpers.js';
 import { startOrigin, type Handler, type Origin } from './origin.js';
 

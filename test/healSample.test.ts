@@ -1,11 +1,11 @@
 /**
- * The heal pass's sample (server/healSample.ts): its cursor on disk, the order of shard
+ * The heal pass's sample (server/tree/healSample.ts): its cursor on disk, the order of shard
  * directories from the cursor on, and which names of a shard are verified, as tables.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatSampleCursor, parseSampleCursor, sampleOfShard, shardsFrom, SHARD_ORDER, type SamplePosition } from '../server/healSample.js';
-import { storageKey } from '../server/layout.js';
+import { formatSampleCursor, parseSampleCursor, sampleOfShard, shardsFrom, SHARD_ORDER, type SamplePosition } from '../server/tree/healSample.js';
+import { storageKey } from '../server/contract/layout.js';
 
 const A = storageKey(Buffer.from('https://example.org/a.jpg'));
 const B = storageKey(Buffer.from('https://example.org/b.jpg'));

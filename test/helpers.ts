@@ -11,16 +11,16 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { buildConfig, type Config, type ConfigLayer } from '../server/config.js';
+import { buildConfig, type Config, type ConfigLayer } from '../server/config/config.js';
 import { createApp } from '../server/http/app.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
-import { createLogger } from '../server/log.js';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { signLink } from '../server/signing.js';
+import { createLogger } from '../server/observe/log.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { signLink } from '../server/contract/signing.js';
 import { ImageproxyError } from '../server/errors.js';
-import { variantLabelOf, type ImageService } from '../server/imageService.js';
-import { ImageStore } from '../server/store.js';
-import type { WeekRule } from '../server/weeks.js';
+import { variantLabelOf, type ImageService } from '../server/service/imageService.js';
+import { ImageStore } from '../server/tree/store.js';
+import type { WeekRule } from '../server/contract/weeks.js';
 
 export interface Vector {
   name: string;
@@ -37,7 +37,7 @@ export interface Vector {
   calendarYearWeeks?: boolean;
   weekSuffix: string;
   path: string;
-  /** Storage key (server/layout.ts) and the stored file's name without extension. */
+  /** Storage key (server/contract/layout.ts) and the stored file's name without extension. */
   key: string;
   fileStem: string;
 }

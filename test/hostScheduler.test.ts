@@ -1,8 +1,8 @@
-// The total and per-host bounds of server/hostScheduler.ts, as tables of steps: each step
+// The total and per-host bounds of server/fetch/hostScheduler.ts, as tables of steps: each step
 // queues jobs or finishes one, then takes what may start and compares it to the expected.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { HostScheduler } from '../server/hostScheduler.js';
+import { HostScheduler } from '../server/fetch/hostScheduler.js';
 
 type Step =
   /** Queue jobs, each `host:name`. */

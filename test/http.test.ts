@@ -7,8 +7,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { ERROR_STATUS, type ErrorCode } from '../server/errors.js';
-import { storageKey } from '../server/layout.js';
-import { signLink } from '../server/signing.js';
+import { storageKey } from '../server/contract/layout.js';
+import { signLink } from '../server/contract/signing.js';
 import {
   assertSameBytes,
   extUrlOf,

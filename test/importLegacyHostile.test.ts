@@ -12,8 +12,8 @@ import { chmod, chown, lstat, mkdir, readFile, readdir, stat, symlink, truncate,
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { keyDirectory, storageKey } from '../server/layout.js';
-import { headersFileName, legacyImageName } from '../server/legacyTree.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { headersFileName, legacyImageName } from '../server/ops/legacyTree.js';
 import { CLI, finishCli, lines, runCli, startCli, type CliOptions, type CliRun } from './cliProcess.js';
 import { extUrlOf, makeTempRoot, removeTempRoot } from './helpers.js';
 import { legacyHeadersText, writeLegacyEntry } from './legacyFixture.js';

@@ -3,7 +3,7 @@
  * name, a symlink at an image's name pointing out of the tree, a bucket or shard
  * directory that is a symlink. Each against real processes: `serve` (the built CLI; `npm
  * run build` first) answered over loopback, `check` and `stats` run to completion; and
- * the exit machinery (server/processExit.ts) in a child whose thread pool is stuck on a
+ * the exit machinery (server/cli/processExit.ts) in a child whose thread pool is stuck on a
  * FIFO. Nothing may block, follow a link out of the tree, or outlive its signal.
  */
 import assert from 'node:assert/strict';
@@ -16,12 +16,12 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { pino } from 'pino';
 import type { AddressInfo } from 'node:net';
-import { buildConfig } from '../server/config.js';
+import { buildConfig } from '../server/config/config.js';
 import { createApp } from '../server/http/app.js';
-import { failureFileName, keyDirectory, metadataFileName, storageKey } from '../server/layout.js';
-import { imageUrlBytes } from '../server/link.js';
-import { kindOf } from '../server/regularFile.js';
-import { ImageStore } from '../server/store.js';
+import { failureFileName, keyDirectory, metadataFileName, storageKey } from '../server/contract/layout.js';
+import { imageUrlBytes } from '../server/contract/link.js';
+import { kindOf } from '../server/tree/regularFile.js';
+import { ImageStore } from '../server/tree/store.js';
 import { cleanEnv, runCli, startCli } from './cliProcess.js';
 import { extUrlOf, makeTempRoot, removeTempRoot, request, signedPath, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
@@ -403,7 +403,7 @@ describe('ending a process whose thread pool is stuck on a FIFO', () => {
   let fifo: string;
   // tsx is found from the checkout.
   const checkout = fileURLToPath(new URL('..', import.meta.url));
-  const processExit = fileURLToPath(new URL('../server/processExit.ts', import.meta.url));
+  const processExit = fileURLToPath(new URL('../server/cli/processExit.ts', import.meta.url));
   const progress = fileURLToPath(new URL('../server/cli/progress.ts', import.meta.url));
   before(async () => {
     cwd = await makeTempRoot('imageproxy-irregular-exit-');

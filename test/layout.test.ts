@@ -18,9 +18,9 @@ import {
   storageKey,
   tempFileName,
   type TreeFileKind,
-} from '../server/layout.js';
-import { imageUrlBytes, parseLink } from '../server/link.js';
-import { ImageStore } from '../server/store.js';
+} from '../server/contract/layout.js';
+import { imageUrlBytes, parseLink } from '../server/contract/link.js';
+import { ImageStore } from '../server/tree/store.js';
 import sharp from 'sharp';
 import { extUrlOf, makeTempRoot, removeTempRoot } from './helpers.js';
 

@@ -5,7 +5,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { legacyImageName } from '../server/legacyTree.js';
+import { legacyImageName } from '../server/ops/legacyTree.js';
 
 export interface LegacyEntrySpec {
   bucket: string;

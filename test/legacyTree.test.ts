@@ -3,7 +3,7 @@
 // imageproxy-py made them.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { storageKey } from '../server/layout.js';
+import { storageKey } from '../server/contract/layout.js';
 import {
   classifyLegacyName,
   decideLegacyEntry,
@@ -19,8 +19,8 @@ import {
   type LegacyEntry,
   type LegacyEntryAction,
   type LegacyProblemReason,
-} from '../server/legacyTree.js';
-import type { TreeEntryType } from '../server/treeWalk.js';
+} from '../server/ops/legacyTree.js';
+import type { TreeEntryType } from '../server/tree/walk.js';
 
 const PY_VECTORS = [
   { extUrl: 'aHR0cHM6Ly9leGFtcGxlLm9yZy9hLmpwZw==', name: 'BgBdGdLFW7BHw8-MrsC13XsMSbAHnYs6gDIN8A==' },

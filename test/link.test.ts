@@ -2,10 +2,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ERROR_STATUS, ImageproxyError, type ErrorCode } from '../server/errors.js';
-import { decodeImageUrl, formatLink, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/link.js';
-import { describeVerdict, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/linkTools.js';
-import { signLink } from '../server/signing.js';
-import { parseSize, type SizeSpec } from '../server/sizes.js';
+import { decodeImageUrl, formatLink, imageUrlBytes, parseLink, type LinkRules, type ParsedLink } from '../server/contract/link.js';
+import { describeVerdict, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/contract/linkTools.js';
+import { signLink } from '../server/contract/signing.js';
+import { parseSize, type SizeSpec } from '../server/contract/sizes.js';
 import { VECTORS, extUrlOf } from './helpers.js';
 
 const RULES: LinkRules = { buckets: new Set(['i', 'f', 't']), sizes: [150, 200, 250, 500] };
@@ -231,7 +231,7 @@ describe('formatLink', () => {
   });
 });
 
-// ---- server/linkTools.ts: what sign and verify decide ------------------------------------
+// ---- server/contract/linkTools.ts: what sign and verify decide ------------------------------------
 
 const POLICY: LinkPolicy = {
   buckets: { i: { legacySignatures: false }, old: { legacySignatures: true } },

@@ -8,7 +8,7 @@
  *                                                                <=>  nginx answers 410
  *   so for a link sign printed: verify valid  <=>  neither answers 410
  *
- * sign and verify are the pure functions the CLI calls (server/linkTools.ts), run
+ * sign and verify are the pure functions the CLI calls (server/contract/linkTools.ts), run
  * in-process thousands of times. The app is a stored-images app (never fetches) on
  * 127.0.0.1; nginx runs the config the CLI renders, in front of that same app. Generated
  * hosts are never resolved or contacted: nothing is fetched.
@@ -23,10 +23,10 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { encodeImageUrl, formatLink } from '../server/link.js';
-import { isSignatureRefusal, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/linkTools.js';
-import { signLink } from '../server/signing.js';
-import { sizeLabel } from '../server/sizes.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { isSignatureRefusal, judgeLink, signLinkFor, type LinkPolicy, type SignRequest } from '../server/contract/linkTools.js';
+import { signLink } from '../server/contract/signing.js';
+import { sizeLabel } from '../server/contract/sizes.js';
 import { makeTempRoot, removeTempRoot, request, startApp, type RunningApp } from './helpers.js';
 import { freePort, nginxMissing, startNginx, renderStandaloneWithCli, type RunningNginx } from './nginxHarness.js';
 

@@ -1,7 +1,7 @@
 // LogThrottle: one line per interval, the count of the others on the next line let through.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LogThrottle } from '../server/logThrottle.js';
+import { LogThrottle } from '../server/observe/logThrottle.js';
 
 describe('LogThrottle', () => {
   const cases: Array<{ name: string; atMs: number[]; expected: Array<number | null> }> = [

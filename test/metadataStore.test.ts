@@ -12,9 +12,9 @@ import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import sharp from 'sharp';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { buildConfig, type ConfigLayer } from '../server/config/config.js';
 import { startServer } from '../server/http/server.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 import { startOrigin } from './origin.js';
 

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
-import { exifOrientation, orientationOnlyTiff, pngChunk, stripMetadata } from '../server/metadataStrip.js';
-import { prepareOriginal, type OriginalImage } from '../server/originals.js';
-import { inspectImage, type ImageFormat } from '../server/sniff.js';
+import { exifOrientation, orientationOnlyTiff, pngChunk, stripMetadata } from '../server/images/metadataStrip.js';
+import { prepareOriginal, type OriginalImage } from '../server/tree/originals.js';
+import { inspectImage, type ImageFormat } from '../server/images/sniff.js';
 
 // ---------------------------------------------------------------------------------
 // Fixtures, made here

@@ -1,7 +1,7 @@
 // Unit tests only: nothing here opens a socket or asks DNS.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { classifyAddress, connectRefusal, parseAllowList } from '../server/netPolicy.js';
+import { classifyAddress, connectRefusal, parseAllowList } from '../server/fetch/netPolicy.js';
 
 interface ClassifyCase {
   name: string;

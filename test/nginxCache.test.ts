@@ -1,5 +1,5 @@
 /**
- * nginx's cache of njs verdicts (server/nginxConfig.ts, cache input): the rendered text
+ * nginx's cache of njs verdicts (server/deploy/nginxConfig.ts, cache input): the rendered text
  * (tables), then a real nginx with the cache and a node:http stand-in for the app that
  * counts its requests. A hit's verdict is kept for at most its lifetime and used
  * meanwhile, hits keep their headers, HEAD and Range, a purged file stops being served
@@ -13,8 +13,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError } from '../server/config.js';
-import { keyDirectory, storageKey } from '../server/layout.js';
+import { ConfigError } from '../server/config/config.js';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import {
   CONFIG_MODULE_NAME,
   MAX_CACHE_SECONDS,
@@ -23,8 +23,8 @@ import {
   renderStandaloneConf,
   type NginxCacheInput,
   type NginxRenderInput,
-} from '../server/nginxConfig.js';
-import { ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../server/responseHeaders.js';
+} from '../server/deploy/nginxConfig.js';
+import { ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
 import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, request, signedPath, until, type Answer } from './helpers.js';
 

@@ -1,5 +1,5 @@
 /**
- * server/nginxConfig.ts: the renderer's checks and text (tables), then the rendered
+ * server/deploy/nginxConfig.ts: the renderer's checks and text (tables), then the rendered
  * standalone config run by a real nginx on loopback, in front of a tiny node:http
  * stand-in for the app that counts its requests.
  */
@@ -11,8 +11,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, DEFAULT_CONFIG } from '../server/config.js';
-import { IMAGE_EXTENSIONS, keyDirectory, storageKey, type ImageExtension } from '../server/layout.js';
+import { ConfigError, DEFAULT_CONFIG } from '../server/config/config.js';
+import { IMAGE_EXTENSIONS, keyDirectory, storageKey, type ImageExtension } from '../server/contract/layout.js';
 import {
   CONFIG_MODULE_NAME,
   NGINX_ERROR_ANSWERS,
@@ -23,15 +23,15 @@ import {
   sizeLabelTable,
   WORKER_CONNECTIONS,
   type NginxRenderInput,
-} from '../server/nginxConfig.js';
-import { formatLink } from '../server/link.js';
+} from '../server/deploy/nginxConfig.js';
+import { formatLink } from '../server/contract/link.js';
 import {
   CONTENT_SECURITY_POLICY,
   CONTENT_TYPE_BY_EXTENSION,
   ERROR_CACHE_CONTROL,
   IMAGE_CACHE_CONTROL,
-} from '../server/responseHeaders.js';
-import { signLink } from '../server/signing.js';
+} from '../server/http/responseHeaders.js';
+import { signLink } from '../server/contract/signing.js';
 import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
 import { assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, VECTORS, type Answer } from './helpers.js';
 

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CONFIG_MODULE_NAME } from '../server/nginxConfig.js';
+import { CONFIG_MODULE_NAME } from '../server/deploy/nginxConfig.js';
 import { lines, runCli } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 

@@ -10,7 +10,7 @@ import { createServer, connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NJS_MODULE_PATH } from '../server/nginxConfig.js';
+import { NJS_MODULE_PATH } from '../server/deploy/nginxConfig.js';
 import { until } from './helpers.js';
 
 export const NGINX_INSTALL_HINT = 'apt-get install nginx libnginx-mod-http-js njs';

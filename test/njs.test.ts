@@ -1,7 +1,7 @@
 /**
  * nginx/imageproxy.js, run by the real njs 0.7.9 (the Debian `njs` command-line tool):
  * the shared vectors, week rules, sizes, refusals, and a cross-check of many links
- * against the TypeScript contract (server/link.ts, signing.ts, weeks.ts, layout.ts).
+ * against the TypeScript contract (server/contract/link.ts, signing.ts, weeks.ts, layout.ts).
  *
  * The test writes every case to a JSON file, one njs run evaluates them all and prints
  * one line per case (njs cuts long single outputs), and the table below compares.
@@ -13,11 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { fileStem, keyDirectory, storageKey } from '../server/layout.js';
-import { formatLink, imageUrlBytes, parseLink } from '../server/link.js';
-import { CONFIG_MODULE_NAME, renderConfigModule, type NginxRenderInput } from '../server/nginxConfig.js';
-import { signLink, verifySignature } from '../server/signing.js';
-import { acceptedWeeks } from '../server/weeks.js';
+import { fileStem, keyDirectory, storageKey } from '../server/contract/layout.js';
+import { formatLink, imageUrlBytes, parseLink } from '../server/contract/link.js';
+import { CONFIG_MODULE_NAME, renderConfigModule, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
+import { signLink, verifySignature } from '../server/contract/signing.js';
+import { acceptedWeeks } from '../server/contract/weeks.js';
 import { NJS_DIR, njsMissing } from './nginxHarness.js';
 import { extUrlOf, VECTORS, type Vector } from './helpers.js';
 
@@ -65,7 +65,7 @@ function vectorStem(vector: Vector): string {
   return `/${vector.bucket}/${vector.key[0]}/${vector.key[1]}/${vector.fileStem}`;
 }
 
-/** The stem nginx should try for a URL: server/layout.ts, as the app stores it. */
+/** The stem nginx should try for a URL: server/contract/layout.ts, as the app stores it. */
 function expectedStem(bucket: string, imageUrl: string, label: string | null): string {
   const key = storageKey(Buffer.from(imageUrl));
   return `/${keyDirectory(bucket, key)}/${fileStem(key, label)}`;
@@ -267,7 +267,7 @@ for (const [urlIndex, url] of crossUrls.entries()) {
   }
 }
 
-// ---- weeks: the same accepted set as server/weeks.ts ------------------------------------------
+// ---- weeks: the same accepted set as server/contract/weeks.ts ------------------------------------------
 
 const weekInstants: number[] = [];
 for (let year = 2000; year <= 2040; year += 1) {

@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CONFIG_MODULE_NAME, renderConfigModule } from '../server/nginxConfig.js';
+import { CONFIG_MODULE_NAME, renderConfigModule } from '../server/deploy/nginxConfig.js';
 import { NJS_DIR, njsMissing } from './nginxHarness.js';
 
 /** The former week logic of nginx/imageproxy.js, verbatim in substance: the oracle. */

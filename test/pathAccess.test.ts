@@ -1,4 +1,4 @@
-// server/pathAccess.ts: which directory keeps nginx's user out of the tree, and the fix.
+// server/deploy/pathAccess.ts: which directory keeps nginx's user out of the tree, and the fix.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
@@ -8,7 +8,7 @@ import {
   firstBlockedDirectory,
   type Account,
   type DirectoryOwnership,
-} from '../server/pathAccess.js';
+} from '../server/deploy/pathAccess.js';
 
 const WWW_DATA: Account = { name: 'www-data', uid: 33, gids: [33] };
 const IN_APP_GROUP: Account = { name: 'www-data', uid: 33, gids: [33, 999] };

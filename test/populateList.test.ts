@@ -1,11 +1,11 @@
-// The list lines of `imageproxy populate` (server/populateList.ts): what each kind of line
+// The list lines of `imageproxy populate` (server/ops/populateList.ts): what each kind of line
 // becomes, and the --sizes labels. Nothing here connects anywhere.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { storageKey } from '../server/layout.js';
-import { encodeImageUrl } from '../server/link.js';
-import { parsePopulateLine, parseSizeList, targetSizes, type PopulateLineRules } from '../server/populateList.js';
-import { parseSize } from '../server/sizes.js';
+import { storageKey } from '../server/contract/layout.js';
+import { encodeImageUrl } from '../server/contract/link.js';
+import { parsePopulateLine, parseSizeList, targetSizes, type PopulateLineRules } from '../server/ops/populateList.js';
+import { parseSize } from '../server/contract/sizes.js';
 import { signedPath } from './helpers.js';
 
 const ALLOWED = [150, 200, 250, 500];

@@ -1,9 +1,9 @@
-// server/pseudoFilesystem.ts: the statfs types it refuses (a table), and the nearest
+// server/tree/pseudoFilesystem.ts: the statfs types it refuses (a table), and the nearest
 // existing directory's filesystem on this machine's own /proc, /sys and a temp dir.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { pseudoFilesystemName, pseudoFilesystemOf } from '../server/pseudoFilesystem.js';
+import { pseudoFilesystemName, pseudoFilesystemOf } from '../server/tree/pseudoFilesystem.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 describe('pseudoFilesystemName', () => {

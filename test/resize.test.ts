@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import sharp, { type Sharp } from 'sharp';
 import { isImageproxyError, type ErrorCode } from '../server/errors.js';
-import { orientedSize, planResize, type ResizeBox } from '../server/resizePlan.js';
+import { orientedSize, planResize, type ResizeBox } from '../server/images/resizePlan.js';
 import {
   createEngine,
   DEFAULT_QUALITY,
@@ -15,7 +15,7 @@ import {
   type EngineOptions,
   type ImageFormat,
   type ResizeEngine,
-} from '../server/engines/engine.js';
+} from '../server/images/engine.js';
 
 // ---------------------------------------------------------------------------------
 // Inputs, made here with sharp

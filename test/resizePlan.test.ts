@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { orientedSize, planResize, type PixelSize, type ResizeBox } from '../server/resizePlan.js';
+import { orientedSize, planResize, type PixelSize, type ResizeBox } from '../server/images/resizePlan.js';
 
 interface PlanCase {
   name: string;

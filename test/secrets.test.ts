@@ -5,8 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { chmod, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, buildConfig } from '../server/config.js';
-import { generatedSecretPath, resolveSecrets } from '../server/secrets.js';
+import { ConfigError, buildConfig } from '../server/config/config.js';
+import { generatedSecretPath, resolveSecrets } from '../server/config/secrets.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));

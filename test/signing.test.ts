@@ -10,8 +10,8 @@ import {
   type SignatureMatch,
   type SignedParts,
   type VerifyRules,
-} from '../server/signing.js';
-import { weekSuffix } from '../server/weeks.js';
+} from '../server/contract/signing.js';
+import { weekSuffix } from '../server/contract/weeks.js';
 import { VECTORS, ruleOf, type Vector } from './helpers.js';
 
 const DAY_MS = 86_400_000;

@@ -1,11 +1,11 @@
-/** server/singleFlight.ts with real locks (directories, abstract sockets): one piece of work per id and per lock. */
+/** server/fetch/singleFlight.ts with real locks (directories, abstract sockets): one piece of work per id and per lock. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isImageproxyError } from '../server/errors.js';
-import { hostLock, InProcessFlights, treeLock, withLock, type SingleFlightLock } from '../server/singleFlight.js';
+import { hostLock, InProcessFlights, treeLock, withLock, type SingleFlightLock } from '../server/fetch/singleFlight.js';
 import { makeTempRoot, removeTempRoot, until } from './helpers.js';
 
 /** A promise and its resolver: the tests open gates instead of guessing with sleeps. */
@@ -198,7 +198,7 @@ describe('hostLock', () => {
   it('a socket that cannot be made (no file descriptor left) is 500 internal naming the lock, not a disk fault', async () => {
     // A real refusal: a process out of descriptors (ulimit -n) asks for the lock.
     const script = `
-      const { hostLock } = await import(${JSON.stringify(new URL('../dist/server/singleFlight.js', import.meta.url).href)});
+      const { hostLock } = await import(${JSON.stringify(new URL('../dist/server/fetch/singleFlight.js', import.meta.url).href)});
       const { openSync } = await import('node:fs');
       const held = [];
       try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}

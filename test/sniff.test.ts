@@ -10,7 +10,7 @@ import {
   sniffImageType,
   type ImageFormat,
   type ImageInfo,
-} from '../server/sniff.js';
+} from '../server/images/sniff.js';
 
 // ---------------------------------------------------------------------------------
 // Real images made with sharp, and hand-made headers

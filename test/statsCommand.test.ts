@@ -6,8 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { formatBlocklist } from '../server/blocklist.js';
-import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
+import { formatBlocklist } from '../server/takedown/blocklist.js';
+import { STATE_DIRECTORY, storageKey } from '../server/contract/layout.js';
 import { finishCli, lines, runCli, startCli } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot, until } from './helpers.js';
 

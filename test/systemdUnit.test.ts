@@ -1,5 +1,5 @@
 /**
- * server/systemdUnit.ts and `imageproxy systemd-unit`: the rendered text (tables), the
+ * server/deploy/systemdUnit.ts and `imageproxy systemd-unit`: the rendered text (tables), the
  * shipped contrib/imageproxy.service as its rendering of the Debian layout, and systemd's
  * own verdicts on it: `systemd-analyze security --offline=yes` (exposure ≤ 1.5) and
  * `systemd-analyze verify` (skipped, saying so, where systemd-analyze is missing).
@@ -10,8 +10,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { ConfigError } from '../server/config.js';
-import { DEBIAN_UNIT_INPUT, renderSystemdUnit, type SystemdUnitInput } from '../server/systemdUnit.js';
+import { ConfigError } from '../server/config/config.js';
+import { DEBIAN_UNIT_INPUT, renderSystemdUnit, type SystemdUnitInput } from '../server/deploy/systemdUnit.js';
 import { runCli } from './cliProcess.js';
 import { makeTempRoot, removeTempRoot } from './helpers.js';
 

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatBlocklist } from '../server/blocklist.js';
-import { buildConfig, type ConfigLayer } from '../server/config.js';
+import { formatBlocklist } from '../server/takedown/blocklist.js';
+import { buildConfig, type ConfigLayer } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
-import { STATE_DIRECTORY, storageKey } from '../server/layout.js';
-import { createLogger } from '../server/log.js';
+import { STATE_DIRECTORY, storageKey } from '../server/contract/layout.js';
+import { createLogger } from '../server/observe/log.js';
 import { makeTempRoot, removeTempRoot, scrapeMetrics, until } from './helpers.js';
 
 const T_OLD = Date.parse('2025-06-01T10:00:00Z');

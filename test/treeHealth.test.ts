@@ -1,10 +1,10 @@
 /**
  * The pure side of the heal pass: temp writer names, lock and quarantine names
- * (server/layout.ts), and the findings and repair steps of a shard directory
- * (server/treeHealth.ts), each as a table of cases.
+ * (server/contract/layout.ts), and the findings and repair steps of a shard directory
+ * (server/tree/health.ts), each as a table of cases.
  */
 import assert from 'node:assert/strict';
-import { parseSidecarFields, variantRecordOf, withVariantRecord, type SidecarFields, type VariantRecord } from '../server/originals.js';
+import { parseSidecarFields, variantRecordOf, withVariantRecord, type SidecarFields, type VariantRecord } from '../server/tree/originals.js';
 import { describe, it } from 'node:test';
 import {
   hostTag,
@@ -14,8 +14,8 @@ import {
   tempFileName,
   tempFileWriter,
   tempUnique,
-} from '../server/layout.js';
-import type { ImageFormat } from '../server/sniff.js';
+} from '../server/contract/layout.js';
+import type { ImageFormat } from '../server/images/sniff.js';
 import {
   countFindings,
   damagedImageReason,
@@ -27,7 +27,7 @@ import {
   type HealContext,
   type ShardEntry,
   type SidecarReading,
-} from '../server/treeHealth.js';
+} from '../server/tree/health.js';
 
 const KEY = storageKey(Buffer.from('https://example.org/a.jpg'));
 const OTHER = storageKey(Buffer.from('https://example.org/b.png'));
@@ -101,7 +101,7 @@ describe('parseSidecar', () => {
   for (const [text, expected] of cases) it(JSON.stringify(text), () => assert.deepEqual(parseSidecar(text), expected));
 });
 
-describe('parseSidecarFields (server/originals.ts): each field on its own', () => {
+describe('parseSidecarFields (server/tree/originals.ts): each field on its own', () => {
   const cases: Array<[string, SidecarFields | null]> = [
     ['{"bytes": 5, "sourceUrl": "https://example.org/a.jpg", "sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}', { bytes: 5, sourceUrl: 'https://example.org/a.jpg', sha256: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' }],
     ['{"bytes": 5, "sourceUrl": null}', { bytes: 5, sourceUrl: null, sha256: null }],

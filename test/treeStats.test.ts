@@ -15,7 +15,7 @@ import {
   type BucketStats,
   type TreeFileFacts,
   type TreeStats,
-} from '../server/treeStats.js';
+} from '../server/stats/treeStats.js';
 
 const T1 = Date.parse('2026-01-02T03:04:05.678Z');
 const T2 = Date.parse('2026-03-04T05:06:07Z');

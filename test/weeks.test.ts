@@ -3,7 +3,7 @@
 // and `+%Y%V` (calendar rule), not computed with the code under test.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptedWeeks, isoWeekOf, pastWeeks, weekSuffix, type WeekCandidate } from '../server/weeks.js';
+import { acceptedWeeks, isoWeekOf, pastWeeks, weekSuffix, type WeekCandidate } from '../server/contract/weeks.js';
 
 interface WeekCase {
   name: string;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { nextRestart, type RestartPolicy } from '../server/workerRestarts.js';
+import { nextRestart, type RestartPolicy } from '../server/http/workerRestarts.js';
 
 const policy: RestartPolicy = { healthyRunMs: 30_000, firstDelayMs: 250, maxDelayMs: 30_000 };
 

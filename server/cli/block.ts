@@ -1,8 +1,8 @@
 /**
  * `imageproxy block --host <host>...`: refuses every link to an origin host with 451
  * `blocked`, without any fetch, from running servers within a couple of seconds (they
- * reload the blocklist, server/blocklistStore.ts), then removes the images already
- * stored from those hosts (server/sidecarSweep.ts), which nginx would otherwise go on
+ * reload the blocklist, server/takedown/blocklistStore.ts), then removes the images already
+ * stored from those hosts (server/takedown/sidecarSweep.ts), which nginx would otherwise go on
  * serving. Images (a link or image URL) are blocked with `purge --block`. Appended to
  * the audit log.
  *
@@ -12,11 +12,11 @@
  */
 import { Command } from 'commander';
 import { resolve } from 'node:path';
-import { appendAuditRecord } from '../auditStore.js';
-import { addEntries, normaliseHost } from '../blocklist.js';
-import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
-import { matchingHosts, removeStoredMatching, type SweepResult } from '../sidecarSweep.js';
-import { ImageStore } from '../store.js';
+import { appendAuditRecord } from '../takedown/auditStore.js';
+import { addEntries, normaliseHost } from '../takedown/blocklist.js';
+import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
+import { matchingHosts, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
+import { ImageStore } from '../tree/store.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 import { currentActor, waitForRunningServers } from './takedownTargets.js';

@@ -1,14 +1,14 @@
 /**
  * `imageproxy check [--bucket b] [--repair] [--decode] [--json]`: walks the tree
- * (server/treeHealthWalk.ts) and reports, or with --repair fixes, every stale temp file,
+ * (server/tree/healthWalk.ts) and reports, or with --repair fixes, every stale temp file,
  * stale lock, original without a sidecar and damaged original or thumbnail; --decode
  * also decodes every image. One line per finding as it is found, a summary by kind at
  * the end; progress by shard directory on stderr.
  */
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { FINDING_KINDS } from '../treeHealth.js';
-import { walkTreeHealth, type FindingReport, type TreeHealthResult } from '../treeHealthWalk.js';
+import { FINDING_KINDS } from '../tree/health.js';
+import { walkTreeHealth, type FindingReport, type TreeHealthResult } from '../tree/healthWalk.js';
 import {
   EXIT_FAILURES,
   EXIT_INTERRUPTED,

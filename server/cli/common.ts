@@ -6,9 +6,9 @@
  */
 import { Command } from 'commander';
 import { resolve } from 'node:path';
-import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config.js';
-import { pseudoFilesystemOf } from '../pseudoFilesystem.js';
-import { refuseReadableConfigSecrets } from '../secrets.js';
+import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config/config.js';
+import { pseudoFilesystemOf } from '../tree/pseudoFilesystem.js';
+import { refuseReadableConfigSecrets } from '../config/secrets.js';
 
 /**
  * Exit codes of every command:

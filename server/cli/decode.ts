@@ -5,10 +5,10 @@
  */
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { storageKey } from '../layout.js';
-import { imageUrlBytes, sizeSegment } from '../link.js';
-import { describeVerdict } from '../linkTools.js';
-import { ImageStore } from '../store.js';
+import { storageKey } from '../contract/layout.js';
+import { imageUrlBytes, sizeSegment } from '../contract/link.js';
+import { describeVerdict } from '../contract/linkTools.js';
+import { ImageStore } from '../tree/store.js';
 import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
 import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
 

@@ -1,5 +1,5 @@
 /**
- * `imageproxy import-legacy <py-root>`: adopts an imageproxy-py tree (server/legacyImport.ts)
+ * `imageproxy import-legacy <py-root>`: adopts an imageproxy-py tree (server/ops/legacyImport.ts)
  * with a progress display, a report file of every entry not imported, and the exit codes
  * of server/cli/common.ts: 1 only for what a rerun might fix, so a migration script can
  * tell done from failed.
@@ -8,9 +8,9 @@ import { Command, Option } from 'commander';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { isBlocked, withConfigHosts } from '../blocklist.js';
-import { readBlocklist } from '../blocklistStore.js';
-import { STATE_DIRECTORY } from '../layout.js';
+import { isBlocked, withConfigHosts } from '../takedown/blocklist.js';
+import { readBlocklist } from '../takedown/blocklistStore.js';
+import { STATE_DIRECTORY } from '../contract/layout.js';
 import {
   countLegacyEntries,
   importLegacyTree,
@@ -18,16 +18,16 @@ import {
   type BlockCandidate,
   type ImportMode,
   type ImportOptions,
-} from '../legacyImport.js';
+} from '../ops/legacyImport.js';
 import {
   LEGACY_FAILURE_REASONS,
   LEGACY_WARNING_REASONS,
   REPORT_HEADER,
   defaultReportName,
   formatReportLine,
-} from '../legacyTree.js';
-import { prepareOriginal } from '../originals.js';
-import { ImageStore } from '../store.js';
+} from '../ops/legacyTree.js';
+import { prepareOriginal } from '../tree/originals.js';
+import { ImageStore } from '../tree/store.js';
 import {
   EXIT_FAILURES,
   EXIT_INTERRUPTED,

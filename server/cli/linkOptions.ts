@@ -1,12 +1,12 @@
 /**
  * What `sign`, `verify` and `decode` share: the config as their flags make it (the
- * calendar-year option included), the secrets, and the link policy of server/linkTools.ts.
+ * calendar-year option included), the secrets, and the link policy of server/contract/linkTools.ts.
  */
 import type { Command } from 'commander';
-import type { Config, ConfigLayer } from '../config.js';
-import { linkPathOf } from '../link.js';
-import { judgeLink, type LinkPolicy, type LinkVerdict } from '../linkTools.js';
-import { resolveSecrets } from '../secrets.js';
+import type { Config, ConfigLayer } from '../config/config.js';
+import { linkPathOf } from '../contract/link.js';
+import { judgeLink, type LinkPolicy, type LinkVerdict } from '../contract/linkTools.js';
+import { resolveSecrets } from '../config/secrets.js';
 import { loadConfig, parseInstant, type CommonOptions } from './common.js';
 
 export type LinkCommandOptions = CommonOptions & {

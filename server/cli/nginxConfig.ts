@@ -16,9 +16,9 @@ import {
   renderServerBlock,
   renderStandaloneConf,
   type NginxRenderInput,
-} from '../nginxConfig.js';
-import { blockedDirectoryMessage, firstBlockedDirectory, type Account, type DirectoryOwnership } from '../pathAccess.js';
-import { resolveSecrets } from '../secrets.js';
+} from '../deploy/nginxConfig.js';
+import { blockedDirectoryMessage, firstBlockedDirectory, type Account, type DirectoryOwnership } from '../deploy/pathAccess.js';
+import { resolveSecrets } from '../config/secrets.js';
 import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 
 /** The repository's nginx/ directory (dist/server/cli/ and server/cli/ are both three levels down). */

@@ -1,10 +1,10 @@
 /**
  * `imageproxy populate <file>`: stores every image of a list (one URL or signed link per
- * line, server/populateList.ts) through the server's own image service
- * (server/imageServiceFactory.ts): same policy, limits, single-flight and backoff, so a
+ * line, server/ops/populateList.ts) through the server's own image service
+ * (server/service/imageServiceFactory.ts): same policy, limits, single-flight and backoff, so a
  * server running on the same tree shares each fetch. Already stored images are skipped
  * without contacting the origin, so a rerun resumes. `<file>.success` and `<file>.failed`
- * (server/lineReports.ts) list the finished lines while it runs.
+ * (server/ops/lineReports.ts) list the finished lines while it runs.
  */
 import { Command, Option } from 'commander';
 import { constants, createReadStream } from 'node:fs';
@@ -12,15 +12,15 @@ import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
-import { backoffRemainingSeconds } from '../backoff.js';
-import type { Config } from '../config.js';
+import { backoffRemainingSeconds } from '../fetch/backoff.js';
+import type { Config } from '../config/config.js';
 import { toImageproxyError, type ErrorCode } from '../errors.js';
-import { HostScheduler } from '../hostScheduler.js';
-import type { ImageRequest } from '../imageService.js';
-import { createImageServiceFor, type ImageServiceParts } from '../imageServiceFactory.js';
-import { LineReports } from '../lineReports.js';
-import { linkRulesOf } from '../link.js';
-import type { Logger } from '../log.js';
+import { HostScheduler } from '../fetch/hostScheduler.js';
+import type { ImageRequest } from '../service/imageService.js';
+import { createImageServiceFor, type ImageServiceParts } from '../service/imageServiceFactory.js';
+import { LineReports } from '../ops/lineReports.js';
+import { linkRulesOf } from '../contract/link.js';
+import type { Logger } from '../observe/log.js';
 import {
   failedLine,
   parsePopulateLine,
@@ -29,9 +29,9 @@ import {
   targetSizes,
   type PopulateLineRules,
   type PopulateTarget,
-} from '../populateList.js';
-import type { SizeSpec } from '../sizes.js';
-import { ImageStore } from '../store.js';
+} from '../ops/populateList.js';
+import type { SizeSpec } from '../contract/sizes.js';
+import { ImageStore } from '../tree/store.js';
 import {
   ALLOW_PRIVATE_NETWORKS_HELP,
   EXIT_FAILURES,

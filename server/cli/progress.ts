@@ -5,7 +5,7 @@
  * Also the interrupt handling those commands share.
  */
 import cliProgress from 'cli-progress';
-import { endBySignal } from '../processExit.js';
+import { endBySignal } from './processExit.js';
 
 export type ItemOutcome = 'ok' | 'failed' | 'skipped';
 
@@ -150,7 +150,7 @@ export interface InterruptOptions {
  * or `windDownMs` without the command ending (a fetch that takes its time, a disk that
  * stopped answering), ends the process at once by the signal (status 130 or 143, no
  * summary): atomic writes leave nothing half-written either way. Not process.exit(),
- * which would wait for a stuck file operation for ever (server/processExit.ts).
+ * which would wait for a stuck file operation for ever (server/cli/processExit.ts).
  */
 export function interruptOnSignals(label: string, options: InterruptOptions = {}): Interrupt {
   const stream = options.stream ?? process.stderr;

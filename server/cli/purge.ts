@@ -6,7 +6,7 @@
  * go from every bucket, so from then on every link to the image answers 451 `blocked`
  * without contacting the origin, and the same bytes under another URL are refused.
  * `--copies` also removes those bytes where they were stored under other URLs before the
- * block (a walk of the tree reading every sidecar, server/sidecarSweep.ts).
+ * block (a walk of the tree reading every sidecar, server/takedown/sidecarSweep.ts).
  * Every purge is appended to the audit log.
  *
  * Exit codes: 0 something was removed or blocked; 1 nothing to do (nothing stored and,
@@ -14,15 +14,15 @@
  */
 import { Command } from 'commander';
 import { join, relative, resolve } from 'node:path';
-import { addEntries, type BlockEntry } from '../blocklist.js';
-import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../blocklistStore.js';
-import type { AuditRecord } from '../audit.js';
-import { appendAuditRecord } from '../auditStore.js';
-import { parseSidecarFields, sha256Hex } from '../originals.js';
-import { metadataFileName } from '../layout.js';
-import { readRegularFile, readRegularText } from '../regularFile.js';
-import { matchingDigests, removeStoredMatching, type SweepResult } from '../sidecarSweep.js';
-import { ImageStore } from '../store.js';
+import { addEntries, type BlockEntry } from '../takedown/blocklist.js';
+import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
+import type { AuditRecord } from '../takedown/audit.js';
+import { appendAuditRecord } from '../takedown/auditStore.js';
+import { parseSidecarFields, sha256Hex } from '../tree/originals.js';
+import { metadataFileName } from '../contract/layout.js';
+import { readRegularFile, readRegularText } from '../tree/regularFile.js';
+import { matchingDigests, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
+import { ImageStore } from '../tree/store.js';
 import {
   EXIT_FAILURES,
   EXIT_INTERRUPTED,

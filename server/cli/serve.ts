@@ -4,18 +4,18 @@
  * request (an invalid new config is refused, the running one kept); SIGTERM/SIGINT stop
  * accepting, let requests finish within `shutdownGraceMs`, answer the rest 503
  * `shutting_down` and exit 0. Whatever the disk does, the process is gone a few seconds
- * after the grace period (server/processExit.ts); a second SIGTERM/SIGINT ends it at once.
+ * after the grace period (server/cli/processExit.ts); a second SIGTERM/SIGINT ends it at once.
  */
 import { Command, Option } from 'commander';
 import { relative, resolve } from 'node:path';
-import { ConfigError, setKey, type Config, type ConfigLayer } from '../config.js';
+import { ConfigError, setKey, type Config, type ConfigLayer } from '../config/config.js';
 import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
-import { startDescriptorWatch } from '../descriptorWatch.js';
-import { createLogger, type Logger } from '../log.js';
-import { endBySignal, exitProcess } from '../processExit.js';
-import { probeTreeWritable } from '../readiness.js';
-import { SECRET_FLAG_WARNING, resolveSecrets } from '../secrets.js';
+import { startDescriptorWatch } from '../observe/descriptorWatch.js';
+import { createLogger, type Logger } from '../observe/log.js';
+import { endBySignal, exitProcess } from './processExit.js';
+import { probeTreeWritable } from '../http/readiness.js';
+import { SECRET_FLAG_WARNING, resolveSecrets } from '../config/secrets.js';
 import { ALLOW_PRIVATE_NETWORKS_HELP, EXIT_INTERRUPTED, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
 

@@ -4,7 +4,7 @@
  * ETA holds), SIGINT/SIGTERM as an interrupt, the progress summary on stderr, and a
  * failure as one line on stderr and exit 1.
  */
-import { SHARDS_PER_BUCKET } from '../layout.js';
+import { SHARDS_PER_BUCKET } from '../contract/layout.js';
 import { EXIT_FAILURES } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 

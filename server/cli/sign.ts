@@ -1,14 +1,14 @@
 /**
  * `imageproxy sign`: the link Gazelle would emit for an image URL, or for every line of
  * a file (`--from-file F`, `-` for stdin) streamed in and out in order. The checks are
- * server/linkTools.ts's, the app's own: a printed link is one the app accepts.
+ * server/contract/linkTools.ts's, the app's own: a printed link is one the app accepts.
  */
 import type { Command } from 'commander';
 import { once } from 'node:events';
 import { open } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { isImageproxyError } from '../errors.js';
-import { signLinkFor, type SignRequest, type Signer } from '../linkTools.js';
+import { signLinkFor, type SignRequest, type Signer } from '../contract/linkTools.js';
 import { EXIT_FAILURES, EXIT_OK, UsageError, configuredBucket, parseInstant, parsePositiveInteger, withCommon } from './common.js';
 import { configuredSecrets, loadLinkConfig, policyOf, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
 

@@ -1,12 +1,12 @@
 /**
  * `imageproxy stats [--bucket b] [--json]`: per bucket, originals, thumbnails, bytes,
  * backoff records and the oldest and newest fetch; the blocklist by kind. A full,
- * read-only walk of the tree (server/treeStatsWalk.ts); progress by shard directory.
+ * read-only walk of the tree (server/stats/treeStatsWalk.ts); progress by shard directory.
  */
 import type { Command } from 'commander';
 import { relative, resolve } from 'node:path';
-import { formatStatsJson, formatStatsTable } from '../treeStats.js';
-import { walkTreeStats } from '../treeStatsWalk.js';
+import { formatStatsJson, formatStatsTable } from '../stats/treeStats.js';
+import { walkTreeStats } from '../stats/treeStatsWalk.js';
 import {
   EXIT_INTERRUPTED,
   EXIT_OK,

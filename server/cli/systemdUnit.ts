@@ -1,13 +1,13 @@
 /**
  * `imageproxy systemd-unit`: prints the systemd unit of `serve` for this config and this
- * checkout (server/systemdUnit.ts renders it). Writes nothing: the admin redirects it
+ * checkout (server/deploy/systemdUnit.ts renders it). Writes nothing: the admin redirects it
  * into /etc/systemd/system/imageproxy.service.
  */
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { ConfigError } from '../config.js';
-import { DEBIAN_UNIT_INPUT, renderSystemdUnit, type SystemdUnitInput } from '../systemdUnit.js';
+import { ConfigError } from '../config/config.js';
+import { DEBIAN_UNIT_INPUT, renderSystemdUnit, type SystemdUnitInput } from '../deploy/systemdUnit.js';
 import { UsageError, loadConfig, withCommon, type CommonOptions } from './common.js';
 
 interface SystemdUnitOptions extends CommonOptions {

@@ -7,11 +7,11 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { commandLineOf, redactArgv } from '../audit.js';
-import type { Config } from '../config.js';
+import { commandLineOf, redactArgv } from '../takedown/audit.js';
+import type { Config } from '../config/config.js';
 import { isImageproxyError } from '../errors.js';
-import { storageKey } from '../layout.js';
-import { decodeImageUrl, imageUrlBytes, linkPathOf, linkRulesOf, parseLink } from '../link.js';
+import { storageKey } from '../contract/layout.js';
+import { decodeImageUrl, imageUrlBytes, linkPathOf, linkRulesOf, parseLink } from '../contract/link.js';
 import { UsageError } from './common.js';
 
 export interface TakedownTarget {
@@ -109,7 +109,7 @@ export function currentActor(): Actor {
 
 /**
  * After a block is written and before its files go: a running server looks at the file
- * again at most one recheck period (server/blocklistStore.ts) after its last look, so
+ * again at most one recheck period (server/takedown/blocklistStore.ts) after its last look, so
  * once that period has passed every request it answers sees the block, and none can
  * fetch and store the image again after the removal. The margin covers a look in flight.
  */

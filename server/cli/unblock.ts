@@ -9,9 +9,9 @@
  */
 import { Command } from 'commander';
 import { resolve } from 'node:path';
-import { appendAuditRecord } from '../auditStore.js';
-import { entriesOfKey, removeEntries, type BlockEntry } from '../blocklist.js';
-import { updateBlocklist } from '../blocklistStore.js';
+import { appendAuditRecord } from '../takedown/auditStore.js';
+import { entriesOfKey, removeEntries, type BlockEntry } from '../takedown/blocklist.js';
+import { updateBlocklist } from '../takedown/blocklistStore.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { hostsOf } from './block.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';

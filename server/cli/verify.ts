@@ -5,7 +5,7 @@
  * after the signature, with the app's error code). Exit 0 valid, 1 anything else.
  */
 import type { Command } from 'commander';
-import { describeVerdict } from '../linkTools.js';
+import { describeVerdict } from '../contract/linkTools.js';
 import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
 import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
 

@@ -5,10 +5,10 @@
  * listener.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import type { ReadinessReport } from '../readiness.js';
-import { ERROR_CACHE_CONTROL } from '../responseHeaders.js';
+import type { Logger } from '../observe/log.js';
+import type { Metrics } from '../observe/metrics.js';
+import type { ReadinessReport } from './readiness.js';
+import { ERROR_CACHE_CONTROL } from './responseHeaders.js';
 
 export interface AdminDependencies {
   /** The registry scraped at `/metrics`: this process's, or the cluster's aggregate (server/http/cluster.ts). */

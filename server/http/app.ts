@@ -4,16 +4,16 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import helmet from 'helmet';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { ImageproxyError, toImageproxyError } from '../errors.js';
-import type { ImageAnswer, ImageService } from '../imageService.js';
-import { storageKey } from '../layout.js';
-import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../link.js';
-import type { Logger } from '../log.js';
-import { LogThrottle } from '../logThrottle.js';
-import { SAFE_READ_FLAGS } from '../regularFile.js';
-import { shortUrl, summarizeCause } from '../logFields.js';
-import { createMetrics, type Metrics } from '../metrics.js';
+import type { ImageAnswer, ImageService } from '../service/imageService.js';
+import { storageKey } from '../contract/layout.js';
+import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../contract/link.js';
+import type { Logger } from '../observe/log.js';
+import { LogThrottle } from '../observe/logThrottle.js';
+import { SAFE_READ_FLAGS } from '../tree/regularFile.js';
+import { shortUrl, summarizeCause } from '../observe/logFields.js';
+import { createMetrics, type Metrics } from '../observe/metrics.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
   CROSS_ORIGIN_RESOURCE_POLICY,
@@ -23,8 +23,8 @@ import {
   REFERRER_POLICY,
   errorText,
   errorTextHeaders,
-} from '../responseHeaders.js';
-import { verifyLinkSignature } from '../signing.js';
+} from './responseHeaders.js';
+import { verifyLinkSignature } from '../contract/signing.js';
 
 /** What a request is answered with; a reload (SIGHUP) replaces it between requests. */
 export interface AppSettings {
@@ -84,7 +84,7 @@ export function createApp(deps: AppDependencies): express.Express {
   app.set('strict routing', true);
   app.use(
     helmet({
-      // The same values nginx sets on the files it serves (server/responseHeaders.ts).
+      // The same values nginx sets on the files it serves (server/http/responseHeaders.ts).
       contentSecurityPolicy: { useDefaults: false, directives: CSP_DIRECTIVES },
       crossOriginResourcePolicy: { policy: CROSS_ORIGIN_RESOURCE_POLICY },
       referrerPolicy: { policy: REFERRER_POLICY },

@@ -5,7 +5,7 @@
  * instead of Node's bare status line. Pure: returns the bytes to write.
  */
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
-import { SECURITY_HEADERS, errorText, errorTextHeaders } from '../responseHeaders.js';
+import { SECURITY_HEADERS, errorText, errorTextHeaders } from './responseHeaders.js';
 
 const ANSWERS: Readonly<Record<string, { code: ErrorCode; message: string; reason: string }>> = {
   HPE_HEADER_OVERFLOW: { code: 'headers_too_large', message: 'request line or headers too large', reason: 'Request Header Fields Too Large' },

@@ -1,9 +1,9 @@
 /**
  * `serve --workers N`: the primary process forks N workers (node:cluster) that share the
- * one `listen` port, restarts a worker that exits unexpectedly (server/workerRestarts.ts),
+ * one `listen` port, restarts a worker that exits unexpectedly (server/http/workerRestarts.ts),
  * forwards SIGHUP (reload) and SIGTERM/SIGINT (graceful stop) to the workers and exits
  * after them. Workers share the single-flight through its cross-process lock
- * (server/singleFlight.ts), which works between any processes on the tree.
+ * (server/fetch/singleFlight.ts), which works between any processes on the tree.
  *
  * The admin listener runs in the primary: `/metrics` aggregates every worker's registry
  * (prom-client's AggregatorRegistry, over the cluster's IPC channel), `/healthz` answers
@@ -14,9 +14,9 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client';
-import type { Logger } from '../log.js';
-import { bucketChecks, checkReadiness, probeTreeWritable } from '../readiness.js';
-import { nextRestart } from '../workerRestarts.js';
+import type { Logger } from '../observe/log.js';
+import { bucketChecks, checkReadiness, probeTreeWritable } from './readiness.js';
+import { nextRestart } from './workerRestarts.js';
 import { createAdminHandler } from './admin.js';
 import { listenOn } from './server.js';
 

@@ -1,7 +1,7 @@
 /**
  * Starts the service: store, fetcher, resize engine, image service and Express app on
  * the public listener, the admin listener (metrics, health, readiness), and the tree's
- * heal pass at start and every healIntervalSeconds (server/treeHealing.ts). Reload swaps config and secrets between requests;
+ * heal pass at start and every healIntervalSeconds (server/tree/healing.ts). Reload swaps config and secrets between requests;
  * close stops accepting, lets requests finish within the grace period and answers the
  * rest 503 `shutting_down`. Used by `imageproxy serve` and by tests that need the whole
  * server in-process.
@@ -10,21 +10,21 @@ import { setMaxListeners } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
-import { splitListen, type Config } from '../config.js';
-import { createImageServiceFor, damagedKind } from '../imageServiceFactory.js';
-import type { ImageService } from '../imageService.js';
-import type { Logger } from '../log.js';
-import { createMetrics, type Metrics } from '../metrics.js';
-import { bucketChecks, checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from '../readiness.js';
-import type { ImageStore } from '../store.js';
-import { startTreeHealing } from '../treeHealing.js';
-import { startTreeStatsRefresh, type TreeStatsRefresh } from '../treeStatsRefresh.js';
+import { splitListen, type Config } from '../config/config.js';
+import { createImageServiceFor, damagedKind } from '../service/imageServiceFactory.js';
+import type { ImageService } from '../service/imageService.js';
+import type { Logger } from '../observe/log.js';
+import { createMetrics, type Metrics } from '../observe/metrics.js';
+import { bucketChecks, checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from './readiness.js';
+import type { ImageStore } from '../tree/store.js';
+import { startTreeHealing } from '../tree/healing.js';
+import { startTreeStatsRefresh, type TreeStatsRefresh } from '../stats/treeStatsRefresh.js';
 import { createAdminHandler } from './admin.js';
 import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, type AppSettings } from './app.js';
 import { TimeSlicedQueue } from './timeSlices.js';
-import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../admission.js';
-import { SECURITY_HEADERS, errorText, errorTextHeaders } from '../responseHeaders.js';
+import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../fetch/admission.js';
+import { SECURITY_HEADERS, errorText, errorTextHeaders } from './responseHeaders.js';
 
 export interface RunningServer {
   /** `http://host:port`, with the port actually bound. */

@@ -1,0 +1,780 @@
+/**
+ * nginx configuration for the fast path: nginx checks the link in njs
+ * (nginx/imageproxy.js) and serves stored files itself; misses go to the app, which
+ * answers `X-Accel-Redirect` once the file is stored. Pure: returns text, writes nothing.
+ *
+ * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
+ *   http level:   js_path (twice), js_import, js_set $imageproxy_stem, js_var of the
+ *                 cache's seconds, map $imageproxy_accel_cache_control, upstream
+ *                 imageproxy_app (and the verdict cache's pieces when it is on)
+ *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
+ *                 internal locations, and one error location per answer nginx gives itself
+ *   load_module:  main level, only in the standalone file (a packaged nginx loads it
+ *                 from /etc/nginx/modules-enabled)
+ *
+ * Secrets reach njs as a generated module (renderConfigModule → imageproxy_config.js in
+ * configModuleDir) that nginx/imageproxy.js imports. nginx compiles js modules once, in
+ * the master process, when it reads its configuration: no file is read per request and
+ * the workers never open it, so the file can be 0600 (or 0640) owned by whoever starts
+ * nginx (root in production). Reloading nginx picks up a rotated secret. The
+ * alternative, reading a secret file from njs per request, costs a file read on every
+ * hit, and njs 0.7.9 keeps no state between requests to cache it in.
+ */
+import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from '../config/config.js';
+import { ERROR_STATUS, type ErrorCode } from '../errors.js';
+import { IMAGE_EXTENSIONS } from '../contract/layout.js';
+import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
+import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
+import { parseSize } from '../contract/sizes.js';
+import {
+  CONTENT_TYPE_BY_EXTENSION,
+  ERROR_CACHE_CONTROL,
+  IMAGE_CACHE_CONTROL,
+  SECURITY_HEADERS,
+} from '../http/responseHeaders.js';
+
+export interface NginxRenderInput {
+  /** Where nginx listens, `host:port` (e.g. `127.0.0.1:8080`). */
+  nginxListen: string;
+  /** The app nginx passes misses to, `host:port` (e.g. `127.0.0.1:8091`). */
+  appListen: string;
+  /** Absolute root of the bucket tree (server/contract/layout.ts). */
+  root: string;
+  /** URI prefix of the app's `X-Accel-Redirect` answers (e.g. `/_imageproxy`). */
+  internalPrefix: string;
+  /** Absolute directory holding imageproxy.js (the repo's nginx/ directory). */
+  njsDir: string;
+  /** Absolute directory where the generated imageproxy_config.js lives. */
+  configModuleDir: string;
+  buckets: Record<string, { legacySignatures: boolean }>;
+  sizes: number[];
+  skewSeconds: number;
+  /** Also accept the calendar-year week rule (config calendarYearWeeks). Default false. */
+  calendarYearWeeks?: boolean;
+  secrets: string[];
+  /**
+   * nginx's cache of the njs verdicts: a repeated hit is served without running the
+   * check. Absent, null or `seconds` 0: one server checks every request, as before.
+   */
+  cache?: NginxCacheInput | null;
+}
+
+export interface NginxCacheInput {
+  /** Absolute directory of the cache files (nginx creates it; tmpfs is fine). */
+  directory: string;
+  /** Bound of the cache on disk, nginx size syntax (`256m`, `1g`). */
+  maxSize: string;
+  /** Longest life of a verdict, 1 to MAX_CACHE_SECONDS (0: no cache). */
+  seconds: number;
+  /** Absolute path of the unix socket of the checked server (everything but hits). */
+  checkedSocket: string;
+  /** Absolute path of the unix socket of the verdict server (njs only, for the cache). */
+  verdictSocket: string;
+  /**
+   * Part of every cache key, new at each rendering (letters and digits): after a reload
+   * with rotated secrets or changed buckets no verdict reached under the former ones is
+   * used. Absent: the key is the request line alone.
+   */
+  generation?: string;
+}
+
+export interface StandaloneOptions {
+  /**
+   * `user` directive: the account the workers run as when nginx starts as root. It must
+   * be able to read the bucket tree (the generated secrets module is read by the master
+   * only). Ignored by nginx (with a warning) when not started as root. Default: none,
+   * so a root nginx runs its workers as `nobody`.
+   */
+  user?: string;
+  /** Default `auto`; the benchmark uses 1. */
+  workerProcesses?: number | 'auto';
+  /** Default false: nginx stays in the foreground (tests and supervisors own the process). */
+  daemon?: boolean;
+  /** Raw directives appended inside `http {}` (benchmarks, tests). Not validated. */
+  extraHttp?: string;
+}
+
+/** File name of the generated module; nginx/imageproxy.js imports it by this name. */
+export const CONFIG_MODULE_NAME = 'imageproxy_config.js';
+/** The njs script in njsDir. */
+export const NJS_SCRIPT_NAME = 'imageproxy.js';
+/** The js_set variable: the file stem, `bad_signature` or empty (see nginx/imageproxy.js). */
+export const STEM_VARIABLE = '$imageproxy_stem';
+export const UPSTREAM_NAME = 'imageproxy_app';
+/** Our Cache-Control on X-Accel-Redirect answers, empty when the app sent one. */
+export const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
+export const APP_LOCATION = '@imageproxy_app';
+/** The njs header filter of the error locations (nginx/imageproxy.js). */
+export const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
+/** What nginx adds to a file it serves; an error location deletes these before adding its own. */
+export const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
+/** The cache zone of the verdicts (proxy_cache_path keys_zone). */
+export const CACHE_ZONE = 'imageproxy_verdicts';
+/** Upstreams of the public server when there is a cache. */
+export const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
+export const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
+export const CHECKED_LOCATION = '@imageproxy_checked';
+/** The auth_request subrequest that asks for (or finds in the cache) the verdict. */
+export const VERDICT_LOCATION = '/_imageproxy_verdict';
+/** The verdict's header, and the public server's copy of it. */
+export const VERDICT_HEADER = 'X-Imageproxy-Stem';
+export const VERDICT_VARIABLE = '$imageproxy_verdict';
+/** The cache key: the raw request line without its query string. */
+export const LINK_KEY_VARIABLE = '$imageproxy_link';
+/** The stem the public server tries: the verdict when it is a stem, else a name never stored. */
+export const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
+/** Under the tree's own state directory (server/contract/layout.ts), where no image is ever stored. */
+export const NO_STEM = '/.imageproxy/no-such-image';
+/**
+ * Set by njs with a stem: how long the cache may keep the verdict (X-Accel-Expires),
+ * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
+ */
+export const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
+/**
+ * A verdict lives at most `seconds` + 1 (nginx compares whole seconds). It never keeps a
+ * purged file served (the file is opened afresh, open_file_cache_valid 1s); it only
+ * bounds how long a link is taken for valid after the check.
+ */
+export const MAX_CACHE_SECONDS = 3;
+/** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
+export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
+
+/**
+ * Every answer nginx makes itself, worded as the app words its errors (server/errors.ts:
+ * the status is the code's): `statuses` are the nginx statuses it replaces. The app's own
+ * error answers pass through untouched (no proxy_intercept_errors): they already are
+ * text with these headers, and more precise.
+ */
+export interface NginxErrorAnswer {
+  code: ErrorCode;
+  message: string;
+  statuses: readonly number[];
+}
+
+export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
+  // A request nginx cannot take: malformed, headers too large (494, sent as 400), an HTTP
+  // version it does not speak (505).
+  { code: 'bad_request', message: 'malformed request', statuses: [400, 494, 505] },
+  // nginx's user cannot read the stored file (a directory above the tree it cannot enter).
+  { code: 'forbidden', message: 'the server cannot read this file', statuses: [403] },
+  // The internal prefix asked for directly, the metrics path, a file purged between the
+  // app's answer and nginx's open.
+  { code: 'not_stored', message: 'image is not stored', statuses: [404] },
+  // TRACE: nginx refuses it before any location (other methods go to the app, whose
+  // answer this is too).
+  { code: 'method_not_allowed', message: 'only GET and HEAD', statuses: [405] },
+  { code: 'bad_signature', message: 'invalid or expired signature', statuses: [410] },
+  // A request body that stopped arriving (client_body_timeout).
+  { code: 'request_timeout', message: 'request not received in time', statuses: [408] },
+  { code: 'request_too_large', message: 'request body too large', statuses: [413] },
+  { code: 'link_too_long', message: 'link too long', statuses: [414] },
+  { code: 'range_not_satisfiable', message: 'range not satisfiable', statuses: [416] },
+  { code: 'internal', message: 'internal error', statuses: [500] },
+  // The app refused or dropped the connection: stopped or restarting.
+  { code: 'app_unavailable', message: 'image service unavailable, try again', statuses: [502] },
+  // nginx answers 503 only for limits an admin adds (limit_req, limit_conn).
+  { code: 'busy', message: 'too busy, try again', statuses: [503] },
+  // A Transfer-Encoding nginx does not decode, refused before any location.
+  { code: 'unsupported_transfer_encoding', message: 'transfer encoding not supported', statuses: [501] },
+  { code: 'app_timeout', message: 'image service did not answer in time', statuses: [504] },
+];
+
+/** The body of an answer nginx makes itself: `code: message`, as the app's. */
+export function nginxErrorBody(answer: NginxErrorAnswer): string {
+  return `${answer.code}: ${answer.message}\n`;
+}
+
+/**
+ * The internal location answering `code`. A URI, not a named location: nginx cannot
+ * redirect to a named location before it has read the request line (a 414 or a 400
+ * there came out as 500). Exact-match and internal, so it never catches a link (four
+ * or five segments) and answers 404 when asked for from outside.
+ */
+export function errorLocationUri(code: ErrorCode): string {
+  return `/_imageproxy_error/${code}`;
+}
+
+// ---- validation: nothing from the config may end a directive or open a block -----------
+
+// Absolute paths of ordinary characters: no quote, backslash, `$` (variables), `;`, braces,
+// `#` or control characters can reach the config.
+const PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~= -]*$/;
+const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
+// What may stand inside a double-quoted nginx string without escaping or interpolation.
+const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;
+
+function checkPath(key: string, value: string): string {
+  if (!PATH_PATTERN.test(value)) {
+    throw new ConfigError(key, `must be an absolute path of letters, digits and ._/+@,:~=- or space, got ${JSON.stringify(value)}`);
+  }
+  return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value;
+}
+
+/** A double-quoted nginx string; refuses what would need escaping or expand a variable. */
+function quote(value: string): string {
+  if (!QUOTABLE_PATTERN.test(value)) throw new ConfigError('nginx', `cannot quote ${JSON.stringify(value)}`);
+  return `"${value}"`;
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '*']);
+
+/**
+ * Refuses listen addresses nginx could never use: port 0 (a port picked at each start
+ * cannot be written into nginx's upstream or listen) and nginx on the app's own address
+ * (one of the two would fail to bind). Errors name the config keys.
+ */
+function workableListens(nginxListen: string, appListen: string): { nginxListen: string; appListen: string } {
+  const nginx = splitListen(nginxListen);
+  const app = splitListen(appListen);
+  if (app.port === 0) throw new ConfigError('listen', `${appListen}: port 0 picks a new port at each start; nginx's upstream needs the app's fixed port`);
+  if (nginx.port === 0) throw new ConfigError('nginx.listen', `${nginxListen}: port 0 cannot be rendered; give nginx a fixed port`);
+  const hostsOverlap = nginx.host === app.host || WILDCARD_HOSTS.has(nginx.host) || WILDCARD_HOSTS.has(app.host);
+  if (nginx.port === app.port && hostsOverlap) {
+    throw new ConfigError('nginx.listen', `${nginxListen} overlaps the app's listen ${appListen}: nginx and the app cannot both bind it`);
+  }
+  return { nginxListen, appListen };
+}
+
+/** The input, checked: throws ConfigError naming the field. */
+function checkInput(input: NginxRenderInput): NginxRenderInput {
+  const bucketNames = Object.keys(input.buckets);
+  if (bucketNames.length === 0) throw new ConfigError('buckets', 'at least one bucket is needed');
+  for (const name of bucketNames) {
+    // `__proto__` would set the prototype of the generated object instead of a key.
+    if (!BUCKET_NAME_PATTERN.test(name) || name === '__proto__') {
+      throw new ConfigError(`buckets.${name}`, 'bucket names are 1-32 of A-Z a-z 0-9 _ -');
+    }
+    if (typeof input.buckets[name]?.legacySignatures !== 'boolean') {
+      throw new ConfigError(`buckets.${name}.legacySignatures`, 'must be true or false');
+    }
+  }
+  if (!PREFIX_PATTERN.test(input.internalPrefix)) {
+    throw new ConfigError('internalPrefix', 'must be / followed by letters, digits, _ or - (e.g. /_imageproxy)');
+  }
+  if (Object.hasOwn(input.buckets, input.internalPrefix.slice(1))) {
+    throw new ConfigError('internalPrefix', 'must differ from every bucket name');
+  }
+  if (input.sizes.length === 0) throw new ConfigError('sizes', 'must be a non-empty list of integers');
+  input.sizes.forEach((size, index) => expectInteger(`sizes[${index}]`, size, 1, 10_000));
+  if (input.calendarYearWeeks !== undefined && typeof input.calendarYearWeeks !== 'boolean') {
+    throw new ConfigError('calendarYearWeeks', 'must be true or false');
+  }
+  if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
+  const cache = checkCache(input.cache);
+  input.secrets.forEach((secret, index) => {
+    if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
+  });
+  return {
+    ...workableListens(expectListen('nginxListen', input.nginxListen), expectListen('appListen', input.appListen)),
+    root: checkPath('root', input.root),
+    internalPrefix: input.internalPrefix,
+    njsDir: checkPath('njsDir', input.njsDir),
+    configModuleDir: checkPath('configModuleDir', input.configModuleDir),
+    buckets: input.buckets,
+    sizes: input.sizes,
+    skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
+    calendarYearWeeks: input.calendarYearWeeks ?? false,
+    secrets: input.secrets,
+    cache,
+  };
+}
+
+const SIZE_PATTERN = /^[1-9][0-9]{0,9}[kmg]?$/;
+
+/** The cache settings, checked; null when there is no cache (absent, null or 0 seconds). */
+function checkCache(cache: NginxCacheInput | null | undefined): NginxCacheInput | null {
+  if (cache === undefined || cache === null) return null;
+  const seconds = expectInteger('nginx.cacheSeconds', cache.seconds, 0, MAX_CACHE_SECONDS);
+  if (seconds === 0) return null;
+  if (typeof cache.maxSize !== 'string' || !SIZE_PATTERN.test(cache.maxSize)) {
+    throw new ConfigError('nginx.cacheMaxSize', `must be a size such as 256m or 1g, got ${JSON.stringify(cache.maxSize)}`);
+  }
+  if (cache.generation !== undefined && !/^[A-Za-z0-9]{1,32}$/.test(cache.generation)) {
+    throw new ConfigError('generation', 'must be 1-32 letters or digits');
+  }
+  return {
+    ...(cache.generation === undefined ? {} : { generation: cache.generation }),
+    directory: checkPath('nginx.cacheDir', cache.directory),
+    maxSize: cache.maxSize,
+    seconds,
+    checkedSocket: checkPath('checkedSocket', cache.checkedSocket),
+    verdictSocket: checkPath('verdictSocket', cache.verdictSocket),
+  };
+}
+
+// ---- rendering ---------------------------------------------------------------------
+
+function indent(lines: readonly string[], depth: number): string[] {
+  const pad = '    '.repeat(depth);
+  return lines.map((line) => (line === '' ? line : pad + line));
+}
+
+function addHeaders(headers: Readonly<Record<string, string>>, always: boolean): string[] {
+  return Object.entries(headers).map(
+    ([name, value]) => `add_header ${name} ${quote(value)}${always ? ' always' : ''};`,
+  );
+}
+
+/** Headers on every hit nginx sends (X-Accel-Redirect answers: Cache-Control via the map). */
+function fileHeaders(): string[] {
+  return addHeaders({ 'Cache-Control': IMAGE_CACHE_CONTROL, ...SECURITY_HEADERS }, false);
+}
+
+/** `return STATUS "text";` with the text's trailing newline as nginx's `\\n`. */
+function returnText(status: number, text: string): string {
+  const body = text.endsWith('\n') ? text.slice(0, -1) : text;
+  return `return ${status} ${quote(body).slice(0, -1)}${text.endsWith('\n') ? '\\n' : ''}";`;
+}
+
+/**
+ * `error_page` for every status nginx may answer itself. A location with an error_page of
+ * its own inherits none from the server, so this list goes into each such location too.
+ */
+function errorPages(): string[] {
+  return NGINX_ERROR_ANSWERS.map((answer) => `error_page ${answer.statuses.join(' ')} = ${errorLocationUri(answer.code)};`);
+}
+
+/**
+ * One location per answer: text whatever the path looks like (`types {}` empty, so
+ * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
+ * status (`always`). njs first deletes the file headers an earlier pass of the request
+ * left (add_header cannot replace a header): the app's Cache-Control for the image on an
+ * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416.
+ */
+function errorLocations(): string[] {
+  return NGINX_ERROR_ANSWERS.flatMap((answer) => [
+    `location = ${errorLocationUri(answer.code)} {`,
+    '    internal;',
+    '    types { }',
+    '    default_type "text/plain; charset=utf-8";',
+    `    js_header_filter ${ERROR_HEADER_FILTER};`,
+    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true), 1),
+    `    ${returnText(ERROR_STATUS[answer.code], nginxErrorBody(answer))}`,
+    '}',
+  ]);
+}
+
+/**
+ * One range per request: an image is fetched whole or resumed from one offset. A request
+ * for more ranges is answered as if it had none (200, the whole file), never as a
+ * multipart answer many times the file's size (a thousand `0-0` ranges).
+ */
+function rangeLimit(): string[] {
+  return ['max_ranges 1;'];
+}
+
+function typesBlock(): string[] {
+  return [
+    'types {',
+    ...IMAGE_EXTENSIONS.map((ext) => `    ${CONTENT_TYPE_BY_EXTENSION[ext]} ${ext};`),
+    '}',
+  ];
+}
+
+/**
+ * The directives for the inside of `http {}`: js_path/js_import/js_set and the upstream
+ * (http level only), then the `server {}`.
+ */
+export function renderServerBlock(rawInput: NginxRenderInput): string {
+  const input = checkInput(rawInput);
+  const cache = input.cache ?? null;
+  const stem = STEM_VARIABLE;
+  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${stem}.${ext}`).join(' ');
+  const imageExtensions = IMAGE_EXTENSIONS.join('|');
+
+  const httpLevel = [
+    '# imageproxy (generated by server/deploy/nginxConfig.ts): these lines go inside http { }.',
+    `js_path ${quote(`${input.njsDir}/`)};`,
+    `js_path ${quote(`${input.configModuleDir}/`)};`,
+    `js_import imageproxy from ${NJS_SCRIPT_NAME};`,
+    // Evaluated once per request, when the location first reads it.
+    `js_set ${stem} imageproxy.linkStem;`,
+    // Written by linkStem on a hit when there is a cache (empty otherwise).
+    `js_var ${CACHE_SECONDS_VARIABLE};`,
+    '',
+    // nginx keeps the app's Cache-Control on X-Accel-Redirect: add ours only when the app
+    // sent none, so there is never a second header (add_header skips empty values).
+    `map $upstream_http_cache_control ${ACCEL_CACHE_CONTROL_VARIABLE} {`,
+    `    "" ${quote(IMAGE_CACHE_CONTROL)};`,
+    '    default "";',
+    '}',
+    '',
+    `upstream ${UPSTREAM_NAME} {`,
+    `    server ${input.appListen};`,
+    // Without idle connections kept open, every miss pays a TCP handshake.
+    '    keepalive 32;',
+    '}',
+    '',
+    ...(cache === null ? [] : cacheHttpLevel(cache)),
+  ];
+
+  const server = [
+    `listen ${cache === null ? input.nginxListen : `unix:${cache.checkedSocket}`};`,
+    ...(cache === null
+      ? []
+      : [
+          // With a cache, requests come from the public server: the client's address is
+          // the one it passes on, for the app's logs and X-Forwarded-For.
+          'set_real_ip_from unix:;',
+          'real_ip_header X-Real-IP;',
+        ]),
+    `root ${quote(input.root)};`,
+    'server_tokens off;',
+    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
+    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
+    'large_client_header_buffers 4 16k;',
+    // Only image types: a file without one of these extensions is never served as a page.
+    ...typesBlock(),
+    'default_type application/octet-stream;',
+    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
+    // servable until its entry is checked again (one stat by name): after a takedown
+    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
+    // checked every second. A hot file still costs one stat a second, not one per hit.
+    'open_file_cache max=10000 inactive=60s;',
+    'open_file_cache_valid 1s;',
+    ...rangeLimit(),
+    '',
+    "# nginx's own answers: text with the app's headers, never an HTML page (below).",
+    ...errorPages(),
+    // A miss or a link left to the app already went through an error_page (418): its
+    // 502/504 when the app is down must still find theirs.
+    'recursive_error_pages on;',
+    '',
+    '# A link: njs checks it (nginx/imageproxy.js) and names the file stem.',
+    'location / {',
+    // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
+    `    error_page 418 = ${APP_LOCATION};`,
+    ...indent(errorPages(), 1),
+    `    if (${stem} = "") {`,
+    '        return 418;',
+    '    }',
+    `    if (${stem} = "bad_signature") {`,
+    '        return 410;',
+    '    }',
+    // Without `always`: on 200, 206 and 304 only, never on an error.
+    ...indent(fileHeaders(), 1),
+    `    try_files ${tryFiles} ${APP_LOCATION};`,
+    '}',
+    '',
+    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
+    // case, with or without a trailing slash; a link has four segments, so no link is lost.
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
+    'location ~* ^/metrics/?$ {',
+    '    return 404;',
+    '}',
+    '',
+    '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
+    `location ${APP_LOCATION} {`,
+    `    proxy_pass http://${UPSTREAM_NAME};`,
+    '    proxy_http_version 1.1;',
+    '    proxy_set_header Connection "";',
+    '    proxy_set_header Host $host;',
+    '    proxy_set_header X-Real-IP $remote_addr;',
+    '    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    // A miss may wait for another request's fetch (singleFlightWaitMs, 30 s) and then
+    // fetch and resize itself (totalTimeoutMs, 30 s): nginx's 60 s default is too short.
+    '    proxy_read_timeout 120s;',
+    '}',
+    '',
+    `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,
+    `location ^~ ${input.internalPrefix}/ {`,
+    '    internal;',
+    `    alias ${quote(`${input.root}/`)};`,
+    // Belt and braces: only image files, never a sidecar, lock or temp file.
+    `    if ($uri !~ "\\.(?:${imageExtensions})$") {`,
+    '        return 404;',
+    '    }',
+    // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
+    `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
+    ...indent(addHeaders(SECURITY_HEADERS, false), 1),
+    '}',
+    '',
+    ...errorLocations(),
+  ];
+
+  const servers = ['server {', ...indent(server, 1), '}'];
+  if (cache !== null) {
+    servers.push('', 'server {', ...indent(verdictServer(cache), 1), '}');
+    servers.push('', 'server {', ...indent(publicServer(input, cache), 1), '}');
+  }
+  return [...httpLevel, ...servers, ''].join('\n');
+}
+
+/** The cache, its upstreams and the hit stem (http level). */
+function cacheHttpLevel(cache: NginxCacheInput): string[] {
+  return [
+    // Verdicts are a few hundred bytes and valid for seconds: one unused for 5 s leaves
+    // the disk. Bounded on disk (max_size) and in keys. Nothing else may live in the
+    // directory: nginx's cache loader deletes files it does not know.
+    // The keys zone holds a node for every link asked for within `inactive`, valid or
+    // not (that is how min_uses counts): 32m is some 250 000 links, more than nginx can
+    // check in that time. A full zone answers 500, so it must not fill up before the CPU.
+    `proxy_cache_path ${quote(cache.directory)} levels=1:2 keys_zone=${CACHE_ZONE}:32m max_size=${cache.maxSize} inactive=5s use_temp_path=off;`,
+    '',
+    // The raw request line without its query, which the check ignores: a query string
+    // added to a link (`?1`, `?2`, …) is the same link, not a new entry each.
+    `map $request_uri ${LINK_KEY_VARIABLE} {`,
+    '    "~^(?<imageproxy_path>[^?]*)" $imageproxy_path;',
+    '}',
+    '',
+    `upstream ${VERDICT_UPSTREAM_NAME} {`,
+    `    server unix:${cache.verdictSocket};`,
+    '    keepalive 64;',
+    '}',
+    '',
+    `upstream ${CHECKED_UPSTREAM_NAME} {`,
+    `    server unix:${cache.checkedSocket};`,
+    '    keepalive 32;',
+    '}',
+    '',
+    // try_files gets a path under the root whatever the verdict: a stem, or a name that
+    // is never stored (an empty verdict would make it try `{root}.jpg`).
+    `map ${VERDICT_VARIABLE} ${HIT_STEM_VARIABLE} {`,
+    `    "~^/" ${VERDICT_VARIABLE};`,
+    `    default ${quote(NO_STEM)};`,
+    '}',
+    '',
+  ];
+}
+
+/**
+ * The verdict server: njs only. Its answer is a 204 whose X-Imageproxy-Stem is the stem
+ * of a valid link, `bad_signature` or nothing, and whose X-Accel-Expires (stems only)
+ * tells the public server's cache how long to keep it.
+ */
+function verdictServer(cache: NginxCacheInput): string[] {
+  return [
+    `listen unix:${cache.verdictSocket};`,
+    // The checked server (or the public one) logs the request; this is only its check.
+    'access_log off;',
+    'server_tokens off;',
+    'large_client_header_buffers 4 16k;',
+    'location / {',
+    // In this order: reading the stem runs njs, which sets the lifetime.
+    `    add_header ${VERDICT_HEADER} ${STEM_VARIABLE};`,
+    `    add_header X-Accel-Expires ${CACHE_SECONDS_VARIABLE};`,
+    '    return 204;',
+    '}',
+  ];
+}
+
+/**
+ * The public server when there is a cache. Every link first gets its verdict through an
+ * auth_request subrequest, from the cache or else from the verdict server (njs): a
+ * repeated hit runs no check. A stem is served from the tree here, with the same headers,
+ * Range, HEAD and open_file_cache as the checked server; anything else (410, miss, a link
+ * left to the app, a file gone since the verdict) goes to the checked server, which does
+ * what it does without a cache. Only stems are cached, so a 410 or an error never is;
+ * a purged file is never served from the cache, as the cache holds no file.
+ */
+function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[] {
+  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${HIT_STEM_VARIABLE}.${ext}`).join(' ');
+  const key = cache.generation === undefined ? LINK_KEY_VARIABLE : `"${cache.generation}${LINK_KEY_VARIABLE}"`;
+  return [
+    `listen ${input.nginxListen};`,
+    `root ${quote(input.root)};`,
+    'server_tokens off;',
+    'large_client_header_buffers 4 16k;',
+    ...typesBlock(),
+    'default_type application/octet-stream;',
+    // As in the checked server: a purged file stops being served within seconds.
+    'open_file_cache max=10000 inactive=60s;',
+    'open_file_cache_valid 1s;',
+    ...rangeLimit(),
+    ...errorPages(),
+    'recursive_error_pages on;',
+    '',
+    'location / {',
+    // The verdict subrequest is a GET whatever the method: other methods skip it, and
+    // the app answers them (405), as without a cache.
+    `    error_page 418 = ${CHECKED_LOCATION};`,
+    ...indent(errorPages(), 1),
+    '    if ($request_method !~ ^(?:GET|HEAD)$) {',
+    '        return 418;',
+    '    }',
+    `    auth_request ${VERDICT_LOCATION};`,
+    `    auth_request_set ${VERDICT_VARIABLE} $upstream_http_${VERDICT_HEADER.toLowerCase().replace(/-/g, '_')};`,
+    ...indent(fileHeaders(), 1),
+    `    try_files ${tryFiles} ${CHECKED_LOCATION};`,
+    '}',
+    '',
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
+    'location ~* ^/metrics/?$ {',
+    '    return 404;',
+    '}',
+    '',
+    '# The verdict: from the cache, else from the verdict server.',
+    `location = ${VERDICT_LOCATION} {`,
+    '    internal;',
+    // The raw request line, as the checked server would see it.
+    `    proxy_pass http://${VERDICT_UPSTREAM_NAME}$request_uri;`,
+    '    proxy_pass_request_body off;',
+    '    proxy_set_header Content-Length "";',
+    '    proxy_http_version 1.1;',
+    '    proxy_set_header Connection "";',
+    `    proxy_cache ${CACHE_ZONE};`,
+    // The raw link (and the rendering's generation); HEAD shares GET's entry.
+    `    proxy_cache_key ${key};`,
+    '    proxy_cache_methods GET HEAD;',
+    // Only X-Accel-Expires (stems only) makes an entry.
+    '    proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;',
+    // Stored from the second request for a link within `inactive`: a link asked for once
+    // (most thumbnails of a page nobody else opens) costs the check, not a cache write.
+    '    proxy_cache_min_uses 2;',
+    // A burst on a link asks the verdict server once.
+    '    proxy_cache_lock on;',
+    '}',
+    '',
+    '# Not a hit: a 410 here, the rest as without a cache.',
+    `location ${CHECKED_LOCATION} {`,
+    `    if (${VERDICT_VARIABLE} = "bad_signature") {`,
+    '        return 410;',
+    '    }',
+    `    proxy_pass http://${CHECKED_UPSTREAM_NAME};`,
+    '    proxy_http_version 1.1;',
+    '    proxy_set_header Connection "";',
+    '    proxy_set_header Host $host;',
+    // The checked server takes the client's address from here (realip); the client's own
+    // X-Forwarded-For passes unchanged, so the app sees what it sees without a cache.
+    '    proxy_set_header X-Real-IP $remote_addr;',
+    // A miss waits for the app as long as the checked server does.
+    '    proxy_read_timeout 120s;',
+    // A thumbnail or photo fits in memory: no temp file between the two servers.
+    '    proxy_buffer_size 16k;',
+    '    proxy_buffers 32 16k;',
+    '    proxy_busy_buffers_size 64k;',
+    '}',
+    '',
+    ...errorLocations(),
+  ];
+}
+
+/** Connections per nginx worker; see the events block. */
+export const WORKER_CONNECTIONS = 8192;
+
+/**
+ * A complete nginx.conf for `nginx -p {prefixDir} -c {file} -e {prefixDir}/error.log`:
+ * every path nginx writes (pid, logs, temp directories) lies under prefixDir, so it runs
+ * as an ordinary user as well as root. `-e` keeps nginx from opening its compiled-in
+ * error log before it reads this file.
+ */
+export function renderStandaloneConf(
+  input: NginxRenderInput,
+  prefixDir: string,
+  options: StandaloneOptions = {},
+): string {
+  const prefix = checkPath('prefixDir', prefixDir);
+  const under = (name: string): string => quote(`${prefix}/${name}`);
+  const workers = options.workerProcesses ?? 'auto';
+  if (workers !== 'auto') expectInteger('workerProcesses', workers, 1, 1024);
+  if (options.user !== undefined && !USER_PATTERN.test(options.user)) {
+    throw new ConfigError('user', `must be "user" or "user group", got ${JSON.stringify(options.user)}`);
+  }
+  const main = [
+    '# Generated by server/deploy/nginxConfig.ts.',
+    `load_module ${NJS_MODULE_PATH};`,
+    ...(options.user === undefined ? [] : [`user ${options.user};`]),
+    `daemon ${options.daemon === true ? 'on' : 'off'};`,
+    'master_process on;',
+    `worker_processes ${workers};`,
+    `pid ${under('nginx.pid')};`,
+    `error_log ${under('error.log')} warn;`,
+    // A miss holds two connections (client and app) while it waits in the app's queues:
+    // one worker holds the app's default fetch queue full without refusing any.
+    `worker_rlimit_nofile ${2 * WORKER_CONNECTIONS};`,
+    '',
+    'events {',
+    `    worker_connections ${WORKER_CONNECTIONS};`,
+    '}',
+    '',
+  ];
+  const http = [
+    `access_log ${under('access.log')} combined buffer=64k flush=1s;`,
+    `client_body_temp_path ${under('client_body_temp')};`,
+    `proxy_temp_path ${under('proxy_temp')};`,
+    `fastcgi_temp_path ${under('fastcgi_temp')};`,
+    `uwsgi_temp_path ${under('uwsgi_temp')};`,
+    `scgi_temp_path ${under('scgi_temp')};`,
+    'sendfile on;',
+    'tcp_nopush on;',
+    'keepalive_timeout 65s;',
+    '',
+    ...renderServerBlock(input).trimEnd().split('\n'),
+    ...(options.extraHttp === undefined ? [] : ['', ...options.extraHttp.trimEnd().split('\n')]),
+  ];
+  return [...main, 'http {', ...indent(http, 1), '}', ''].join('\n');
+}
+
+/** A JavaScript string literal of plain ASCII: anything else is a \u escape. */
+function jsString(value: string): string {
+  let out = '"';
+  for (let index = 0; index < value.length; index += 1) {
+    const code = value.charCodeAt(index);
+    const char = value[index] ?? '';
+    const plain = code >= 0x20 && code < 0x7f && char !== '"' && char !== '\\';
+    out += plain ? char : `\\u${code.toString(16).padStart(4, '0')}`;
+  }
+  return `${out}"`;
+}
+
+/**
+ * Every size segment made only of allowed sizes (`150x`, `x200`, `150x200`, …) and the
+ * label the app stores it under, as server/contract/sizes.ts parses it: the table njs looks a
+ * segment up in. Other digit forms (`0150x`, `150x999`) are not listed.
+ */
+export function sizeLabelTable(sizes: readonly number[]): Record<string, string> {
+  const values = ['', ...[...new Set(sizes)].sort((a, b) => a - b).map(String)];
+  const table: Record<string, string> = {};
+  for (const height of values) {
+    for (const width of values) {
+      if (height === '' && width === '') continue;
+      const size = parseSize(`${height}x${width}`, sizes);
+      if (size.kind === 'box') table[`${height}x${width}`] = size.label;
+    }
+  }
+  return table;
+}
+
+/**
+ * The generated njs module imported by nginx/imageproxy.js: secrets, the buckets with
+ * and without legacy signatures, allowed sizes, the size segments made of allowed sizes,
+ * skew, the week rule, the cache lifetime and the contract's constants (server/contract/link.ts,
+ * server/contract/signing.ts), in the lookup shapes the script uses as they are (njs re-runs
+ * module code on each request, so nothing is converted there). It holds the secrets:
+ * write it with mode 0600 or 0640, never world-readable.
+ */
+export function renderConfigModule(rawInput: NginxRenderInput): string {
+  const input = checkInput(rawInput);
+  const list = (items: readonly string[]): string => jsString(`|${items.join('|')}|`);
+  const bucketNames = Object.keys(input.buckets);
+  const sizes = [...new Set(input.sizes)].sort((a, b) => a - b).map(String);
+  // The object is JSON as well as JavaScript, so tests can read it back. Lookup tables
+  // are "|a|b|" strings: njs 0.7.9 rebuilds every object and array of the module on
+  // each request, a string literal costs nothing.
+  return [
+    '// Generated by server/deploy/nginxConfig.ts for nginx/imageproxy.js. Holds the signing',
+    '// secrets: keep it 0600/0640, never world-readable. Do not edit; re-render instead.',
+    '// buckets, legacyBuckets: the buckets without and with legacy signatures (ext_url',
+    '// without the bucket); sizes: the allowed sizes; sizeLabels: the size segments made of',
+    '// allowed sizes (each its own stored label); calendarYearWeeks: also accept',
+    "// calendar-year week keys; fileHeaderNames: headers nginx's error answers delete before",
+    '// adding their own; cacheSeconds: longest life of a verdict in the cache (0: no cache);',
+    '// the rest: the URL contract.',
+    'export default {',
+    `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
+    `    "buckets": ${list(bucketNames.filter((name) => input.buckets[name]?.legacySignatures !== true))},`,
+    `    "legacyBuckets": ${list(bucketNames.filter((name) => input.buckets[name]?.legacySignatures === true))},`,
+    `    "sizes": ${list(sizes)},`,
+    // Only segments that are their own label: njs answers a listed segment with itself.
+    `    "sizeLabels": ${list(Object.entries(sizeLabelTable(input.sizes)).filter(([segment, label]) => segment === label).map(([segment]) => segment))},`,
+    `    "skewSeconds": ${input.skewSeconds},`,
+    `    "calendarYearWeeks": ${input.calendarYearWeeks === true},`,
+    `    "fileHeaderNames": ${jsString(FILE_HEADER_NAMES.join('|'))},`,
+    `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
+    `    "signatureLength": ${SIGNATURE_LENGTH},`,
+    `    "signatureBytes": ${SIGNATURE_BYTES},`,
+    `    "cacheSeconds": ${input.cache?.seconds ?? 0}`,
+    '};',
+    '',
+  ].join('\n');
+}

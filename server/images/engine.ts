@@ -1,0 +1,116 @@
+/**
+ * The resize engine interface: one stored original in, one thumbnail out, same format.
+ * Two implementations: sharp (libvips, native, the default) and jimp (pure JavaScript,
+ * for hosts where sharp's prebuilt binary cannot run; it works in worker threads).
+ * server/service/imageServiceFactory.ts picks one with `createEngine` (for `serve` and `populate`);
+ * the rest only talks to this interface.
+ */
+import { ImageproxyError } from '../errors.js';
+import type { ImageFormat } from './sniff.js';
+
+export type { ImageFormat };
+
+export type EngineName = 'sharp' | 'jimp';
+
+export interface ResizeRequest {
+  /** The stored original, exactly as fetched. */
+  input: Buffer;
+  /** The sniffed format of `input`; the thumbnail is encoded in the same format. */
+  format: ImageFormat;
+  maxHeight: number | null;
+  maxWidth: number | null;
+}
+
+export interface ResizeResult {
+  bytes: Buffer;
+  format: ImageFormat;
+  /** Width of one frame in pixels. */
+  width: number;
+  /** Height of one frame in pixels (not the stacked height of an animation). */
+  height: number;
+  /** Frames in `bytes`: 1 for a still image. */
+  frames: number;
+}
+
+export interface EncodeQuality {
+  jpeg: number;
+  webp: number;
+  avif: number;
+}
+
+export interface EngineOptions {
+  /** Largest width × height (all frames for animations) an engine will decode. */
+  maxPixels: number;
+  /** A resize running longer than this fails with `bad_image`. */
+  timeoutSeconds: number;
+  /**
+   * CPU threads one engine may use. sharp: libvips threads per image
+   * (`sharp.concurrency`); jimp: size of the worker-thread pool, i.e. how many
+   * images are resized at once (at least 1).
+   */
+  concurrency: number;
+  quality: EncodeQuality;
+  /** sharp only: JPEG through mozjpeg (config `mozjpeg`). @default true */
+  mozjpeg?: boolean;
+}
+
+export interface ResizeEngine {
+  readonly name: EngineName;
+  resize(request: ResizeRequest): Promise<ResizeResult>;
+  /** Frees the engine's threads; the engine must not be used afterwards. */
+  close(): Promise<void>;
+}
+
+/**
+ * Default encoder qualities (config `quality`), 1-100 on each encoder's own scale. jpeg
+ * 80: with mozjpeg's trellis quantisation no visible loss on a thumbnail (imgproxy ships
+ * 80, Next.js 75); webp 80: libwebp's default, looks like JPEG 80 in fewer bytes; avif
+ * 50: sharp's default, AVIF's scale runs lower, 50 looks like JPEG 80 in fewer bytes still.
+ */
+export const DEFAULT_QUALITY: Readonly<EncodeQuality> = Object.freeze({ jpeg: 80, webp: 80, avif: 50 });
+
+/**
+ * Starts an engine. Each engine is imported only when chosen, so a host without
+ * sharp's native binary can still run the jimp engine, and sharp's users never
+ * start jimp's worker threads.
+ */
+export async function createEngine(name: EngineName, options: EngineOptions): Promise<ResizeEngine> {
+  assertEngineOptions(options);
+  if (name === 'sharp') {
+    const { createSharpEngine } = await import('./sharpEngine.js');
+    return createSharpEngine(options);
+  }
+  const { createJimpEngine } = await import('./jimpEngine.js');
+  return createJimpEngine(options);
+}
+
+/** The one error every decode or encode failure of either engine becomes. */
+export function badImage(cause: unknown, detail: string): ImageproxyError {
+  return new ImageproxyError('bad_image', 'image could not be decoded', { cause, detail });
+}
+
+/** An original with more pixels than `maxPixels`, refused before its pixels are decoded. */
+export function tooManyPixels(detail: string, cause?: unknown): ImageproxyError {
+  return new ImageproxyError('too_many_pixels', 'image has too many pixels', { cause, detail });
+}
+
+/** The detail line for a pixel count found in the header above the limit. */
+export function pixelCountDetail(width: number, height: number, maxPixels: number): string {
+  return `${width}×${height} = ${width * height} pixels, limit ${maxPixels}`;
+}
+
+function assertEngineOptions(options: EngineOptions): void {
+  const positive: Array<[string, number]> = [
+    ['maxPixels', options.maxPixels],
+    ['timeoutSeconds', options.timeoutSeconds],
+    ['concurrency', options.concurrency],
+  ];
+  for (const [key, value] of positive) {
+    if (!Number.isFinite(value) || value <= 0) throw new RangeError(`engine option ${key} must be positive, got ${value}`);
+  }
+  for (const [format, value] of Object.entries(options.quality)) {
+    if (!Number.isInteger(value) || value < 1 || value > 100) {
+      throw new RangeError(`engine option quality.${format} must be an integer from 1 to 100, got ${value}`);
+    }
+  }
+}

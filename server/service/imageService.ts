@@ -1,0 +1,47 @@
+/**
+ * What the HTTP layer asks for: "the image this signed link names". The service decides
+ * between the stored file, a fetch (server/service/fetchingImages.ts) and a resize; the HTTP layer
+ * only delivers the answer.
+ */
+import type { ParsedLink } from '../contract/link.js';
+import type { StoredImage } from '../tree/store.js';
+
+export interface ImageRequest {
+  link: ParsedLink;
+  imageUrl: URL;
+  /** Storage key: base64url(sha256(decoded image URL bytes)). */
+  key: string;
+}
+
+/**
+ * What the tree held when the request came: `hit` the file asked for; `variant` only its
+ * original (the thumbnail was made, or waited for, now); `miss` nothing (the original was
+ * fetched, or waited for, now).
+ */
+export type CacheOutcome = 'hit' | 'variant' | 'miss';
+
+export type ImageAnswer =
+  | {
+      kind: 'stored';
+      image: StoredImage;
+      cache: CacheOutcome;
+      /**
+       * The file's bytes when this request has just written them (a miss): answered
+       * without reading the file back. Absent for a file found stored.
+       */
+      content?: Buffer;
+    }
+  /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
+  | { kind: 'passthrough'; bytes: Buffer; contentType: string };
+
+/** The thumbnail label a request asks for, or null for the original. */
+export function variantLabelOf(request: ImageRequest): string | null {
+  return request.link.size.kind === 'box' ? request.link.size.label : null;
+}
+
+export interface ImageService {
+  get(request: ImageRequest): Promise<ImageAnswer>;
+  /** Work waiting or running now, by queue name (for the `imageproxy_queue_depth` gauge). */
+  queueDepths?(): Record<string, number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,85 @@
+/**
+ * Keeps the tree gauges fresh: one walk at start, then one `statsRefreshSeconds` after
+ * the previous walk ended, so walks never overlap however long one takes. Scrapes read
+ * the gauges as the last walk left them and never walk. Errors are logged, never thrown:
+ * a tree the walk cannot read must not take the server down.
+ */
+import type { Logger } from '../observe/log.js';
+import type { TreeGauges } from '../observe/metrics.js';
+import { BLOCK_KINDS } from '../takedown/blocklist.js';
+import type { TreeStats } from './treeStats.js';
+import { walkTreeStats } from './treeStatsWalk.js';
+
+export interface TreeStatsRefreshOptions {
+  root: string;
+  buckets: readonly string[];
+  /** Pause between the end of one walk and the start of the next; 0: never walk. */
+  intervalSeconds: number;
+  gauges: TreeGauges;
+  logger: Logger;
+}
+
+export interface TreeStatsRefresh {
+  /** Stops the schedule and a walk in progress (its figures are dropped). */
+  stop(): Promise<void>;
+}
+
+export function startTreeStatsRefresh(options: TreeStatsRefreshOptions): TreeStatsRefresh {
+  if (options.intervalSeconds === 0) return { stop: async () => {} };
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<void> = Promise.resolve();
+
+  const walkOnce = async (): Promise<void> => {
+    try {
+      const stats = await walkTreeStats({ root: options.root, buckets: options.buckets, signal: controller.signal });
+      if (!stats.complete) return;
+      recordTreeStats(options.gauges, stats);
+      if (stats.blockedError !== null) options.logger.warn({ detail: stats.blockedError }, 'tree statistics: blocklist unreadable');
+      options.logger.debug({ durationMs: stats.durationMs, shards: stats.shardsWalked }, 'tree statistics refreshed');
+    } catch (error) {
+      options.logger.error({ err: error }, 'tree statistics walk failed');
+    }
+  };
+  const scheduleNext = (): void => {
+    if (controller.signal.aborted) return;
+    timer = setTimeout(run, options.intervalSeconds * 1000);
+    timer.unref();
+  };
+  const run = (): void => {
+    running = walkOnce().then(scheduleNext);
+  };
+  run();
+
+  return {
+    async stop() {
+      controller.abort();
+      if (timer !== null) clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+/** Sets the tree gauges from a complete walk, replacing the previous walk's values. */
+export function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
+  for (const gauge of [gauges.files, gauges.bytes, gauges.backoffFiles, gauges.oldestFetch, gauges.newestFetch, gauges.blockedEntries]) {
+    gauge.reset();
+  }
+  for (const [bucket, figures] of Object.entries(stats.buckets)) {
+    gauges.files.set({ bucket, kind: 'original' }, figures.originals);
+    gauges.files.set({ bucket, kind: 'thumbnail' }, figures.thumbnails);
+    gauges.files.set({ bucket, kind: 'sidecar' }, figures.sidecars);
+    gauges.files.set({ bucket, kind: 'temp' }, figures.temp);
+    gauges.files.set({ bucket, kind: 'other' }, figures.other);
+    gauges.bytes.set({ bucket, kind: 'original' }, figures.originalBytes);
+    gauges.bytes.set({ bucket, kind: 'thumbnail' }, figures.thumbnailBytes);
+    gauges.backoffFiles.set({ bucket }, figures.backoff);
+    if (figures.oldestFetchMs !== null) gauges.oldestFetch.set({ bucket }, figures.oldestFetchMs / 1000);
+    if (figures.newestFetchMs !== null) gauges.newestFetch.set({ bucket }, figures.newestFetchMs / 1000);
+  }
+  if (stats.blocked !== null) {
+    for (const kind of BLOCK_KINDS) gauges.blockedEntries.set({ kind }, stats.blocked[kind]);
+  }
+  gauges.scanTimestamp.set(stats.startedMs / 1000);
+  gauges.scanDuration.set(stats.durationMs / 1000);
+}

@@ -1,0 +1,576 @@
+/**
+ * The bucket tree on disk: lookups, atomic writes, metadata, directory setup. Thin I/O
+ * over server/contract/layout.ts, which decides every name.
+ */
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants, fstatSync, lstatSync, statSync, type Stats } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { parseFailureRecord, type FailureRecord } from '../fetch/backoff.js';
+import { basename, dirname, join } from 'node:path';
+import {
+  IMAGE_EXTENSIONS,
+  SHARD_CHARACTERS,
+  failureFileName,
+  fileStem,
+  hostLockName,
+  hostTag,
+  imageFileName,
+  lockFileName,
+  keyDirectory,
+  metadataFileName,
+  quarantinePath,
+  tempFileName,
+  tempUnique,
+  type ImageExtension,
+  type TreeIdentity,
+} from '../contract/layout.js';
+import { sidecarText, withVariantRecord, type VariantRecord } from './originals.js';
+import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularHeadSync, readRegularText } from './regularFile.js';
+import { sniffImageType, type ImageFormat } from '../images/sniff.js';
+import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './health.js';
+
+/** This host in temp names (layout.tempUnique): the heal pass judges only its own host's writers by pid. */
+export const THIS_HOST_TAG = hostTag(hostname());
+
+/** A unique temp suffix naming this process as the writer. */
+export function writerUnique(): string {
+  return tempUnique({ pid: process.pid, hostTag: THIS_HOST_TAG }, randomBytes(6).toString('hex'));
+}
+
+/*
+ * Lookups (stat) are made synchronously, as nginx makes them on its own event loop: a
+ * stat of a cached directory entry is microseconds, while through libuv's thread pool it
+ * costs two thread wake-ups, more than the call itself, and waits in the pool's queue
+ * behind resizes and fsyncs. Whatever changes the tree (mkdir, rename, writes, fsync)
+ * stays asynchronous: creating a directory or a file allocates an inode, which on a busy
+ * filesystem can take long enough to stall every other request.
+ */
+
+/** A sidecar at its name that is no regular file (readSidecarForLookup). */
+const IRREGULAR = Symbol('irregular');
+
+/** The file's stat, or null when there is none (no error object is made for a miss). */
+function statIfPresent(path: string): Stats | null {
+  return statSync(path, { throwIfNoEntry: false }) ?? null;
+}
+
+/** The entry's own lstat (a symlink is not followed), or null when there is none. */
+function lstatIfPresent(path: string): Stats | null {
+  return lstatSync(path, { throwIfNoEntry: false }) ?? null;
+}
+
+/**
+ * Creates a new file, and its directory only if that is missing: the directory almost
+ * always exists (the lock or an earlier write made it), so the common case is one open.
+ */
+async function openInDirectory(directory: string, path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'wx', 0o644);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  await mkdir(directory, { recursive: true });
+  return open(path, 'wx', 0o644);
+}
+
+/**
+ * Writes a file of the tree's state directory (blocklist, heal cursor) atomically: a
+ * temp beside it, fsynced, renamed over it. Its directory must exist.
+ */
+export async function writeStateFileAtomic(path: string, text: string): Promise<void> {
+  const tempPath = join(dirname(path), tempFileName(basename(path), writerUnique()));
+  const handle = await open(tempPath, 'wx', 0o644);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(tempPath, path);
+  } catch (error) {
+    await unlink(tempPath).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Enough of a file's start for every format's magic number (AVIF's `ftyp` box included). */
+export const SNIFF_BYTES = 64;
+
+/**
+ * The format a stored file's first bytes say (null: none of ours): one small read,
+ * synchronous as the lookup's stat is, through server/tree/regularFile.ts (no symlink followed).
+ */
+export function sniffStoredFile(path: string): ImageFormat | null {
+  return sniffImageType(readRegularHeadSync(path, SNIFF_BYTES));
+}
+
+/** A stored file the lookup found damaged and moved aside (see ImageStore.find). */
+export interface DamagedFileEvent {
+  relativePath: string;
+  reason: string;
+  /** Where it went, relative to the root. */
+  quarantinedAs: string;
+}
+
+export interface ImageStoreOptions {
+  /** Told about each damaged file `find` moves aside (the server logs it). */
+  onDamaged?: (event: DamagedFileEvent) => void;
+  now?: () => number;
+}
+
+export interface StoredImage {
+  /** Absolute path on disk. */
+  path: string;
+  /** `/`-separated path below the root: what nginx's internal location appends. */
+  relativePath: string;
+  ext: ImageExtension;
+  bytes: number;
+  modifiedMs: number;
+}
+
+/** A file written and fsynced under a temp name, not yet visible under its own. */
+export interface StagedFile {
+  /** Renames it into place: from then on readers see the whole file. */
+  commit(): Promise<StoredImage>;
+  /** Removes the temp file (the write is abandoned). */
+  discard(): Promise<void>;
+}
+
+export interface ImageMetadata {
+  /**
+   * The image URL it was fetched from; null in a sidecar rebuilt from the stored bytes
+   * (heal pass, `check --repair`), where the URL is unknown: only its hash is the key.
+   */
+  sourceUrl: string | null;
+  contentType: string;
+  originContentType: string | null;
+  bytes: number;
+  width: number;
+  height: number;
+  frames: number;
+  /** sha256 (hex) of the stored bytes: what `purge --block` records to refuse the same image elsewhere. */
+  sha256: string;
+  fetchedAt: string;
+  /** The key's variants as made (ImageStore.recordVariant), by label; absent until one is. */
+  variants?: Record<string, VariantRecord>;
+}
+
+export class ImageStore {
+  constructor(
+    readonly root: string,
+    private readonly options: ImageStoreOptions = {},
+  ) {}
+
+  private treeIdentity: TreeIdentity | undefined;
+  /** The variant records being written, by key directory and key: one read-modify-write of a sidecar at a time. */
+  private readonly recordWrites = new Map<string, Promise<unknown>>();
+
+  /**
+   * The name of the `host` lock of a key's original (server/fetch/singleFlight.ts). The root's
+   * identity is read once, the root made first if it is missing (a first `populate`).
+   */
+  async hostLockName(bucket: string, key: string): Promise<string> {
+    if (this.treeIdentity === undefined) {
+      await mkdir(this.root, { recursive: true });
+      const { dev, ino } = statSync(this.root, { bigint: true });
+      this.treeIdentity = { dev, ino };
+    }
+    return hostLockName(this.treeIdentity, bucket, key);
+  }
+
+  /**
+   * Makes the key's directory if it is missing (a tree without init-buckets), then
+   * throws the errno error (EROFS, EACCES) if it cannot be written: a miss then fetches
+   * nothing it could not keep. No file is made: access(2) only asks.
+   */
+  async prepareToWrite(bucket: string, key: string): Promise<void> {
+    const directory = await this.prepareKeyDirectory(bucket, key);
+    accessSync(directory, fsConstants.W_OK);
+  }
+
+  private async prepareKeyDirectory(bucket: string, key: string): Promise<string> {
+    const directory = this.directoryOf(bucket, key);
+    // Almost always there already (init-buckets, or an earlier image): a lookup says so.
+    if (statIfPresent(directory)?.isDirectory() !== true) await mkdir(directory, { recursive: true });
+    return directory;
+  }
+
+  directoryOf(bucket: string, key: string): string {
+    return join(this.root, keyDirectory(bucket, key));
+  }
+
+  /**
+   * The stored original (variantLabel null) or variant, whatever its format, or null.
+   * A file found damaged is moved aside (with, for an original, its sidecar and
+   * thumbnails) and counts as absent, so the caller fetches or remakes it. The check is
+   * kept cheap, as it runs on every lookup: the file's first bytes must be of its
+   * extension's format (an HTML page of the original's exact size is caught here), and
+   * its size that of its record (an original's sidecar, a variant's record in that
+   * sidecar; a variant without one, from an older tree, is judged by its head alone).
+   * No digest: the heal pass's sample and `check` look deeper. A symlink, FIFO or
+   * directory at an image's name is moved aside, never followed or opened.
+   */
+  async find(
+    bucket: string,
+    key: string,
+    variantLabel: string | null,
+    likelyExt: ImageExtension | null = null,
+  ): Promise<StoredImage | null> {
+    const directory = keyDirectory(bucket, key);
+    const stem = fileStem(key, variantLabel);
+    // The likely extension first (the URL's, or the original's for its thumbnails): a
+    // stored file is then found with one stat instead of up to five.
+    const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
+    for (const ext of extensions) {
+      const name = imageFileName(stem, ext);
+      const relativePath = `${directory}/${name}`;
+      const path = join(this.root, relativePath);
+      const info = lstatIfPresent(path);
+      if (info === null) continue;
+      if (!info.isFile()) {
+        await this.moveIrregularAside(bucket, key, name);
+        continue;
+      }
+      const reason = info.size === 0 ? 'empty' : await this.lookupDamage(bucket, key, variantLabel, name, path, info.size);
+      if (reason === undefined) continue; // gone since the stat
+      if (reason === null) return { path, relativePath, ext, bytes: info.size, modifiedMs: info.mtimeMs };
+      await this.moveDamagedAside(bucket, key, name, { bytes: info.size, ino: info.ino }, reason);
+    }
+    return null;
+  }
+
+  /** Why a stored file found by `find` cannot be served (null: sound; undefined: gone meanwhile). */
+  private async lookupDamage(
+    bucket: string,
+    key: string,
+    variantLabel: string | null,
+    name: string,
+    path: string,
+    bytes: number,
+  ): Promise<string | null | undefined> {
+    let sniffed: ImageFormat | null;
+    try {
+      sniffed = sniffStoredFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isIrregularFileError(error)) return 'not a regular file';
+      throw error;
+    }
+    const typeReason = damagedImageReason({ name, bytes, sniffed });
+    if (typeReason !== null) return typeReason;
+    // The sidecar is read after the image's stat: it is written before the image, so
+    // it is never older than the image seen.
+    let sidecar = this.readSidecarForLookup(bucket, key);
+    if (sidecar === IRREGULAR) {
+      await this.moveIrregularAside(bucket, key, metadataFileName(key));
+      sidecar = undefined;
+    }
+    if (variantLabel === null) return damagedImageReason({ name, bytes, ...(sidecar === undefined ? {} : { sidecar }) });
+    const variantRecord = variantRecordIn(sidecar, name);
+    return damagedImageReason({ name, bytes, ...(variantRecord === undefined ? {} : { variantRecord }) });
+  }
+
+  /**
+   * Records a variant in its key's sidecar (size, digest, type), before the variant is
+   * renamed into place: once it is served, its record exists. A read-modify-write of the
+   * sidecar, one at a time per key in this process; it is written only if the sidecar is
+   * still the one read (same inode, size, mtime), so a sidecar a refetch wrote meanwhile
+   * is never replaced by an older one. Returns false when nothing was recorded: no
+   * readable sidecar (an older tree), or the sidecar changed; the variant is then
+   * unknown, judged by its type alone until the heal pass's sample decodes and records it.
+   */
+  recordVariant(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+    const id = `${keyDirectory(bucket, key)}/${key}`;
+    const previous = this.recordWrites.get(id) ?? Promise.resolve();
+    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record));
+    this.recordWrites.set(id, write);
+    void write.finally(() => {
+      if (this.recordWrites.get(id) === write) this.recordWrites.delete(id);
+    }).catch(() => undefined);
+    return write;
+  }
+
+  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+    const path = join(this.directoryOf(bucket, key), metadataFileName(key));
+    const before = await stat(path).catch(() => null);
+    if (before === null) return false;
+    let text: string;
+    try {
+      text = await readRegularText(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || isIrregularFileError(error)) return false;
+      throw error;
+    }
+    const updated = withVariantRecord(text, label, record);
+    if (updated === null) return false;
+    const staged = await this.stage(bucket, key, metadataFileName(key), Buffer.from(updated));
+    const now = await stat(path).catch(() => null);
+    if (now === null || now.ino !== before.ino || now.size !== before.size || now.mtimeMs !== before.mtimeMs) {
+      await staged.discard();
+      return false;
+    }
+    await staged.commit();
+    return true;
+  }
+
+  /**
+   * readSidecar for `find`: synchronous, as its stat and head read are (a few hundred
+   * bytes, in the directory just looked up), instead of four trips through libuv's pool
+   * behind resizes on every hit. One past the cap is unreadable (null); one that is no
+   * regular file (a FIFO, a symlink) is IRREGULAR, for the caller to move aside unread.
+   */
+  private readSidecarForLookup(bucket: string, key: string): SidecarReading | undefined | typeof IRREGULAR {
+    let text: Buffer;
+    try {
+      text = readRegularHeadSync(join(this.directoryOf(bucket, key), metadataFileName(key)), METADATA_READ_CAP + 1);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isIrregularFileError(error)) return IRREGULAR;
+      throw error;
+    }
+    return text.length > METADATA_READ_CAP ? null : parseSidecar(text.toString('utf8'));
+  }
+
+  /**
+   * The sidecar of a key as its byte count: undefined when there is none, null when
+   * unreadable (over the metadata cap included). One that is no regular file (a FIFO, a
+   * symlink) is moved aside unread and counts as none.
+   */
+  async readSidecar(bucket: string, key: string): Promise<SidecarReading | undefined> {
+    const text = await this.readMetadataText(bucket, key, metadataFileName(key));
+    if (text === undefined) return undefined;
+    return text === null ? null : parseSidecar(text);
+  }
+
+  /**
+   * A small file of a key (sidecar, failure record), read through server/tree/regularFile.ts:
+   * undefined when absent or not a regular file (then moved aside), null when over the
+   * metadata cap.
+   */
+  private async readMetadataText(bucket: string, key: string, name: string): Promise<string | null | undefined> {
+    try {
+      return await readRegularText(join(this.directoryOf(bucket, key), name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (!isIrregularFileError(error)) throw error;
+      if (error.reason === 'too_large') return null;
+      await this.moveIrregularAside(bucket, key, name);
+      return undefined;
+    }
+  }
+
+  /**
+   * Moves aside an entry of a key's directory that is no regular file (a symlink, FIFO,
+   * socket, device or directory where a file of ours belongs), unless a regular file was
+   * renamed into its place meanwhile. Nothing is opened: the rename moves the entry itself.
+   */
+  private async moveIrregularAside(bucket: string, key: string, name: string): Promise<void> {
+    const directory = this.directoryOf(bucket, key);
+    const now = lstatIfPresent(join(directory, name));
+    if (now === null || now.isFile()) return;
+    const quarantined = await this.applyRepairSteps(bucket, directory, [{ action: 'quarantine', name }]);
+    this.options.onDamaged?.({
+      relativePath: `${keyDirectory(bucket, key)}/${name}`,
+      reason: `${kindOf(now)}, not a regular file`,
+      quarantinedAs: quarantined[0] ?? '',
+    });
+  }
+
+  /**
+   * Moves a damaged original or thumbnail aside, unless it changed since it was judged
+   * (same inode and size: another process may have replaced it meanwhile). Returns
+   * whether it moved.
+   */
+  private async moveDamagedAside(
+    bucket: string,
+    key: string,
+    name: string,
+    seen: { bytes: number; ino: number },
+    reason: string,
+  ): Promise<boolean> {
+    const directory = this.directoryOf(bucket, key);
+    const now = lstatIfPresent(join(directory, name));
+    if (now === null || now.ino !== seen.ino || now.size !== seen.bytes) return false;
+    const names = await readdir(directory);
+    const isOriginal = name.split('.').length === 2;
+    const steps = repairSteps({ kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
+    const quarantined = await this.applyRepairSteps(bucket, directory, steps);
+    this.options.onDamaged?.({
+      relativePath: `${keyDirectory(bucket, key)}/${name}`,
+      reason,
+      quarantinedAs: quarantined[0] ?? '',
+    });
+    return true;
+  }
+
+  /**
+   * Carries out repair steps (server/tree/health.ts) in a shard directory of `bucket`
+   * (absolute path), except `rebuild-sidecar`, which needs the image read
+   * (server/tree/healthWalk.ts). A file already gone counts as done. Returns where
+   * quarantined files went, relative to the root.
+   */
+  async applyRepairSteps(bucket: string, directory: string, steps: readonly RepairStep[]): Promise<string[]> {
+    const quarantined: string[] = [];
+    const nowMs = (this.options.now ?? Date.now)();
+    for (const step of steps) {
+      const path = join(directory, step.name);
+      if (step.action === 'remove') await rm(path, { force: true });
+      else if (step.action === 'remove-directory') await rm(path, { force: true, recursive: true });
+      else if (step.action === 'quarantine') {
+        const target = quarantinePath(bucket, step.name, nowMs);
+        await mkdir(dirname(join(this.root, target)), { recursive: true });
+        try {
+          await rename(path, join(this.root, target));
+          quarantined.push(target);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        }
+      }
+    }
+    return quarantined;
+  }
+
+  /**
+   * Writes bytes under a temporary name in the target directory, fsyncs, then renames
+   * into place: readers see the whole file or none, and a crash leaves only a temp file.
+   */
+  async writeAtomic(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<string> {
+    return (await (await this.stage(bucket, key, fileName, bytes)).commit()).path;
+  }
+
+  /**
+   * The first half of writeAtomic: the bytes written and fsynced under a temp name. The
+   * caller commits (renames) when the order of several files allows it, so their writes
+   * can run at once while what becomes visible, and when, stays decided.
+   */
+  async stage(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<StagedFile> {
+    const directory = this.directoryOf(bucket, key);
+    const finalPath = join(directory, fileName);
+    const tempPath = join(directory, tempFileName(fileName, writerUnique()));
+    const handle = await openInDirectory(directory, tempPath);
+    let modifiedMs: number;
+    try {
+      await handle.writeFile(bytes);
+      await handle.sync();
+      // Whole milliseconds, as a later stat's `mtime` (and so send's ETag) has them.
+      modifiedMs = fstatSync(handle.fd).mtime.getTime();
+    } catch (error) {
+      await handle.close();
+      await unlink(tempPath).catch(() => undefined);
+      throw error;
+    }
+    await handle.close();
+    const ext = fileName.slice(fileName.lastIndexOf('.') + 1);
+    return {
+      commit: async () => {
+        try {
+          await rename(tempPath, finalPath);
+        } catch (error) {
+          await unlink(tempPath).catch(() => undefined);
+          throw error;
+        }
+        return {
+          path: finalPath,
+          relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
+          ext: ext as ImageExtension,
+          bytes: bytes.length,
+          modifiedMs,
+        };
+      },
+      discard: () => unlink(tempPath).catch(() => undefined),
+    };
+  }
+
+  async storeImage(
+    bucket: string,
+    key: string,
+    variantLabel: string | null,
+    ext: ImageExtension,
+    bytes: Uint8Array,
+  ): Promise<StoredImage> {
+    return (await this.stageImage(bucket, key, variantLabel, ext, bytes)).commit();
+  }
+
+  /** An image staged (see `stage`) under its final name's temp. */
+  stageImage(bucket: string, key: string, variantLabel: string | null, ext: ImageExtension, bytes: Uint8Array): Promise<StagedFile> {
+    return this.stage(bucket, key, imageFileName(fileStem(key, variantLabel), ext), bytes);
+  }
+
+  /** The metadata sidecar staged (see `stage`). */
+  stageMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<StagedFile> {
+    return this.stage(bucket, key, metadataFileName(key), Buffer.from(sidecarText(metadata)));
+  }
+
+  async writeMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<void> {
+    await (await this.stageMetadata(bucket, key, metadata)).commit();
+  }
+
+  async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {
+    const name = failureFileName(stem);
+    // Almost every miss has no record: one lstat says so without opening anything.
+    if (lstatIfPresent(join(this.directoryOf(bucket, key), name)) === null) return null;
+    const text = await this.readMetadataText(bucket, key, name);
+    return text === undefined || text === null ? null : parseFailureRecord(text);
+  }
+
+  async writeFailure(bucket: string, key: string, stem: string, record: FailureRecord): Promise<void> {
+    await this.writeAtomic(bucket, key, failureFileName(stem), Buffer.from(`${JSON.stringify(record)}\n`));
+  }
+
+  async clearFailure(bucket: string, key: string, stem: string): Promise<void> {
+    await rm(join(this.directoryOf(bucket, key), failureFileName(stem)), { force: true });
+  }
+
+  /**
+   * The `tree` lock of a key's original (a directory proper-lockfile makes), after
+   * creating the key's directory: a tree without init-buckets works too.
+   */
+  async prepareLock(bucket: string, key: string): Promise<string> {
+    return join(await this.prepareKeyDirectory(bucket, key), lockFileName(key));
+  }
+
+  /**
+   * Removes everything stored for a key: original, thumbnails, metadata and backoff
+   * record (not a lock or temp file of a write in progress). Returns the removed paths.
+   */
+  async purge(bucket: string, key: string): Promise<string[]> {
+    const removed: string[] = [];
+    for (const path of await this.keyFiles(bucket, key)) {
+      if (path.endsWith('.lock')) continue;
+      await rm(path, { force: true });
+      removed.push(path);
+    }
+    return removed;
+  }
+
+  /** Every entry of the key's directory that belongs to the key (images, sidecar, records, locks), sorted. */
+  async keyFiles(bucket: string, key: string): Promise<string[]> {
+    const directory = this.directoryOf(bucket, key);
+    try {
+      const names = await readdir(directory);
+      return names.filter((name) => name.startsWith(`${key}.`)).sort().map((name) => join(directory, name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  }
+
+  /**
+   * Creates `{bucket}/{c1}/{c2}` for all 64 × 64 pairs. Idempotent: existing directories
+   * are kept. Returns how many directories were created.
+   */
+  async initBuckets(buckets: readonly string[]): Promise<number> {
+    let created = 0;
+    for (const bucket of buckets) {
+      for (const first of SHARD_CHARACTERS) {
+        for (const second of SHARD_CHARACTERS) {
+          const made = await mkdir(join(this.root, bucket, first, second), { recursive: true });
+          if (made !== undefined) created += 1;
+        }
+      }
+    }
+    return created;
+  }
+}
