@@ -240,5 +240,19 @@ port.on('message', (job: WorkerJob) => {
   );
 });
 
-const ready: WorkerMessage = { kind: 'ready' };
-port.postMessage(ready);
+/**
+ * One small JPEG through the whole path before the worker says it is ready: the pool's
+ * timeout starts when a job is sent, so it should time the job, not the compilation of
+ * jimp's decoder and encoder that a new worker's first job would otherwise pay (on a
+ * loaded machine, long enough to fail a small job). A failure here is not fatal: the
+ * first real job then pays that cost, as before.
+ */
+async function warmUp(): Promise<void> {
+  const sample = await new Jimp({ width: 16, height: 16, color: 0x6a8cafff }).getBuffer('image/jpeg', { quality: 80 });
+  await resizeWithJimp({ id: -1, input: new Uint8Array(sample), format: 'jpeg', maxWidth: 8, maxHeight: 8, quality: { jpeg: 80, webp: 80, avif: 50 } });
+}
+
+void warmUp().catch(() => undefined).finally(() => {
+  const ready: WorkerMessage = { kind: 'ready' };
+  port.postMessage(ready);
+});
