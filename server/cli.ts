@@ -4,11 +4,11 @@
  * its own beyond turning flags into a config layer and results into lines and exit codes.
  */
 import { Command, CommanderError } from 'commander';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from './config/config.js';
 import { EXIT_USAGE, UsageError, loadConfig, withCommon, type CommonOptions } from './cli/common.js';
 import { ImageStore } from './tree/store.js';
+import { packageVersion } from './observe/packageVersion.js';
 import { register as registerServe } from './cli/serve.js';
 import { register as registerNginxConfig } from './cli/nginxConfig.js';
 import { register as registerSystemdUnit } from './cli/systemdUnit.js';
@@ -28,19 +28,6 @@ async function initBuckets(options: CommonOptions): Promise<void> {
   const buckets = Object.keys(config.buckets);
   const created = await new ImageStore(resolve(config.root)).initBuckets(buckets);
   process.stdout.write(`${resolve(config.root)}: ${buckets.join(', ')}: created ${created} of ${buckets.length * 64 * 64} directories\n`);
-}
-
-/** package.json's version: two levels up from dist/server/cli.js, one from server/cli.ts. */
-function packageVersion(): string {
-  for (const candidate of ['../package.json', '../../package.json']) {
-    try {
-      const manifest = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown };
-      if (manifest.name === 'imageproxy' && typeof manifest.version === 'string') return manifest.version;
-    } catch {
-      // not this one
-    }
-  }
-  return 'unknown';
 }
 
 export function buildProgram(): Command {

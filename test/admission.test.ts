@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AdmissionGate, type GatePlace, type ScheduleTimer } from '../server/fetch/admission.js';
+import { AdmissionGate, type GateObserver, type GatePlace, type ScheduleTimer } from '../server/fetch/admission.js';
 import { ImageproxyError } from '../server/errors.js';
 
 type Step =
@@ -207,5 +207,53 @@ describe('wouldWait', () => {
     assert.equal(third.wouldWait(), true, 'others were waiting first');
     second.release();
     assert.equal(third.wouldWait(), false, 'a slot is free and nobody waits');
+  });
+});
+
+describe('the observer', () => {
+  it('sees each wait begin and end once (at once, after a release, timed out, given up) and each refusal at once', async () => {
+    const events: string[] = [];
+    let waits = 0;
+    const observer: GateObserver = {
+      waitBegins(gate) {
+        const wait = ++waits;
+        events.push(`${gate} wait ${wait} begins`);
+        return (end) => events.push(`${gate} wait ${wait} ${end}`);
+      },
+      refusedFull: (gate) => events.push(`${gate} full`),
+    };
+    const timers: Array<() => void> = [];
+    const schedule: ScheduleTimer = (callback) => {
+      timers.push(callback);
+      return () => undefined;
+    };
+    const gate = new AdmissionGate({ name: 'fetch', maxActive: 1, maxQueued: 2, maxWaitMs: 1000, retryAfterSeconds: 2, observer }, schedule);
+    const first = gate.enter();
+    await first.start();
+    const timesOut = gate.enter();
+    const givesUp = gate.enter();
+    assert.throws(() => gate.enter(), (error: unknown) => error instanceof ImageproxyError && error.code === 'busy');
+    const timedOut = timesOut.start().catch((error: unknown) => (error instanceof ImageproxyError ? error.code : 'other'));
+    void givesUp.start();
+    timers[0]?.();
+    assert.equal(await timedOut, 'busy');
+    timesOut.release();
+    givesUp.release();
+    const last = gate.enter();
+    const lastStarted = last.start();
+    first.release();
+    await lastStarted;
+    last.release();
+    assert.deepEqual(events, [
+      'fetch wait 1 begins',
+      'fetch wait 1 admitted',
+      'fetch full',
+      'fetch wait 2 begins',
+      'fetch wait 3 begins',
+      'fetch wait 2 timed_out',
+      'fetch wait 3 left',
+      'fetch wait 4 begins',
+      'fetch wait 4 admitted',
+    ]);
   });
 });

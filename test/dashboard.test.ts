@@ -93,7 +93,7 @@ describe('contrib/grafana-dashboard.json', () => {
     }
   });
 
-  it('covers what operators watch: outcomes, fetch and resize latency, queue depth, backoff, RSS, event-loop lag', () => {
+  it('covers what operators watch: outcomes, request, fetch and resize latency, queue depth and wait, backoff, RSS, event-loop lag, build info', () => {
     const all = dashboard.panels.flatMap((panel) => panel.targets.map((target) => target.expr)).join('\n');
     for (const wanted of [
       /sum by \(outcome\) \(rate\(imageproxy_responses_total/,
@@ -103,8 +103,15 @@ describe('contrib/grafana-dashboard.json', () => {
       /outcome="backoff"/,
       /imageproxy_process_resident_memory_bytes/,
       /imageproxy_nodejs_eventloop_lag_p99_seconds/,
+      /histogram_quantile\(0\.5, sum by \(outcome, le\) \(rate\(imageproxy_request_duration_seconds_bucket/,
+      /histogram_quantile\(0\.95, sum by \(outcome, le\) \(rate\(imageproxy_request_duration_seconds_bucket/,
+      /histogram_quantile\(0\.99, sum by \(outcome, le\) \(rate\(imageproxy_request_duration_seconds_bucket/,
+      /histogram_quantile\(0\.95, sum by \(queue, le\) \(rate\(imageproxy_queue_wait_seconds_bucket/,
+      /imageproxy_queue_refusals_total/,
     ]) {
       assert.match(all, wanted);
     }
+    const buildInfo = dashboard.panels.find((panel) => panel.targets.some((target) => /imageproxy_build_info/.test(target.expr)));
+    assert.equal(buildInfo?.type, 'table', 'build info as a table');
   });
 });

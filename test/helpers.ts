@@ -220,7 +220,13 @@ export async function startApp(options: {
  * private networks allowed for the test's loopback origins; `overrides` adds or replaces keys.
  */
 export function startLoopbackServer(root: string, secret: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
-  const config = buildConfig({
+  const config = loopbackConfig(root, secret, overrides);
+  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
+}
+
+/** The config startLoopbackServer starts with; a test reloads the server with another one of these. */
+export function loopbackConfig(root: string, secret: string, overrides: ConfigLayer = {}): Config {
+  return buildConfig({
     flags: {
       listen: '127.0.0.1:0',
       admin: { listen: '127.0.0.1:0' },
@@ -231,7 +237,6 @@ export function startLoopbackServer(root: string, secret: string, overrides: Con
       ...overrides,
     },
   });
-  return startServer({ config, secrets: config.secrets, logger: createLogger('silent') });
 }
 
 export interface UntilOptions<T> {

@@ -140,13 +140,19 @@ describe('serve --workers 2', () => {
     assert.equal(origin.requests.filter((request) => request.url === '/one-new-image.jpg').length, 1);
   });
 
-  it('/metrics on the admin listener adds up the answers of both workers', async () => {
-    const before = counterSum(await (await fetch(`${adminUrl}/metrics`)).text(), 'imageproxy_responses_total');
+  it('/metrics on the admin listener adds up the answers of both workers (build_info stays 1)', async () => {
+    const beforeText = await (await fetch(`${adminUrl}/metrics`)).text();
+    const before = counterSum(beforeText, 'imageproxy_responses_total');
+    const durationsBefore = counterSum(beforeText, 'imageproxy_request_duration_seconds_count');
     // Errors are logged with the worker that answered: 20 fresh connections reach both.
     const answers = await Promise.all(Array.from({ length: 20 }, () => get(baseUrl, '/i/not-a-link')));
     assert.ok(answers.every((answer) => answer.status === 400 || answer.status === 404), answers.map((a) => a.status).join(','));
     const text = await (await fetch(`${adminUrl}/metrics`)).text();
     assert.equal(counterSum(text, 'imageproxy_responses_total') - before, 20);
+    assert.equal(counterSum(text, 'imageproxy_request_duration_seconds_count') - durationsBefore, 20, 'histograms summed');
+    const buildInfo = text.split('\n').filter((line) => line.startsWith('imageproxy_build_info{'));
+    assert.equal(buildInfo.length, 1, buildInfo.join('; '));
+    assert.match(buildInfo[0] ?? '', /^imageproxy_build_info\{version="[^"]+",engine="sharp",node="v[\d.]+"\} 1$/, 'one per version, not one per worker');
     const answeredBy = new Set(logs.filter((line) => line.level >= 30 && line.worker !== undefined && /not-a-link|path/.test(JSON.stringify(line))).map((line) => line.worker));
     assert.deepEqual([...answeredBy].sort(), [1, 2], 'both workers answered and both are counted');
     assert.equal(await (await fetch(`${adminUrl}/healthz`)).text(), 'ok\n');

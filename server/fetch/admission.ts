@@ -7,6 +7,9 @@
  * for one of `maxActive` running slots, at most `maxWaitMs`, then `busy`. A thumbnail
  * enters the resize gate before its original is fetched and starts after: refused, it
  * fetched nothing; admitted, it holds no running slot while it waits for the fetch.
+ *
+ * An optional observer sees every wait and refusal (the metrics' queue wait, server/observe/metrics.ts).
+ * The gate keeps no clock: the observer measures a wait between its begin and its end.
  */
 import { ImageproxyError } from '../errors.js';
 
@@ -26,6 +29,21 @@ export interface GateOptions {
   maxWaitMs: number;
   /** Sent as Retry-After with `busy`. */
   retryAfterSeconds: number;
+  /** Told of each wait for a running slot and of each refusal at once. */
+  observer?: GateObserver;
+}
+
+/** How a wait for a running slot ended: the slot, `busy` past maxWaitMs, or the place released while it waited. */
+export type WaitEnd = 'admitted' | 'timed_out' | 'left';
+
+export interface GateObserver {
+  /**
+   * A start(): the wait begins (a start with a free slot too, ending at once). The
+   * returned function is called once, when the wait ends.
+   */
+  waitBegins(gate: string): (end: WaitEnd) => void;
+  /** An enter() refused `busy` at once: every running slot and queue place was taken. */
+  refusedFull(gate: string): void;
 }
 
 /** Schedules `callback` after `ms`; returns a function that cancels it. */
@@ -74,24 +92,37 @@ export class AdmissionGate {
   enter(): GatePlace {
     const { maxActive, maxQueued, name } = this.options;
     if (this.places >= maxActive + maxQueued) {
+      this.options.observer?.refusedFull(name);
       throw this.busy(`${name} queue full: ${this.running} running, ${this.places - this.running} waiting`);
     }
     this.places += 1;
     let state: 'entered' | 'waiting' | 'running' | 'released' = 'entered';
     let waiter: Waiter | undefined;
+    // The observer's end of the current wait; told once (a timeout's release is no `left`).
+    let waitEnds: ((end: WaitEnd) => void) | undefined;
+    const endWait = (end: WaitEnd): void => {
+      const ends = waitEnds;
+      waitEnds = undefined;
+      ends?.(end);
+    };
     const release = (): void => {
       if (state === 'released') return;
       if (state === 'running') this.finishRunning();
-      if (state === 'waiting' && waiter !== undefined) this.leaveQueue(waiter);
+      if (state === 'waiting' && waiter !== undefined) {
+        this.leaveQueue(waiter);
+        endWait('left');
+      }
       state = 'released';
       this.places -= 1;
     };
     const wouldWait = (): boolean => !(this.running < maxActive && this.queue.length === 0);
     const start = (): Promise<void> => {
       if (state !== 'entered') return Promise.reject(new Error(`${name} gate: start() on a place that is ${state}`));
+      waitEnds = this.options.observer?.waitBegins(name);
       if (!wouldWait()) {
         this.running += 1;
         state = 'running';
+        endWait('admitted');
         return Promise.resolve();
       }
       state = 'waiting';
@@ -99,11 +130,13 @@ export class AdmissionGate {
         const entry: Waiter = {
           resolve: () => {
             state = 'running';
+            endWait('admitted');
             resolve();
           },
           cancelTimer: () => undefined,
         };
         entry.cancelTimer = this.schedule(() => {
+          endWait('timed_out');
           release();
           reject(this.busy(`waited ${this.options.maxWaitMs} ms in the ${name} queue`));
         }, this.options.maxWaitMs);

@@ -3,6 +3,8 @@
  * image service → delivery. Every refusal goes through `sendError`.
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
+import type { IncomingMessage } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import helmet from 'helmet';
 import type { Config } from '../config/config.js';
 import { ImageproxyError, toImageproxyError } from '../errors.js';
@@ -51,6 +53,20 @@ export interface AppDependencies extends AppSettings {
   lifecycle?: AppLifecycle;
 }
 
+/** When each request arrived (performance.now()): set by the server on arrival, before any wait for a time slice. */
+const arrivals = new WeakMap<IncomingMessage, number>();
+
+/** Notes a request's arrival, once: its duration is measured from here. */
+export function markArrival(request: IncomingMessage): void {
+  if (!arrivals.has(request)) arrivals.set(request, performance.now());
+}
+
+/** Seconds since the request's arrival (marked by the server, or else by the app on entry). */
+export function secondsSinceArrival(request: IncomingMessage): number {
+  const arrivedAt = arrivals.get(request);
+  return arrivedAt === undefined ? 0 : (performance.now() - arrivedAt) / 1000;
+}
+
 const IMAGE_MAX_AGE_MS = 604_800_000;
 /** At most one `busy` log line per this interval (the count of the others rides on it). */
 const BUSY_LOG_INTERVAL_MS = 1000;
@@ -76,12 +92,19 @@ export function createApp(deps: AppDependencies): express.Express {
   const busyLog = new LogThrottle(BUSY_LOG_INTERVAL_MS, now);
   // The bucket of a request whose link was read: its refusals are counted under it too.
   const bucketOf = new WeakMap<Response, string>();
+  const countAnswer = (req: Request, res: Response, outcome: string): void =>
+    metrics.countAnswer({ outcome, ...bucketLabel(bucketOf.get(res)) }, secondsSinceArrival(req));
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', false);
   // Exact paths only: `/HEALTHZ` or `/healthz/` is a (malformed) link, not the probe.
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
+  // Without the server in front (tests of the app alone), a request's time starts here.
+  app.use((req, _res, next) => {
+    markArrival(req);
+    next();
+  });
   app.use(
     helmet({
       // The same values nginx sets on the files it serves (server/http/responseHeaders.ts).
@@ -125,13 +148,13 @@ export function createApp(deps: AppDependencies): express.Express {
     // The work is done and kept (the next request is a hit); only the answer has no one to go to.
     if (clientWentAway(res)) throw new ClientClosed('before the answer');
     await deliver(req, res, answer, config);
-    metrics.responses.inc({ outcome: answer.kind === 'stored' ? answer.cache : answer.kind, bucket: link.bucket });
+    countAnswer(req, res, answer.kind === 'stored' ? answer.cache : answer.kind);
   });
 
   app.use((error: unknown, req: Request, res: Response, next: NextFunction) => {
     if (error instanceof ClientClosed || clientWentAway(res)) {
       // Not our failure: counted apart and logged at info, so alerts on `internal` stay quiet.
-      metrics.responses.inc({ outcome: 'client_closed', ...bucketLabel(bucketOf.get(res)) });
+      countAnswer(req, res, 'client_closed');
       logger.info({ path: shortUrl(req.path), when: error instanceof ClientClosed ? error.message : 'while working' }, 'client closed the connection');
       res.destroy();
       return;
@@ -142,8 +165,8 @@ export function createApp(deps: AppDependencies): express.Express {
       return;
     }
     const refusal = toImageproxyError(error);
-    metrics.responses.inc({ outcome: refusal.code, ...bucketLabel(bucketOf.get(res)) });
     sendError(req, res, refusal, logger, busyLog);
+    countAnswer(req, res, refusal.code);
     void next;
   });
   return app;

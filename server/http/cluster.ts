@@ -6,7 +6,9 @@
  * (server/fetch/singleFlight.ts), which works between any processes on the tree.
  *
  * The admin listener runs in the primary: `/metrics` aggregates every worker's registry
- * (prom-client's AggregatorRegistry, over the cluster's IPC channel), `/healthz` answers
+ * (prom-client's AggregatorRegistry, over the cluster's IPC channel: counters, histograms
+ * and gauges summed per label set, except those declaring another `aggregator`, as
+ * imageproxy_build_info does with `max`: 1, not N), `/healthz` answers
  * for the primary, `/readyz` checks the tree and that a worker is listening. Worker 1
  * alone runs the tree's periodic jobs (heal pass, tree gauges); its replacement takes
  * them over.

@@ -21,7 +21,7 @@ import { startTreeHealing } from '../tree/healing.js';
 import { startTreeStatsRefresh, type TreeStatsRefresh } from '../stats/treeStatsRefresh.js';
 import { createAdminHandler } from './admin.js';
 import { clientErrorAnswer, isHeadRequest } from './clientError.js';
-import { createApp, type AppSettings } from './app.js';
+import { createApp, markArrival, secondsSinceArrival, type AppSettings } from './app.js';
 import { TimeSlicedQueue } from './timeSlices.js';
 import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../fetch/admission.js';
 import { SECURITY_HEADERS, errorText, errorTextHeaders } from './responseHeaders.js';
@@ -121,6 +121,7 @@ const RESTART_KEYS = ['listen', 'root'] as const satisfies ReadonlyArray<keyof C
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const { logger } = options;
   const metrics = createMetrics({ processMetrics: true });
+  metrics.setBuildInfo(options.config.engine);
   const clock = options.now ? { now: options.now } : {};
   const root = resolve(options.config.root);
   try {
@@ -154,11 +155,12 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     onError: (error) => logger.error({ err: error }, 'request handler threw'),
   });
   const server = createServer((request, response) => {
+    markArrival(request);
     // The liveness probe never waits behind a burst of links (server/http/timeSlices.ts).
     if (request.url === '/healthz') return void app(request, response);
     if (slices.offer(() => void app(request, response))) return;
-    metrics.responses.inc({ outcome: 'busy' });
     answerBusyAtOnce(response);
+    metrics.countAnswer({ outcome: 'busy' }, secondsSinceArrival(request));
   });
   // What Node's parser refuses never reaches a route: answer it as text with our headers
   // (a socket already gone gets nothing).
@@ -255,6 +257,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     // One assignment: a request reads either the old settings or the new, never a mix.
     settings = { config, secrets: [...secrets], images: images.service };
     logger.level = config.logLevel;
+    metrics.setBuildInfo(config.engine);
     if (rebuild) {
       registerServiceQueues(settings.images);
       // Requests already inside the old service finish there; then it is closed.

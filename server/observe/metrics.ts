@@ -4,6 +4,24 @@
  * the public app has no metrics route in any spelling.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { packageVersion } from './packageVersion.js';
+
+/** An answer's labels: its outcome, and its bucket once the link was read. */
+export interface AnswerLabels {
+  outcome: string;
+  bucket?: string;
+}
+
+/** How a wait for a gate's running slot ended (server/fetch/admission.ts's WaitEnd). */
+export type QueueWaitEnd = 'admitted' | 'timed_out' | 'left';
+
+/**
+ * Request duration from a hit answered in a millisecond to a cold miss of a big photo
+ * (a queue wait, a slow origin, a resize) taking tens of seconds.
+ */
+const REQUEST_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60];
+/** Queue wait up to limits.maxQueueWaitMs at its largest (just under 120 s). */
+const QUEUE_WAIT_SECONDS_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
 
 export interface Metrics {
   registry: Registry;
@@ -13,6 +31,23 @@ export interface Metrics {
    * the original was fetched now), `passthrough`, or the error code.
    */
   responses: Counter<'outcome' | 'bucket'>;
+  /** Seconds from a request's arrival to its answer, by the same outcome as `responses`. */
+  requestSeconds: Histogram<'outcome'>;
+  /** Counts an answer in `responses` and its duration in `requestSeconds`: the two always agree. */
+  countAnswer(labels: AnswerLabels, seconds: number): void;
+  /** Waits for a running slot of the fetch or resize gate, including those that timed out or were given up. */
+  queueWaitSeconds: Histogram<'queue'>;
+  /** `busy` from a gate: `full` (refused at once, no wait recorded) or `timed_out` (its wait recorded too). */
+  queueRefusals: Counter<'queue' | 'reason'>;
+  /** What the gates (server/fetch/admission.ts, option `observer`) report their waits and refusals to. */
+  queueWaits: {
+    waitBegins(queue: string): (end: QueueWaitEnd) => void;
+    refusedFull(queue: string): void;
+  };
+  /** 1, labelled with the version, the configured engine and Node's version. */
+  buildInfo: Gauge<'version' | 'engine' | 'node'>;
+  /** Sets build_info for this engine (again after a reload that changed it). */
+  setBuildInfo(engine: string): void;
   /** Work waiting or running, by queue, read from the registered sources at each scrape. */
   queueDepth: Gauge<'queue'>;
   /** Registers where a queue's depth is read (replacing an earlier source of that name). */
@@ -47,14 +82,67 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
   // Process metrics include the event-loop lag (imageproxy_nodejs_eventloop_lag_*).
   if (options.processMetrics) collectDefaultMetrics({ register: registry, prefix: 'imageproxy_' });
   const queueSources = new Map<string, () => number>();
+  const responses = new Counter({
+    name: 'imageproxy_responses_total',
+    help: 'Answers to image links, by bucket and outcome (hit, variant, miss, passthrough, or the error code)',
+    labelNames: ['outcome', 'bucket'] as const,
+    registers: [registry],
+  });
+  const requestSeconds = new Histogram({
+    name: 'imageproxy_request_duration_seconds',
+    help: 'Time from the arrival of a request for a link to its answer, by outcome (as imageproxy_responses_total)',
+    labelNames: ['outcome'] as const,
+    buckets: REQUEST_SECONDS_BUCKETS,
+    registers: [registry],
+  });
+  const queueWaitSeconds = new Histogram({
+    name: 'imageproxy_queue_wait_seconds',
+    help: 'Time waited for a running slot, by queue (fetch, resize); waits that timed out (busy) or were given up included',
+    labelNames: ['queue'] as const,
+    buckets: QUEUE_WAIT_SECONDS_BUCKETS,
+    registers: [registry],
+  });
+  const queueRefusals = new Counter({
+    name: 'imageproxy_queue_refusals_total',
+    help: 'busy answers of a queue, by queue (fetch, resize) and reason (full: refused at once; timed_out: waited limits.maxQueueWaitMs)',
+    labelNames: ['queue', 'reason'] as const,
+    registers: [registry],
+  });
+  const buildInfo = new Gauge({
+    name: 'imageproxy_build_info',
+    help: 'Always 1: the version of imageproxy, the configured resize engine and the version of Node.js',
+    labelNames: ['version', 'engine', 'node'] as const,
+    // Every worker of `serve --workers N` reports 1: the cluster's figure is 1, not N.
+    aggregator: 'max',
+    registers: [registry],
+  });
   return {
     registry,
-    responses: new Counter({
-      name: 'imageproxy_responses_total',
-      help: 'Answers to image links, by bucket and outcome (hit, variant, miss, passthrough, or the error code)',
-      labelNames: ['outcome', 'bucket'] as const,
-      registers: [registry],
-    }),
+    responses,
+    requestSeconds,
+    countAnswer(labels, seconds) {
+      responses.inc(labels);
+      requestSeconds.observe({ outcome: labels.outcome }, seconds);
+    },
+    queueWaitSeconds,
+    queueRefusals,
+    queueWaits: {
+      waitBegins(queue) {
+        const stopTimer = queueWaitSeconds.startTimer({ queue });
+        return (end) => {
+          stopTimer();
+          if (end === 'timed_out') queueRefusals.inc({ queue, reason: 'timed_out' });
+        };
+      },
+      refusedFull(queue) {
+        queueRefusals.inc({ queue, reason: 'full' });
+      },
+    },
+    buildInfo,
+    setBuildInfo(engine) {
+      buildInfo.reset();
+      buildInfo.set({ version: packageVersion(), engine, node: process.version }, 1);
+    },
     queueDepth: new Gauge({
       name: 'imageproxy_queue_depth',
       help: 'Work waiting or running, by queue (requests: link requests in progress; fetch: origin fetches running or waiting; resize: thumbnails queued or being made)',
