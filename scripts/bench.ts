@@ -10,11 +10,13 @@
  * - one thumbnail with sharp against jimp (scripts/bench-resize.ts; not with --quick)
  *
  * --quick: one short round of each, under a minute: to see that it runs, not to quote.
- * --json FILE: also writes { machine, rows } to FILE.
+ * --json: prints { machine, quick, command, rows } as one JSON line on stdout instead of the
+ *   table (the table and the progress go to stderr); `npm run docs:bench` turns it into
+ *   docs/benchmarks.md. --json FILE: prints the table and writes that JSON to FILE.
  */
 import { spawnSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { benchMiss } from './bench-miss.js';
 import { benchNginx, benchNginxMissing } from './bench-nginx.js';
 import { benchResize } from './bench-resize.js';
@@ -22,20 +24,24 @@ import { printBenchTable, type BenchRow, type MachineFacts } from './benchTable.
 
 interface BenchArguments {
   quick: boolean;
+  /** Print the JSON on stdout instead of the table. */
+  jsonOut: boolean;
   jsonFile: string | null;
 }
 
 function parseArguments(argv: readonly string[]): BenchArguments {
-  const parsed: BenchArguments = { quick: false, jsonFile: null };
+  const parsed: BenchArguments = { quick: false, jsonOut: false, jsonFile: null };
   for (let index = 0; index < argv.length; index += 1) {
     const argument = argv[index];
     if (argument === '--quick') parsed.quick = true;
     else if (argument === '--json') {
       const file = argv[index + 1];
-      if (file === undefined) throw new Error('--json needs a file name');
-      parsed.jsonFile = file;
-      index += 1;
-    } else throw new Error(`unknown argument ${argument ?? ''}: use --quick and --json FILE`);
+      if (file === undefined || file.startsWith('--')) parsed.jsonOut = true;
+      else {
+        parsed.jsonFile = file;
+        index += 1;
+      }
+    } else throw new Error(`unknown argument ${argument ?? ''}: use --quick and --json [FILE]`);
   }
   return parsed;
 }
@@ -52,6 +58,7 @@ function machineFacts(): MachineFacts {
   return {
     date: new Date().toISOString(),
     cores: availableParallelism(),
+    loadAverage: loadavg().map((load) => Math.round(load * 100) / 100),
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
     node: process.version,
     nginx: versionLine('nginx', ['-v'], /nginx\/(\S+)/),
@@ -69,6 +76,9 @@ async function section(name: string, run: () => Promise<BenchRow[]>): Promise<Be
 }
 
 const options = parseArguments(process.argv.slice(2));
+// With --json on stdout, stdout carries the JSON alone: the benches' progress lines go to stderr.
+const printJson = options.jsonOut ? process.stdout.write.bind(process.stdout) : null;
+if (printJson !== null) console.log = console.error;
 const facts = machineFacts();
 const rows: BenchRow[] = [];
 const missing = benchNginxMissing();
@@ -89,7 +99,10 @@ if (!options.quick) {
   );
 }
 printBenchTable(rows, facts);
+const command = `npm run --silent bench --${options.quick ? ' --quick' : ''} --json`;
+const result = { machine: { ...facts, loadAverageAtEnd: loadavg().map((load) => Math.round(load * 100) / 100) }, quick: options.quick, command, rows };
+if (printJson !== null) printJson(`${JSON.stringify(result)}\n`);
 if (options.jsonFile !== null) {
-  await writeFile(options.jsonFile, `${JSON.stringify({ machine: facts, quick: options.quick, rows }, null, 2)}\n`);
+  await writeFile(options.jsonFile, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`wrote ${options.jsonFile}`);
 }

@@ -21,6 +21,9 @@ export interface BenchRow {
 export interface MachineFacts {
   date: string;
   cores: number;
+  /** os.loadavg() (1, 5, 15 minutes) when the run started, and when it ended. */
+  loadAverage: number[];
+  loadAverageAtEnd?: number[];
   cpuModel: string;
   node: string;
   nginx: string | null;
@@ -28,7 +31,7 @@ export interface MachineFacts {
   wrk: string | null;
 }
 
-function formatValue(value: number): string {
+export function formatValue(value: number): string {
   if (!Number.isFinite(value)) return String(value);
   if (Math.abs(value) >= 100) return value.toFixed(0);
   if (Math.abs(value) >= 10) return value.toFixed(1);
@@ -48,7 +51,7 @@ export function formatBenchTable(rows: readonly BenchRow[]): string {
 
 export function formatMachineFacts(facts: MachineFacts): string {
   return [
-    `date ${facts.date}; ${facts.cores} cores (${facts.cpuModel}); node ${facts.node}`,
+    `date ${facts.date}; ${facts.cores} cores (${facts.cpuModel}); load average ${facts.loadAverage.join(' ')}; node ${facts.node}`,
     `nginx ${facts.nginx ?? 'not found'}; njs ${facts.njs ?? 'not found'}; wrk ${facts.wrk ?? 'not found'}`,
   ].join('\n');
 }

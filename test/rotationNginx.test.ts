@@ -1,5 +1,5 @@
 /**
- * Secret rotation through the production shape, as README's procedure does it: real
+ * Secret rotation through the production shape, as the procedure of docs/operations.md does it: real
  * nginx (config and secrets module rendered by `nginx-config --out`) in front of
  * `imageproxy serve` as a process reading a secretFile, a loopback origin. A client
  * keeps asking for links signed with the old and the new secret, hits and misses, while

@@ -46,7 +46,7 @@ after(() => removeTempRoot(work));
 describe('renderSystemdUnit', () => {
   const cases: Array<{ name: string; input: Partial<SystemdUnitInput>; expect: Record<string, string[]> }> = [
     {
-      name: "README's Debian layout",
+      name: "docs/deploy.md's Debian layout",
       input: {},
       expect: {
         ExecStart: ['/usr/bin/node /opt/imageproxy/dist/server/cli.js serve --config /etc/imageproxy/config.json'],
@@ -56,7 +56,7 @@ describe('renderSystemdUnit', () => {
         User: ['imageproxy'],
         Group: ['imageproxy'],
         TimeoutStopSec: ['15s'],
-        Documentation: ['file:///opt/imageproxy/README.md'],
+        Documentation: ['file:///opt/imageproxy/docs/deploy.md'],
       },
     },
     {

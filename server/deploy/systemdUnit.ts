@@ -2,7 +2,7 @@
  * The systemd unit of `imageproxy serve`, rendered from the admin's paths: the checkout,
  * the node binary, the config file, the tree, the account and the stop grace. Pure:
  * returns text, writes nothing. `imageproxy systemd-unit` fills it from the config and
- * its flags; contrib/imageproxy.service is its rendering of README's Debian layout.
+ * its flags; contrib/imageproxy.service is its rendering of the Debian layout of docs/deploy.md.
  *
  * The sandbox is as tight as Node, sharp's libvips threads, jimp's worker threads and the
  * single-flight lock (an abstract Unix socket) allow; each directive left out says why.
@@ -25,7 +25,7 @@ export interface SystemdUnitInput {
   shutdownGraceMs: number;
 }
 
-/** README's layout ("nginx + systemd on Debian"): what contrib/imageproxy.service renders. */
+/** The layout of docs/deploy.md ("nginx + systemd on Debian"): what contrib/imageproxy.service renders. */
 export const DEBIAN_UNIT_INPUT: SystemdUnitInput = {
   installDir: '/opt/imageproxy',
   nodePath: '/usr/bin/node',
@@ -79,10 +79,10 @@ export function renderSystemdUnit(input: SystemdUnitInput): string {
     '# systemd unit for the imageproxy app (the part behind nginx that handles misses).',
     '# Rendered by `imageproxy systemd-unit` (server/deploy/systemdUnit.ts) for the checkout',
     `# ${installDir}, the config ${configPath} and the tree ${root}:`,
-    '# render it again after moving any of them. Install: README.md, "nginx + systemd on Debian".',
+    '# render it again after moving any of them. Install: docs/deploy.md, "nginx + systemd on Debian".',
     '[Unit]',
     'Description=imageproxy: signed image cache and proxy (app behind nginx)',
-    `Documentation=file://${installDir}/README.md`,
+    `Documentation=file://${installDir}/docs/deploy.md`,
     'After=network-online.target',
     'Wants=network-online.target',
     '',

@@ -1,7 +1,7 @@
 /**
  * The jimp engine: pure JavaScript (no native binary), for hosts where sharp cannot
  * load. jimp decodes on the thread that calls it and is much slower than sharp (figures:
- * README, Benchmarks), so it never runs on the event loop: a pool of `concurrency` worker threads
+ * docs/benchmarks.md), so it never runs on the event loop: a pool of `concurrency` worker threads
  * (jimpWorker.ts) each resize one image at a time; further requests wait in a queue.
  *
  * Before a job reaches a worker, the header is read here (image-size, no decoding) and

@@ -1,7 +1,7 @@
 /**
  * One jimp worker thread: decodes a stored original, resizes it to the planned size
  * and encodes it in the same format. Pure JavaScript (and WebAssembly for WebP/AVIF)
- * is slow (README, Benchmarks), which is why it runs here, off the event
+ * is slow (docs/benchmarks.md), which is why it runs here, off the event
  * loop; jimpEngine.ts owns the pool and sends one job at a time to each worker.
  *
  * Format notes (the jimp engine only; sharp does all of them fully):

@@ -23,7 +23,7 @@
  *
  * Anything that does not parse exactly (a length past the end, a missing end marker,
  * a structure we do not know) leaves the input unchanged, with the reason: we never
- * write around a damage we do not understand. AVIF is not stripped (see README): its
+ * write around a damage we do not understand. AVIF is not stripped (see docs/security.md): its
  * Exif and XMP are items located by absolute offsets in `iloc`, so removing them means
  * rewriting the box tree, not dropping a segment.
  */

@@ -1,6 +1,6 @@
 /**
  * The sharp (libvips) engine, the default: native, multi-threaded off the event loop
- * (its speed against jimp: README, Benchmarks).
+ * (its speed against jimp: docs/benchmarks.md).
  *
  * Per request: header read (metadata) → size planned by planResize → auto-orient →
  * resize → encode in the input's format. sharp drops EXIF/ICC/XMP on output unless
@@ -23,7 +23,7 @@ export interface SharpEncoding {
 /**
  * sharp's JPEG options for a thumbnail; exported so the bench's in-process baseline
  * encodes exactly as the engine does. mozjpeg: trellis quantisation and progressive
- * scans, smaller files at equal looks for more encoding CPU (README, Resizing).
+ * scans, smaller files at equal looks for more encoding CPU (docs/resizing.md).
  */
 export function sharpJpegOptions(quality: EncodeQuality, mozjpeg: boolean): { quality: number; mozjpeg: boolean } {
   return { quality: quality.jpeg, mozjpeg };

@@ -230,7 +230,7 @@ function bucketJson(figures: BucketStats): Record<string, number | string | null
   };
 }
 
-/** The one JSON object of `imageproxy stats --json` (field names documented in README). */
+/** The one JSON object of `imageproxy stats --json` (field names documented in docs/operations.md, Statistics). */
 export function formatStatsJson(stats: TreeStats): string {
   const blocked = stats.blocked === null ? null : { ...stats.blocked, total: blockedTotal(stats.blocked) };
   return `${JSON.stringify({
