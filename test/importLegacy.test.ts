@@ -17,7 +17,7 @@ import { createLogger } from '../server/observe/log.js';
 import type { ImageMetadata } from '../server/tree/store.js';
 import { walkShardFiles } from '../server/tree/walk.js';
 import { finishCli, lines, runCli, startCli, type CliRun } from './cliProcess.js';
-import { extUrlOf, makeTempRoot, removeTempRoot, request, signedPath } from './helpers.js';
+import { extUrlOf, makeTempRoot, removeTempRoot, request, signedPath, until } from './helpers.js';
 import { writeLegacyEntry } from './legacyFixture.js';
 import { freePort, nginxMissing, renderStandaloneWithCli, startNginx } from './nginxHarness.js';
 
@@ -478,18 +478,13 @@ describe('import-legacy interrupted (SIGINT) and resumed', () => {
     const child = startCli(['import-legacy', bigPy, '--root', root, '--config', configPath], { cwd: work });
     const finished = finishCli(child, 60_000);
     // Interrupt once the import is under way: the first sidecars are on disk.
-    const deadline = Date.now() + 20_000;
-    let started = false;
-    while (!started && Date.now() < deadline) {
-      for await (const file of walkShardFiles(join(root, 'i'))) {
-        if (file.name.endsWith('.json')) {
-          started = true;
-          break;
-        }
-      }
-      if (!started) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.ok(started, 'the import did not start writing within 20 s');
+    await until(
+      async () => {
+        for await (const file of walkShardFiles(join(root, 'i'))) if (file.name.endsWith('.json')) return true;
+        return false;
+      },
+      { message: 'the import started writing (a sidecar on disk)', intervalMs: 20 },
+    );
     child.kill('SIGINT');
     const interrupted = await finished;
     assert.equal(interrupted.code, 130, interrupted.stderr);

@@ -137,7 +137,8 @@ describe('serve: command line', () => {
 
   it('init-buckets takes --root', async () => {
     const root = join(cwd, 'init-root');
-    const run = await runCli(['init-buckets', '--root', root, '--secret', 's'], { cwd });
+    // 12 288 directories: minutes on a loaded machine, not the default minute.
+    const run = await runCli(['init-buckets', '--root', root, '--secret', 's'], { cwd, timeoutMs: 180_000 });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`^${root}: i, f, t: created 12288 of 12288 directories$`, 'm'));
   });
