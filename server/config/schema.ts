@@ -177,7 +177,7 @@ export const CONFIG_SCHEMA = group({
   // days of December of that year. Only sites still running Gazelle from before
   // 2024-12-30 (date('YW')) need it, at the price of that replay.
   calendarYearWeeks: setting(flag(), false, {
-    doc: "also accept (sign: use) calendar-year week keys (date('YW'), Gazelle before 2024-12-30); reopens week-1 links in late December",
+    doc: "also accept (sign: use) calendar-year week keys, date('YW') of Gazelle before 2024-12-30; replays week 1 in December",
     env: 'IMAGEPROXY_CALENDAR_YEAR_WEEKS',
     flag: '--calendar-year-weeks',
   }),
@@ -355,7 +355,7 @@ export const CONFIG_SCHEMA = group({
     ),
     // null: `{prefix}/verdict-cache` standalone, /var/cache/nginx/imageproxy for a packaged nginx.
     cacheDir: setting(text().nullable(), null, {
-      doc: 'directory of the verdict cache, nothing else in it; null: the usual place',
+      doc: 'directory of the verdict cache, nothing else in it; null: /var/cache/nginx/imageproxy, standalone PREFIX/verdict-cache',
       env: 'IMAGEPROXY_NGINX_CACHE_DIR',
       values: 'path or null',
     }),
