@@ -14,7 +14,7 @@ export { BUCKET_NAME_PATTERN, PREFIX_PATTERN } from './schema.js';
 export type Config = z.output<typeof CONFIG_SCHEMA>;
 export type Delivery = Config['delivery'];
 export type SingleFlightScope = Config['singleFlightScope'];
-export type EngineName = Config['engine'];
+export type { EngineName } from '../images/engine.js';
 export type BucketConfig = Config['buckets'][string];
 export type Limits = Config['limits'];
 

@@ -7,7 +7,7 @@
  * (server/config/configTable.ts) are all derived from CONFIG_SCHEMA. Pure.
  */
 import { z } from 'zod';
-import { DEFAULT_QUALITY } from '../images/engine.js';
+import { DEFAULT_QUALITY, ENGINE_NAMES } from '../images/engine.js';
 import { normaliseHost } from '../takedown/blocklist.js';
 import { parseAllowList } from '../fetch/netPolicy.js';
 import { MAX_CACHE_SECONDS, MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from './nginxLimits.js';
@@ -186,7 +186,7 @@ export const CONFIG_SCHEMA = group({
     env: 'IMAGEPROXY_DELIVERY',
     flag: '--delivery <mode>',
   }),
-  engine: setting(oneOf(['sharp', 'jimp']), 'sharp', {
+  engine: setting(oneOf(ENGINE_NAMES), 'sharp', {
     doc: 'resize engine: sharp (libvips) or jimp (pure JavaScript, in worker threads)',
     env: 'IMAGEPROXY_ENGINE',
     flag: '--engine <engine>',
