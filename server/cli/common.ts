@@ -1,12 +1,13 @@
 /**
  * What every command shares: the common flags (--config, --secret, --secret-file, --root), loading the
- * config from them, argument parsers that answer with a one-line usage error, and the
- * exit codes. Commands live one per file beside this one (init-buckets inline in
+ * config from them, the flags that mirror config keys (derived from server/config/schema.ts),
+ * argument parsers that answer with a one-line usage error, and the exit codes. Commands live one per file beside this one (init-buckets inline in
  * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
-import { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
-import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config/config.js';
+import { ConfigError, buildConfig, envLayer, parseSettingText, readConfigFile, setKey, type Config, type ConfigLayer } from '../config/config.js';
+import { settingOf, type Setting } from '../config/schema.js';
 import { pseudoFilesystemOf } from '../tree/pseudoFilesystem.js';
 import { refuseReadableConfigSecrets } from '../config/secrets.js';
 
@@ -21,9 +22,6 @@ export const EXIT_FAILURES = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
 
-/** The help of `--allow-private-networks`, on every command that fetches (serve, populate). */
-export const ALLOW_PRIVATE_NETWORKS_HELP = 'allow fetching from private, loopback and link-local addresses';
-
 /** A wrong flag or value: the CLI prints `imageproxy: <message>` and exits 2. */
 export class UsageError extends Error {}
 
@@ -34,11 +32,65 @@ export interface CommonOptions {
   root?: string;
 }
 
+/** The config keys every command mirrors as a flag (beside --config, --secret, --secret-file). */
+const COMMON_CONFIG_FLAGS = ['root'] as const;
+
+type FlaggedSetting = Setting & { meta: { flag: string } };
+
+function flagged(key: string): FlaggedSetting {
+  const setting = settingOf(key);
+  const { flag } = setting.meta;
+  if (flag === undefined) throw new Error(`config schema: ${key} has no flag`);
+  return { ...setting, meta: { ...setting.meta, flag } };
+}
+
+/** A key's flag: the schema's flag, the key's doc as help, its choices. */
+function optionOf(setting: FlaggedSetting): Option {
+  const option = new Option(setting.meta.flag, setting.meta.doc);
+  return setting.choices === null ? option : option.choices(setting.choices);
+}
+
+/** Adds the flags of config `keys` to a command. */
+export function withConfigFlags(command: Command, keys: readonly string[]): Command {
+  for (const key of keys) command.addOption(optionOf(flagged(key)));
+  return command;
+}
+
+/**
+ * The value a flag's text gives its key. Integers are digits only, refused below the
+ * key's minimum with a usage error naming the flag (`--max-bytes: 0 is not a positive
+ * integer`); the config check names the key for a value above its maximum.
+ */
+function flagValue(setting: Setting, flag: string, raw: string | true): unknown {
+  if (raw === true) return true;
+  if (setting.form === 'number') {
+    const min = setting.range?.min ?? 0;
+    if (!/^\d+$/.test(raw) || Number(raw) < min) {
+      throw new UsageError(`${flag}: ${raw} is not ${min === 1 ? 'a positive integer' : `an integer from ${min}`}`);
+    }
+    return Number(raw);
+  }
+  return parseSettingText(flag, setting.key, setting.form, setting.meta.nullWord ?? null, raw);
+}
+
+/** The config layer the flags of `keys` make from a command's parsed options. */
+export function configFlagLayer(options: object, keys: readonly string[]): ConfigLayer {
+  const values = options as Readonly<Record<string, unknown>>;
+  const layer: ConfigLayer = {};
+  for (const key of keys) {
+    const setting = flagged(key);
+    const option = optionOf(setting);
+    const raw = values[option.attributeName()];
+    if (typeof raw === 'string' || raw === true) setKey(layer, key, flagValue(setting, option.long ?? setting.meta.flag, raw));
+  }
+  return layer;
+}
+
 /** The config as the common flags (and `flags`, a command's own layer) make it. */
 export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
   const file = options.config === undefined ? undefined : readConfigFile(options.config);
   if (options.config !== undefined && file !== undefined) refuseReadableConfigSecrets(options.config, file);
-  const flagLayer: ConfigLayer = { ...flags };
+  const flagLayer: ConfigLayer = { ...flags, ...configFlagLayer(options, COMMON_CONFIG_FLAGS) };
   if (options.secret !== undefined && options.secret.length > 0) {
     if (options.secretFile !== undefined) throw new UsageError('--secret and --secret-file: give one of them');
     flagLayer.secrets = options.secret;
@@ -48,7 +100,6 @@ export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Con
     flagLayer.secretFile = options.secretFile;
     flagLayer.secrets = [];
   }
-  if (typeof options.root === 'string') flagLayer.root = options.root;
   const config = buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
   const pseudo = pseudoFilesystemOf(config.root);
   if (pseudo !== null) {
@@ -84,9 +135,9 @@ export function configuredBucket(config: Config, flag: string, bucket: string): 
 }
 
 export function withCommon(command: Command): Command {
-  return command
+  command
     .option('--config <file>', 'JSON config file')
     .option('--secret <secret>', 'signing secret (repeat for several; overrides the config). Every user sees it in ps: prefer --secret-file', collect)
-    .option('--secret-file <file>', 'file of signing secrets, one a line, not readable by every user (overrides the config)')
-    .option('--root <dir>', 'bucket-tree root (overrides the config)');
+    .option('--secret-file <file>', 'file of signing secrets, one a line, not readable by every user (overrides the config)');
+  return withConfigFlags(command, COMMON_CONFIG_FLAGS);
 }

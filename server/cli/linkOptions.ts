@@ -3,31 +3,26 @@
  * calendar-year option included), the secrets, and the link policy of server/contract/linkTools.ts.
  */
 import type { Command } from 'commander';
-import type { Config, ConfigLayer } from '../config/config.js';
+import type { Config } from '../config/config.js';
 import { linkPathOf } from '../contract/link.js';
 import { judgeLink, type LinkPolicy, type LinkVerdict } from '../contract/linkTools.js';
 import { resolveSecrets } from '../config/secrets.js';
-import { loadConfig, parseInstant, type CommonOptions } from './common.js';
+import { configFlagLayer, loadConfig, parseInstant, withConfigFlags, type CommonOptions } from './common.js';
 
 export type LinkCommandOptions = CommonOptions & {
   at?: string;
   calendarYearWeeks?: boolean;
 };
 
-export const CALENDAR_YEAR_WEEKS_HELP =
-  "accept (sign: use) week keys made with the calendar year, as Gazelle before 2024-12-30 did (date('YW')); " +
-  'reopens week-1 links in late December';
+/** The config keys the link commands mirror as flags. */
+const LINK_CONFIG_FLAGS = ['calendarYearWeeks'] as const;
 
 export function withLinkOptions(command: Command): Command {
-  return command
-    .option('--at <when>', 'as of this instant (ISO date or epoch seconds; default now)')
-    .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP);
+  return withConfigFlags(command.option('--at <when>', 'as of this instant (ISO date or epoch seconds; default now)'), LINK_CONFIG_FLAGS);
 }
 
 export function loadLinkConfig(options: LinkCommandOptions): Config {
-  const flags: ConfigLayer = {};
-  if (options.calendarYearWeeks === true) flags.calendarYearWeeks = true;
-  return loadConfig(options, flags);
+  return loadConfig(options, configFlagLayer(options, LINK_CONFIG_FLAGS));
 }
 
 export function policyOf(config: Config): LinkPolicy {

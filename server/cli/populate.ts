@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { backoffRemainingSeconds } from '../fetch/backoff.js';
 import type { Config } from '../config/config.js';
+import { LOG_LEVELS } from '../config/schema.js';
 import { toImageproxyError, type ErrorCode } from '../errors.js';
 import { HostScheduler } from '../fetch/hostScheduler.js';
 import type { ImageRequest } from '../service/imageService.js';
@@ -33,20 +34,24 @@ import {
 import type { SizeSpec } from '../contract/sizes.js';
 import { ImageStore } from '../tree/store.js';
 import {
-  ALLOW_PRIVATE_NETWORKS_HELP,
   EXIT_FAILURES,
   EXIT_INTERRUPTED,
   EXIT_OK,
   UsageError,
+  configFlagLayer,
   configuredBucket,
   loadConfig,
   parsePositiveInteger,
   withCommon,
+  withConfigFlags,
   type CommonOptions,
 } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 
 const LABEL = 'populate';
+
+/** The config keys populate mirrors as flags (server/config/schema.ts gives flag and help). */
+const POPULATE_CONFIG_FLAGS = ['allowPrivateNetworks'] as const;
 
 // Lines read ahead of the work: enough for every host to have work queued behind a slow
 // one, small enough that a list of millions never sits in memory.
@@ -181,7 +186,7 @@ interface Job {
 }
 
 async function populate(file: string, options: PopulateOptions): Promise<number> {
-  const config = loadConfig(options, options.allowPrivateNetworks === true ? { allowPrivateNetworks: true } : {});
+  const config = loadConfig(options, configFlagLayer(options, POPULATE_CONFIG_FLAGS));
   const rules = lineRules(config, options);
   const concurrency = parsePositiveInteger('--concurrency', options.concurrency);
   const perHost = parsePositiveInteger('--per-host', options.perHost);
@@ -294,7 +299,7 @@ async function populateFromList(
 }
 
 export function register(program: Command): void {
-  withCommon(
+  const command = withCommon(
     program
       .command('populate <file>')
       .description(
@@ -305,12 +310,12 @@ export function register(program: Command): void {
     .option('--bucket <bucket>', 'bucket of plain image URLs (links name their own)', 'i')
     .option('--sizes <labels>', 'also make these thumbnails, e.g. 150x,x200,250x250 (allowed sizes only)')
     .option('--concurrency <n>', 'lines worked on at once, all hosts together', '16')
-    .option('--per-host <n>', 'lines worked on at once per origin host', '4')
-    .option('--allow-private-networks', ALLOW_PRIVATE_NETWORKS_HELP)
+    .option('--per-host <n>', 'lines worked on at once per origin host', '4');
+  withConfigFlags(command, POPULATE_CONFIG_FLAGS)
     .option('--dry-run', 'say which lines are stored, would be fetched, are in backoff or invalid; fetch and write nothing')
     .addOption(
       new Option('--log-level <level>', 'log lines on stderr from this level (info: every fetch)')
-        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .choices(LOG_LEVELS)
         .default('error'),
     )
     .action(async (file: string, options: PopulateOptions) => {

@@ -6,9 +6,9 @@
  * `shutting_down` and exit 0. Whatever the disk does, the process is gone a few seconds
  * after the grace period (server/cli/processExit.ts); a second SIGTERM/SIGINT ends it at once.
  */
-import { Command, Option } from 'commander';
+import type { Command } from 'commander';
 import { relative, resolve } from 'node:path';
-import { ConfigError, setKey, type Config, type ConfigLayer } from '../config/config.js';
+import { ConfigError, type Config, type ConfigLayer } from '../config/config.js';
 import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
 import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
 import { startDescriptorWatch } from '../observe/descriptorWatch.js';
@@ -16,8 +16,7 @@ import { createLogger, type Logger } from '../observe/log.js';
 import { endBySignal, exitProcess } from './processExit.js';
 import { probeTreeWritable } from '../http/readiness.js';
 import { SECRET_FLAG_WARNING, resolveSecrets } from '../config/secrets.js';
-import { ALLOW_PRIVATE_NETWORKS_HELP, EXIT_INTERRUPTED, UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
-import { CALENDAR_YEAR_WEEKS_HELP } from './linkOptions.js';
+import { EXIT_INTERRUPTED, UsageError, configFlagLayer, loadConfig, withCommon, withConfigFlags, type CommonOptions } from './common.js';
 
 type ServeOptions = CommonOptions & Record<string, unknown>;
 
@@ -29,23 +28,22 @@ const HARD_STOP_AFTER_GRACE_MS = 4000;
 /** At exit, how long thread-pool work still running (a file being written) may take to end. */
 const EXIT_SETTLE_MS = 1000;
 
-/** The config layer the serve flags make; kept for reloads, so a flag keeps winning over the file. */
-function flagLayer(options: ServeOptions): ConfigLayer {
-  const flags: ConfigLayer = {};
-  if (typeof options.listen === 'string') flags.listen = options.listen;
-  if (typeof options.adminListen === 'string') setKey(flags, 'admin.listen', options.adminListen === 'off' ? null : options.adminListen);
-  if (typeof options.delivery === 'string') flags.delivery = options.delivery;
-  if (typeof options.engine === 'string') flags.engine = options.engine;
-  if (typeof options.logLevel === 'string') flags.logLevel = options.logLevel;
-  if (options.allowPrivateNetworks === true) flags.allowPrivateNetworks = true;
-  if (options.calendarYearWeeks === true) flags.calendarYearWeeks = true;
-  if (typeof options.maxBytes === 'string') setKey(flags, 'limits.maxBytes', parsePositiveInteger('--max-bytes', options.maxBytes));
-  if (typeof options.workers === 'string') flags.workers = parsePositiveInteger('--workers', options.workers);
-  return flags;
-}
+/** The config keys serve mirrors as flags (server/config/schema.ts gives flag and help). */
+const SERVE_CONFIG_FLAGS = [
+  'listen',
+  'admin.listen',
+  'delivery',
+  'engine',
+  'allowPrivateNetworks',
+  'calendarYearWeeks',
+  'limits.maxBytes',
+  'workers',
+  'logLevel',
+] as const;
 
 async function serve(options: ServeOptions): Promise<void> {
-  const flags = flagLayer(options);
+  // Kept for reloads, so a flag keeps winning over the file.
+  const flags = configFlagLayer(options, SERVE_CONFIG_FLAGS);
   const slot = workerSlot();
   // A worker of `--workers N` leaves the admin listener to the primary (server/http/cluster.ts).
   const adapt = (loaded: Config): Config => (slot === null ? loaded : { ...loaded, admin: { listen: null } });
@@ -198,15 +196,6 @@ function firstLinkExample(url: string, root: string, config: Config): string {
 }
 
 export function register(program: Command): void {
-  withCommon(program.command('serve').description('run the HTTP server (SIGHUP reloads config and secrets, SIGTERM stops gracefully)'))
-    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)')
-    .option('--admin-listen <host:port|off>', 'address of the admin listener (/metrics, /healthz, /readyz); off: none')
-    .addOption(new Option('--delivery <mode>', 'direct: send bytes; accel: X-Accel-Redirect for nginx').choices(['direct', 'accel']))
-    .addOption(new Option('--engine <engine>', 'resize engine').choices(['sharp', 'jimp']))
-    .option('--allow-private-networks', ALLOW_PRIVATE_NETWORKS_HELP)
-    .option('--calendar-year-weeks', CALENDAR_YEAR_WEEKS_HELP)
-    .option('--max-bytes <n>', 'largest image accepted from an origin, in bytes')
-    .option('--workers <n>', 'processes serving the one listen port (a crashed one is restarted)')
-    .addOption(new Option('--log-level <level>').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  withConfigFlags(withCommon(program.command('serve').description('run the HTTP server (SIGHUP reloads config and secrets, SIGTERM stops gracefully)')), SERVE_CONFIG_FLAGS)
     .action(serve);
 }

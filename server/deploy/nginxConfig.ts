@@ -21,6 +21,7 @@
  * hit, and njs 0.7.9 keeps no state between requests to cache it in.
  */
 import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from '../config/config.js';
+import { MAX_CACHE_SECONDS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from '../config/nginxLimits.js';
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
@@ -130,12 +131,8 @@ export const NO_STEM = '/.imageproxy/no-such-image';
  * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
  */
 export const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
-/**
- * A verdict lives at most `seconds` + 1 (nginx compares whole seconds). It never keeps a
- * purged file served (the file is opened afresh, open_file_cache_valid 1s); it only
- * bounds how long a link is taken for valid after the check.
- */
-export const MAX_CACHE_SECONDS = 3;
+/** The longest life of a verdict, shared with the config's check (server/config/nginxLimits.ts). */
+export { MAX_CACHE_SECONDS };
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
 export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
@@ -279,14 +276,12 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
   };
 }
 
-const SIZE_PATTERN = /^[1-9][0-9]{0,9}[kmg]?$/;
-
 /** The cache settings, checked; null when there is no cache (absent, null or 0 seconds). */
 function checkCache(cache: NginxCacheInput | null | undefined): NginxCacheInput | null {
   if (cache === undefined || cache === null) return null;
   const seconds = expectInteger('nginx.cacheSeconds', cache.seconds, 0, MAX_CACHE_SECONDS);
   if (seconds === 0) return null;
-  if (typeof cache.maxSize !== 'string' || !SIZE_PATTERN.test(cache.maxSize)) {
+  if (typeof cache.maxSize !== 'string' || !NGINX_SIZE_PATTERN.test(cache.maxSize)) {
     throw new ConfigError('nginx.cacheMaxSize', `must be a size such as 256m or 1g, got ${JSON.stringify(cache.maxSize)}`);
   }
   if (cache.generation !== undefined && !/^[A-Za-z0-9]{1,32}$/.test(cache.generation)) {
@@ -471,9 +466,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '    proxy_set_header Host $host;',
     '    proxy_set_header X-Real-IP $remote_addr;',
     '    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
-    // A miss may wait for another request's fetch (singleFlightWaitMs, 30 s) and then
-    // fetch and resize itself (totalTimeoutMs, 30 s): nginx's 60 s default is too short.
-    '    proxy_read_timeout 120s;',
+    // Why this long: server/config/nginxLimits.ts (the app's queue waits end before it).
+    `    proxy_read_timeout ${NGINX_PROXY_READ_TIMEOUT_SECONDS}s;`,
     '}',
     '',
     `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,
@@ -638,7 +632,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     // X-Forwarded-For passes unchanged, so the app sees what it sees without a cache.
     '    proxy_set_header X-Real-IP $remote_addr;',
     // A miss waits for the app as long as the checked server does.
-    '    proxy_read_timeout 120s;',
+    `    proxy_read_timeout ${NGINX_PROXY_READ_TIMEOUT_SECONDS}s;`,
     // A thumbnail or photo fits in memory: no temp file between the two servers.
     '    proxy_buffer_size 16k;',
     '    proxy_buffers 32 16k;',

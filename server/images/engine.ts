@@ -10,7 +10,9 @@ import type { ImageFormat } from './sniff.js';
 
 export type { ImageFormat };
 
-export type EngineName = 'sharp' | 'jimp';
+/** The engines, as the config names them (server/config/schema.ts). */
+export const ENGINE_NAMES = ['sharp', 'jimp'] as const;
+export type EngineName = (typeof ENGINE_NAMES)[number];
 
 export interface ResizeRequest {
   /** The stored original, exactly as fetched. */
