@@ -10,7 +10,7 @@
  * already blocked, nothing stored) or a host failed (an unreadable blocklist); 2 usage;
  * 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { appendAuditRecord } from '../takedown/auditStore.js';
 import { addEntries, normaliseHost } from '../takedown/blocklist.js';

@@ -4,7 +4,7 @@
  * exit codes. Commands live one per file beside this one (init-buckets inline in
  * server/cli.ts, which registers them all), next to shared helpers like this one.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config/config.js';
 import { pseudoFilesystemOf } from '../tree/pseudoFilesystem.js';

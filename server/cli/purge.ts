@@ -12,7 +12,7 @@
  * Exit codes: 0 something was removed or blocked; 1 nothing to do (nothing stored and,
  * with --block, already blocked) or some --from-file lines failed; 2 usage; 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../takedown/blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';

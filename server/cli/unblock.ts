@@ -7,7 +7,7 @@
  * Exit codes: 0 something was unblocked; 1 nothing to do (not blocked) or some lines
  * failed; 2 usage; 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { appendAuditRecord } from '../takedown/auditStore.js';
 import { entriesOfKey, removeEntries, type BlockEntry } from '../takedown/blocklist.js';

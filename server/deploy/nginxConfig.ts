@@ -97,39 +97,39 @@ export interface StandaloneOptions {
 /** File name of the generated module; nginx/imageproxy.js imports it by this name. */
 export const CONFIG_MODULE_NAME = 'imageproxy_config.js';
 /** The njs script in njsDir. */
-export const NJS_SCRIPT_NAME = 'imageproxy.js';
+const NJS_SCRIPT_NAME = 'imageproxy.js';
 /** The js_set variable: the file stem, `bad_signature` or empty (see nginx/imageproxy.js). */
-export const STEM_VARIABLE = '$imageproxy_stem';
-export const UPSTREAM_NAME = 'imageproxy_app';
+const STEM_VARIABLE = '$imageproxy_stem';
+const UPSTREAM_NAME = 'imageproxy_app';
 /** Our Cache-Control on X-Accel-Redirect answers, empty when the app sent one. */
-export const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
-export const APP_LOCATION = '@imageproxy_app';
+const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
+const APP_LOCATION = '@imageproxy_app';
 /** The njs header filter of the error locations (nginx/imageproxy.js). */
-export const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
+const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
 /** What nginx adds to a file it serves; an error location deletes these before adding its own. */
-export const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
+const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
 /** The cache zone of the verdicts (proxy_cache_path keys_zone). */
-export const CACHE_ZONE = 'imageproxy_verdicts';
+const CACHE_ZONE = 'imageproxy_verdicts';
 /** Upstreams of the public server when there is a cache. */
-export const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
-export const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
-export const CHECKED_LOCATION = '@imageproxy_checked';
+const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
+const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
+const CHECKED_LOCATION = '@imageproxy_checked';
 /** The auth_request subrequest that asks for (or finds in the cache) the verdict. */
-export const VERDICT_LOCATION = '/_imageproxy_verdict';
+const VERDICT_LOCATION = '/_imageproxy_verdict';
 /** The verdict's header, and the public server's copy of it. */
-export const VERDICT_HEADER = 'X-Imageproxy-Stem';
-export const VERDICT_VARIABLE = '$imageproxy_verdict';
+const VERDICT_HEADER = 'X-Imageproxy-Stem';
+const VERDICT_VARIABLE = '$imageproxy_verdict';
 /** The cache key: the raw request line without its query string. */
-export const LINK_KEY_VARIABLE = '$imageproxy_link';
+const LINK_KEY_VARIABLE = '$imageproxy_link';
 /** The stem the public server tries: the verdict when it is a stem, else a name never stored. */
-export const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
+const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
 /** Under the tree's own state directory (server/contract/layout.ts), where no image is ever stored. */
-export const NO_STEM = '/.imageproxy/no-such-image';
+const NO_STEM = '/.imageproxy/no-such-image';
 /**
  * Set by njs with a stem: how long the cache may keep the verdict (X-Accel-Expires),
  * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
  */
-export const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
+const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
 /**
  * A verdict lives at most `seconds` + 1 (nginx compares whole seconds). It never keeps a
  * purged file served (the file is opened afresh, open_file_cache_valid 1s); it only
@@ -190,7 +190,7 @@ export function nginxErrorBody(answer: NginxErrorAnswer): string {
  * there came out as 500). Exact-match and internal, so it never catches a link (four
  * or five segments) and answers 404 when asked for from outside.
  */
-export function errorLocationUri(code: ErrorCode): string {
+function errorLocationUri(code: ErrorCode): string {
   return `/_imageproxy_error/${code}`;
 }
 
@@ -198,7 +198,7 @@ export function errorLocationUri(code: ErrorCode): string {
 
 // Absolute paths of ordinary characters: no quote, backslash, `$` (variables), `;`, braces,
 // `#` or control characters can reach the config.
-const PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~= -]*$/;
+const PATH_PATTERN = /^\/[A-Za-z0-9._/+@,:~= -]*$/;
 const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
 // What may stand inside a double-quoted nginx string without escaping or interpolation.
 const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;

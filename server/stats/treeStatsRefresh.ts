@@ -61,7 +61,7 @@ export function startTreeStatsRefresh(options: TreeStatsRefreshOptions): TreeSta
 }
 
 /** Sets the tree gauges from a complete walk, replacing the previous walk's values. */
-export function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
+function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
   for (const gauge of [gauges.files, gauges.bytes, gauges.backoffFiles, gauges.oldestFetch, gauges.newestFetch, gauges.blockedEntries]) {
     gauge.reset();
   }
