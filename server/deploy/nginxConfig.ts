@@ -371,6 +371,40 @@ function typesBlock(): string[] {
   ];
 }
 
+/** How both servers that send files from the tree send them: root, limits, types, open files. */
+function fileServing(root: string): string[] {
+  return [
+    `root ${quote(root)};`,
+    'server_tokens off;',
+    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
+    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
+    'large_client_header_buffers 4 16k;',
+    // Only image types: a file without one of these extensions is never served as a page.
+    ...typesBlock(),
+    'default_type application/octet-stream;',
+    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
+    // servable until its entry is checked again (one stat by name): after a takedown
+    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
+    // checked every second. A hot file still costs one stat a second, not one per hit.
+    'open_file_cache max=10000 inactive=60s;',
+    'open_file_cache_valid 1s;',
+    ...rangeLimit(),
+  ];
+}
+
+/** The public path /metrics answers 404: metrics are for the admin listener. */
+function metricsRefused(): string[] {
+  return [
+    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
+    // case, with or without a trailing slash; a link has four segments, so no link is lost.
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
+    'location ~* ^/metrics/?$ {',
+    '    return 404;',
+    '}',
+    '',
+  ];
+}
+
 /**
  * The directives for the inside of `http {}`: js_path/js_import/js_set and the upstream
  * (http level only), then the `server {}`.
@@ -418,21 +452,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
           'set_real_ip_from unix:;',
           'real_ip_header X-Real-IP;',
         ]),
-    `root ${quote(input.root)};`,
-    'server_tokens off;',
-    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
-    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
-    'large_client_header_buffers 4 16k;',
-    // Only image types: a file without one of these extensions is never served as a page.
-    ...typesBlock(),
-    'default_type application/octet-stream;',
-    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
-    // servable until its entry is checked again (one stat by name): after a takedown
-    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
-    // checked every second. A hot file still costs one stat a second, not one per hit.
-    'open_file_cache max=10000 inactive=60s;',
-    'open_file_cache_valid 1s;',
-    ...rangeLimit(),
+    ...fileServing(input.root),
     '',
     "# nginx's own answers: text with the app's headers, never an HTML page (below).",
     ...errorPages(),
@@ -456,13 +476,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    try_files ${tryFiles} ${APP_LOCATION};`,
     '}',
     '',
-    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
-    // case, with or without a trailing slash; a link has four segments, so no link is lost.
-    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
-    'location ~* ^/metrics/?$ {',
-    '    return 404;',
-    '}',
-    '',
+    ...metricsRefused(),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -572,15 +586,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
   const key = cache.generation === undefined ? LINK_KEY_VARIABLE : `"${cache.generation}${LINK_KEY_VARIABLE}"`;
   return [
     `listen ${input.nginxListen};`,
-    `root ${quote(input.root)};`,
-    'server_tokens off;',
-    'large_client_header_buffers 4 16k;',
-    ...typesBlock(),
-    'default_type application/octet-stream;',
-    // As in the checked server: a purged file stops being served within seconds.
-    'open_file_cache max=10000 inactive=60s;',
-    'open_file_cache_valid 1s;',
-    ...rangeLimit(),
+    ...fileServing(input.root),
     ...errorPages(),
     'recursive_error_pages on;',
     '',
@@ -598,11 +604,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     `    try_files ${tryFiles} ${CHECKED_LOCATION};`,
     '}',
     '',
-    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
-    'location ~* ^/metrics/?$ {',
-    '    return 404;',
-    '}',
-    '',
+    ...metricsRefused(),
     '# The verdict: from the cache, else from the verdict server.',
     `location = ${VERDICT_LOCATION} {`,
     '    internal;',
