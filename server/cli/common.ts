@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { ConfigError, buildConfig, envLayer, readConfigFile, type Config, type ConfigLayer } from '../config/config.js';
 import { pseudoFilesystemOf } from '../tree/pseudoFilesystem.js';
 import { refuseReadableConfigSecrets } from '../config/secrets.js';
+import type { ProgressCounts } from './progress.js';
 
 /**
  * Exit codes of every command:
@@ -20,6 +21,12 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURES = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
+
+/** A takedown command's exit code by its items: 1 when one failed or none changed anything. */
+export function exitCodeOfItems(counts: ProgressCounts, interrupted: boolean): number {
+  if (interrupted) return EXIT_INTERRUPTED;
+  return counts.failed > 0 || counts.ok === 0 ? EXIT_FAILURES : EXIT_OK;
+}
 
 /** The help of `--allow-private-networks`, on every command that fetches (serve, populate). */
 export const ALLOW_PRIVATE_NETWORKS_HELP = 'allow fetching from private, loopback and link-local addresses';
