@@ -392,9 +392,18 @@ function fileServing(root: string): string[] {
   ];
 }
 
-/** The public path /metrics answers 404: metrics are for the admin listener. */
-function metricsRefused(): string[] {
+/**
+ * How the link location of both servers ends: the stem's file with the file headers, else
+ * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
+ * admin listener).
+ */
+function linkLocationEnd(stemVariable: string, fallback: string): string[] {
   return [
+    // Without `always`: on 200, 206 and 304 only, never on an error.
+    ...indent(fileHeaders(), 1),
+    `    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`,
+    '}',
+    '',
     // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
     // case, with or without a trailing slash; a link has four segments, so no link is lost.
     "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
@@ -413,7 +422,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const input = checkInput(rawInput);
   const cache = input.cache ?? null;
   const stem = STEM_VARIABLE;
-  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${stem}.${ext}`).join(' ');
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
 
   const httpLevel = [
@@ -471,12 +479,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    // Without `always`: on 200, 206 and 304 only, never on an error.
-    ...indent(fileHeaders(), 1),
-    `    try_files ${tryFiles} ${APP_LOCATION};`,
-    '}',
-    '',
-    ...metricsRefused(),
+    ...linkLocationEnd(stem, APP_LOCATION),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -582,7 +585,6 @@ function verdictServer(cache: NginxCacheInput): string[] {
  * a purged file is never served from the cache, as the cache holds no file.
  */
 function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[] {
-  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${HIT_STEM_VARIABLE}.${ext}`).join(' ');
   const key = cache.generation === undefined ? LINK_KEY_VARIABLE : `"${cache.generation}${LINK_KEY_VARIABLE}"`;
   return [
     `listen ${input.nginxListen};`,
@@ -600,11 +602,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     '    }',
     `    auth_request ${VERDICT_LOCATION};`,
     `    auth_request_set ${VERDICT_VARIABLE} $upstream_http_${VERDICT_HEADER.toLowerCase().replace(/-/g, '_')};`,
-    ...indent(fileHeaders(), 1),
-    `    try_files ${tryFiles} ${CHECKED_LOCATION};`,
-    '}',
-    '',
-    ...metricsRefused(),
+    ...linkLocationEnd(HIT_STEM_VARIABLE, CHECKED_LOCATION),
     '# The verdict: from the cache, else from the verdict server.',
     `location = ${VERDICT_LOCATION} {`,
     '    internal;',
