@@ -14,7 +14,7 @@ export interface ServeChild {
   url: string;
   adminUrl: string;
   errorLines: () => number;
-  stop(): Promise<void>;
+  stop: () => Promise<void>;
 }
 
 /** A child process, resolved once a line of its output matches `ready` (with the match). */

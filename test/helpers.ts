@@ -267,7 +267,7 @@ export async function until<T>(probe: () => T | Promise<T>, options: UntilOption
   const intervalMs = options.intervalMs ?? 20;
   const done = options.done ?? ((value: T) => Boolean(value));
   const deadline = Date.now() + timeoutMs;
-  let lastSeen = 'nothing yet';
+  let lastSeen: string;
   for (;;) {
     try {
       const value = await probe();

@@ -367,7 +367,7 @@ describe('check and stats: symlinked bucket and shard directories are not walked
     assert.match(run.stdout, /^not-regular\tf\ta symbolic link: not walked\tfailed: left alone/m);
     const sidecar = join(root, keyDirectory('i', KEY_FIFO), metadataFileName(KEY_FIFO));
     assert.equal((await lstat(sidecar)).isFile(), true, 'a rebuilt sidecar in place of the FIFO');
-    assert.equal(JSON.parse(await readFile(sidecar, 'utf8')).bytes, pngBytes.length);
+    assert.equal((JSON.parse(await readFile(sidecar, 'utf8')) as { bytes: number }).bytes, pngBytes.length);
     assert.deepEqual(await listing(outside), outsideListing, 'nothing written or moved outside the tree');
     assert.equal((await lstat(join(root, 'f'))).isSymbolicLink(), true, 'the linked bucket is left as it is');
   });

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, DEFAULT_CONFIG } from '../server/config/config.js';
-import { IMAGE_EXTENSIONS, keyDirectory, storageKey, type ImageExtension } from '../server/contract/layout.js';
+import { IMAGE_EXTENSIONS, keyDirectory, storageKey } from '../server/contract/layout.js';
 import {
   CONFIG_MODULE_NAME,
   NGINX_ERROR_ANSWERS,
@@ -443,7 +443,7 @@ describe('rendered config under a real nginx', { skip: nginxMissing() ?? false }
       const image = images[ext]!;
       const answer = await get(link(image.imageUrl));
       assert.equal(answer.status, 200, ext);
-      assertFileHeaders(answer, CONTENT_TYPE_BY_EXTENSION[ext as ImageExtension]);
+      assertFileHeaders(answer, CONTENT_TYPE_BY_EXTENSION[ext]);
       assertSameBytes(answer.body, image.bytes, 'the body');
     }
   });

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import type { AuditRecord } from '../server/takedown/audit.js';
@@ -79,7 +80,7 @@ describe('takedowns: purge --block, block --host, unblock, audit log', () => {
     const otherJpeg = await sharp({ create: { width: 300, height: 400, channels: 3, background: '#3355aa' } }).jpeg().toBuffer();
     // Bytes stored under several URLs before a block (purge --copies).
     const copiedJpeg = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#55aa33' } }).jpeg().toBuffer();
-    const handler = (req: { url?: string }, res: import('node:http').ServerResponse): void => {
+    const handler = (req: { url?: string }, res: ServerResponse): void => {
       const path = (req.url ?? '').split('?')[0] ?? '';
       if (path.startsWith('/other-bytes/')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(otherJpeg);
       else if (path.startsWith('/copies/')) res.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(copiedJpeg);

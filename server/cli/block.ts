@@ -10,14 +10,14 @@
  * already blocked, nothing stored) or a host failed (an unreadable blocklist); 2 usage;
  * 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { appendAuditRecord } from '../takedown/auditStore.js';
 import { addEntries, normaliseHost } from '../takedown/blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
 import { matchingHosts, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
 import { ImageStore } from '../tree/store.js';
-import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
+import { UsageError, collect, exitCodeOfItems, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 import { currentActor, waitForRunningServers } from './takedownTargets.js';
 
@@ -102,8 +102,7 @@ async function block(options: BlockOptions): Promise<number> {
         'links to these hosts answer 451 from running servers within seconds\n',
     );
   }
-  if (interrupted) return EXIT_INTERRUPTED;
-  return progress.counts.ok > 0 && progress.counts.failed === 0 ? EXIT_OK : EXIT_FAILURES;
+  return exitCodeOfItems(progress.counts, interrupted);
 }
 
 export function register(program: Command): void {

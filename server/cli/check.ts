@@ -6,19 +6,10 @@
  * the end; progress by shard directory on stderr.
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
 import { FINDING_KINDS } from '../tree/health.js';
 import { walkTreeHealth, type FindingReport, type TreeHealthResult } from '../tree/healthWalk.js';
-import {
-  EXIT_FAILURES,
-  EXIT_INTERRUPTED,
-  EXIT_OK,
-  configuredBucket,
-  loadConfig,
-  withCommon,
-  type CommonOptions,
-} from './common.js';
-import { runShardWalk } from './shardWalk.js';
+import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, withCommon, type CommonOptions } from './common.js';
+import { runShardWalk, shardWalkTarget } from './shardWalk.js';
 
 interface CheckOptions extends CommonOptions {
   bucket?: string;
@@ -43,9 +34,7 @@ function summaryLines(result: TreeHealthResult, repair: boolean): string {
 }
 
 async function check(options: CheckOptions): Promise<number> {
-  const config = loadConfig(options);
-  const buckets = options.bucket === undefined ? Object.keys(config.buckets) : [configuredBucket(config, '--bucket', options.bucket)];
-  const root = resolve(config.root);
+  const { config, buckets, root } = shardWalkTarget(options);
   const repair = options.repair === true;
   const json = options.json === true;
 

@@ -10,6 +10,7 @@ import { ConfigError, buildConfig, envLayer, parseSettingText, readConfigFile, s
 import { settingOf, type Setting } from '../config/schema.js';
 import { pseudoFilesystemOf } from '../tree/pseudoFilesystem.js';
 import { refuseReadableConfigSecrets } from '../config/secrets.js';
+import type { ProgressCounts } from './progress.js';
 
 /**
  * Exit codes of every command:
@@ -21,6 +22,13 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURES = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
+
+/** A takedown command's exit code by its items: 1 when one failed or none changed anything. */
+export function exitCodeOfItems(counts: ProgressCounts, interrupted: boolean): number {
+  if (interrupted) return EXIT_INTERRUPTED;
+  return counts.failed > 0 || counts.ok === 0 ? EXIT_FAILURES : EXIT_OK;
+}
+
 
 /** A wrong flag or value: the CLI prints `imageproxy: <message>` and exits 2. */
 export class UsageError extends Error {}

@@ -7,10 +7,8 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { storageKey } from '../contract/layout.js';
 import { imageUrlBytes, sizeSegment } from '../contract/link.js';
-import { describeVerdict } from '../contract/linkTools.js';
 import { ImageStore } from '../tree/store.js';
-import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
-import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
+import { judgeLinkNow, printVerdict, registerLinkCommand, type LinkCommandOptions } from './linkOptions.js';
 
 /** Control characters of a hostile URL would rewrite the admin's terminal: escape them. */
 function printable(text: string): string {
@@ -35,18 +33,9 @@ async function decode(text: string, options: LinkCommandOptions): Promise<number
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   }
-  process.stdout.write(`${describeVerdict(verdict)}\n`);
-  return verdict.kind === 'valid' ? EXIT_OK : EXIT_FAILURES;
+  return printVerdict(verdict);
 }
 
 export function register(program: Command): void {
-  withLinkOptions(
-    withCommon(
-      program
-        .command('decode <link>')
-        .description("print a link's bucket, size, proxy flag, image URL, key, stored files and verdict (exit 0 only when valid)"),
-    ),
-  ).action(async (link: string, options: LinkCommandOptions) => {
-    process.exitCode = await decode(link, options);
-  });
+  registerLinkCommand(program, 'decode', "print a link's bucket, size, proxy flag, image URL, key, stored files and verdict (exit 0 only when valid)", decode);
 }

@@ -4,7 +4,7 @@
  * of server/cli/common.ts: 1 only for what a rerun might fix, so a migration script can
  * tell done from failed.
  */
-import { Command, Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';

@@ -1,13 +1,14 @@
 /**
  * What `sign`, `verify` and `decode` share: the config as their flags make it (the
- * calendar-year option included), the secrets, and the link policy of server/contract/linkTools.ts.
+ * calendar-year option included), the secrets, the link policy of server/contract/linkTools.ts,
+ * and for `verify` and `decode` the verdict line and its exit code.
  */
 import type { Command } from 'commander';
 import type { Config } from '../config/config.js';
 import { linkPathOf } from '../contract/link.js';
-import { judgeLink, type LinkPolicy, type LinkVerdict } from '../contract/linkTools.js';
+import { describeVerdict, judgeLink, type LinkPolicy, type LinkVerdict } from '../contract/linkTools.js';
 import { resolveSecrets } from '../config/secrets.js';
-import { configFlagLayer, loadConfig, parseInstant, withConfigFlags, type CommonOptions } from './common.js';
+import { EXIT_FAILURES, EXIT_OK, configFlagLayer, loadConfig, parseInstant, withCommon, withConfigFlags, type CommonOptions } from './common.js';
 
 export type LinkCommandOptions = CommonOptions & {
   at?: string;
@@ -44,4 +45,22 @@ export function judgeLinkNow(text: string, options: LinkCommandOptions): { confi
   const config = loadLinkConfig(options);
   const verdict = judgeLink(linkPathOf(text), { policy: policyOf(config), secrets: configuredSecrets(config), nowMs: parseInstant(options.at) });
   return { config, verdict };
+}
+
+/** Prints the verdict line `verify` prints; the exit code: 0 only when the link is valid. */
+export function printVerdict(verdict: LinkVerdict): number {
+  process.stdout.write(`${describeVerdict(verdict)}\n`);
+  return verdict.kind === 'valid' ? EXIT_OK : EXIT_FAILURES;
+}
+
+/** Registers `<name> <link>` (verify, decode) with the common and link options; `run` gives the exit code. */
+export function registerLinkCommand(
+  program: Command,
+  name: string,
+  description: string,
+  run: (link: string, options: LinkCommandOptions) => number | Promise<number>,
+): void {
+  withLinkOptions(withCommon(program.command(`${name} <link>`).description(description))).action(async (link: string, options: LinkCommandOptions) => {
+    process.exitCode = await run(link, options);
+  });
 }

@@ -6,7 +6,7 @@
  * without contacting the origin, so a rerun resumes. `<file>.success` and `<file>.failed`
  * (server/ops/lineReports.ts) list the finished lines while it runs.
  */
-import { Command, Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { constants, createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';

@@ -12,7 +12,7 @@
  * Exit codes: 0 something was removed or blocked; 1 nothing to do (nothing stored and,
  * with --block, already blocked) or some --from-file lines failed; 2 usage; 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../takedown/blocklist.js';
 import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
@@ -24,12 +24,10 @@ import { readRegularFile, readRegularText } from '../tree/regularFile.js';
 import { matchingDigests, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
 import { ImageStore } from '../tree/store.js';
 import {
-  EXIT_FAILURES,
-  EXIT_INTERRUPTED,
-  EXIT_OK,
   UsageError,
   collect,
   configuredBucket,
+  exitCodeOfItems,
   loadConfig,
   withCommon,
   type CommonOptions,
@@ -248,9 +246,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       (block ? `; blocklist: added ${totals.keys} key(s), ${totals.digests} digest(s)` : '') +
       '\n',
   );
-  if (interrupted) return EXIT_INTERRUPTED;
-  if (progress.counts.failed > 0 || progress.counts.ok === 0) return EXIT_FAILURES;
-  return EXIT_OK;
+  return exitCodeOfItems(progress.counts, interrupted);
 }
 
 export function register(program: Command): void {

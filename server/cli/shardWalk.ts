@@ -4,8 +4,10 @@
  * ETA holds), SIGINT/SIGTERM as an interrupt, the progress summary on stderr, and a
  * failure as one line on stderr and exit 1.
  */
+import { resolve } from 'node:path';
+import type { Config } from '../config/config.js';
 import { SHARDS_PER_BUCKET } from '../contract/layout.js';
-import { EXIT_FAILURES } from './common.js';
+import { EXIT_FAILURES, configuredBucket, loadConfig, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 
 /** What the walk is given: the interrupt, and where it reports each shard and bucket done. */
@@ -13,6 +15,13 @@ export interface ShardWalkHooks {
   signal: AbortSignal;
   onShardDone: () => void;
   onBucketDone: (bucket: string, shardsWithEntries: number) => void;
+}
+
+/** The config, the buckets to walk (--bucket, else every configured one) and the tree's root. */
+export function shardWalkTarget(options: CommonOptions & { bucket?: string }): { config: Config; buckets: string[]; root: string } {
+  const config = loadConfig(options);
+  const buckets = options.bucket === undefined ? Object.keys(config.buckets) : [configuredBucket(config, '--bucket', options.bucket)];
+  return { config, buckets, root: resolve(config.root) };
 }
 
 /** Runs `walk` over `bucketCount` buckets; `report` prints its result and gives the exit code. */

@@ -4,18 +4,11 @@
  * read-only walk of the tree (server/stats/treeStatsWalk.ts); progress by shard directory.
  */
 import type { Command } from 'commander';
-import { relative, resolve } from 'node:path';
+import { relative } from 'node:path';
 import { formatStatsJson, formatStatsTable } from '../stats/treeStats.js';
 import { walkTreeStats } from '../stats/treeStatsWalk.js';
-import {
-  EXIT_INTERRUPTED,
-  EXIT_OK,
-  configuredBucket,
-  loadConfig,
-  withCommon,
-  type CommonOptions,
-} from './common.js';
-import { runShardWalk } from './shardWalk.js';
+import { EXIT_INTERRUPTED, EXIT_OK, withCommon, type CommonOptions } from './common.js';
+import { runShardWalk, shardWalkTarget } from './shardWalk.js';
 
 interface StatsOptions extends CommonOptions {
   bucket?: string;
@@ -25,9 +18,7 @@ interface StatsOptions extends CommonOptions {
 const LABEL = 'stats';
 
 async function stats(options: StatsOptions): Promise<number> {
-  const config = loadConfig(options);
-  const buckets = options.bucket === undefined ? Object.keys(config.buckets) : [configuredBucket(config, '--bucket', options.bucket)];
-  const root = resolve(config.root);
+  const { buckets, root } = shardWalkTarget(options);
 
   return runShardWalk(
     LABEL,

@@ -7,12 +7,12 @@
  * Exit codes: 0 something was unblocked; 1 nothing to do (not blocked) or some lines
  * failed; 2 usage; 130 interrupted.
  */
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { appendAuditRecord } from '../takedown/auditStore.js';
 import { entriesOfKey, removeEntries, type BlockEntry } from '../takedown/blocklist.js';
 import { updateBlocklist } from '../takedown/blocklistStore.js';
-import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, collect, loadConfig, withCommon, type CommonOptions } from './common.js';
+import { UsageError, collect, exitCodeOfItems, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { hostsOf } from './block.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
 import { currentActor, readTargetFile, resolveTarget, type TakedownTarget } from './takedownTargets.js';
@@ -106,9 +106,7 @@ async function unblock(positional: string[], options: UnblockOptions): Promise<n
   }
   const interrupted = interrupt.signal.aborted;
   process.stdout.write(`${progress.summary(interrupted)}\n`);
-  if (interrupted) return EXIT_INTERRUPTED;
-  if (progress.counts.failed > 0 || progress.counts.ok === 0) return EXIT_FAILURES;
-  return EXIT_OK;
+  return exitCodeOfItems(progress.counts, interrupted);
 }
 
 export function register(program: Command): void {

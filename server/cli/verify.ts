@@ -5,24 +5,13 @@
  * after the signature, with the app's error code). Exit 0 valid, 1 anything else.
  */
 import type { Command } from 'commander';
-import { describeVerdict } from '../contract/linkTools.js';
-import { EXIT_FAILURES, EXIT_OK, withCommon } from './common.js';
-import { judgeLinkNow, withLinkOptions, type LinkCommandOptions } from './linkOptions.js';
-
-function verify(link: string, options: LinkCommandOptions): number {
-  const { verdict } = judgeLinkNow(link, options);
-  process.stdout.write(`${describeVerdict(verdict)}\n`);
-  return verdict.kind === 'valid' ? EXIT_OK : EXIT_FAILURES;
-}
+import { judgeLinkNow, printVerdict, registerLinkCommand } from './linkOptions.js';
 
 export function register(program: Command): void {
-  withLinkOptions(
-    withCommon(
-      program
-        .command('verify <link>')
-        .description('say whether a link verifies: valid, expired (and when it was signed), wrong (forged or unknown secret) or invalid; exit 0 only when valid'),
-    ),
-  ).action((link: string, options: LinkCommandOptions) => {
-    process.exitCode = verify(link, options);
-  });
+  registerLinkCommand(
+    program,
+    'verify',
+    'say whether a link verifies: valid, expired (and when it was signed), wrong (forged or unknown secret) or invalid; exit 0 only when valid',
+    (link, options) => printVerdict(judgeLinkNow(link, options).verdict),
+  );
 }

@@ -137,7 +137,7 @@ export function isLockDirectoryName(name: string): boolean {
 }
 
 /** `quarantine` under STATE_DIRECTORY: damaged files moved aside, kept for a look, never served. */
-export const QUARANTINE_DIRECTORY = 'quarantine';
+const QUARANTINE_DIRECTORY = 'quarantine';
 
 /**
  * Where a damaged file goes, relative to the root: `.imageproxy/quarantine/{bucket}/{name}.{time}`,

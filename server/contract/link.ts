@@ -49,7 +49,7 @@ export function isExtUrlShaped(extUrl: string): boolean {
 }
 
 /** The refusal of an ext_url that is not shaped: too long, or not base64url. */
-export function extUrlShapeError(extUrl: string): ImageproxyError {
+function extUrlShapeError(extUrl: string): ImageproxyError {
   if (extUrl.length > MAX_EXT_URL_LENGTH) {
     return new ImageproxyError('url_too_long', `image URL too long: its base64url form has at most ${MAX_EXT_URL_LENGTH} characters`, {
       detail: `${extUrl.length} characters`,

@@ -28,7 +28,7 @@ import { FULL_SIZE, sizeLabel, type SizeSpec } from './sizes.js';
 import type { WeekRule } from './weeks.js';
 
 /** How far back `verify` and `decode` look for the week an expired link was signed in. */
-export const EXPIRED_SEARCH_WEEKS = 53;
+const EXPIRED_SEARCH_WEEKS = 53;
 
 /** The part of the config signing and judging links depends on. */
 export interface LinkPolicy {

@@ -12,7 +12,7 @@
 
 export type WeekRule = 'iso' | 'calendar';
 /** Which instant a candidate week was taken from. */
-export type WeekInstant = 'now' | 'previous week' | 'skew';
+type WeekInstant = 'now' | 'previous week' | 'skew';
 
 export interface WeekCandidate {
   /** `YYYYWW`, appended to the secret to form the HMAC key. */
@@ -44,7 +44,7 @@ export function weekSuffix(epochMs: number, rule: WeekRule): string {
 }
 
 /** The year rules a verifier accepts: ISO always, the calendar rule only on request. */
-export function weekRulesOf(calendarYearWeeks: boolean): readonly WeekRule[] {
+function weekRulesOf(calendarYearWeeks: boolean): readonly WeekRule[] {
   return calendarYearWeeks ? ['iso', 'calendar'] : ['iso'];
 }
 

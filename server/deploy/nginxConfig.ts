@@ -98,39 +98,39 @@ export interface StandaloneOptions {
 /** File name of the generated module; nginx/imageproxy.js imports it by this name. */
 export const CONFIG_MODULE_NAME = 'imageproxy_config.js';
 /** The njs script in njsDir. */
-export const NJS_SCRIPT_NAME = 'imageproxy.js';
+const NJS_SCRIPT_NAME = 'imageproxy.js';
 /** The js_set variable: the file stem, `bad_signature` or empty (see nginx/imageproxy.js). */
-export const STEM_VARIABLE = '$imageproxy_stem';
-export const UPSTREAM_NAME = 'imageproxy_app';
+const STEM_VARIABLE = '$imageproxy_stem';
+const UPSTREAM_NAME = 'imageproxy_app';
 /** Our Cache-Control on X-Accel-Redirect answers, empty when the app sent one. */
-export const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
-export const APP_LOCATION = '@imageproxy_app';
+const ACCEL_CACHE_CONTROL_VARIABLE = '$imageproxy_accel_cache_control';
+const APP_LOCATION = '@imageproxy_app';
 /** The njs header filter of the error locations (nginx/imageproxy.js). */
-export const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
+const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
 /** What nginx adds to a file it serves; an error location deletes these before adding its own. */
-export const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
+const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
 /** The cache zone of the verdicts (proxy_cache_path keys_zone). */
-export const CACHE_ZONE = 'imageproxy_verdicts';
+const CACHE_ZONE = 'imageproxy_verdicts';
 /** Upstreams of the public server when there is a cache. */
-export const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
-export const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
-export const CHECKED_LOCATION = '@imageproxy_checked';
+const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
+const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
+const CHECKED_LOCATION = '@imageproxy_checked';
 /** The auth_request subrequest that asks for (or finds in the cache) the verdict. */
-export const VERDICT_LOCATION = '/_imageproxy_verdict';
+const VERDICT_LOCATION = '/_imageproxy_verdict';
 /** The verdict's header, and the public server's copy of it. */
-export const VERDICT_HEADER = 'X-Imageproxy-Stem';
-export const VERDICT_VARIABLE = '$imageproxy_verdict';
+const VERDICT_HEADER = 'X-Imageproxy-Stem';
+const VERDICT_VARIABLE = '$imageproxy_verdict';
 /** The cache key: the raw request line without its query string. */
-export const LINK_KEY_VARIABLE = '$imageproxy_link';
+const LINK_KEY_VARIABLE = '$imageproxy_link';
 /** The stem the public server tries: the verdict when it is a stem, else a name never stored. */
-export const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
+const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
 /** Under the tree's own state directory (server/contract/layout.ts), where no image is ever stored. */
-export const NO_STEM = '/.imageproxy/no-such-image';
+const NO_STEM = '/.imageproxy/no-such-image';
 /**
  * Set by njs with a stem: how long the cache may keep the verdict (X-Accel-Expires),
  * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
  */
-export const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
+const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
 /** The longest life of a verdict, shared with the config's check (server/config/nginxLimits.ts). */
 export { MAX_CACHE_SECONDS };
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
@@ -187,7 +187,7 @@ export function nginxErrorBody(answer: NginxErrorAnswer): string {
  * there came out as 500). Exact-match and internal, so it never catches a link (four
  * or five segments) and answers 404 when asked for from outside.
  */
-export function errorLocationUri(code: ErrorCode): string {
+function errorLocationUri(code: ErrorCode): string {
   return `/_imageproxy_error/${code}`;
 }
 
@@ -195,7 +195,7 @@ export function errorLocationUri(code: ErrorCode): string {
 
 // Absolute paths of ordinary characters: no quote, backslash, `$` (variables), `;`, braces,
 // `#` or control characters can reach the config.
-const PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~= -]*$/;
+const PATH_PATTERN = /^\/[A-Za-z0-9._/+@,:~= -]*$/;
 const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
 // What may stand inside a double-quoted nginx string without escaping or interpolation.
 const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;
@@ -366,6 +366,49 @@ function typesBlock(): string[] {
   ];
 }
 
+/** How both servers that send files from the tree send them: root, limits, types, open files. */
+function fileServing(root: string): string[] {
+  return [
+    `root ${quote(root)};`,
+    'server_tokens off;',
+    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
+    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
+    'large_client_header_buffers 4 16k;',
+    // Only image types: a file without one of these extensions is never served as a page.
+    ...typesBlock(),
+    'default_type application/octet-stream;',
+    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
+    // servable until its entry is checked again (one stat by name): after a takedown
+    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
+    // checked every second. A hot file still costs one stat a second, not one per hit.
+    'open_file_cache max=10000 inactive=60s;',
+    'open_file_cache_valid 1s;',
+    ...rangeLimit(),
+  ];
+}
+
+/**
+ * How the link location of both servers ends: the stem's file with the file headers, else
+ * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
+ * admin listener).
+ */
+function linkLocationEnd(stemVariable: string, fallback: string): string[] {
+  return [
+    // Without `always`: on 200, 206 and 304 only, never on an error.
+    ...indent(fileHeaders(), 1),
+    `    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`,
+    '}',
+    '',
+    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
+    // case, with or without a trailing slash; a link has four segments, so no link is lost.
+    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
+    'location ~* ^/metrics/?$ {',
+    '    return 404;',
+    '}',
+    '',
+  ];
+}
+
 /**
  * The directives for the inside of `http {}`: js_path/js_import/js_set and the upstream
  * (http level only), then the `server {}`.
@@ -374,7 +417,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const input = checkInput(rawInput);
   const cache = input.cache ?? null;
   const stem = STEM_VARIABLE;
-  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${stem}.${ext}`).join(' ');
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
 
   const httpLevel = [
@@ -413,21 +455,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
           'set_real_ip_from unix:;',
           'real_ip_header X-Real-IP;',
         ]),
-    `root ${quote(input.root)};`,
-    'server_tokens off;',
-    // The request line of the longest link the app accepts (ext_url of MAX_EXT_URL_LENGTH)
-    // is past nginx's default 8k buffer, which would answer 414 to a link sign printed.
-    'large_client_header_buffers 4 16k;',
-    // Only image types: a file without one of these extensions is never served as a page.
-    ...typesBlock(),
-    'default_type application/octet-stream;',
-    // Saves the open() and fstat() of a hit. A cached handle keeps a removed file
-    // servable until its entry is checked again (one stat by name): after a takedown
-    // (`purge --block`) nginx must stop serving the file within seconds, so entries are
-    // checked every second. A hot file still costs one stat a second, not one per hit.
-    'open_file_cache max=10000 inactive=60s;',
-    'open_file_cache_valid 1s;',
-    ...rangeLimit(),
+    ...fileServing(input.root),
     '',
     "# nginx's own answers: text with the app's headers, never an HTML page (below).",
     ...errorPages(),
@@ -446,18 +474,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    // Without `always`: on 200, 206 and 304 only, never on an error.
-    ...indent(fileHeaders(), 1),
-    `    try_files ${tryFiles} ${APP_LOCATION};`,
-    '}',
-    '',
-    // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
-    // case, with or without a trailing slash; a link has four segments, so no link is lost.
-    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
-    'location ~* ^/metrics/?$ {',
-    '    return 404;',
-    '}',
-    '',
+    ...linkLocationEnd(stem, APP_LOCATION),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -562,19 +579,10 @@ function verdictServer(cache: NginxCacheInput): string[] {
  * a purged file is never served from the cache, as the cache holds no file.
  */
 function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[] {
-  const tryFiles = IMAGE_EXTENSIONS.map((ext) => `${HIT_STEM_VARIABLE}.${ext}`).join(' ');
   const key = cache.generation === undefined ? LINK_KEY_VARIABLE : `"${cache.generation}${LINK_KEY_VARIABLE}"`;
   return [
     `listen ${input.nginxListen};`,
-    `root ${quote(input.root)};`,
-    'server_tokens off;',
-    'large_client_header_buffers 4 16k;',
-    ...typesBlock(),
-    'default_type application/octet-stream;',
-    // As in the checked server: a purged file stops being served within seconds.
-    'open_file_cache max=10000 inactive=60s;',
-    'open_file_cache_valid 1s;',
-    ...rangeLimit(),
+    ...fileServing(input.root),
     ...errorPages(),
     'recursive_error_pages on;',
     '',
@@ -588,15 +596,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     '    }',
     `    auth_request ${VERDICT_LOCATION};`,
     `    auth_request_set ${VERDICT_VARIABLE} $upstream_http_${VERDICT_HEADER.toLowerCase().replace(/-/g, '_')};`,
-    ...indent(fileHeaders(), 1),
-    `    try_files ${tryFiles} ${CHECKED_LOCATION};`,
-    '}',
-    '',
-    "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
-    'location ~* ^/metrics/?$ {',
-    '    return 404;',
-    '}',
-    '',
+    ...linkLocationEnd(HIT_STEM_VARIABLE, CHECKED_LOCATION),
     '# The verdict: from the cache, else from the verdict server.',
     `location = ${VERDICT_LOCATION} {`,
     '    internal;',

@@ -41,7 +41,7 @@ const STOP_MARGIN_SECONDS = 5;
 
 // Absolute paths that need no quoting or escaping in a unit file: no space, quote,
 // backslash, `%` (a specifier) or `$` (a variable in ExecStart), no `..` segment.
-const UNIT_PATH_PATTERN = /^\/[A-Za-z0-9._\/+@,:~=-]*$/;
+const UNIT_PATH_PATTERN = /^\/[A-Za-z0-9._/+@,:~=-]*$/;
 const ACCOUNT_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 /** What ProtectHome= hides: a path below one of them needs it read-only instead. */
 const HOME_DIRECTORIES = ['/home', '/root', '/run/user'];

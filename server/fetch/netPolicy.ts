@@ -45,13 +45,11 @@ const IPV4_COMPATIBLE = 'ipv4Compatible';
 /** The one ipaddr.js range name that may be connected to. */
 const ALLOWED_RANGE = 'unicast';
 
-type Cidr = [ipaddr.IPv6, number];
-
 const embeddedPrefixes = EMBEDDED_IPV4_PREFIXES.map((entry) => ({
   ...entry,
-  parsed: ipaddr.IPv6.parseCIDR(entry.cidr) as Cidr,
+  parsed: ipaddr.IPv6.parseCIDR(entry.cidr),
 }));
-const globalUnicast = ipaddr.IPv6.parseCIDR(IPV6_GLOBAL_UNICAST) as Cidr;
+const globalUnicast = ipaddr.IPv6.parseCIDR(IPV6_GLOBAL_UNICAST);
 
 /** `[::1]` as a URL writes it → `::1`. */
 function withoutBrackets(ip: string): string {

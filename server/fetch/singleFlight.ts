@@ -52,7 +52,7 @@ const POLL_MIN_MS = 25;
 const POLL_MAX_MS = 200;
 
 /** Gives the lock back. */
-export type ReleaseLock = () => Promise<void>;
+type ReleaseLock = () => Promise<void>;
 
 /** A cross-process lock, taken without waiting: the single-flight loop polls it. */
 export interface SingleFlightLock {

@@ -15,7 +15,7 @@ export interface RestartPolicy {
 
 // A worker that served for half a minute was working; the cap keeps a crash loop to a
 // couple of attempts a minute while still retrying on its own once the cause is fixed.
-export const RESTART_POLICY: RestartPolicy = { healthyRunMs: 30_000, firstDelayMs: 250, maxDelayMs: 30_000 };
+const RESTART_POLICY: RestartPolicy = { healthyRunMs: 30_000, firstDelayMs: 250, maxDelayMs: 30_000 };
 
 export interface RestartDecision {
   /** Quick crashes in a row, this one included (the next decision's `previousCrashes`). */

@@ -12,7 +12,7 @@ import type { Logger } from './log.js';
 import { LogThrottle } from './logThrottle.js';
 
 export const DESCRIPTOR_CHECK_INTERVAL_MS = 1000;
-export const DESCRIPTOR_LOG_INTERVAL_MS = 60_000;
+const DESCRIPTOR_LOG_INTERVAL_MS = 60_000;
 
 /** The soft `Max open files` of a /proc/PID/limits text, or null (unlimited or absent). */
 export function parseOpenFileLimit(limitsText: string): number | null {

@@ -5,7 +5,7 @@
  */
 
 /** Longest URL written at info level and below. */
-export const LOG_URL_CHARS = 200;
+const LOG_URL_CHARS = 200;
 
 export function shortUrl(url: string, maxChars = LOG_URL_CHARS): string {
   return url.length <= maxChars ? url : `${url.slice(0, maxChars)}…(${url.length} chars)`;
@@ -21,6 +21,7 @@ export interface CauseSummary {
 /** An error's name, code and message (and its causes'), nothing else; null for none. */
 export function summarizeCause(value: unknown, depth = 0): CauseSummary | undefined {
   if (value === undefined || value === null) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a thrown non-Error is shown as String() shows it
   if (!(value instanceof Error)) return { type: typeof value, message: shortUrl(String(value), 300) };
   const code = (value as { code?: unknown }).code;
   const summary: CauseSummary = { type: value.name, message: shortUrl(value.message, 300) };

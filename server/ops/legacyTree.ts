@@ -18,7 +18,7 @@ import { storageKey } from '../contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, isExtUrlShaped } from '../contract/link.js';
 import type { TreeEntryType } from '../tree/walk.js';
 
-export type LegacyEntryKind = 'image' | 'headers' | 'err' | 'tmp' | 'unknown';
+type LegacyEntryKind = 'image' | 'headers' | 'err' | 'tmp' | 'unknown';
 
 export interface LegacyEntry {
   kind: LegacyEntryKind;

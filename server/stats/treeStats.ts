@@ -71,17 +71,15 @@ export function emptyBucketStats(): BucketStats {
   };
 }
 
-function earlier(a: number | null, b: number | null): number | null {
+/** `pick` (Math.min or Math.max) of two instants, either of which may be missing. */
+function pickInstant(pick: (a: number, b: number) => number, a: number | null, b: number | null): number | null {
   if (a === null) return b;
   if (b === null) return a;
-  return Math.min(a, b);
+  return pick(a, b);
 }
 
-function later(a: number | null, b: number | null): number | null {
-  if (a === null) return b;
-  if (b === null) return a;
-  return Math.max(a, b);
-}
+/** The counter of each kind of file that is counted, not measured. */
+const COUNTER_OF_KIND = { sidecar: 'sidecars', failure: 'backoff', temp: 'temp', other: 'other' } as const;
 
 /**
  * Adds one file to `totals`, in place: a walk adds millions of files, one object each
@@ -95,8 +93,8 @@ export function addTreeFile(totals: BucketStats, file: TreeFileFacts): void {
       totals.originalBytes += bytes;
       totals.bytes += bytes;
       if (file.modifiedMs !== undefined) {
-        totals.oldestFetchMs = earlier(totals.oldestFetchMs, file.modifiedMs);
-        totals.newestFetchMs = later(totals.newestFetchMs, file.modifiedMs);
+        totals.oldestFetchMs = pickInstant(Math.min, totals.oldestFetchMs, file.modifiedMs);
+        totals.newestFetchMs = pickInstant(Math.max, totals.newestFetchMs, file.modifiedMs);
       }
       return;
     case 'thumbnail':
@@ -105,16 +103,10 @@ export function addTreeFile(totals: BucketStats, file: TreeFileFacts): void {
       totals.bytes += bytes;
       return;
     case 'sidecar':
-      totals.sidecars += 1;
-      return;
     case 'failure':
-      totals.backoff += 1;
-      return;
     case 'temp':
-      totals.temp += 1;
-      return;
     case 'other':
-      totals.other += 1;
+      totals[COUNTER_OF_KIND[file.kind]] += 1;
       return;
   }
 }
@@ -131,8 +123,8 @@ export function mergeBucketStats(a: BucketStats, b: BucketStats): BucketStats {
     bytes: a.bytes + b.bytes,
     originalBytes: a.originalBytes + b.originalBytes,
     thumbnailBytes: a.thumbnailBytes + b.thumbnailBytes,
-    oldestFetchMs: earlier(a.oldestFetchMs, b.oldestFetchMs),
-    newestFetchMs: later(a.newestFetchMs, b.newestFetchMs),
+    oldestFetchMs: pickInstant(Math.min, a.oldestFetchMs, b.oldestFetchMs),
+    newestFetchMs: pickInstant(Math.max, a.newestFetchMs, b.newestFetchMs),
   };
 }
 

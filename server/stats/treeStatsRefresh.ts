@@ -9,6 +9,7 @@ import type { TreeGauges } from '../observe/metrics.js';
 import { BLOCK_KINDS } from '../takedown/blocklist.js';
 import type { TreeStats } from './treeStats.js';
 import { walkTreeStats } from './treeStatsWalk.js';
+import { repeatPass } from '../tree/repeatingPass.js';
 
 export interface TreeStatsRefreshOptions {
   root: string;
@@ -25,14 +26,9 @@ export interface TreeStatsRefresh {
 }
 
 export function startTreeStatsRefresh(options: TreeStatsRefreshOptions): TreeStatsRefresh {
-  if (options.intervalSeconds === 0) return { stop: async () => {} };
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | null = null;
-  let running: Promise<void> = Promise.resolve();
-
-  const walkOnce = async (): Promise<void> => {
+  const walkOnce = async (signal: AbortSignal): Promise<void> => {
     try {
-      const stats = await walkTreeStats({ root: options.root, buckets: options.buckets, signal: controller.signal });
+      const stats = await walkTreeStats({ root: options.root, buckets: options.buckets, signal });
       if (!stats.complete) return;
       recordTreeStats(options.gauges, stats);
       if (stats.blockedError !== null) options.logger.warn({ detail: stats.blockedError }, 'tree statistics: blocklist unreadable');
@@ -41,27 +37,11 @@ export function startTreeStatsRefresh(options: TreeStatsRefreshOptions): TreeSta
       options.logger.error({ err: error }, 'tree statistics walk failed');
     }
   };
-  const scheduleNext = (): void => {
-    if (controller.signal.aborted) return;
-    timer = setTimeout(run, options.intervalSeconds * 1000);
-    timer.unref();
-  };
-  const run = (): void => {
-    running = walkOnce().then(scheduleNext);
-  };
-  run();
-
-  return {
-    async stop() {
-      controller.abort();
-      if (timer !== null) clearTimeout(timer);
-      await running;
-    },
-  };
+  return repeatPass(options.intervalSeconds, walkOnce);
 }
 
 /** Sets the tree gauges from a complete walk, replacing the previous walk's values. */
-export function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
+function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
   for (const gauge of [gauges.files, gauges.bytes, gauges.backoffFiles, gauges.oldestFetch, gauges.newestFetch, gauges.blockedEntries]) {
     gauge.reset();
   }

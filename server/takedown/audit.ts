@@ -6,7 +6,7 @@
 
 export const AUDIT_LOG_FILE_NAME = 'audit.log';
 
-export type AuditAction = 'purge' | 'block' | 'unblock';
+type AuditAction = 'purge' | 'block' | 'unblock';
 
 export interface AuditRecord {
   /** ISO time. */

@@ -10,7 +10,7 @@
  * recorded it (unblocking that key removes the digest too), a key entry its image `url`.
  */
 
-export const BLOCKLIST_VERSION = 1;
+const BLOCKLIST_VERSION = 1;
 
 export const BLOCK_KINDS = ['key', 'digest', 'host'] as const;
 export type BlockKind = (typeof BLOCK_KINDS)[number];
@@ -78,7 +78,7 @@ export function normaliseHost(text: string): string | null {
 }
 
 /** An entry's value in its kind's canonical form, or null when it is not one. */
-export function normaliseValue(kind: BlockKind, value: string): string | null {
+function normaliseValue(kind: BlockKind, value: string): string | null {
   switch (kind) {
     case 'key':
       return KEY_PATTERN.test(value) ? value : null;

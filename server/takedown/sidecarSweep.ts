@@ -16,7 +16,7 @@ import type { ImageStore } from '../tree/store.js';
 import { walkShardFiles } from '../tree/walk.js';
 
 /** The normalised host of a sidecar's source URL, or null when the sidecar says none. */
-export function sourceHostOf(sidecarText: string): string | null {
+function sourceHostOf(sidecarText: string): string | null {
   const sourceUrl = parseSidecarFields(sidecarText)?.sourceUrl ?? null;
   return sourceUrl !== null && URL.canParse(sourceUrl) ? normaliseHost(new URL(sourceUrl).hostname) : null;
 }

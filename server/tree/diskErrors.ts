@@ -9,7 +9,7 @@ const STORAGE_FULL = new Set(['ENOSPC', 'EDQUOT']);
 const STORAGE_UNWRITABLE = new Set(['EROFS', 'EACCES', 'EPERM']);
 
 /** The errno code of a thrown value (`ENOSPC`, …), or null. */
-export function errnoCode(error: unknown): string | null {
+function errnoCode(error: unknown): string | null {
   if (typeof error !== 'object' || error === null) return null;
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : null;

@@ -48,7 +48,7 @@ export function* shardsFrom(buckets: readonly string[], cursor: SamplePosition |
   const resumes = cursor !== null && buckets.includes(cursor.bucket);
   for (let index = startBucket; index < buckets.length; index += 1) {
     const bucket = buckets[index] as string;
-    const startShard = resumes && index === startBucket ? SHARD_ORDER.indexOf((cursor as SamplePosition).shard) : 0;
+    const startShard = resumes && index === startBucket ? SHARD_ORDER.indexOf(cursor.shard) : 0;
     for (let shardIndex = Math.max(0, startShard); shardIndex < SHARD_ORDER.length; shardIndex += 1) {
       yield { bucket, shard: SHARD_ORDER[shardIndex] as string };
     }

@@ -11,6 +11,7 @@
 import type { Logger } from '../observe/log.js';
 import { LOCK_STALE_MS } from '../fetch/singleFlight.js';
 import { removeUnrefreshedLocks, walkTreeHealth, type FindingReport, type TreeHealthResult } from './healthWalk.js';
+import { repeatPass, type RepeatingPass } from './repeatingPass.js';
 import { verifyTreeSample } from './verify.js';
 
 export interface TreeHealingOptions {
@@ -28,19 +29,10 @@ export interface TreeHealingOptions {
   onDamaged?: (report: FindingReport) => void;
 }
 
-export interface TreeHealing {
-  /** Resolves when the pass at start, and its second look at the locks it saw fresh, have ended (at once when healing is off). */
-  firstPass: Promise<void>;
-  /** Stops the schedule and the pass in progress after its current shard directory. */
-  stop(): Promise<void>;
-}
+/** firstPass includes the second look at the locks the pass at start saw fresh; stop() ends a pass after its current shard directory. */
+export type TreeHealing = RepeatingPass;
 
 export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
-  if (options.intervalSeconds === 0) return { firstPass: Promise.resolve(), stop: async () => {} };
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | null = null;
-  let running: Promise<void> = Promise.resolve();
-
   const logFinding = (report: FindingReport): void => {
     const fields = { kind: report.kind, path: report.relativePath, detail: report.detail, repair: report.repairDetail };
     if (report.repair === 'failed') options.logger.error(fields, 'tree heal: repair failed');
@@ -51,7 +43,7 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
     else options.logger.info(fields, 'tree heal: repaired');
   };
 
-  const healOnce = async (first: boolean): Promise<void> => {
+  const healOnce = async (signal: AbortSignal, first: boolean): Promise<void> => {
     let result: TreeHealthResult;
     const freshLocks: Array<{ path: string; modifiedMs: number }> = [];
     try {
@@ -61,7 +53,7 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
         tempMaxAgeMs: options.tempMaxAgeMs,
         maxImageBytes: options.maxImageBytes,
         repair: true,
-        signal: controller.signal,
+        signal,
         ...(first ? { onFreshLock: (lock: { path: string; modifiedMs: number }) => freshLocks.push(lock) } : {}),
         onFinding: logFinding,
       });
@@ -70,13 +62,13 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
       return;
     }
     options.logger.debug({ ...result.found, repaired: result.repaired, failed: result.repairFailed, complete: result.complete }, 'tree heal pass done');
-    if (options.verifyPerPass > 0 && !controller.signal.aborted) {
+    if (options.verifyPerPass > 0 && !signal.aborted) {
       try {
         const sample = await verifyTreeSample({
           root: options.root,
           buckets: options.buckets,
           limit: options.verifyPerPass,
-          signal: controller.signal,
+          signal,
           onFinding: logFinding,
         });
         options.logger.info(
@@ -90,12 +82,12 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
     if (freshLocks.length === 0) return;
     await new Promise<void>((done) => {
       const wait = setTimeout(done, LOCK_STALE_MS + 1000);
-      controller.signal.addEventListener('abort', () => {
+      signal.addEventListener('abort', () => {
         clearTimeout(wait);
         done();
       });
     });
-    if (controller.signal.aborted) return;
+    if (signal.aborted) return;
     try {
       const removed = await removeUnrefreshedLocks(freshLocks);
       if (removed > 0) options.logger.info({ removed }, 'tree heal: removed locks nobody refreshed since the start');
@@ -103,23 +95,5 @@ export function startTreeHealing(options: TreeHealingOptions): TreeHealing {
       options.logger.error({ err: error }, 'tree heal: second look at locks failed');
     }
   };
-  const scheduleNext = (): void => {
-    if (controller.signal.aborted) return;
-    timer = setTimeout(run, options.intervalSeconds * 1000);
-    timer.unref();
-  };
-  const run = (first = false): void => {
-    running = healOnce(first).then(scheduleNext);
-  };
-  run(true);
-  const firstPass = running;
-
-  return {
-    firstPass,
-    async stop() {
-      controller.abort();
-      if (timer !== null) clearTimeout(timer);
-      await running;
-    },
-  };
+  return repeatPass(options.intervalSeconds, healOnce);
 }

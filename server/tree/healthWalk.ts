@@ -36,7 +36,7 @@ const SNIFF_BYTES = 64;
 /** Decodes in flight per shard: each holds a whole image's pixels. */
 const DECODE_CONCURRENCY = 2;
 
-export type RepairOutcome = 'repaired' | 'failed';
+type RepairOutcome = 'repaired' | 'failed';
 
 export interface FindingReport extends Finding {
   bucket: string;
@@ -78,7 +78,7 @@ export interface TreeHealthResult {
 }
 
 /** Whether a process with this pid exists here: signal 0 checks without sending anything. */
-export function pidAlive(pid: number): boolean {
+function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -101,7 +101,7 @@ async function sniffHead(path: string): Promise<ImageFormat | null> {
 }
 
 /** Why sharp cannot decode the file (server/images/imageDecode.ts), or null when every frame decodes (or it is no regular file or over the cap: not judged here). */
-export async function decodeError(path: string, maxImageBytes: number): Promise<string | null> {
+async function decodeError(path: string, maxImageBytes: number): Promise<string | null> {
   let bytes: Buffer;
   try {
     bytes = await readRegularFile(path, maxImageBytes);

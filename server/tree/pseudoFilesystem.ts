@@ -7,7 +7,7 @@ import { statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 /** statfs f_type magic numbers (linux/magic.h) of filesystems that hold no files of ours. */
-export const PSEUDO_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
+const PSEUDO_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
   [0x9fa0, 'proc'],
   [0x62656572, 'sysfs'],
   [0x27e0eb, 'cgroup'],

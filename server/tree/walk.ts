@@ -89,7 +89,7 @@ export async function* walkShardFiles(bucketDir: string, options: ShardWalkOptio
 export type TreeEntryType = 'file' | 'directory' | 'symlink' | 'other';
 
 /** One entry of an imageproxy-py bucket that the walk does not descend into. */
-export interface LegacyWalkEntry {
+interface LegacyWalkEntry {
   kind: 'entry';
   /** Relative to the bucket directory: `{A}/{B}/{name}`, or `{A}` / `{A}/{B}` for what stands where a shard directory belongs. */
   relativePath: string;
@@ -101,7 +101,7 @@ export interface LegacyWalkEntry {
 }
 
 /** A directory of the bucket that could not be listed (or stopped listing). */
-export interface LegacyWalkUnreadable {
+interface LegacyWalkUnreadable {
   kind: 'unreadable';
   relativePath: string;
   path: string;
