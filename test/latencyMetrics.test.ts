@@ -46,7 +46,7 @@ function delta(before: Map<string, number>, after: Map<string, number>, name: st
 }
 
 /** A test's origin: images at once, except paths under /held/, answered when the test releases them. */
-async function heldOrigin(jpeg: Buffer): Promise<{ origin: Origin; release(): void }> {
+async function heldOrigin(jpeg: Buffer): Promise<{ origin: Origin; release: () => void }> {
   const held: ServerResponse[] = [];
   const answer = (response: ServerResponse): void => void response.writeHead(200, { 'Content-Type': 'image/jpeg' }).end(jpeg);
   const origin = await startOrigin((incoming, response) => {

@@ -32,7 +32,7 @@ export interface SettingMeta {
 export const OVERRIDES = 'overridesOwnCheck';
 
 /** Which schemas are settings, and what they say (read by the walkers below). */
-export const SETTING_META = z.registry<SettingMeta>();
+const SETTING_META = z.registry<SettingMeta>();
 
 // Shared with server/deploy/nginxConfig.ts, which checks its own input by the same rules.
 export const BUCKET_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
@@ -64,7 +64,7 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   return z.enum(values, { error: (issue) => `must be one of ${values.join(', ')}, got ${shown(issue.input)}` });
 }
 
-export function isListen(value: string): boolean {
+function isListen(value: string): boolean {
   const match = LISTEN_PATTERN.exec(value);
   return match !== null && Number(match[1]) <= 65535;
 }
@@ -90,7 +90,7 @@ function group<Shape extends z.ZodRawShape>(shape: Shape) {
 /** A setting: its type, its default (the value as the app uses it) and what it says. */
 function setting<S extends z.ZodType>(schema: S, defaultValue: z.util.NoUndefined<z.output<S>>, meta: SettingMeta) {
   const withDefault = schema.default(defaultValue);
-  SETTING_META.add(withDefault as z.ZodType, meta);
+  SETTING_META.add(withDefault, meta);
   return withDefault;
 }
 

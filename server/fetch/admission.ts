@@ -34,7 +34,7 @@ export interface GateOptions {
 }
 
 /** How a wait for a running slot ended: the slot, `busy` past maxWaitMs, or the place released while it waited. */
-export type WaitEnd = 'admitted' | 'timed_out' | 'left';
+type WaitEnd = 'admitted' | 'timed_out' | 'left';
 
 export interface GateObserver {
   /**

@@ -7,13 +7,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { packageVersion } from './packageVersion.js';
 
 /** An answer's labels: its outcome, and its bucket once the link was read. */
-export interface AnswerLabels {
+interface AnswerLabels {
   outcome: string;
   bucket?: string;
 }
 
 /** How a wait for a gate's running slot ended (server/fetch/admission.ts's WaitEnd). */
-export type QueueWaitEnd = 'admitted' | 'timed_out' | 'left';
+type QueueWaitEnd = 'admitted' | 'timed_out' | 'left';
 
 /**
  * Request duration from a hit answered in a millisecond to a cold miss of a big photo
