@@ -1,5 +1,5 @@
 // server/observe/descriptorWatch.ts: the limits parser and the verdict (tables), then a real
-// `serve` whose RLIMIT_NOFILE is 64, flooded with connections on 127.0.0.1: it resets
+// `serve` whose RLIMIT_NOFILE is low (128), flooded with connections on 127.0.0.1: it resets
 // those it cannot take, as before, and now logs it, once for all the time at the limit.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -49,13 +49,17 @@ interface LogLine {
 
 const delay = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
+const DESCRIPTOR_LIMIT = 128;
+
 describe('serve at its descriptor limit', () => {
   it('logs EMFILE once while connections are reset, not once a second', async () => {
     const work = await makeTempRoot('imageproxy-emfile-');
     const sockets: Socket[] = [];
     const secretFile = join(work, 'secret');
     await writeFile(secretFile, 'emfile-secret\n', { mode: 0o600 });
-    const command = `ulimit -n 64 && exec "$0" "$@"`;
+    // Low enough to reach with a few hundred connections, high enough for Node to load the
+    // app's modules (it opens several at once while loading them).
+    const command = `ulimit -n ${DESCRIPTOR_LIMIT} && exec "$0" "$@"`;
     const args = [CLI, 'serve', '--root', join(work, 'tree'), '--secret-file', secretFile, '--listen', '127.0.0.1:0', '--admin-listen', 'off'];
     const child = spawn('sh', ['-c', command, process.execPath, ...args], { cwd: work, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     const logs: LogLine[] = [];
@@ -79,7 +83,7 @@ describe('serve at its descriptor limit', () => {
       const port = Number(/:(\d+)/.exec(logs.find((line) => line.msg.startsWith('listening on'))?.msg ?? '')?.[1]);
       // More connections than descriptors, all held open: the last ones are reset.
       let resetOrClosed = 0;
-      for (let index = 0; index < 100; index += 1) {
+      for (let index = 0; index < 3 * DESCRIPTOR_LIMIT; index += 1) {
         const socket = connect(port, '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
         socket.on('error', () => (resetOrClosed += 1));
         socket.on('end', () => (resetOrClosed += 1));
@@ -89,8 +93,8 @@ describe('serve at its descriptor limit', () => {
       await until(() => emfileLines().length > 0, 'an EMFILE log line');
       const [line] = emfileLines();
       assert.equal(line?.level, 50);
-      assert.equal(line?.limit, 64);
-      assert.match(line?.msg ?? '', /^out of file descriptors \(EMFILE\): \d+ of 64 open; new connections are reset .*LimitNOFILE/);
+      assert.equal(line?.limit, DESCRIPTOR_LIMIT);
+      assert.match(line?.msg ?? '', new RegExp(`^out of file descriptors \\(EMFILE\\): \\d+ of ${DESCRIPTOR_LIMIT} open; new connections are reset .*LimitNOFILE`));
       // Still at the limit for several of the watch's checks: no second line (one a minute at most).
       await delay(DESCRIPTOR_CHECK_INTERVAL_MS * 4);
       assert.equal(emfileLines().length, 1);
