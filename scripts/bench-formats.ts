@@ -476,13 +476,15 @@ function imageTable(measures: readonly ImageMeasure[], grid: readonly Setting[],
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const measure of measures) {
     const { reference } = measure;
+    // An animation has no JPEG counterpart: its ratios are to the stacked frames' JPEG.
+    const still = reference.frames === 1;
     const cells = [
       measure.image.name,
-      `${reference.width}x${reference.height}${reference.frames > 1 ? ` × ${reference.frames}` : ''}`,
+      `${reference.width}x${reference.height}${still ? '' : ` × ${reference.frames}`}`,
       measure.image.format,
       String(reference.sourceFormatBytes),
-      String(measure.jpegBytes),
-      measure.jpegSsim.toFixed(4),
+      still ? String(measure.jpegBytes) : `(${measure.jpegBytes})`,
+      still ? measure.jpegSsim.toFixed(4) : 'n/a',
       fixed(measure.settings.find((result) => Number.isFinite(result.jpegMs))?.jpegMs ?? Number.NaN, 1),
     ];
     for (const pick of picked) {
