@@ -435,16 +435,22 @@ function raise(message: string): never {
  */
 const SAME_SPEED = 0.2;
 
+/** Mean SSIMs closer than this count as equal (4:2:0 against 4:4:4 at one quality). */
+const SAME_SSIM = 0.001;
+
 /**
- * Of the goal-meeting settings, those as fast as the fastest (within SAME_SPEED); of those
- * the best mean SSIM, then the fewest bytes. Null when none meets the goals.
+ * Of the goal-meeting settings, those as fast as the fastest (within SAME_SPEED); of
+ * those, the ones as good as the best mean SSIM (within SAME_SSIM); of those, the fewest
+ * bytes in total. Null when none meets the goals.
  */
 function choose(summaries: readonly SettingSummary[], format: ModernFormat): SettingSummary | null {
   const candidates = summaries.filter((summary) => summary.setting.format === format && summary.meetsGoals);
   const fastest = Math.min(...candidates.map((summary) => summary.medianTimeRatio));
   const asFast = candidates.filter((summary) => summary.medianTimeRatio <= fastest * (1 + SAME_SPEED));
-  asFast.sort((a, b) => b.meanSsimDelta - a.meanSsimDelta || a.totalBytesRatio - b.totalBytesRatio);
-  return asFast[0] ?? null;
+  const bestSsim = Math.max(...asFast.map((summary) => summary.meanSsimDelta));
+  const asGood = asFast.filter((summary) => summary.meanSsimDelta >= bestSsim - SAME_SSIM);
+  asGood.sort((a, b) => a.totalBytesRatio - b.totalBytesRatio);
+  return asGood[0] ?? null;
 }
 
 // ---------------------------------------------------------------- printing
