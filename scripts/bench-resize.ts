@@ -39,7 +39,7 @@ const SIZES: Array<{ size: string; maxHeight: number | null; maxWidth: number | 
 ];
 
 /** A 1600×1200 picture that compresses like a photo (smooth areas, edges, a little grain). */
-async function photoLike(format: ImageFormat): Promise<Buffer> {
+export async function photoLike(format: ImageFormat): Promise<Buffer> {
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="1600" height="1200">
     <defs>
       <linearGradient id="sky" x1="0" y1="0" x2="0" y2="1"><stop offset="0" stop-color="#3b6fb6"/><stop offset="1" stop-color="#f2c58a"/></linearGradient>

@@ -24,6 +24,7 @@ import { lightRequest, listTree, mapConcurrently, type LightAnswer } from './fau
 import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 import { freePort, nginxMissing, renderStandaloneWithCli, startNginx, type RunningNginx } from './nginxHarness.js';
 import { startOrigin, type Origin } from './origin.js';
+import { seededRandom } from './seededRandom.js';
 
 const SECRET = 'fuzz-secret';
 const WRONG_SECRET = 'not-the-fuzz-secret';
@@ -32,18 +33,6 @@ const CONCURRENCY = 32;
 const SEED = 0x1badf00d;
 const missing = nginxMissing();
 if (missing !== null) console.log(`# fuzzed paths skipped: ${missing}`);
-
-/** mulberry32: a small seeded generator, so a failure names a path that comes back on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface FuzzCase {
   method: string;

@@ -29,22 +29,11 @@ import { signLink } from '../server/contract/signing.js';
 import { sizeLabel } from '../server/contract/sizes.js';
 import { makeTempRoot, removeTempRoot, request, startApp, type RunningApp } from './helpers.js';
 import { freePort, nginxMissing, startNginx, renderStandaloneWithCli, type RunningNginx } from './nginxHarness.js';
+import { seededRandom } from './seededRandom.js';
 
 const SECRET = 'property secret';
 const CASES = 2500;
 const DAY_MS = 86_400_000;
-
-/** mulberry32: a small seeded generator, so a failure can be replayed. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const SCHEMES = ['http://', 'https://', 'HTTPS://', 'ftp://', 'file://', 'javascript:', 'data:', 'http:/', '//', '', 'ht tp://'];
 const CREDENTIALS = ['', '', '', 'user@', 'user:pass@', ':pass@', '@'];
@@ -74,7 +63,7 @@ function pick<T>(random: () => number, items: readonly T[]): T {
 }
 
 function generateCases(nowMs: number): Case[] {
-  const random = generator(20_241_230);
+  const random = seededRandom(20_241_230);
   const cases: Case[] = [];
   // Half the parts are plain ones, so that about half the URLs are signable.
   const part = (items: readonly string[], plain: string): string => (random() < 0.5 ? plain : pick(random, items));
