@@ -56,7 +56,7 @@ export const FORMAT_CLASSES = ['avif', 'webp', 'source'] as const;
 export type FormatClass = (typeof FORMAT_CLASSES)[number];
 
 /** The class of a client that gets the source format. */
-export const SOURCE_CLASS: FormatClass = 'source';
+const SOURCE_CLASS: FormatClass = 'source';
 
 /**
  * Longest Accept header parsed. Browsers send under 200 characters; nginx's default
@@ -247,9 +247,4 @@ export function negotiateFormat(accept: string | undefined, offered: readonly Mo
 export function formatClassOf(accept: string | undefined, offered: readonly ModernFormat[]): FormatClass {
   const chosen = negotiateFormat(accept, offered);
   return chosen === null ? SOURCE_CLASS : chosen;
-}
-
-/** True for the names config `formats` may list. */
-export function isModernFormat(name: string): name is ModernFormat {
-  return name === 'avif' || name === 'webp';
 }
