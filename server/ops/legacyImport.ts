@@ -26,7 +26,7 @@ import {
 } from './legacyTree.js';
 import { IrregularFileError, METADATA_READ_CAP, readRegularFileAndFacts, readRegularText } from '../tree/regularFile.js';
 import { FORMAT_INFO, inspectImage, pixelCount } from '../images/sniff.js';
-import type { ImageStore, Staged } from '../tree/store.js';
+import type { Committable, ImageStore } from '../tree/store.js';
 import { damagedImageReason } from '../tree/health.js';
 import { walkLegacyBucket, type TreeEntryType } from '../tree/walk.js';
 
@@ -309,9 +309,9 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
    * or a rename at commit (move). A link refused, or a legacy name that no longer holds
    * the file read and judged, falls back to writing the judged bytes.
    */
-  async function stagePlacement(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<Staged<unknown>> {
+  async function stagePlacement(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<Committable<unknown>> {
     const ext = FORMAT_INFO[image.format].ext;
-    const stageBytes = (): Promise<Staged<unknown>> => store.stageImage(entry.bucket, key, null, ext, image.bytes);
+    const stageBytes = (): Promise<Committable<unknown>> => store.stageImage(entry.bucket, key, null, ext, image.bytes);
     if (options.mode === 'copy' || bytesChanged) {
       const staged = await stageBytes();
       if (options.mode !== 'move') return staged;
@@ -324,7 +324,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
       };
     }
     if (options.mode === 'link') {
-      let linked: Staged<unknown> | null;
+      let linked: Committable<unknown> | null;
       try {
         linked = await store.stageLink(entry.bucket, key, ext, entry.sourcePath, read.ino);
       } catch (error) {

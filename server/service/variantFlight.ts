@@ -13,7 +13,7 @@ import { variantRecordOf } from '../tree/originals.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from '../images/sniff.js';
 import { InProcessFlights } from '../fetch/singleFlight.js';
 import type { Blocklist } from '../takedown/blocklist.js';
-import type { StagedFile, StoredImage } from '../tree/store.js';
+import type { StoredImage } from '../tree/store.js';
 import type { ImageRequest } from './imageService.js';
 import { createMissGate, type MissContext } from './missSteps.js';
 import type { OriginalSource } from './originalFlight.js';
@@ -146,14 +146,15 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
         // A served name is always complete and never ahead of its original: the
         // thumbnail becomes visible only once the original is in place, and its record
         // (in the original's sidecar) is written before it, as an original's sidecar is.
-        // The thumbnail's bytes are written meanwhile.
-        const file = await stagedAfterRecord(
-          store.stageImage(bucket, request.key, label, FORMAT_INFO[resized.format].ext, resized.bytes),
-          source.original.then(() =>
-            store.recordVariant(bucket, request.key, label, variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType)),
-          ),
+        const image = await store.commitVariant(
+          bucket,
+          request.key,
+          label,
+          FORMAT_INFO[resized.format].ext,
+          resized.bytes,
+          variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType),
+          source.original,
         );
-        const image = await file.commit();
         logger.info(
           { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
           'resized',
@@ -163,14 +164,6 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
         place.release();
       }
     });
-  }
-
-  /** The staged thumbnail once its record is written; discarded if either fails. */
-  async function stagedAfterRecord(staging: Promise<StagedFile>, record: Promise<unknown>): Promise<StagedFile> {
-    const [staged, recorded] = await Promise.allSettled([staging, record]);
-    if (staged.status === 'fulfilled' && recorded.status === 'fulfilled') return staged.value;
-    if (staged.status === 'fulfilled') await staged.value.discard();
-    throw staged.status === 'rejected' ? staged.reason : (recorded as PromiseRejectedResult).reason;
   }
 
   return {

@@ -29,6 +29,12 @@ export interface StagedWrite {
   readonly modifiedMs: number;
   /** Renames it into place and fsyncs the directory: from then on readers see the whole file, after a crash too. */
   commit(): Promise<void>;
+  /**
+   * Renames it into place only, for a file committed before another of the same
+   * directory: the later commit's directory fsync makes both renames durable, and a
+   * journaling filesystem replays renames of one directory in their order.
+   */
+  place(): Promise<void>;
   /** Removes the temp file (the write is abandoned). */
   discard(): Promise<void>;
 }
@@ -51,7 +57,7 @@ async function openNew(path: string, makeDirectory: boolean): Promise<FileHandle
  * fsync of a directory: what makes a rename in it durable. A filesystem that cannot
  * fsync a directory (EINVAL, some network filesystems) has nothing more to offer.
  */
-async function syncDirectory(directory: string): Promise<void> {
+export async function syncDirectory(directory: string): Promise<void> {
   let handle: FileHandle;
   try {
     handle = await open(directory, 'r');
@@ -88,16 +94,20 @@ export async function stageFile(path: string, bytes: Uint8Array | string, option
     throw error;
   }
   await handle.close();
+  const place = async (): Promise<void> => {
+    try {
+      await rename(tempPath, path);
+    } catch (error) {
+      await unlink(tempPath).catch(() => undefined);
+      throw error;
+    }
+  };
   return {
     path,
     modifiedMs,
+    place,
     commit: async () => {
-      try {
-        await rename(tempPath, path);
-      } catch (error) {
-        await unlink(tempPath).catch(() => undefined);
-        throw error;
-      }
+      await place();
       await syncDirectory(directory);
     },
     discard: () => unlink(tempPath).catch(() => undefined),

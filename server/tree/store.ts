@@ -26,7 +26,7 @@ import { originalMetadata, sidecarText, withVariantRecord, type ImageMetadata, t
 import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularFile, readRegularHeadSync, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, sniffImageType, type ImageFormat } from '../images/sniff.js';
 import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './health.js';
-import { stageFile, writerUnique } from './atomicFile.js';
+import { stageFile, syncDirectory, writerUnique } from './atomicFile.js';
 import { isMissingAfterMkdir, storageError } from './diskErrors.js';
 
 export type { ImageMetadata };
@@ -88,12 +88,18 @@ export interface StoredImage {
   modifiedMs: number;
 }
 
-/** Something ready to become visible in the tree by one rename, not visible yet. */
-export interface Staged<Committed> {
-  /** Renames it into place: from then on readers see the whole file. */
+/** Something ready to become visible in the tree, not visible yet (server/tree/atomicFile.ts). */
+export interface Committable<Committed> {
+  /** Puts it into place durably: from then on readers see the whole file, after a crash too. */
   commit(): Promise<Committed>;
   /** Removes what was staged (the write is abandoned). */
   discard(): Promise<void>;
+}
+
+/** A file staged in a key's directory, to be renamed into place. */
+export interface Staged<Committed> extends Committable<Committed> {
+  /** Renames it into place only: the next commit in the same directory makes it durable (StagedWrite.place). */
+  place(): Promise<Committed>;
 }
 
 /** A file written and fsynced under a temp name, not yet visible under its own. */
@@ -223,10 +229,10 @@ export class ImageStore {
    * readable sidecar (an older tree), or the sidecar changed; the variant is then
    * unknown, judged by its type alone until the heal pass's sample decodes and records it.
    */
-  recordVariant(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+  recordVariant(bucket: string, key: string, label: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
     const id = `${keyDirectory(bucket, key)}/${key}`;
     const previous = this.recordWrites.get(id) ?? Promise.resolve();
-    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record));
+    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record, options.durable ?? true));
     this.recordWrites.set(id, write);
     void write.finally(() => {
       if (this.recordWrites.get(id) === write) this.recordWrites.delete(id);
@@ -234,7 +240,7 @@ export class ImageStore {
     return write;
   }
 
-  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord, durable: boolean): Promise<boolean> {
     const path = join(this.directoryOf(bucket, key), metadataFileName(key));
     const before = await stat(path).catch(() => null);
     if (before === null) return false;
@@ -253,8 +259,33 @@ export class ImageStore {
       await staged.discard();
       return false;
     }
-    await staged.commit();
+    await (durable ? staged.commit() : staged.place());
     return true;
+  }
+
+  /**
+   * A thumbnail made visible never ahead of its original, and with its record: its bytes
+   * are staged while `original` (the original's commit) finishes and the record is
+   * written into the original's sidecar (recordVariant); then the record is renamed into
+   * place, the thumbnail after it, and the directory fsynced once for both. The staged
+   * thumbnail is discarded if anything before its rename fails.
+   */
+  async commitVariant(
+    bucket: string,
+    key: string,
+    label: string,
+    ext: ImageExtension,
+    bytes: Uint8Array,
+    record: VariantRecord,
+    original: Promise<unknown>,
+  ): Promise<StoredImage> {
+    const [staged, recorded] = await Promise.allSettled([
+      this.stageImage(bucket, key, label, ext, bytes),
+      original.then(() => this.recordVariant(bucket, key, label, record, { durable: false })),
+    ]);
+    if (staged.status === 'fulfilled' && recorded.status === 'fulfilled') return staged.value.commit();
+    if (staged.status === 'fulfilled') await staged.value.discard();
+    throw staged.status === 'rejected' ? staged.reason : (recorded as PromiseRejectedResult).reason;
   }
 
   /**
@@ -389,17 +420,21 @@ export class ImageStore {
    */
   async stage(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<StagedFile> {
     const staged = await stageFile(join(this.directoryOf(bucket, key), fileName), bytes, { makeDirectory: true });
-    const ext = fileName.slice(fileName.lastIndexOf('.') + 1);
+    const stored: StoredImage = {
+      path: staged.path,
+      relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
+      ext: fileName.slice(fileName.lastIndexOf('.') + 1) as ImageExtension,
+      bytes: bytes.length,
+      modifiedMs: staged.modifiedMs,
+    };
     return {
       commit: async () => {
         await staged.commit();
-        return {
-          path: staged.path,
-          relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
-          ext: ext as ImageExtension,
-          bytes: bytes.length,
-          modifiedMs: staged.modifiedMs,
-        };
+        return stored;
+      },
+      place: async () => {
+        await staged.place();
+        return stored;
       },
       discard: () => staged.discard(),
     };
@@ -441,7 +476,7 @@ export class ImageStore {
     bucket: string,
     key: string,
     metadata: ImageMetadata,
-    stageImage: () => Promise<Staged<Committed>>,
+    stageImage: () => Promise<Committable<Committed>>,
   ): Promise<Committed> {
     const [sidecarResult, imageResult] = await Promise.allSettled([this.stageMetadata(bucket, key, metadata), stageImage()]);
     if (sidecarResult.status === 'rejected' || imageResult.status === 'rejected') {
@@ -452,7 +487,8 @@ export class ImageStore {
     const sidecar = sidecarResult.value;
     const image = imageResult.value;
     try {
-      await sidecar.commit();
+      // Both in the key's directory: the image's commit fsyncs it once for the two renames.
+      await sidecar.place();
     } catch (error) {
       await image.discard();
       throw error;
@@ -471,15 +507,21 @@ export class ImageStore {
     const fileName = imageFileName(key, ext);
     const tempPath = join(directory, tempFileName(fileName, writerUnique()));
     await link(sourcePath, tempPath);
+    const place = async (): Promise<StoredImage> => {
+      try {
+        await rename(tempPath, join(directory, fileName));
+      } catch (error) {
+        await unlink(tempPath).catch(() => undefined);
+        throw error;
+      }
+      return this.storedAfterRename(bucket, key, fileName, ext);
+    };
     const staged: StagedFile = {
+      place,
       commit: async () => {
-        try {
-          await rename(tempPath, join(directory, fileName));
-        } catch (error) {
-          await unlink(tempPath).catch(() => undefined);
-          throw error;
-        }
-        return this.storedAfterRename(bucket, key, fileName, ext);
+        const stored = await place();
+        await syncDirectory(directory);
+        return stored;
       },
       discard: () => unlink(tempPath).catch(() => undefined),
     };
@@ -503,6 +545,7 @@ export class ImageStore {
   async moveIn(bucket: string, key: string, ext: ImageExtension, sourcePath: string): Promise<StoredImage> {
     const fileName = imageFileName(key, ext);
     await rename(sourcePath, join(this.directoryOf(bucket, key), fileName));
+    await syncDirectory(this.directoryOf(bucket, key));
     return this.storedAfterRename(bucket, key, fileName, ext);
   }
 
