@@ -11,7 +11,8 @@
  */
 import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
-import { createEngine, DEFAULT_QUALITY } from '../server/images/engine.js';
+import { DEFAULT_QUALITY } from '../server/images/engine.js';
+import { createEngine } from '../server/images/engineChoice.js';
 import type { EngineOptions, ImageFormat, ResizeEngine, ResizeRequest } from '../server/images/engine.js';
 
 export interface ResizeBenchRow {

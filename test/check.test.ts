@@ -15,9 +15,10 @@ import { buildConfig, type ConfigLayer } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey, tempFileName, tempUnique } from '../server/contract/layout.js';
 import { createLogger } from '../server/observe/log.js';
-import { sha256Hex, storeOriginal } from '../server/tree/originals.js';
+import { sha256Hex } from '../server/tree/originals.js';
 import { inspectImage } from '../server/images/sniff.js';
-import { ImageStore, THIS_HOST_TAG, type ImageMetadata } from '../server/tree/store.js';
+import { ImageStore, type ImageMetadata } from '../server/tree/store.js';
+import { THIS_HOST_TAG } from '../server/tree/atomicFile.js';
 import { lines, runCli } from './cliProcess.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
 import { startOrigin } from './origin.js';
@@ -104,7 +105,7 @@ async function plantLeftovers(root: string): Promise<Leftovers> {
   const stored = async (key: string, bytes: Buffer, name: string) => {
     const info = inspectImage(bytes);
     assert.ok(info !== null);
-    return storeOriginal(store, 'i', key, { ...info, bytes }, provenance(name));
+    return store.storeOriginal('i', key, { ...info, bytes }, provenance(name));
   };
   const paths = {} as Record<PathName, string>;
   const relative = (key: string, name: string) => `${keyDirectory('i', key)}/${name}`;

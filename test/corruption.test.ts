@@ -16,7 +16,7 @@ import type { ConfigLayer } from '../server/config/config.js';
 import { SHARD_ORDER, parseSampleCursor } from '../server/tree/healSample.js';
 import type { RunningServer } from '../server/http/server.js';
 import { keyDirectory, storageKey } from '../server/contract/layout.js';
-import { sha256Hex, storeOriginal, variantRecordOf } from '../server/tree/originals.js';
+import { sha256Hex, variantRecordOf } from '../server/tree/originals.js';
 import { inspectImage } from '../server/images/sniff.js';
 import { ImageStore, type ImageMetadata } from '../server/tree/store.js';
 import { healCursorPath, verifyTreeSample } from '../server/tree/verify.js';
@@ -193,7 +193,7 @@ describe('variant records', () => {
       const bytes = await noisePhoto(40, 30, 6);
       const info = inspectImage(bytes);
       assert.ok(info !== null);
-      await storeOriginal(store, 'i', key, { ...info, bytes }, { sourceUrl: 'https://example.org/records.jpg', originContentType: 'image/jpeg', fetchedAt: '2026-01-01T00:00:00.000Z' });
+      await store.storeOriginal('i', key, { ...info, bytes }, { sourceUrl: 'https://example.org/records.jpg', originContentType: 'image/jpeg', fetchedAt: '2026-01-01T00:00:00.000Z' });
       const before = JSON.parse(await readFile(join(keyDir(root, key), `${key}.json`), 'utf8')) as ImageMetadata;
       const labels = ['150x', 'x200', '250x250', '500x500'];
       const records = labels.map((label) => [label, variantRecordOf(Buffer.from(label), 'image/webp')] as const);
@@ -277,7 +277,7 @@ describe("the heal pass's sample", () => {
         const bytes = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: index * 20, g: 90, b: 30 } } }).jpeg().toBuffer();
         const info = inspectImage(bytes);
         assert.ok(info !== null);
-        await storeOriginal(store, 'i', key, { ...info, bytes }, { sourceUrl: `https://example.org/${index}.jpg`, originContentType: 'image/jpeg', fetchedAt: new Date().toISOString() });
+        await store.storeOriginal('i', key, { ...info, bytes }, { sourceUrl: `https://example.org/${index}.jpg`, originContentType: 'image/jpeg', fetchedAt: new Date().toISOString() });
         images.push({ shard: `${key[0]}/${key[1]}`, name: `${key}.jpg` });
         if (index % 2 === 0) {
           await store.storeImage('i', key, '150x', 'jpg', await sharp(bytes).resize(20).jpeg().toBuffer());

@@ -404,7 +404,18 @@ describe('fetch once, store, serve', () => {
         assert.ok(answer.bytes.equals(jpeg));
       }
     } finally {
-      for (const child of children) child.kill('SIGTERM');
+      // Gone before the root is removed: a server still writing its state files would
+      // make the removal fail (ENOTEMPTY).
+      await Promise.all(
+        children.map((child) =>
+          child.exitCode !== null || child.signalCode !== null
+            ? undefined
+            : new Promise<void>((exited) => {
+                child.once('exit', () => exited());
+                child.kill('SIGTERM');
+              }),
+        ),
+      );
       await origin.close();
       await removeTempRoot(root);
     }

@@ -2,7 +2,8 @@
  * The order of a thumbnail miss inside the image service, with the real store, fetcher
  * and sharp engine, each wrapped only to record when it is called: the resize, the
  * longest step, starts before the original's writes, and nothing becomes visible out of
- * order (sidecar, then original, then thumbnail).
+ * order (sidecar, then original, then thumbnail). A takedown that lands during the
+ * resize keeps the thumbnail from being shown.
  */
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
@@ -14,12 +15,13 @@ import { createSharpEngine } from '../server/images/sharpEngine.js';
 import type { ResizeEngine } from '../server/images/engine.js';
 import { createFetcher } from '../server/fetch/fetcher.js';
 import { createFetchingImageService } from '../server/service/fetchingImages.js';
+import { addEntries, emptyBlocklist, type Blocklist } from '../server/takedown/blocklist.js';
 import type { ImageRequest } from '../server/service/imageService.js';
 import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink } from '../server/contract/link.js';
 import { createLogger } from '../server/observe/log.js';
 import { ImageStore, type StagedFile } from '../server/tree/store.js';
-import { makeTempRoot, removeTempRoot, signedPath } from './helpers.js';
+import { makeTempRoot, removeTempRoot, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'miss-order-secret';
@@ -33,6 +35,12 @@ class RecordingStore extends ImageStore {
     return {
       commit: async () => {
         const image = await staged.commit();
+        this.events.push(`commit ${name}`);
+        return image;
+      },
+      // A rename without the directory's fsync: visible from here on as a commit is.
+      place: async () => {
+        const image = await staged.place();
         this.events.push(`commit ${name}`);
         return image;
       },
@@ -105,6 +113,43 @@ test('a thumbnail miss: resize called before the original is written; sidecar, o
     const files = (await readdir(join(root, keyDirectory('i', key)))).sort();
     assert.deepEqual(files, [`${key}.250x250.jpg`, `${key}.jpg`, `${key}.json`]);
     assert.equal(origin.requests.length, 1);
+  } finally {
+    fetcher.close();
+    await service.close();
+  }
+});
+
+test('a takedown of the key while its thumbnail is resized: 451 blocked, the original kept, no thumbnail shown', async () => {
+  const config = buildConfig({ flags: { root, secrets: [SECRET], allowPrivateNetworks: true, logLevel: 'silent' } });
+  const store = new ImageStore(root);
+  const sharpEngine = createSharpEngine({ maxPixels: config.limits.maxPixels, timeoutSeconds: 30, concurrency: 1, quality: config.quality, mozjpeg: config.mozjpeg });
+  const imageUrl = origin.url('/taken-down-meanwhile.jpg').href;
+  const link = parseLink(signedPath({ secret: SECRET, imageUrl, atMs: Date.now(), size: '250x250' }), linkRulesOf(config));
+  const request: ImageRequest = { link, imageUrl: decodeImageUrl(link.extUrl), key: storageKey(imageUrlBytes(link.extUrl)) };
+  // The watcher hands out one object per load, as the file's watcher does; the block is
+  // a new load, made while the engine has the original's bytes.
+  let list: Blocklist = emptyBlocklist();
+  const engine: ResizeEngine = {
+    name: sharpEngine.name,
+    resize: (resizeRequest) => {
+      list = addEntries(list, [{ kind: 'key', value: request.key, at: new Date().toISOString(), by: 'test' }]).list;
+      return sharpEngine.resize(resizeRequest);
+    },
+    close: () => sharpEngine.close(),
+  };
+  const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });
+  const service = createFetchingImageService({ config, store, fetcher, engine, logger: createLogger('silent'), blocklist: { current: async () => list } });
+  try {
+    await assert.rejects(service.get(request), { code: 'blocked' });
+    const key = request.key;
+    const filesOfKey = async (): Promise<string[]> =>
+      (await readdir(join(root, keyDirectory('i', key)))).filter((name) => name.startsWith(key)).sort();
+    // The original's flight goes on beside the refused thumbnail: its files are waited for.
+    const files = await until(filesOfKey, {
+      message: "the original's files",
+      done: (names) => names.includes(`${key}.jpg`),
+    });
+    assert.deepEqual(files, [`${key}.jpg`, `${key}.json`]);
   } finally {
     fetcher.close();
     await service.close();

@@ -8,8 +8,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import sharp, { type Sharp } from 'sharp';
 import { isImageproxyError, type ErrorCode } from '../server/errors.js';
 import { orientedSize, planResize, type ResizeBox } from '../server/images/resizePlan.js';
+import { createEngine } from '../server/images/engineChoice.js';
 import {
-  createEngine,
   DEFAULT_QUALITY,
   type EngineName,
   type EngineOptions,

@@ -8,7 +8,7 @@ import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ResizeEngine } from '../images/engine.js';
 import { STATE_DIRECTORY } from '../contract/layout.js';
-import { writerUnique } from '../tree/store.js';
+import { writerUnique } from '../tree/atomicFile.js';
 
 /** A 2 × 2 grey PNG: the smallest real work both engines do end to end. */
 const PROBE_IMAGE = Buffer.from(

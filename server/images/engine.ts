@@ -2,8 +2,8 @@
  * The resize engine interface: one stored original in, one thumbnail out, same format.
  * Two implementations: sharp (libvips, native, the default) and jimp (pure JavaScript,
  * for hosts where sharp's prebuilt binary cannot run; it works in worker threads).
- * server/service/imageServiceFactory.ts picks one with `createEngine` (for `serve` and `populate`);
- * the rest only talks to this interface.
+ * server/images/engineChoice.ts starts the one chosen (for `serve` and `populate`); the rest
+ * only talks to this interface.
  */
 import { ImageproxyError } from '../errors.js';
 import type { ImageFormat } from './sniff.js';
@@ -71,21 +71,6 @@ export interface ResizeEngine {
  */
 export const DEFAULT_QUALITY: Readonly<EncodeQuality> = Object.freeze({ jpeg: 80, webp: 80, avif: 50 });
 
-/**
- * Starts an engine. Each engine is imported only when chosen, so a host without
- * sharp's native binary can still run the jimp engine, and sharp's users never
- * start jimp's worker threads.
- */
-export async function createEngine(name: EngineName, options: EngineOptions): Promise<ResizeEngine> {
-  assertEngineOptions(options);
-  if (name === 'sharp') {
-    const { createSharpEngine } = await import('./sharpEngine.js');
-    return createSharpEngine(options);
-  }
-  const { createJimpEngine } = await import('./jimpEngine.js');
-  return createJimpEngine(options);
-}
-
 /** The one error every decode or encode failure of either engine becomes. */
 export function badImage(cause: unknown, detail: string): ImageproxyError {
   return new ImageproxyError('bad_image', 'image could not be decoded', { cause, detail });
@@ -99,20 +84,4 @@ export function tooManyPixels(detail: string, cause?: unknown): ImageproxyError 
 /** The detail line for a pixel count found in the header above the limit. */
 export function pixelCountDetail(width: number, height: number, maxPixels: number): string {
   return `${width}×${height} = ${width * height} pixels, limit ${maxPixels}`;
-}
-
-function assertEngineOptions(options: EngineOptions): void {
-  const positive: Array<[string, number]> = [
-    ['maxPixels', options.maxPixels],
-    ['timeoutSeconds', options.timeoutSeconds],
-    ['concurrency', options.concurrency],
-  ];
-  for (const [key, value] of positive) {
-    if (!Number.isFinite(value) || value <= 0) throw new RangeError(`engine option ${key} must be positive, got ${value}`);
-  }
-  for (const [format, value] of Object.entries(options.quality)) {
-    if (!Number.isInteger(value) || value < 1 || value > 100) {
-      throw new RangeError(`engine option quality.${format} must be an integer from 1 to 100, got ${value}`);
-    }
-  }
 }

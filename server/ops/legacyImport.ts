@@ -9,11 +9,11 @@
  * symlink followed, no FIFO opened into a wait, no read past a cap), its symlinks are
  * reported and never walked, and every entry not imported gets one report line.
  */
-import { link, lstat, readlink, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
+import { lstat, readlink, realpath, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeFailure } from '../images/imageDecode.js';
 import { digestsOf, originalMetadata, type OriginalImage } from '../tree/originals.js';
-import { imageFileName, tempFileName } from '../contract/layout.js';
+import { imageFileName } from '../contract/layout.js';
 import {
   decideLegacyEntry,
   headersFileName,
@@ -26,7 +26,7 @@ import {
 } from './legacyTree.js';
 import { IrregularFileError, METADATA_READ_CAP, readRegularFileAndFacts, readRegularText } from '../tree/regularFile.js';
 import { FORMAT_INFO, inspectImage, pixelCount } from '../images/sniff.js';
-import { writerUnique, type ImageStore } from '../tree/store.js';
+import type { Committable, ImageStore } from '../tree/store.js';
 import { damagedImageReason } from '../tree/health.js';
 import { walkLegacyBucket, type TreeEntryType } from '../tree/walk.js';
 
@@ -289,9 +289,10 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     if (options.dryRun) return 'ok';
 
     const provenance = { sourceUrl: imageUrl, originContentType: headers.contentType, fetchedAt: new Date(read.modifiedMs).toISOString() };
-    // Sidecar first, image last: the image is the commit point, as in storeOriginal.
-    await store.writeMetadata(entry.bucket, key, originalMetadata(prepared, provenance));
-    await place(entry, key, prepared, read, prepared.bytes !== original.bytes);
+    // Sidecar first, image last (ImageStore.commitOriginal): the image is the commit point.
+    await store.commitOriginal(entry.bucket, key, originalMetadata(prepared, provenance), () =>
+      stagePlacement(entry, key, prepared, read, prepared.bytes !== original.bytes),
+    );
     if (options.mode === 'move') await rm(entry.headersPath, { force: true });
     return 'ok';
   }
@@ -302,53 +303,52 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     return info !== null && info.isFile() && info.ino === read.ino;
   }
 
-  async function place(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<void> {
+  /**
+   * How the legacy file becomes our original, staged for commitOriginal: its bytes
+   * written (copy, or bytes changed by the strip), a hard link under a temp name (link),
+   * or a rename at commit (move). A link refused, or a legacy name that no longer holds
+   * the file read and judged, falls back to writing the judged bytes.
+   */
+  async function stagePlacement(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<Committable<unknown>> {
     const ext = FORMAT_INFO[image.format].ext;
-    const finalName = imageFileName(key, ext);
-    const finalPath = join(store.directoryOf(entry.bucket, key), finalName);
-    const writeBytes = (): Promise<unknown> => store.storeImage(entry.bucket, key, null, ext, image.bytes);
+    const stageBytes = (): Promise<Committable<unknown>> => store.stageImage(entry.bucket, key, null, ext, image.bytes);
     if (options.mode === 'copy' || bytesChanged) {
-      await writeBytes();
-      if (options.mode === 'move') await unlink(entry.sourcePath);
-      return;
+      const staged = await stageBytes();
+      if (options.mode !== 'move') return staged;
+      return {
+        commit: async () => {
+          await staged.commit();
+          await unlink(entry.sourcePath);
+        },
+        discard: () => staged.discard(),
+      };
     }
     if (options.mode === 'link') {
-      // Link under a temp name, then rename over the final one: atomic, like writeAtomic.
-      const tempPath = join(store.directoryOf(entry.bucket, key), tempFileName(finalName, writerUnique()));
+      let linked: Committable<unknown> | null;
       try {
-        await link(entry.sourcePath, tempPath);
+        linked = await store.stageLink(entry.bucket, key, ext, entry.sourcePath, read.ino);
       } catch (error) {
         const code = errorCode(error);
         if (code === undefined || !LINK_REFUSALS.has(code)) throw error;
         result.copiedNotLinked.set(code, (result.copiedNotLinked.get(code) ?? 0) + 1);
-        await writeBytes();
-        return;
+        return stageBytes();
       }
-      try {
-        // Replaced since it was read (link() takes a symlink as it is): the judged bytes go instead.
-        if (!(await stillTheFileRead(tempPath, read))) {
-          await unlink(tempPath);
-          await writeBytes();
-          return;
+      // Replaced since it was read: the judged bytes go instead.
+      return linked ?? stageBytes();
+    }
+    if (!(await stillTheFileRead(entry.sourcePath, read))) return stageBytes();
+    return {
+      commit: async () => {
+        try {
+          await store.moveIn(entry.bucket, key, ext, entry.sourcePath);
+        } catch (error) {
+          if (errorCode(error) !== 'EXDEV') throw error;
+          await (await stageBytes()).commit();
+          await unlink(entry.sourcePath);
         }
-        await rename(tempPath, finalPath);
-      } catch (error) {
-        await unlink(tempPath).catch(() => undefined);
-        throw error;
-      }
-      return;
-    }
-    if (!(await stillTheFileRead(entry.sourcePath, read))) {
-      await writeBytes();
-      return;
-    }
-    try {
-      await rename(entry.sourcePath, finalPath);
-    } catch (error) {
-      if (errorCode(error) !== 'EXDEV') throw error;
-      await writeBytes();
-      await unlink(entry.sourcePath);
-    }
+      },
+      discard: async () => undefined,
+    };
   }
 
   async function handleImage(entry: LegacyImage): Promise<void> {

@@ -1,12 +1,10 @@
 /**
  * Report files of a bulk command that stay true while it runs: each file lists the
- * lines finished so far, in input order, and is rewritten whole (temp file + rename, so
+ * lines finished so far, in input order, and is rewritten whole (server/tree/atomicFile.ts, so
  * a reader or an interrupted run never sees half a file) at most about once a second
  * and at the end.
  */
-import { randomBytes } from 'node:crypto';
-import { rename, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic } from '../tree/atomicFile.js';
 
 interface NumberedLine {
   /** Position in the input: the files keep input order whatever order work finishes in. */
@@ -16,18 +14,6 @@ interface NumberedLine {
 
 // Rewriting grows with the number of lines: never spend more than a tenth of the time on it.
 const WRITE_TIME_FACTOR = 10;
-
-/** Writes `text` to `path` whole or not at all: temp file beside it, then rename. */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  try {
-    await writeFile(temp, text);
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-}
 
 export class LineReports<Name extends string> {
   private readonly lines = new Map<Name, NumberedLine[]>();

@@ -7,7 +7,8 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { Config } from '../config/config.js';
-import { createEngine, type ResizeEngine } from '../images/engine.js';
+import type { ResizeEngine } from '../images/engine.js';
+import { createEngine } from '../images/engineChoice.js';
 import { createFetcher, type Fetcher } from '../fetch/fetcher.js';
 import { createFetchingImageService } from './fetchingImages.js';
 import type { ImageService } from './imageService.js';

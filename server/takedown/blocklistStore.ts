@@ -10,7 +10,7 @@ import { emptyBlocklist, formatBlocklist, parseBlocklist, withConfigHosts, type 
 import { ImageproxyError } from '../errors.js';
 import { STATE_DIRECTORY } from '../contract/layout.js';
 import { readRegularText } from '../tree/regularFile.js';
-import { writeStateFileAtomic } from '../tree/store.js';
+import { writeFileAtomic } from '../tree/atomicFile.js';
 
 export const BLOCKLIST_FILE_NAME = 'blocklist.json';
 
@@ -67,7 +67,7 @@ export async function updateBlocklist<T>(
     const before = await readBlocklist(root);
     const { list, result } = change(before);
     const text = formatBlocklist(list);
-    if (text !== formatBlocklist(before)) await writeStateFileAtomic(path, text);
+    if (text !== formatBlocklist(before)) await writeFileAtomic(path, text);
     return result;
   } finally {
     await release();

@@ -17,7 +17,8 @@ import { originalMetadata } from './originals.js';
 import { isIrregularFileError, openRegularFile, readRegularFile, readRegularFileAndFacts, readRegularText } from './regularFile.js';
 import { LOCK_STALE_MS } from '../fetch/singleFlight.js';
 import { inspectImage, sniffImageType, type ImageFormat } from '../images/sniff.js';
-import { ImageStore, THIS_HOST_TAG } from './store.js';
+import { ImageStore } from './store.js';
+import { THIS_HOST_TAG } from './atomicFile.js';
 import {
   FINDING_KINDS,
   parseSidecar,

@@ -1,13 +1,13 @@
 /**
  * The one step every original goes through before it lands in the tree, whether fetched
  * from its origin or adopted from an imageproxy-py tree: prepare the bytes (metadata
- * stripping), then write the image and its metadata sidecar atomically.
+ * stripping), digest them, and describe them in a sidecar. Pure; ImageStore.commitOriginal
+ * (server/tree/store.ts) writes sidecar and image.
  */
 import { createHash } from 'node:crypto';
 import { stripMetadata } from '../images/metadataStrip.js';
 import type { ImageInfo } from '../images/sniff.js';
 import { FORMAT_INFO, inspectImage } from '../images/sniff.js';
-import type { ImageMetadata, ImageStore, StoredImage } from './store.js';
 
 /** An original as sniffing read it: format, pixel size, frames, and its bytes. */
 export interface OriginalImage extends ImageInfo {
@@ -87,23 +87,26 @@ export function digestsOf(source: Uint8Array, toStore: OriginalImage): { digests
   return { digests, image: { ...toStore, sha256: storedDigest } };
 }
 
-/**
- * Writes the sidecar and then the original under `key`; returns the stored image. The
- * image comes last: it is what every lookup finds, so once it exists its sidecar does
- * too, and a crash in between leaves only a sidecar, which nothing serves and the next
- * store rewrites.
- */
-export async function storeOriginal(
-  store: ImageStore,
-  bucket: string,
-  key: string,
-  image: OriginalImage,
-  provenance: OriginalProvenance,
-): Promise<StoredImage> {
-  const info = FORMAT_INFO[image.format];
-  await store.writeMetadata(bucket, key, originalMetadata(image, provenance));
-  return store.storeImage(bucket, key, null, info.ext, image.bytes);
+/** What an original's sidecar (`{key}.json`) holds. */
+export interface ImageMetadata {
+  /**
+   * The image URL it was fetched from; null in a sidecar rebuilt from the stored bytes
+   * (heal pass, `check --repair`), where the URL is unknown: only its hash is the key.
+   */
+  sourceUrl: string | null;
+  contentType: string;
+  originContentType: string | null;
+  bytes: number;
+  width: number;
+  height: number;
+  frames: number;
+  /** sha256 (hex) of the stored bytes: what `purge --block` records to refuse the same image elsewhere. */
+  sha256: string;
+  fetchedAt: string;
+  /** The key's variants as made (ImageStore.recordVariant), by label; absent until one is. */
+  variants?: Record<string, VariantRecord>;
 }
+
 
 /** The sidecar of an original. */
 export function originalMetadata(image: OriginalImage, provenance: OriginalProvenance): ImageMetadata {

@@ -2,41 +2,34 @@
  * The bucket tree on disk: lookups, atomic writes, metadata, directory setup. Thin I/O
  * over server/contract/layout.ts, which decides every name.
  */
-import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, fstatSync, lstatSync, statSync, type Stats } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { accessSync, constants as fsConstants, lstatSync, statSync, type Stats } from 'node:fs';
+import { access, link, mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { parseFailureRecord, type FailureRecord } from '../fetch/backoff.js';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
   failureFileName,
   fileStem,
   hostLockName,
-  hostTag,
   imageFileName,
   lockFileName,
   keyDirectory,
   metadataFileName,
   quarantinePath,
   tempFileName,
-  tempUnique,
   type ImageExtension,
   type TreeIdentity,
 } from '../contract/layout.js';
-import { sidecarText, withVariantRecord, type VariantRecord } from './originals.js';
-import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularHeadSync, readRegularText } from './regularFile.js';
-import { sniffImageType, type ImageFormat } from '../images/sniff.js';
+import { ImageproxyError } from '../errors.js';
+import { originalMetadata, sidecarText, withVariantRecord, type ImageMetadata, type OriginalImage, type OriginalProvenance, type VariantRecord } from './originals.js';
+import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularFile, readRegularHeadSync, readRegularText } from './regularFile.js';
+import { FORMAT_INFO, sniffImageType, type ImageFormat } from '../images/sniff.js';
 import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './health.js';
+import { stageFile, syncDirectory, writerUnique } from './atomicFile.js';
+import { isMissingAfterMkdir, storageError } from './diskErrors.js';
 
-/** This host in temp names (layout.tempUnique): the heal pass judges only its own host's writers by pid. */
-export const THIS_HOST_TAG = hostTag(hostname());
-
-/** A unique temp suffix naming this process as the writer. */
-export function writerUnique(): string {
-  return tempUnique({ pid: process.pid, hostTag: THIS_HOST_TAG }, randomBytes(6).toString('hex'));
-}
+export type { ImageMetadata };
 
 /*
  * Lookups (stat) are made synchronously, as nginx makes them on its own event loop: a
@@ -58,41 +51,6 @@ function statIfPresent(path: string): Stats | null {
 /** The entry's own lstat (a symlink is not followed), or null when there is none. */
 function lstatIfPresent(path: string): Stats | null {
   return lstatSync(path, { throwIfNoEntry: false }) ?? null;
-}
-
-/**
- * Creates a new file, and its directory only if that is missing: the directory almost
- * always exists (the lock or an earlier write made it), so the common case is one open.
- */
-async function openInDirectory(directory: string, path: string): Promise<FileHandle> {
-  try {
-    return await open(path, 'wx', 0o644);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
-  await mkdir(directory, { recursive: true });
-  return open(path, 'wx', 0o644);
-}
-
-/**
- * Writes a file of the tree's state directory (blocklist, heal cursor) atomically: a
- * temp beside it, fsynced, renamed over it. Its directory must exist.
- */
-export async function writeStateFileAtomic(path: string, text: string): Promise<void> {
-  const tempPath = join(dirname(path), tempFileName(basename(path), writerUnique()));
-  const handle = await open(tempPath, 'wx', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(tempPath, path);
-  } catch (error) {
-    await unlink(tempPath).catch(() => undefined);
-    throw error;
-  }
 }
 
 /** Enough of a file's start for every format's magic number (AVIF's `ftyp` box included). */
@@ -130,32 +88,22 @@ export interface StoredImage {
   modifiedMs: number;
 }
 
-/** A file written and fsynced under a temp name, not yet visible under its own. */
-export interface StagedFile {
-  /** Renames it into place: from then on readers see the whole file. */
-  commit(): Promise<StoredImage>;
-  /** Removes the temp file (the write is abandoned). */
+/** Something ready to become visible in the tree, not visible yet (server/tree/atomicFile.ts). */
+export interface Committable<Committed> {
+  /** Puts it into place durably: from then on readers see the whole file, after a crash too. */
+  commit(): Promise<Committed>;
+  /** Removes what was staged (the write is abandoned). */
   discard(): Promise<void>;
 }
 
-export interface ImageMetadata {
-  /**
-   * The image URL it was fetched from; null in a sidecar rebuilt from the stored bytes
-   * (heal pass, `check --repair`), where the URL is unknown: only its hash is the key.
-   */
-  sourceUrl: string | null;
-  contentType: string;
-  originContentType: string | null;
-  bytes: number;
-  width: number;
-  height: number;
-  frames: number;
-  /** sha256 (hex) of the stored bytes: what `purge --block` records to refuse the same image elsewhere. */
-  sha256: string;
-  fetchedAt: string;
-  /** The key's variants as made (ImageStore.recordVariant), by label; absent until one is. */
-  variants?: Record<string, VariantRecord>;
+/** A file staged in a key's directory, to be renamed into place. */
+export interface Staged<Committed> extends Committable<Committed> {
+  /** Renames it into place only: the next commit in the same directory makes it durable (StagedWrite.place). */
+  place(): Promise<Committed>;
 }
+
+/** A file written and fsynced under a temp name, not yet visible under its own. */
+export type StagedFile = Staged<StoredImage>;
 
 export class ImageStore {
   constructor(
@@ -281,10 +229,10 @@ export class ImageStore {
    * readable sidecar (an older tree), or the sidecar changed; the variant is then
    * unknown, judged by its type alone until the heal pass's sample decodes and records it.
    */
-  recordVariant(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+  recordVariant(bucket: string, key: string, label: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
     const id = `${keyDirectory(bucket, key)}/${key}`;
     const previous = this.recordWrites.get(id) ?? Promise.resolve();
-    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record));
+    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record, options.durable ?? true));
     this.recordWrites.set(id, write);
     void write.finally(() => {
       if (this.recordWrites.get(id) === write) this.recordWrites.delete(id);
@@ -292,7 +240,7 @@ export class ImageStore {
     return write;
   }
 
-  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord): Promise<boolean> {
+  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord, durable: boolean): Promise<boolean> {
     const path = join(this.directoryOf(bucket, key), metadataFileName(key));
     const before = await stat(path).catch(() => null);
     if (before === null) return false;
@@ -311,8 +259,33 @@ export class ImageStore {
       await staged.discard();
       return false;
     }
-    await staged.commit();
+    await (durable ? staged.commit() : staged.place());
     return true;
+  }
+
+  /**
+   * A thumbnail made visible never ahead of its original, and with its record: its bytes
+   * are staged while `original` (the original's commit) finishes and the record is
+   * written into the original's sidecar (recordVariant); then the record is renamed into
+   * place, the thumbnail after it, and the directory fsynced once for both. The staged
+   * thumbnail is discarded if anything before its rename fails.
+   */
+  async commitVariant(
+    bucket: string,
+    key: string,
+    label: string,
+    ext: ImageExtension,
+    bytes: Uint8Array,
+    record: VariantRecord,
+    original: Promise<unknown>,
+  ): Promise<StoredImage> {
+    const [staged, recorded] = await Promise.allSettled([
+      this.stageImage(bucket, key, label, ext, bytes),
+      original.then(() => this.recordVariant(bucket, key, label, record, { durable: false })),
+    ]);
+    if (staged.status === 'fulfilled' && recorded.status === 'fulfilled') return staged.value.commit();
+    if (staged.status === 'fulfilled') await staged.value.discard();
+    throw staged.status === 'rejected' ? staged.reason : (recorded as PromiseRejectedResult).reason;
   }
 
   /**
@@ -446,40 +419,24 @@ export class ImageStore {
    * can run at once while what becomes visible, and when, stays decided.
    */
   async stage(bucket: string, key: string, fileName: string, bytes: Uint8Array): Promise<StagedFile> {
-    const directory = this.directoryOf(bucket, key);
-    const finalPath = join(directory, fileName);
-    const tempPath = join(directory, tempFileName(fileName, writerUnique()));
-    const handle = await openInDirectory(directory, tempPath);
-    let modifiedMs: number;
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-      // Whole milliseconds, as a later stat's `mtime` (and so send's ETag) has them.
-      modifiedMs = fstatSync(handle.fd).mtime.getTime();
-    } catch (error) {
-      await handle.close();
-      await unlink(tempPath).catch(() => undefined);
-      throw error;
-    }
-    await handle.close();
-    const ext = fileName.slice(fileName.lastIndexOf('.') + 1);
+    const staged = await stageFile(join(this.directoryOf(bucket, key), fileName), bytes, { makeDirectory: true });
+    const stored: StoredImage = {
+      path: staged.path,
+      relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
+      ext: fileName.slice(fileName.lastIndexOf('.') + 1) as ImageExtension,
+      bytes: bytes.length,
+      modifiedMs: staged.modifiedMs,
+    };
     return {
       commit: async () => {
-        try {
-          await rename(tempPath, finalPath);
-        } catch (error) {
-          await unlink(tempPath).catch(() => undefined);
-          throw error;
-        }
-        return {
-          path: finalPath,
-          relativePath: `${keyDirectory(bucket, key)}/${fileName}`,
-          ext: ext as ImageExtension,
-          bytes: bytes.length,
-          modifiedMs,
-        };
+        await staged.commit();
+        return stored;
       },
-      discard: () => unlink(tempPath).catch(() => undefined),
+      place: async () => {
+        await staged.place();
+        return stored;
+      },
+      discard: () => staged.discard(),
     };
   }
 
@@ -505,6 +462,148 @@ export class ImageStore {
 
   async writeMetadata(bucket: string, key: string, metadata: ImageMetadata): Promise<void> {
     await (await this.stageMetadata(bucket, key, metadata)).commit();
+  }
+
+  /**
+   * Sidecar first, image last: the one order in which an original lands in the tree
+   * (fetched, imported, or written by a test). Both are staged at once, then the sidecar
+   * is renamed into place and the image after it. The image is what every lookup finds,
+   * so once it exists its sidecar does too; a crash in between leaves only a sidecar,
+   * which nothing serves and the next store rewrites. `stageImage` stages the image's
+   * bytes (stageImage) or, for an import by link or move, the legacy file itself.
+   */
+  async commitOriginal<Committed>(
+    bucket: string,
+    key: string,
+    metadata: ImageMetadata,
+    stageImage: () => Promise<Committable<Committed>>,
+  ): Promise<Committed> {
+    const [sidecarResult, imageResult] = await Promise.allSettled([this.stageMetadata(bucket, key, metadata), stageImage()]);
+    if (sidecarResult.status === 'rejected' || imageResult.status === 'rejected') {
+      if (sidecarResult.status === 'fulfilled') await sidecarResult.value.discard();
+      if (imageResult.status === 'fulfilled') await imageResult.value.discard();
+      throw sidecarResult.status === 'rejected' ? sidecarResult.reason : (imageResult as PromiseRejectedResult).reason;
+    }
+    const sidecar = sidecarResult.value;
+    const image = imageResult.value;
+    try {
+      // Both in the key's directory: the image's commit fsyncs it once for the two renames.
+      await sidecar.place();
+    } catch (error) {
+      await image.discard();
+      throw error;
+    }
+    return image.commit();
+  }
+
+  /**
+   * A file of another tree hard-linked under the temp name of a key's original (an
+   * import by link), for commitOriginal. Null when the name no longer holds the file
+   * `expectedIno` that was read and judged (replaced meanwhile; nothing is staged). A
+   * refused link (EPERM, EXDEV, EMLINK) throws its errno error.
+   */
+  async stageLink(bucket: string, key: string, ext: ImageExtension, sourcePath: string, expectedIno: number): Promise<StagedFile | null> {
+    const directory = await this.prepareKeyDirectory(bucket, key);
+    const fileName = imageFileName(key, ext);
+    const tempPath = join(directory, tempFileName(fileName, writerUnique()));
+    await link(sourcePath, tempPath);
+    const place = async (): Promise<StoredImage> => {
+      try {
+        await rename(tempPath, join(directory, fileName));
+      } catch (error) {
+        await unlink(tempPath).catch(() => undefined);
+        throw error;
+      }
+      return this.storedAfterRename(bucket, key, fileName, ext);
+    };
+    const staged: StagedFile = {
+      place,
+      commit: async () => {
+        const stored = await place();
+        await syncDirectory(directory);
+        return stored;
+      },
+      discard: () => unlink(tempPath).catch(() => undefined),
+    };
+    try {
+      // link() takes a symlink as it is: the linked entry must be the regular file read.
+      const info = lstatIfPresent(tempPath);
+      if (info !== null && info.isFile() && info.ino === expectedIno) return staged;
+    } catch (error) {
+      await staged.discard();
+      throw error;
+    }
+    await staged.discard();
+    return null;
+  }
+
+  /**
+   * Renames a file of another tree on the same filesystem into place as a key's
+   * original (an import by move), for commitOriginal's commit step. Throws EXDEV across
+   * filesystems.
+   */
+  async moveIn(bucket: string, key: string, ext: ImageExtension, sourcePath: string): Promise<StoredImage> {
+    const fileName = imageFileName(key, ext);
+    await rename(sourcePath, join(this.directoryOf(bucket, key), fileName));
+    await syncDirectory(this.directoryOf(bucket, key));
+    return this.storedAfterRename(bucket, key, fileName, ext);
+  }
+
+  private storedAfterRename(bucket: string, key: string, fileName: string, ext: ImageExtension): StoredImage {
+    const path = join(this.directoryOf(bucket, key), fileName);
+    const info = statSync(path);
+    return { path, relativePath: `${keyDirectory(bucket, key)}/${fileName}`, ext, bytes: info.size, modifiedMs: info.mtime.getTime() };
+  }
+
+  /** An original's bytes and their sidecar, written by commitOriginal. */
+  storeOriginal(bucket: string, key: string, image: OriginalImage, provenance: OriginalProvenance): Promise<StoredImage> {
+    return this.commitOriginal(bucket, key, originalMetadata(image, provenance), () =>
+      this.stageImage(bucket, key, null, FORMAT_INFO[image.format].ext, image.bytes),
+    );
+  }
+
+  /**
+   * A stored image's bytes (what `find` returned), read through server/tree/regularFile.ts:
+   * no symlink followed, no FIFO opened, at most `maxBytes`. `not_stored` if it was
+   * removed (purged) or replaced by something that is no regular file since the lookup;
+   * `bad_image` if it is over the cap.
+   */
+  async readImage(stored: StoredImage, maxBytes: number): Promise<Buffer> {
+    try {
+      return await readRegularFile(stored.path, maxBytes);
+    } catch (error) {
+      if (isIrregularFileError(error) && error.reason === 'too_large') {
+        throw new ImageproxyError('bad_image', 'image cannot be resized', { detail: `${stored.relativePath}: over limits.maxBytes`, cause: error });
+      }
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' && !isIrregularFileError(error)) throw error;
+      throw new ImageproxyError('not_stored', 'image is not stored', { detail: `${stored.relativePath} removed since it was looked up`, cause: error });
+    }
+  }
+
+  /**
+   * A failed write below a key's directory as 507 `storage_full` or 500
+   * `storage_unwritable` naming the directory (server/tree/diskErrors.ts); anything else
+   * unchanged. Recursive mkdir says ENOENT on a read-only tree: the nearest existing
+   * parent is then asked why.
+   */
+  async explainWriteFailure(thrown: unknown, bucket: string, key: string): Promise<unknown> {
+    const directory = this.directoryOf(bucket, key);
+    if (isMissingAfterMkdir(thrown)) {
+      for (let parent = directory; parent !== dirname(parent); parent = dirname(parent)) {
+        try {
+          await access(parent, fsConstants.F_OK);
+        } catch {
+          continue;
+        }
+        try {
+          await access(parent, fsConstants.W_OK);
+        } catch (probe) {
+          return storageError(probe, parent) ?? thrown;
+        }
+        break;
+      }
+    }
+    return storageError(thrown, directory) ?? thrown;
   }
 
   async readFailure(bucket: string, key: string, stem: string): Promise<FailureRecord | null> {

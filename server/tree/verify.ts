@@ -16,7 +16,8 @@ import { STATE_DIRECTORY, classifyTreeFile, keyOfTreeFile, metadataFileName } fr
 import { sha256Hex, variantRecordOf } from './originals.js';
 import { isIrregularFileError, readRegularFile, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, sniffImageType } from '../images/sniff.js';
-import { ImageStore, SNIFF_BYTES, writeStateFileAtomic } from './store.js';
+import { ImageStore, SNIFF_BYTES } from './store.js';
+import { writeFileAtomic } from './atomicFile.js';
 import { damagedImageReason, variantLabelOfName, variantRecordIn, type Finding, type SidecarReading } from './health.js';
 import { repairFinding, type FindingReport } from './healthWalk.js';
 
@@ -169,7 +170,7 @@ export async function verifyTreeSample(options: TreeVerifyOptions): Promise<Tree
     result.cursor = null;
   }
   await mkdir(join(options.root, STATE_DIRECTORY), { recursive: true });
-  await writeStateFileAtomic(healCursorPath(options.root), formatSampleCursor(result.cursor));
+  await writeFileAtomic(healCursorPath(options.root), formatSampleCursor(result.cursor));
   return result;
 }
 

@@ -1,0 +1,173 @@
+/**
+ * The thumbnails' flight: one resize per thumbnail in a process. The original's bytes
+ * come from the stored file or, on a cold miss, from the original's flight
+ * (server/service/originalFlight.ts) before they are written; a place in the resize
+ * queue, the resize, the thumbnail staged, its record written into the original's
+ * sidecar, and the thumbnail renamed into place only once the original is.
+ */
+import type { GatePlace } from '../fetch/admission.js';
+import type { ResizeEngine, ResizeResult } from '../images/engine.js';
+import { ImageproxyError, toImageproxyError } from '../errors.js';
+import { fileStem } from '../contract/layout.js';
+import { variantRecordOf } from '../tree/originals.js';
+import { FORMAT_INFO, formatFromExt, type ImageFormat } from '../images/sniff.js';
+import { InProcessFlights } from '../fetch/singleFlight.js';
+import type { Blocklist } from '../takedown/blocklist.js';
+import type { StoredImage } from '../tree/store.js';
+import type { ImageRequest } from './imageService.js';
+import { createMissGate, type MissContext } from './missSteps.js';
+import type { OriginalSource } from './originalFlight.js';
+
+/** A thumbnail made by this process: the stored file and the bytes written to it. */
+export interface MadeVariant {
+  image: StoredImage;
+  content: Buffer;
+}
+
+export interface VariantFlights {
+  /**
+   * A thumbnail of `label`, made once per process. `original`: the stored original the
+   * caller found (null: none, so it is fetched); `checked`: the blocklist the request was
+   * cleared against.
+   */
+  make(request: ImageRequest, label: string, original: StoredImage | null, checked: Blocklist): Promise<MadeVariant>;
+  /** Resizes running or waiting. */
+  queueDepth(): number;
+}
+
+/** The bytes and format a thumbnail is made from, and the original it must not be renamed before. */
+interface ResizeSource {
+  input: Buffer;
+  format: ImageFormat;
+  original: Promise<StoredImage>;
+}
+
+export function createVariantFlights(context: MissContext, engine: ResizeEngine, originals: OriginalSource): VariantFlights {
+  const { config, store, logger, metrics, now, takedown } = context;
+  const flights = new InProcessFlights();
+  const resizeGate = createMissGate(config, 'resize');
+  // What thumbnails waiting for a resize slot hold of their originals' bytes, all together
+  // (at most limits.maxWaitingResizeBytes).
+  let waitingInputBytes = 0;
+
+  /** A stored original's bytes (no original we store is over limits.maxBytes). */
+  const readOriginal = (stored: StoredImage): Promise<Buffer> => store.readImage(stored, config.limits.maxBytes);
+
+  async function resizeSource(request: ImageRequest, known: StoredImage | null): Promise<ResizeSource> {
+    if (known !== null) {
+      const format = formatFromExt(known.ext);
+      const input = await readOriginal(known).catch((error: unknown) => {
+        // Purged, moved aside or replaced since the lookup: the original's flight looks again.
+        if (error instanceof ImageproxyError && error.code === 'not_stored') return null;
+        throw error;
+      });
+      if (format !== null && input !== null) return { input, format, original: Promise.resolve(known) };
+    }
+    const flight = originals.ensure(request, known === null);
+    const image = await flight.image;
+    if (image !== null) return { input: image.bytes, format: image.format, original: flight.stored };
+    const stored = await flight.stored;
+    const format = formatFromExt(stored.ext);
+    if (format === null) throw new Error(`cannot resize ${stored.relativePath}`);
+    return { input: await readOriginal(stored), format, original: flight.stored };
+  }
+
+  /**
+   * Waits for a resize slot. A short wait (a few thumbnails queued) keeps the bytes,
+   * within a budget, rather than reading them back from the disk a moment later. A slot
+   * may be seconds away (a burst, the jimp engine): past the budget a waiting thumbnail
+   * holds none of the original's bytes; they are read back from the stored original when
+   * its turn comes. A full queue is then a count of requests, not of megabytes.
+   */
+  async function startWithBytes(place: GatePlace, source: { input: Buffer | null; original: Promise<StoredImage> }): Promise<Buffer> {
+    const input = source.input as Buffer;
+    const bytes = input.length;
+    if (!place.wouldWait()) {
+      await place.start();
+      return input;
+    }
+    if (waitingInputBytes + bytes <= config.limits.maxWaitingResizeBytes) {
+      waitingInputBytes += bytes;
+      try {
+        await place.start();
+      } finally {
+        waitingInputBytes -= bytes;
+      }
+      return input;
+    }
+    // The only reference to the bytes is dropped while waiting.
+    source.input = null;
+    await place.start();
+    return readOriginal(await source.original);
+  }
+
+  async function resize(input: Buffer, format: ImageFormat, request: ImageRequest, label: string): Promise<ResizeResult> {
+    const { size } = request.link;
+    if (size.kind !== 'box') throw new Error(`cannot resize to ${label}`);
+    const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
+    let resized: ResizeResult;
+    try {
+      resized = await engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth });
+    } catch (error) {
+      metrics.resizes.inc({ engine: engine.name, result: toImageproxyError(error).code });
+      throw error;
+    } finally {
+      stopTimer();
+    }
+    metrics.resizes.inc({ engine: engine.name, result: 'ok' });
+    return resized;
+  }
+
+  /**
+   * A thumbnail, made once per process (in-process flight). It takes no lock of its
+   * own across processes: two processes making the same thumbnail at once each rename a
+   * complete file of the same content into place, which is harmless; the original's
+   * fetch, which is not, stays under the cross-process lock.
+   */
+  function make(request: ImageRequest, label: string, knownOriginal: StoredImage | null, checked: Blocklist): Promise<MadeVariant> {
+    const { bucket } = request.link;
+    const stem = fileStem(request.key, label);
+    return flights.run(`${bucket}/${stem}`, async () => {
+      // A place in the resize queue before the original is fetched: a thumbnail refused
+      // `busy` has fetched nothing. Its running slot is taken only once the bytes are there.
+      const place = resizeGate.enter();
+      try {
+        // `source.input` is the only reference to the original's bytes (startWithBytes may drop it).
+        const source: { input: Buffer | null; format: ImageFormat; original: Promise<StoredImage> } = await resizeSource(request, knownOriginal);
+        const started = now();
+        const resized = await context.withBackoff(request, stem, async () => {
+          const input = await startWithBytes(place, source);
+          source.input = null;
+          const made = await resize(input, source.format, request, label);
+          // A takedown during the resize: the thumbnail is not shown.
+          await takedown.refuseIfReloaded(checked, { key: request.key });
+          return made;
+        });
+        // A served name is always complete and never ahead of its original: the
+        // thumbnail becomes visible only once the original is in place, and its record
+        // (in the original's sidecar) is written before it, as an original's sidecar is.
+        const image = await store.commitVariant(
+          bucket,
+          request.key,
+          label,
+          FORMAT_INFO[resized.format].ext,
+          resized.bytes,
+          variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType),
+          source.original,
+        );
+        logger.info(
+          { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
+          'resized',
+        );
+        return { image, content: resized.bytes };
+      } finally {
+        place.release();
+      }
+    });
+  }
+
+  return {
+    make,
+    queueDepth: () => resizeGate.figures.running + resizeGate.figures.waiting,
+  };
+}
