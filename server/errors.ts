@@ -97,3 +97,8 @@ export function toImageproxyError(value: unknown): ImageproxyError {
   if (value instanceof ImageproxyError) return value;
   return new ImageproxyError('internal', 'internal error', { cause: value });
 }
+
+/** A thrown or rejected value as an Error (libraries may throw strings or plain objects). */
+export function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}

@@ -409,7 +409,7 @@ describe('fetch once, store, serve', () => {
       await Promise.all(
         children.map((child) =>
           child.exitCode !== null || child.signalCode !== null
-            ? undefined
+            ? Promise.resolve()
             : new Promise<void>((exited) => {
                 child.once('exit', () => exited());
                 child.kill('SIGTERM');

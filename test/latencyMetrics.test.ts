@@ -18,12 +18,6 @@ import { loopbackConfig, makeTempRoot, parseSamples, removeTempRoot, request, sc
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'latency-secret';
-/**
- * The image service builds the gates (server/service/fetchingImages.ts); until it passes them
- * `observer: metrics.queueWaits`, the server records no queue wait and these tests are todo.
- */
-const SERVICE_WIRING = 'server/service must pass observer: metrics.queueWaits to its fetch and resize gates';
-
 /** The sum of the samples of `name` whose labels include `wanted` (label order as exposed does not matter). */
 function sampleSum(samples: Map<string, number>, name: string, wanted: Record<string, string> = {}): number {
   let sum = 0;
@@ -114,7 +108,7 @@ describe('latency metrics', () => {
     });
   });
 
-  it('a miss queued behind a held fetch records its wait for the slot, and its whole time as the duration of a miss', { todo: SERVICE_WIRING }, async () => {
+  it('a miss queued behind a held fetch records its wait for the slot, and its whole time as the duration of a miss', async () => {
     await withServer('queued', { maxQueueWaitMs: 60_000 }, async (server, origin, release) => {
       const before = await scrape(server);
       const first = get(server, origin, '/held/first.jpg');
@@ -145,7 +139,7 @@ describe('latency metrics', () => {
     });
   });
 
-  it('busy from the fetch queue: refused at once when full (no wait recorded), after maxQueueWaitMs when the wait times out (recorded)', { todo: SERVICE_WIRING }, async () => {
+  it('busy from the fetch queue: refused at once when full (no wait recorded), after maxQueueWaitMs when the wait times out (recorded)', async () => {
     await withServer('refused', { maxQueuedFetches: 1, maxQueueWaitMs: 2000 }, async (server, origin, release) => {
       const before = await scrape(server);
       const first = get(server, origin, '/held/first.jpg');

@@ -12,11 +12,6 @@ import { CONFIG_SCHEMA, OVERRIDES, SETTINGS, integer, listenAddress, type TextFo
 export { BUCKET_NAME_PATTERN, PREFIX_PATTERN } from './schema.js';
 
 export type Config = z.output<typeof CONFIG_SCHEMA>;
-export type Delivery = Config['delivery'];
-export type SingleFlightScope = Config['singleFlightScope'];
-export type { EngineName } from '../images/engine.js';
-export type BucketConfig = Config['buckets'][string];
-export type Limits = Config['limits'];
 
 export class ConfigError extends Error {
   constructor(
@@ -52,7 +47,7 @@ export function readConfigFile(path: string): ConfigLayer {
  * Environment variables and the config key each one sets, from the schema. Lists are
  * comma-separated; `IMAGEPROXY_BUCKETS` is `i,f,t,old:legacy`.
  */
-export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; form: TextForm; nullWord: string | null }> = SETTINGS.flatMap((setting) =>
+const ENV_KEYS: ReadonlyArray<{ env: string; key: string; form: TextForm; nullWord: string | null }> = SETTINGS.flatMap((setting) =>
   setting.meta.env === undefined ? [] : [{ env: setting.meta.env, key: setting.key, form: setting.form, nullWord: setting.meta.nullWord ?? null }],
 );
 
@@ -189,7 +184,7 @@ export function expectInteger(key: string, value: unknown, min: number, max = Nu
 }
 
 /** The layers merged, checked against the schema; absent keys take their defaults. */
-export function validateConfig(raw: ConfigLayer): Config {
+function validateConfig(raw: ConfigLayer): Config {
   const result = CONFIG_SCHEMA.safeParse(raw);
   if (!result.success) throw configErrorOf(result.error);
   // A config of its own: nothing a caller changes reaches the schema's defaults.

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Config } from './config.js';
 import { ConfigError } from './config.js';
 
-export const GENERATED_SECRET_NAME = '.imageproxy-secret';
+const GENERATED_SECRET_NAME = '.imageproxy-secret';
 
 export interface ResolvedSecrets {
   secrets: string[];

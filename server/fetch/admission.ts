@@ -49,7 +49,7 @@ export interface GateObserver {
 /** Schedules `callback` after `ms`; returns a function that cancels it. */
 export type ScheduleTimer = (callback: () => void, ms: number) => () => void;
 
-export const realTimer: ScheduleTimer = (callback, ms) => {
+const realTimer: ScheduleTimer = (callback, ms) => {
   const handle = setTimeout(callback, ms);
   return () => clearTimeout(handle);
 };
@@ -60,7 +60,7 @@ export interface GatePlace {
   start(): Promise<void>;
   /** Whether start() would wait now (every running slot taken, or others waiting first). */
   wouldWait(): boolean;
-  release(): void;
+  release: () => void;
 }
 
 interface Waiter {
@@ -151,7 +151,7 @@ export class AdmissionGate {
   async admit(): Promise<() => void> {
     const place = this.enter();
     await place.start();
-    return place.release;
+    return () => place.release();
   }
 
   /** A running slot freed: hand it to the first waiter, or count it free. */

@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import helmet from 'helmet';
 import type { Config } from '../config/config.js';
-import { ImageproxyError, toImageproxyError } from '../errors.js';
+import { ImageproxyError, asError, toImageproxyError } from '../errors.js';
 import type { ImageAnswer, ImageService } from '../service/imageService.js';
 import { storageKey } from '../contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../contract/link.js';
@@ -36,7 +36,7 @@ export interface AppSettings {
 }
 
 /** How a stopping server tells its requests (server/http/server.ts). */
-export interface AppLifecycle {
+interface AppLifecycle {
   /** True once the server stopped accepting: answers ask the client to close the connection. */
   stopping(): boolean;
   /** Aborted when the grace period is over: requests still running answer 503 `shutting_down`. */
@@ -197,7 +197,7 @@ function untilGraceOver<T>(work: Promise<T>, graceOver: AbortSignal | undefined)
       },
       (error: unknown) => {
         graceOver.removeEventListener('abort', onGraceOver);
-        reject(error);
+        reject(asError(error));
       },
     );
   });
@@ -258,7 +258,7 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
         res.status(status).set('Cache-Control', ERROR_CACHE_CONTROL).end();
         return resolve();
       }
-      reject(error);
+      reject(asError(error));
     });
   });
 }

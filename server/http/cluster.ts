@@ -175,9 +175,8 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
           checkReadiness({
             tree: () => probeTreeWritable(options.root),
             ...bucketChecks(options.root, options.buckets),
-            workers: async () => {
-              if (listening.size === 0) throw new Error(`none of ${options.workers} workers is listening`);
-            },
+            workers: () =>
+              listening.size === 0 ? Promise.reject(new Error(`none of ${options.workers} workers is listening`)) : Promise.resolve(),
           }),
         logger,
       }),

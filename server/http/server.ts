@@ -48,7 +48,7 @@ export interface RunningServer {
   close(options?: { graceMs?: number }): Promise<CloseSummary>;
 }
 
-export interface ReloadSummary {
+interface ReloadSummary {
   /** Top-level config keys whose value changed (secrets are counted, never shown). */
   changed: string[];
   secrets: number;
@@ -56,7 +56,7 @@ export interface ReloadSummary {
   imageServiceRebuilt: boolean;
 }
 
-export interface CloseSummary {
+interface CloseSummary {
   /** Requests that finished during the grace period. */
   finished: number;
   /** Requests answered 503 `shutting_down` when the grace period ended. */

@@ -34,7 +34,7 @@ interface WorkerEntry {
  * loader hooks to a worker's entry file (nodejs/node#47747), so a two-line bootstrap
  * registers tsx inside the worker first and then imports the source.
  */
-export function jimpWorkerEntry(): WorkerEntry {
+function jimpWorkerEntry(): WorkerEntry {
   const compiled = new URL('./jimpWorker.js', import.meta.url);
   if (existsSync(compiled)) return { script: compiled, eval: false, moduleUrl: compiled };
   const source = new URL('./jimpWorker.ts', import.meta.url);

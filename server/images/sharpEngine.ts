@@ -15,7 +15,7 @@ import { badImage, pixelCountDetail, tooManyPixels } from './engine.js';
 import type { EncodeQuality, EngineOptions, ImageFormat, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
 
 /** How sharp encodes: qualities, and whether JPEG goes through mozjpeg. */
-export interface SharpEncoding {
+interface SharpEncoding {
   quality: EncodeQuality;
   mozjpeg: boolean;
 }

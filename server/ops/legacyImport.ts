@@ -32,9 +32,9 @@ import { walkLegacyBucket, type TreeEntryType } from '../tree/walk.js';
 
 export type ImportMode = 'copy' | 'link' | 'move';
 
-export type EntryOutcome = 'ok' | 'failed' | 'skipped';
+type EntryOutcome = 'ok' | 'failed' | 'skipped';
 
-export interface ImportProblem {
+interface ImportProblem {
   /** `{bucket}/{A}/{B}/{name}` (or a shorter path for a bucket or shard directory), relative to the py root. */
   path: string;
   reason: LegacyProblemReason;
@@ -347,7 +347,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
           await unlink(entry.sourcePath);
         }
       },
-      discard: async () => undefined,
+      discard: () => Promise.resolve(),
     };
   }
 

@@ -4,6 +4,7 @@
  * a reader or an interrupted run never sees half a file) at most about once a second
  * and at the end.
  */
+import { asError } from '../errors.js';
 import { writeFileAtomic } from '../tree/atomicFile.js';
 
 interface NumberedLine {
@@ -21,7 +22,7 @@ export class LineReports<Name extends string> {
   private writing: Promise<void> = Promise.resolve();
   private dirty = false;
   private nextWriteAtMs = 0;
-  private failure: unknown = null;
+  private failure: Error | null = null;
 
   /**
    * @param paths where each report goes
@@ -41,7 +42,7 @@ export class LineReports<Name extends string> {
       this.timer = setTimeout(() => {
         this.timer = null;
         this.writing = this.writing.then(() => this.writeAll()).catch((error: unknown) => {
-          this.failure = error;
+          this.failure = asError(error);
         });
       }, Math.max(0, this.nextWriteAtMs - Date.now()));
     }

@@ -18,7 +18,7 @@ export interface ImageRequest {
  * original (the thumbnail was made, or waited for, now); `miss` nothing (the original was
  * fetched, or waited for, now).
  */
-export type CacheOutcome = 'hit' | 'variant' | 'miss';
+type CacheOutcome = 'hit' | 'variant' | 'miss';
 
 export type ImageAnswer =
   | {

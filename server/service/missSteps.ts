@@ -32,14 +32,16 @@ const BACKOFF_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
  * A flight's queue (server/fetch/admission.ts): a miss waits for a slot, bounded in count
  * and time, or answers `busy` at once; nothing unbounded piles up in memory.
  */
-export function createMissGate(config: Config, name: 'fetch' | 'resize'): AdmissionGate {
-  const { limits } = config;
+export function createMissGate(context: Pick<MissContext, 'config' | 'metrics'>, name: 'fetch' | 'resize'): AdmissionGate {
+  const { limits } = context.config;
   return new AdmissionGate({
     name,
     maxActive: name === 'fetch' ? limits.maxConcurrentFetches : limits.maxConcurrentResizes,
     maxQueued: name === 'fetch' ? limits.maxQueuedFetches : limits.maxQueuedResizes,
     maxWaitMs: limits.maxQueueWaitMs,
     retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
+    // Each wait and refusal timed into imageproxy_queue_wait_seconds / _queue_refusals_total.
+    observer: context.metrics.queueWaits,
   });
 }
 

@@ -27,7 +27,7 @@ export interface ImageFetcher {
  * as this process has them, so thumbnails are made from memory while the original is
  * still being written, and the stored file once it is on disk.
  */
-export interface OriginalFlight {
+interface OriginalFlight {
   /** The prepared bytes; null when the original was found stored, or the fetch failed. */
   image: Promise<OriginalImage | null>;
   stored: Promise<StoredImage>;
@@ -63,7 +63,7 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
   const { config, store, logger, metrics, now, takedown } = context;
   const flights = new Map<string, OriginalFlight>();
   const passThroughs = new InProcessFlights();
-  const fetchGate = createMissGate(config, 'fetch');
+  const fetchGate = createMissGate(context, 'fetch');
   const treeLockOptions: TreeLockOptions = {
     staleMs: LOCK_STALE_MS,
     onCompromised: (error) => logger.error({ err: error }, 'single-flight lock lost while held'),

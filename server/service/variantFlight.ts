@@ -19,7 +19,7 @@ import { createMissGate, type MissContext } from './missSteps.js';
 import type { OriginalSource } from './originalFlight.js';
 
 /** A thumbnail made by this process: the stored file and the bytes written to it. */
-export interface MadeVariant {
+interface MadeVariant {
   image: StoredImage;
   content: Buffer;
 }
@@ -45,7 +45,7 @@ interface ResizeSource {
 export function createVariantFlights(context: MissContext, engine: ResizeEngine, originals: OriginalSource): VariantFlights {
   const { config, store, logger, metrics, now, takedown } = context;
   const flights = new InProcessFlights();
-  const resizeGate = createMissGate(config, 'resize');
+  const resizeGate = createMissGate(context, 'resize');
   // What thumbnails waiting for a resize slot hold of their originals' bytes, all together
   // (at most limits.maxWaitingResizeBytes).
   let waitingInputBytes = 0;

@@ -12,7 +12,7 @@ import { STATE_DIRECTORY } from '../contract/layout.js';
 import { readRegularText } from '../tree/regularFile.js';
 import { writeFileAtomic } from '../tree/atomicFile.js';
 
-export const BLOCKLIST_FILE_NAME = 'blocklist.json';
+const BLOCKLIST_FILE_NAME = 'blocklist.json';
 
 /**
  * How often a running server looks at the file (one stat, on the next request after the

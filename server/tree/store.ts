@@ -60,12 +60,12 @@ export const SNIFF_BYTES = 64;
  * The format a stored file's first bytes say (null: none of ours): one small read,
  * synchronous as the lookup's stat is, through server/tree/regularFile.ts (no symlink followed).
  */
-export function sniffStoredFile(path: string): ImageFormat | null {
+function sniffStoredFile(path: string): ImageFormat | null {
   return sniffImageType(readRegularHeadSync(path, SNIFF_BYTES));
 }
 
 /** A stored file the lookup found damaged and moved aside (see ImageStore.find). */
-export interface DamagedFileEvent {
+interface DamagedFileEvent {
   relativePath: string;
   reason: string;
   /** Where it went, relative to the root. */
@@ -97,7 +97,7 @@ export interface Committable<Committed> {
 }
 
 /** A file staged in a key's directory, to be renamed into place. */
-export interface Staged<Committed> extends Committable<Committed> {
+interface Staged<Committed> extends Committable<Committed> {
   /** Renames it into place only: the next commit in the same directory makes it durable (StagedWrite.place). */
   place(): Promise<Committed>;
 }
