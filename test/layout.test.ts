@@ -5,7 +5,11 @@ import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
+  classFileExtensions,
+  classVariantStem,
   classifyTreeFile,
+  parseThumbnailName,
+  type ThumbnailName,
   failureFileName,
   fileStem,
   hostLockName,
@@ -283,6 +287,11 @@ const CLASSIFY_CASES: ClassifyCase[] = [
   { fileName: imageFileName(fileStem(TREE_KEY, '150x'), 'jpg'), expected: 'thumbnail' },
   { fileName: imageFileName(fileStem(TREE_KEY, 'x200'), 'webp'), expected: 'thumbnail' },
   { fileName: imageFileName(fileStem(TREE_KEY, '250x250'), 'png'), expected: 'thumbnail' },
+  { fileName: imageFileName(classVariantStem(TREE_KEY, '250x250', 'avif'), 'avif'), expected: 'thumbnail' },
+  { fileName: imageFileName(classVariantStem(TREE_KEY, '150x', 'webp'), 'webp'), expected: 'thumbnail' },
+  // A class that got the source format (converting did not pay): a source extension.
+  { fileName: imageFileName(classVariantStem(TREE_KEY, 'x200', 'avif'), 'gif'), expected: 'thumbnail' },
+  { fileName: failureFileName(classVariantStem(TREE_KEY, '250x250', 'webp')), expected: 'failure' },
   { fileName: metadataFileName(TREE_KEY), expected: 'sidecar' },
   { fileName: failureFileName(TREE_KEY), expected: 'failure' },
   { fileName: failureFileName(fileStem(TREE_KEY, '150x')), expected: 'failure' },
@@ -296,6 +305,11 @@ const CLASSIFY_CASES: ClassifyCase[] = [
   { fileName: `${TREE_KEY}.150.jpg`, expected: 'other' },
   { fileName: `${TREE_KEY}.150x.json`, expected: 'other' },
   { fileName: `${TREE_KEY}.150x.250x.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.source.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.jpg.jpg`, expected: 'other' },
+  { fileName: `${TREE_KEY}.avif.avif`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.avif.json`, expected: 'other' },
+  { fileName: `${TREE_KEY}.150x.avif.webp.webp`, expected: 'other' },
   { fileName: `${TREE_KEY}.tmp`, expected: 'other' },
   { fileName: `${TREE_KEY}`, expected: 'other' },
   { fileName: `${TREE_KEY.slice(1)}.jpg`, expected: 'other' },
@@ -306,6 +320,31 @@ const CLASSIFY_CASES: ClassifyCase[] = [
   { fileName: '.DS_Store', expected: 'other' },
   { fileName: '', expected: 'other' },
 ];
+
+describe('parseThumbnailName', () => {
+  const cases: Array<[string, ThumbnailName | null]> = [
+    [`${TREE_KEY}.250x250.jpg`, { key: TREE_KEY, label: '250x250', formatClass: 'source', ext: 'jpg' }],
+    [`${TREE_KEY}.150x.webp`, { key: TREE_KEY, label: '150x', formatClass: 'source', ext: 'webp' }],
+    [`${TREE_KEY}.250x250.avif.avif`, { key: TREE_KEY, label: '250x250', formatClass: 'avif', ext: 'avif' }],
+    [`${TREE_KEY}.x200.webp.png`, { key: TREE_KEY, label: 'x200', formatClass: 'webp', ext: 'png' }],
+    [`${TREE_KEY}.jpg`, null],
+    [`${TREE_KEY}.250x250.avif`, { key: TREE_KEY, label: '250x250', formatClass: 'source', ext: 'avif' }],
+    [`${TREE_KEY}.250x250.jpeg.jpg`, null],
+    [`${TREE_KEY}.250x250.avif.fail`, null],
+    [`${TREE_KEY}.250x250.avif.webp.webp`, null],
+    [`${TREE_KEY}.json`, null],
+  ];
+  for (const [name, expected] of cases) {
+    it(JSON.stringify(name.replace(TREE_KEY, '{key}')), () => assert.deepEqual(parseThumbnailName(name), expected));
+  }
+});
+
+describe('classFileExtensions', () => {
+  it('tries the class format first, then every source format once', () => {
+    assert.deepEqual(classFileExtensions('avif'), ['avif', 'jpg', 'png', 'webp', 'gif']);
+    assert.deepEqual(classFileExtensions('webp'), ['webp', 'jpg', 'png', 'gif', 'avif']);
+  });
+});
 
 describe('classifyTreeFile', () => {
   for (const testCase of CLASSIFY_CASES) {

@@ -65,6 +65,10 @@ describe('lock directory names', () => {
     [`${KEY}.250x250.lock`, true],
     [`${KEY}.jpg.lock`, false],
     [`${KEY}.150x.jpg.lock`, false],
+    [`${KEY}.250x250.avif.lock`, true],
+    [`${KEY}.250x250.webp.lock`, true],
+    [`${KEY}.avif.lock`, false],
+    [`${KEY}.250x250.source.lock`, false],
     ['short.lock', false],
     [`${KEY}.json`, false],
   ];

@@ -3,6 +3,11 @@
  *
  *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.{ext}           stored original
  *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.{label}.{ext}   resized variant (label `150x`, `x200`, `250x250`)
+ *   … {key}.{label}.{class}.{ext}                          the variant for clients of a format class
+ *                                                          (`avif`, `webp`); {ext} is what the bytes are:
+ *                                                          the class's format, or the source format when
+ *                                                          converting did not pay (a hard link of the
+ *                                                          source-format variant)
  *   {root}/{bucket}/{key[0]}/{key[1]}/{key}.json            metadata sidecar
  *   … {key}.lock / {key}.fail                              single-flight lock, fetch backoff
  *   … .{name}.{unique}.tmp                                  in-progress write
@@ -14,6 +19,7 @@
  * the sidecar, lock, failure and temp files can never be served.
  */
 import { createHash } from 'node:crypto';
+import { MODERN_FORMATS, type FormatClass, type ModernFormat } from './accept.js';
 
 /**
  * `{root}/.imageproxy/`: the tree's own records (blocklist, audit log, import reports,
@@ -45,6 +51,25 @@ export function keyDirectory(bucket: string, key: string): string {
 /** `{key}` for the original, `{key}.{label}` for a variant; the extension is added per lookup. */
 export function fileStem(key: string, variantLabel: string | null): string {
   return variantLabel === null ? key : `${key}.${variantLabel}`;
+}
+
+/**
+ * `{key}.{label}.{format}`: the stem of a thumbnail made for the clients whose `Accept`
+ * negotiates to `format` (server/contract/accept.ts). Its file is `{stem}.{ext}` with
+ * the extension of the bytes it holds (classFileExtensions), so the name alone tells
+ * nginx and the tools its type.
+ */
+export function classVariantStem(key: string, variantLabel: string, format: ModernFormat): string {
+  return `${key}.${variantLabel}.${format}`;
+}
+
+/**
+ * The extensions a format class's file may have, in the order lookups try them: the
+ * class's own format first (the usual case), then the source formats, which a class
+ * gets when converting did not pay or cannot keep the image (an animation as AVIF).
+ */
+export function classFileExtensions(format: ModernFormat): ImageExtension[] {
+  return [format, ...IMAGE_EXTENSIONS.filter((ext) => ext !== format)];
 }
 
 export function imageFileName(stem: string, ext: ImageExtension): string {
@@ -131,8 +156,9 @@ export function hostLockName(tree: TreeIdentity, bucket: string, stem: string): 
 export function isLockDirectoryName(name: string): boolean {
   if (!name.endsWith('.lock')) return false;
   const stem = name.slice(0, -'.lock'.length);
-  const [key, label, ...rest] = stem.split('.');
+  const [key, label, format, ...rest] = stem.split('.');
   if (key === undefined || !KEY_NAME_PATTERN.test(key) || rest.length > 0) return false;
+  if (format !== undefined && !isModernFormat(format)) return false;
   return label === undefined || LABEL_NAME_PATTERN.test(label);
 }
 
@@ -159,10 +185,38 @@ export function isImageExtension(value: string): value is ImageExtension {
   return (IMAGE_EXTENSIONS as readonly string[]).includes(value);
 }
 
+function isModernFormat(value: string): value is ModernFormat {
+  return (MODERN_FORMATS as readonly string[]).includes(value);
+}
+
+/** What a thumbnail's name says: its size label, the class it serves, its bytes' type. */
+export interface ThumbnailName {
+  key: string;
+  label: string;
+  /** `source` for `{key}.{label}.{ext}`, the format for `{key}.{label}.{format}.{ext}`. */
+  formatClass: FormatClass;
+  ext: ImageExtension;
+}
+
+/** The parts of a thumbnail's file name, or null for any other name. */
+export function parseThumbnailName(name: string): ThumbnailName | null {
+  const parts = name.split('.');
+  const key = parts[0];
+  const label = parts[1];
+  const ext = parts[parts.length - 1];
+  if (key === undefined || label === undefined || ext === undefined) return null;
+  if (parts.length !== 3 && parts.length !== 4) return null;
+  if (!KEY_NAME_PATTERN.test(key) || !LABEL_NAME_PATTERN.test(label) || !isImageExtension(ext)) return null;
+  if (parts.length === 3) return { key, label, formatClass: 'source', ext };
+  const format = parts[2];
+  if (format === undefined || !isModernFormat(format)) return null;
+  return { key, label, formatClass: format, ext };
+}
+
 /**
  * What a file in a key directory is, by its name alone (statistics, sweeps):
- * `original` `{key}.{ext}`, `thumbnail` `{key}.{label}.{ext}`, `sidecar` `{key}.json`,
- * `failure` `{key}.fail` or `{key}.{label}.fail`, `temp` `.{name}.{unique}.tmp`, and
+ * `original` `{key}.{ext}`, `thumbnail` `{key}.{label}.{ext}` or `{key}.{label}.{format}.{ext}`,
+ * `sidecar` `{key}.json`, `failure` `{key}.fail`, `{key}.{label}.fail` or `{key}.{label}.{format}.fail`, `temp` `.{name}.{unique}.tmp`, and
  * `other` for anything else (a stray file, an imageproxy-py leftover). Lock directories
  * are directories and never reach it.
  */
@@ -186,6 +240,11 @@ export function classifyTreeFile(name: string): TreeFileKind {
   if (parts.length === 3 && second !== undefined && third !== undefined && LABEL_NAME_PATTERN.test(second)) {
     if (isImageExtension(third)) return 'thumbnail';
     if (third === 'fail') return 'failure';
+  }
+  const fourth = parts[3];
+  if (parts.length === 4 && second !== undefined && LABEL_NAME_PATTERN.test(second) && third !== undefined && isModernFormat(third)) {
+    if (fourth !== undefined && isImageExtension(fourth)) return 'thumbnail';
+    if (fourth === 'fail') return 'failure';
   }
   return 'other';
 }
