@@ -135,19 +135,6 @@ function weekSuffixes(nowSeconds, skewSeconds, calendarYearWeeks) {
     return out;
 }
 
-/*
- * How long the outer cache (server/deploy/nginxConfig.ts) may keep a hit checked at
- * `nowSeconds`: at most cfg.cacheSeconds, and never up to the next UTC midnight of now
- * or of now + skew, the only moments the accepted weeks can change. nginx keeps an entry
- * through the last whole second it names, hence the - 1. 0: do not cache.
- */
-function cacheLifetime(nowSeconds, cfg) {
-    var untilMidnight = DAY_SECONDS - nowSeconds % DAY_SECONDS;
-    var untilSkewedMidnight = DAY_SECONDS - (nowSeconds + cfg.skewSeconds) % DAY_SECONDS;
-    var bound = (untilMidnight < untilSkewedMidnight ? untilMidnight : untilSkewedMidnight) - 1;
-    return bound < cfg.cacheSeconds ? bound : cfg.cacheSeconds;
-}
-
 /* ---- signature (server/contract/signing.ts) --------------------------------------------------- */
 
 /*
@@ -310,10 +297,7 @@ function linkStem(r) {
     if (method !== 'GET' && method !== 'HEAD') return '';
     var nowSeconds = Math.floor(Date.now() / 1000);
     var result = verifyLink(r.variables.request_uri, nowSeconds, config);
-    if (result.charCodeAt(0) === 47) {
-        if (config.cacheSeconds > 0) r.variables.imageproxy_cache_seconds = '' + cacheLifetime(nowSeconds, config);
-        return result;
-    }
+    if (result.charCodeAt(0) === 47) return result;
     return result === 'bad_signature' ? result : '';
 }
 
@@ -336,6 +320,5 @@ export default {
     clearFileHeaders: clearFileHeaders,
     verifyLink: verifyLink,
     weekSuffixes: weekSuffixes,
-    cacheLifetime: cacheLifetime,
     sizeLabel: sizeLabel
 };

@@ -2,10 +2,7 @@
  * What a cache hit costs, side by side on the same stored file (a ~60 KB JPEG of noise):
  *
  *   (a) plain nginx serving the file as static content, no checks: the reference
- *   (b) our nginx, first hit: the njs link check, no cache in front (nginx.cacheSeconds 0)
- *   (b') our nginx, first hit through the cache: a new request line each time (a query
- *       string), so each is checked by njs and then stored in the cache
- *   (c) our nginx, repeated hit: the same link again and again, served from the cache
+ *   (b) our nginx, a hit: the njs link check, then the file
  *   (d) the app standalone (`imageproxy serve`, delivery direct), same worker count
  *
  * each with 1 worker and with `worker_processes auto` (the app: `--workers` 1 and the
@@ -107,22 +104,6 @@ function wrkRun(url: string, seconds: number, pids: readonly number[], script?: 
   return { rps: Number(rate[1]), cpuMicros };
 }
 
-/** A wrk script giving each request a request line of its own (thread id + counter). */
-const UNIQUE_QUERY_SCRIPT = `
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("id", threads)
-end
-function init(args)
-  counter = 0
-end
-function request()
-  counter = counter + 1
-  return wrk.format("GET", wrk.path .. "?" .. id .. "-" .. counter)
-end
-`;
-
 interface ServeProcess {
   child: ChildProcessWithoutNullStreams;
   url: string;
@@ -199,16 +180,13 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     const key = storageKey(Buffer.from(imageUrl));
     await mkdir(plainRoot, { recursive: true });
     await copyFile(join(root, keyDirectory('i', key), `${key}.jpg`), join(plainRoot, 'bench.jpg'));
-    const script = join(work, 'unique-query.lua');
-    await writeFile(script, UNIQUE_QUERY_SCRIPT);
-
+    
     for (const workers of [1, 'auto'] as const) {
       const appWorkers = workers === 'auto' ? availableParallelism() : 1;
       const section = `hit, ${(jpeg.length / 1000).toFixed(0)} KB JPEG, ${rounds} × wrk -t2 -c64 -d${seconds}s, ${workers === 1 ? '1 worker' : `worker_processes auto (${availableParallelism()}), app --workers ${appWorkers}`}`;
-      const [cachedPort, plainPort, checkedPort, appPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-      const cachedPrefix = join(work, `cached-${workers}`);
+      const [plainPort, checkedPort, appPort] = [await freePort(), await freePort(), await freePort()];
       const checkedPrefix = join(work, `checked-${workers}`);
-      const base = (prefix: string, port: number, cacheSeconds: number): NginxRenderInput => ({
+      const base = (prefix: string, port: number): NginxRenderInput => ({
         nginxListen: `127.0.0.1:${port}`,
         appListen: `127.0.0.1:${appPort}`, // never contacted: every request is a hit
         root,
@@ -219,7 +197,6 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         sizes: [150, 200, 250],
         skewSeconds: 3600,
         secrets: [SECRET],
-        cache: { directory: join(prefix, 'verdict-cache'), maxSize: '256m', seconds: cacheSeconds, checkedSocket: join(prefix, 'checked.sock'), verdictSocket: join(prefix, 'verdict.sock') },
       });
       // Same http-level settings (sendfile, access log) and the same open_file_cache.
       const plainServer = [
@@ -234,35 +211,21 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
       const user = testWorkerUser();
       const standalone = { workerProcesses: workers, ...(user === undefined ? {} : { user }) };
       const started: RunningNginx[] = [];
-      for (const [prefix, port, cacheSeconds, extraHttp] of [
-        [cachedPrefix, cachedPort, 2, plainServer],
-        [checkedPrefix, checkedPort, 0, undefined],
-      ] as const) {
+      for (const [prefix, port, extraHttp] of [[checkedPrefix, checkedPort, plainServer]] as const) {
         await mkdir(prefix, { recursive: true });
-        const input = base(prefix, port, cacheSeconds);
+        const input = base(prefix, port);
         await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
-        // The cache keys a link without its query string; here the query makes each (b')
-        // request a link of its own, as a page of never-seen links would be.
-        const conf = renderStandaloneConf(input, prefix, { ...standalone, ...(extraHttp === undefined ? {} : { extraHttp }) })
-          .replace('proxy_cache_key $imageproxy_link;', 'proxy_cache_key $request_uri;');
+        const conf = renderStandaloneConf(input, prefix, { ...standalone, extraHttp });
         const nginx = await startNginx(prefix, conf, port);
         started.push(nginx);
         running.nginx.push(nginx);
       }
-      const [cachedNginx, checkedNginx] = started as [RunningNginx, RunningNginx];
+      const [checkedNginx] = started as [RunningNginx];
       const serve = await startServe(root, appWorkers);
       running.serve.push(serve);
       const targets: Target[] = [
-        { key: 'a', name: '(a) plain nginx, static file', url: `http://127.0.0.1:${plainPort}/bench.jpg`, pids: () => workerPids(cachedNginx.process.pid) },
+        { key: 'a', name: '(a) plain nginx, static file', url: `http://127.0.0.1:${plainPort}/bench.jpg`, pids: () => workerPids(checkedNginx.process.pid) },
         { key: 'b', name: '(b) our nginx, first hit (njs check)', url: `http://127.0.0.1:${checkedPort}${path}`, pids: () => workerPids(checkedNginx.process.pid) },
-        {
-          key: "b'",
-          name: "(b') our nginx, first hit through the cache (njs check through the cache)",
-          url: `http://127.0.0.1:${cachedPort}${path}`,
-          pids: () => workerPids(cachedNginx.process.pid),
-          script,
-        },
-        { key: 'c', name: '(c) our nginx, repeated hit (from the cache)', url: `http://127.0.0.1:${cachedPort}${path}`, pids: () => workerPids(cachedNginx.process.pid) },
         { key: 'd', name: '(d) the app standalone (delivery direct)', url: `${serve.url}${path}`, pids: () => [] },
       ];
       const runs = new Map<string, WrkRun[]>(targets.map((target) => [target.key, []]));

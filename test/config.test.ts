@@ -150,6 +150,29 @@ describe('validation names the key', () => {
   });
 });
 
+describe('settings that were removed', () => {
+  const removedCases: Array<[string, () => unknown, string]> = [
+    ['nginx.cacheSeconds in a file, even at 0', () => buildConfig({ file: { nginx: { cacheSeconds: 0 } } }), 'nginx.cacheSeconds'],
+    ['nginx.cacheDir in a file', () => buildConfig({ file: { nginx: { cacheDir: '/var/cache/x' } } }), 'nginx.cacheDir'],
+    ['nginx.cacheMaxSize in a file', () => buildConfig({ file: { nginx: { cacheMaxSize: '256m' } } }), 'nginx.cacheMaxSize'],
+    ['IMAGEPROXY_NGINX_CACHE_DIR in the environment', () => envLayer({ IMAGEPROXY_NGINX_CACHE_DIR: '/var/cache/x' }), 'IMAGEPROXY_NGINX_CACHE_DIR'],
+  ];
+  for (const [name, build, key] of removedCases) {
+    it(`refuses ${name}, naming it and saying to delete it`, () => {
+      assert.throws(build, (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.key, key);
+        assert.match(error.message, /removed: nginx's verdict cache is gone .*delete this setting/);
+        return true;
+      });
+    });
+  }
+
+  it('still calls a misspelt key unknown', () => {
+    assert.throws(() => buildConfig({ file: { nginx: { cacheSecs: 2 } } }), /config nginx\.cacheSecs: unknown key/);
+  });
+});
+
 interface EnvCase {
   name: string;
   env: Record<string, string>;

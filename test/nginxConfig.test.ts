@@ -193,7 +193,7 @@ describe('renderConfigModule', () => {
     assert.match(text, /^[\x20-\x7e\n]*$/);
   });
 
-  it('holds a JSON object with the secrets, buckets, sizes, size segments, skew, week rule, cache lifetime and contract constants', () => {
+  it('holds a JSON object with the secrets, buckets, sizes, size segments, skew, week rule and contract constants', () => {
     assert.ok(match?.[1] !== undefined);
     assert.deepEqual(JSON.parse(match[1]), {
       secrets,
@@ -207,7 +207,6 @@ describe('renderConfigModule', () => {
       maxExtUrlLength: 8192,
       signatureLength: 16,
       signatureBytes: 12,
-      cacheSeconds: 0,
     });
   });
 

@@ -4,7 +4,6 @@
  * written somewhere the admin did not name.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -26,12 +25,6 @@ const NJS_SCRIPT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '.
 /** Where a packaged nginx (Debian's /etc/nginx) finds the module when only the server block is printed. */
 const SYSTEM_MODULE_DIR = '/etc/nginx/imageproxy';
 const STANDALONE_CONF_NAME = 'nginx.conf';
-/** Defaults of nginx.cacheDir and of the sockets' directory (the prefix when standalone). */
-const STANDALONE_CACHE_NAME = 'verdict-cache';
-const SYSTEM_CACHE_DIR = '/var/cache/nginx/imageproxy';
-const SYSTEM_SOCKET_DIR = '/run';
-const CHECKED_SOCKET_NAME = 'imageproxy-checked.sock';
-const VERDICT_SOCKET_NAME = 'imageproxy-verdict.sock';
 const SERVER_BLOCK_NAME = 'imageproxy.conf';
 /** The account Debian's nginx runs its workers as. */
 const DEBIAN_NGINX_USER = 'www-data';
@@ -45,7 +38,6 @@ interface NginxConfigOptions extends CommonOptions {
   workers?: string;
   out?: string;
   nginxUser?: string;
-  socketDir?: string;
   allowGeneratedSecret?: boolean;
 }
 
@@ -126,7 +118,6 @@ function nginxConfig(options: NginxConfigOptions): void {
     // The module is a copy of the secrets: it must not be the only one on this machine.
     throw new UsageError('--out with --secret: the module would hold the only copy of that secret; put it in secretFile or the config first');
   }
-  const socketDir = resolve(options.socketDir ?? (standalone ? prefix : SYSTEM_SOCKET_DIR));
   const input: NginxRenderInput = {
     nginxListen: config.nginx.listen,
     appListen: config.listen,
@@ -139,15 +130,6 @@ function nginxConfig(options: NginxConfigOptions): void {
     skewSeconds: config.skewSeconds,
     calendarYearWeeks: config.calendarYearWeeks,
     secrets: secrets.secrets,
-    cache: {
-      directory: resolve(config.nginx.cacheDir ?? (standalone ? join(prefix, STANDALONE_CACHE_NAME) : SYSTEM_CACHE_DIR)),
-      maxSize: config.nginx.cacheMaxSize,
-      seconds: config.nginx.cacheSeconds,
-      checkedSocket: join(socketDir, CHECKED_SOCKET_NAME),
-      verdictSocket: join(socketDir, VERDICT_SOCKET_NAME),
-      // New keys at each rendering: a reload with rotated secrets serves no entry checked before.
-      generation: randomBytes(6).toString('hex'),
-    },
   };
   const workers = options.workers === undefined ? undefined : parsePositiveInteger('--workers', options.workers);
   const text = standalone
@@ -192,7 +174,6 @@ export function register(program: Command): void {
     .option('--user <user>', 'with --standalone-conf: the user nginx workers run as when started as root (e.g. www-data)')
     .option('--workers <n>', 'with --standalone-conf: worker processes (default auto)')
     .option('--allow-generated-secret', 'render even when the only secret is the one serve generated under the root (links must then be signed with it)')
-    .option('--socket-dir <dir>', `with a cache (nginx.cacheSeconds > 0): where nginx puts the unix sockets of its inner servers (default: the prefix standalone, else ${SYSTEM_SOCKET_DIR})`)
     .option(
       '--nginx-user <user>',
       `with --out: warn unless this user (nginx's workers) can enter every directory down to the root (default ${DEBIAN_NGINX_USER}; standalone: --user, else nobody as root)`,

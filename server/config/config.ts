@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
-import { CONFIG_SCHEMA, OVERRIDES, SETTINGS, integer, listenAddress, type TextForm } from './schema.js';
+import { CONFIG_SCHEMA, OVERRIDES, REMOVED_SETTINGS, SETTINGS, integer, listenAddress, type TextForm } from './schema.js';
 
 export { BUCKET_NAME_PATTERN, PREFIX_PATTERN } from './schema.js';
 
@@ -109,6 +109,8 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   // serve would generate a random secret and refuse every link.
   for (const name of Object.keys(env)) {
     if (name.startsWith('IMAGEPROXY_') && !ENV_KEYS.some((entry) => entry.env === name)) {
+      const removed = Object.values(REMOVED_SETTINGS).find((setting) => setting.env === name);
+      if (removed !== undefined) throw new ConfigError(name, removed.removal);
       throw new ConfigError(name, `unknown environment variable (known: ${ENV_KEYS.map((entry) => entry.env).join(', ')})`);
     }
   }
@@ -162,7 +164,10 @@ function configErrorOf(error: z.ZodError, prefix = ''): ConfigError {
   const issue = issues[0];
   if (issue === undefined) return new ConfigError(prefix, 'invalid');
   const key = keyOf(prefix === '' ? issue.path : [prefix, ...issue.path]);
-  if (issue.code === 'unrecognized_keys') return new ConfigError(key === '' ? (issue.keys[0] ?? '') : `${key}.${issue.keys[0] ?? ''}`, 'unknown key');
+  if (issue.code === 'unrecognized_keys') {
+    const unknownKey = key === '' ? (issue.keys[0] ?? '') : `${key}.${issue.keys[0] ?? ''}`;
+    return new ConfigError(unknownKey, Object.hasOwn(REMOVED_SETTINGS, unknownKey) ? (REMOVED_SETTINGS[unknownKey]?.removal ?? '') : 'unknown key');
+  }
   return new ConfigError(key, issue.message);
 }
 

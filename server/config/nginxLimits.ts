@@ -17,13 +17,3 @@ export const NGINX_PROXY_READ_TIMEOUT_SECONDS = 120;
  * work it can no longer receive.
  */
 export const MAX_QUEUE_WAIT_MS = NGINX_PROXY_READ_TIMEOUT_SECONDS * 1000 - 1;
-
-/**
- * A verdict lives at most `seconds` + 1 (nginx compares whole seconds). It never keeps a
- * purged file served (the file is opened afresh, open_file_cache_valid 1s); it only
- * bounds how long a link is taken for valid after the check.
- */
-export const MAX_CACHE_SECONDS = 3;
-
-/** An nginx size (max_size of the verdict cache): digits with an optional k, m or g (`256m`). */
-export const NGINX_SIZE_PATTERN = /^[1-9][0-9]{0,9}[kmg]?$/;

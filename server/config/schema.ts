@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { DEFAULT_QUALITY, ENGINE_NAMES } from '../images/engine.js';
 import { normaliseHost } from '../takedown/blocklist.js';
 import { parseAllowList } from '../fetch/netPolicy.js';
-import { MAX_CACHE_SECONDS, MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from './nginxLimits.js';
+import { MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS } from './nginxLimits.js';
 
 /** What a setting says about itself besides its type and default. */
 export interface SettingMeta {
@@ -30,6 +30,21 @@ export interface SettingMeta {
 
 /** In an issue's params: this issue says it better than the key's own check (reported first). */
 export const OVERRIDES = 'overridesOwnCheck';
+
+const VERDICT_CACHE_REMOVAL =
+  "removed: nginx's verdict cache is gone (njs checks every hit, which costs less than the cache on a page of distinct links); delete this setting and re-render the nginx config";
+
+/**
+ * Settings that existed once and are gone: a config or environment that still sets one is
+ * refused with what to do, not with a bare "unknown key" (the key would otherwise look
+ * misspelt). Keyed by the dotted key; `env` is the variable that set it.
+ */
+export const REMOVED_SETTINGS: Readonly<Record<string, { env?: string; removal: string }>> = {
+  // The verdict cache made a page of distinct thumbnails slower than checking every hit.
+  'nginx.cacheSeconds': { removal: VERDICT_CACHE_REMOVAL },
+  'nginx.cacheDir': { env: 'IMAGEPROXY_NGINX_CACHE_DIR', removal: VERDICT_CACHE_REMOVAL },
+  'nginx.cacheMaxSize': { removal: VERDICT_CACHE_REMOVAL },
+};
 
 /** Which schemas are settings, and what they say (read by the walkers below). */
 const SETTING_META = z.registry<SettingMeta>();
@@ -353,24 +368,6 @@ export const CONFIG_SCHEMA = group({
       '/_imageproxy',
       { doc: 'internal location of the X-Accel-Redirect answers; not a bucket name', env: 'IMAGEPROXY_NGINX_INTERNAL_PREFIX', values: '/ and A-Z a-z 0-9 _ -' },
     ),
-    // null: `{prefix}/verdict-cache` standalone, /var/cache/nginx/imageproxy for a packaged nginx.
-    cacheDir: setting(text().nullable(), null, {
-      doc: 'directory of the verdict cache, nothing else in it; null: /var/cache/nginx/imageproxy, standalone PREFIX/verdict-cache',
-      env: 'IMAGEPROXY_NGINX_CACHE_DIR',
-      values: 'path or null',
-    }),
-    // Verdicts are a few hundred bytes: 256m fits a tmpfs and far more links than 10 s see.
-    cacheMaxSize: setting(
-      text().regex(NGINX_SIZE_PATTERN, { error: (issue) => `must be a size such as 256m or 1g, got ${shown(issue.input)}` }),
-      '256m',
-      { doc: 'bound of the verdict cache on disk', values: 'nginx size (k, m, g)' },
-    ),
-    // The verdict cache is off by default: it makes a repeated hit skip the njs check, but
-    // a link's first hit within its lifetime pays a subrequest on top of the check (README,
-    // Benchmarks), and a flood of new links can fill its keys zone. Turn it on (2: a hot
-    // link costs one check per few seconds) where most hits repeat a link within seconds.
-    // A few seconds at most: how long a link is taken for valid after its check.
-    cacheSeconds: setting(integer(0, MAX_CACHE_SECONDS), 0, { doc: "longest life of a link's verdict in nginx's cache; 0: no cache, every hit checked" }),
   }).prefault({}),
   // Metrics and readiness on a listener of their own, loopback only: a path-based block
   // in front of a router that ignores case and trailing slashes leaks, a socket cannot.

@@ -4,9 +4,8 @@
  * answers `X-Accel-Redirect` once the file is stored. Pure: returns text, writes nothing.
  *
  * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
- *   http level:   js_path (twice), js_import, js_set $imageproxy_stem, js_var of the
- *                 cache's seconds, map $imageproxy_accel_cache_control, upstream
- *                 imageproxy_app (and the verdict cache's pieces when it is on)
+ *   http level:   js_path (twice), js_import, js_set $imageproxy_stem,
+ *                 map $imageproxy_accel_cache_control, upstream imageproxy_app
  *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
  *                 internal locations, and one error location per answer nginx gives itself
  *   load_module:  main level, only in the standalone file (a packaged nginx loads it
@@ -21,7 +20,7 @@
  * hit, and njs 0.7.9 keeps no state between requests to cache it in.
  */
 import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from '../config/config.js';
-import { MAX_CACHE_SECONDS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from '../config/nginxLimits.js';
+import { NGINX_PROXY_READ_TIMEOUT_SECONDS } from '../config/nginxLimits.js';
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
@@ -53,30 +52,6 @@ export interface NginxRenderInput {
   /** Also accept the calendar-year week rule (config calendarYearWeeks). Default false. */
   calendarYearWeeks?: boolean;
   secrets: string[];
-  /**
-   * nginx's cache of the njs verdicts: a repeated hit is served without running the
-   * check. Absent, null or `seconds` 0: one server checks every request, as before.
-   */
-  cache?: NginxCacheInput | null;
-}
-
-export interface NginxCacheInput {
-  /** Absolute directory of the cache files (nginx creates it; tmpfs is fine). */
-  directory: string;
-  /** Bound of the cache on disk, nginx size syntax (`256m`, `1g`). */
-  maxSize: string;
-  /** Longest life of a verdict, 1 to MAX_CACHE_SECONDS (0: no cache). */
-  seconds: number;
-  /** Absolute path of the unix socket of the checked server (everything but hits). */
-  checkedSocket: string;
-  /** Absolute path of the unix socket of the verdict server (njs only, for the cache). */
-  verdictSocket: string;
-  /**
-   * Part of every cache key, new at each rendering (letters and digits): after a reload
-   * with rotated secrets or changed buckets no verdict reached under the former ones is
-   * used. Absent: the key is the request line alone.
-   */
-  generation?: string;
 }
 
 export interface StandaloneOptions {
@@ -109,30 +84,6 @@ const APP_LOCATION = '@imageproxy_app';
 const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
 /** What nginx adds to a file it serves; an error location deletes these before adding its own. */
 const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
-/** The cache zone of the verdicts (proxy_cache_path keys_zone). */
-const CACHE_ZONE = 'imageproxy_verdicts';
-/** Upstreams of the public server when there is a cache. */
-const VERDICT_UPSTREAM_NAME = 'imageproxy_verdict';
-const CHECKED_UPSTREAM_NAME = 'imageproxy_checked';
-const CHECKED_LOCATION = '@imageproxy_checked';
-/** The auth_request subrequest that asks for (or finds in the cache) the verdict. */
-const VERDICT_LOCATION = '/_imageproxy_verdict';
-/** The verdict's header, and the public server's copy of it. */
-const VERDICT_HEADER = 'X-Imageproxy-Stem';
-const VERDICT_VARIABLE = '$imageproxy_verdict';
-/** The cache key: the raw request line without its query string. */
-const LINK_KEY_VARIABLE = '$imageproxy_link';
-/** The stem the public server tries: the verdict when it is a stem, else a name never stored. */
-const HIT_STEM_VARIABLE = '$imageproxy_hit_stem';
-/** Under the tree's own state directory (server/contract/layout.ts), where no image is ever stored. */
-const NO_STEM = '/.imageproxy/no-such-image';
-/**
- * Set by njs with a stem: how long the cache may keep the verdict (X-Accel-Expires),
- * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
- */
-const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
-/** The longest life of a verdict, shared with the config's check (server/config/nginxLimits.ts). */
-export { MAX_CACHE_SECONDS };
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
 export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
@@ -257,7 +208,6 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     throw new ConfigError('calendarYearWeeks', 'must be true or false');
   }
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
-  const cache = checkCache(input.cache);
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
@@ -272,28 +222,6 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
     calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
-    cache,
-  };
-}
-
-/** The cache settings, checked; null when there is no cache (absent, null or 0 seconds). */
-function checkCache(cache: NginxCacheInput | null | undefined): NginxCacheInput | null {
-  if (cache === undefined || cache === null) return null;
-  const seconds = expectInteger('nginx.cacheSeconds', cache.seconds, 0, MAX_CACHE_SECONDS);
-  if (seconds === 0) return null;
-  if (typeof cache.maxSize !== 'string' || !NGINX_SIZE_PATTERN.test(cache.maxSize)) {
-    throw new ConfigError('nginx.cacheMaxSize', `must be a size such as 256m or 1g, got ${JSON.stringify(cache.maxSize)}`);
-  }
-  if (cache.generation !== undefined && !/^[A-Za-z0-9]{1,32}$/.test(cache.generation)) {
-    throw new ConfigError('generation', 'must be 1-32 letters or digits');
-  }
-  return {
-    ...(cache.generation === undefined ? {} : { generation: cache.generation }),
-    directory: checkPath('nginx.cacheDir', cache.directory),
-    maxSize: cache.maxSize,
-    seconds,
-    checkedSocket: checkPath('checkedSocket', cache.checkedSocket),
-    verdictSocket: checkPath('verdictSocket', cache.verdictSocket),
   };
 }
 
@@ -366,7 +294,7 @@ function typesBlock(): string[] {
   ];
 }
 
-/** How both servers that send files from the tree send them: root, limits, types, open files. */
+/** How the server sends files from the tree: root, limits, types, open files. */
 function fileServing(root: string): string[] {
   return [
     `root ${quote(root)};`,
@@ -388,7 +316,7 @@ function fileServing(root: string): string[] {
 }
 
 /**
- * How the link location of both servers ends: the stem's file with the file headers, else
+ * How the link location ends: the stem's file with the file headers, else
  * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
  * admin listener).
  */
@@ -415,7 +343,6 @@ function linkLocationEnd(stemVariable: string, fallback: string): string[] {
  */
 export function renderServerBlock(rawInput: NginxRenderInput): string {
   const input = checkInput(rawInput);
-  const cache = input.cache ?? null;
   const stem = STEM_VARIABLE;
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
 
@@ -426,8 +353,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `js_import imageproxy from ${NJS_SCRIPT_NAME};`,
     // Evaluated once per request, when the location first reads it.
     `js_set ${stem} imageproxy.linkStem;`,
-    // Written by linkStem on a hit when there is a cache (empty otherwise).
-    `js_var ${CACHE_SECONDS_VARIABLE};`,
     '',
     // nginx keeps the app's Cache-Control on X-Accel-Redirect: add ours only when the app
     // sent none, so there is never a second header (add_header skips empty values).
@@ -442,19 +367,10 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '    keepalive 32;',
     '}',
     '',
-    ...(cache === null ? [] : cacheHttpLevel(cache)),
   ];
 
   const server = [
-    `listen ${cache === null ? input.nginxListen : `unix:${cache.checkedSocket}`};`,
-    ...(cache === null
-      ? []
-      : [
-          // With a cache, requests come from the public server: the client's address is
-          // the one it passes on, for the app's logs and X-Forwarded-For.
-          'set_real_ip_from unix:;',
-          'real_ip_header X-Real-IP;',
-        ]),
+    `listen ${input.nginxListen};`,
     ...fileServing(input.root),
     '',
     "# nginx's own answers: text with the app's headers, never an HTML page (below).",
@@ -503,144 +419,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     ...errorLocations(),
   ];
 
-  const servers = ['server {', ...indent(server, 1), '}'];
-  if (cache !== null) {
-    servers.push('', 'server {', ...indent(verdictServer(cache), 1), '}');
-    servers.push('', 'server {', ...indent(publicServer(input, cache), 1), '}');
-  }
-  return [...httpLevel, ...servers, ''].join('\n');
-}
-
-/** The cache, its upstreams and the hit stem (http level). */
-function cacheHttpLevel(cache: NginxCacheInput): string[] {
-  return [
-    // Verdicts are a few hundred bytes and valid for seconds: one unused for 5 s leaves
-    // the disk. Bounded on disk (max_size) and in keys. Nothing else may live in the
-    // directory: nginx's cache loader deletes files it does not know.
-    // The keys zone holds a node for every link asked for within `inactive`, valid or
-    // not (that is how min_uses counts): 32m is some 250 000 links, more than nginx can
-    // check in that time. A full zone answers 500, so it must not fill up before the CPU.
-    `proxy_cache_path ${quote(cache.directory)} levels=1:2 keys_zone=${CACHE_ZONE}:32m max_size=${cache.maxSize} inactive=5s use_temp_path=off;`,
-    '',
-    // The raw request line without its query, which the check ignores: a query string
-    // added to a link (`?1`, `?2`, …) is the same link, not a new entry each.
-    `map $request_uri ${LINK_KEY_VARIABLE} {`,
-    '    "~^(?<imageproxy_path>[^?]*)" $imageproxy_path;',
-    '}',
-    '',
-    `upstream ${VERDICT_UPSTREAM_NAME} {`,
-    `    server unix:${cache.verdictSocket};`,
-    '    keepalive 64;',
-    '}',
-    '',
-    `upstream ${CHECKED_UPSTREAM_NAME} {`,
-    `    server unix:${cache.checkedSocket};`,
-    '    keepalive 32;',
-    '}',
-    '',
-    // try_files gets a path under the root whatever the verdict: a stem, or a name that
-    // is never stored (an empty verdict would make it try `{root}.jpg`).
-    `map ${VERDICT_VARIABLE} ${HIT_STEM_VARIABLE} {`,
-    `    "~^/" ${VERDICT_VARIABLE};`,
-    `    default ${quote(NO_STEM)};`,
-    '}',
-    '',
-  ];
-}
-
-/**
- * The verdict server: njs only. Its answer is a 204 whose X-Imageproxy-Stem is the stem
- * of a valid link, `bad_signature` or nothing, and whose X-Accel-Expires (stems only)
- * tells the public server's cache how long to keep it.
- */
-function verdictServer(cache: NginxCacheInput): string[] {
-  return [
-    `listen unix:${cache.verdictSocket};`,
-    // The checked server (or the public one) logs the request; this is only its check.
-    'access_log off;',
-    'server_tokens off;',
-    'large_client_header_buffers 4 16k;',
-    'location / {',
-    // In this order: reading the stem runs njs, which sets the lifetime.
-    `    add_header ${VERDICT_HEADER} ${STEM_VARIABLE};`,
-    `    add_header X-Accel-Expires ${CACHE_SECONDS_VARIABLE};`,
-    '    return 204;',
-    '}',
-  ];
-}
-
-/**
- * The public server when there is a cache. Every link first gets its verdict through an
- * auth_request subrequest, from the cache or else from the verdict server (njs): a
- * repeated hit runs no check. A stem is served from the tree here, with the same headers,
- * Range, HEAD and open_file_cache as the checked server; anything else (410, miss, a link
- * left to the app, a file gone since the verdict) goes to the checked server, which does
- * what it does without a cache. Only stems are cached, so a 410 or an error never is;
- * a purged file is never served from the cache, as the cache holds no file.
- */
-function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[] {
-  const key = cache.generation === undefined ? LINK_KEY_VARIABLE : `"${cache.generation}${LINK_KEY_VARIABLE}"`;
-  return [
-    `listen ${input.nginxListen};`,
-    ...fileServing(input.root),
-    ...errorPages(),
-    'recursive_error_pages on;',
-    '',
-    'location / {',
-    // The verdict subrequest is a GET whatever the method: other methods skip it, and
-    // the app answers them (405), as without a cache.
-    `    error_page 418 = ${CHECKED_LOCATION};`,
-    ...indent(errorPages(), 1),
-    '    if ($request_method !~ ^(?:GET|HEAD)$) {',
-    '        return 418;',
-    '    }',
-    `    auth_request ${VERDICT_LOCATION};`,
-    `    auth_request_set ${VERDICT_VARIABLE} $upstream_http_${VERDICT_HEADER.toLowerCase().replace(/-/g, '_')};`,
-    ...linkLocationEnd(HIT_STEM_VARIABLE, CHECKED_LOCATION),
-    '# The verdict: from the cache, else from the verdict server.',
-    `location = ${VERDICT_LOCATION} {`,
-    '    internal;',
-    // The raw request line, as the checked server would see it.
-    `    proxy_pass http://${VERDICT_UPSTREAM_NAME}$request_uri;`,
-    '    proxy_pass_request_body off;',
-    '    proxy_set_header Content-Length "";',
-    '    proxy_http_version 1.1;',
-    '    proxy_set_header Connection "";',
-    `    proxy_cache ${CACHE_ZONE};`,
-    // The raw link (and the rendering's generation); HEAD shares GET's entry.
-    `    proxy_cache_key ${key};`,
-    '    proxy_cache_methods GET HEAD;',
-    // Only X-Accel-Expires (stems only) makes an entry.
-    '    proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;',
-    // Stored from the second request for a link within `inactive`: a link asked for once
-    // (most thumbnails of a page nobody else opens) costs the check, not a cache write.
-    '    proxy_cache_min_uses 2;',
-    // A burst on a link asks the verdict server once.
-    '    proxy_cache_lock on;',
-    '}',
-    '',
-    '# Not a hit: a 410 here, the rest as without a cache.',
-    `location ${CHECKED_LOCATION} {`,
-    `    if (${VERDICT_VARIABLE} = "bad_signature") {`,
-    '        return 410;',
-    '    }',
-    `    proxy_pass http://${CHECKED_UPSTREAM_NAME};`,
-    '    proxy_http_version 1.1;',
-    '    proxy_set_header Connection "";',
-    '    proxy_set_header Host $host;',
-    // The checked server takes the client's address from here (realip); the client's own
-    // X-Forwarded-For passes unchanged, so the app sees what it sees without a cache.
-    '    proxy_set_header X-Real-IP $remote_addr;',
-    // A miss waits for the app as long as the checked server does.
-    `    proxy_read_timeout ${NGINX_PROXY_READ_TIMEOUT_SECONDS}s;`,
-    // A thumbnail or photo fits in memory: no temp file between the two servers.
-    '    proxy_buffer_size 16k;',
-    '    proxy_buffers 32 16k;',
-    '    proxy_busy_buffers_size 64k;',
-    '}',
-    '',
-    ...errorLocations(),
-  ];
+  return [...httpLevel, 'server {', ...indent(server, 1), '}', ''].join('\n');
 }
 
 /** Connections per nginx worker; see the events block. */
@@ -732,7 +511,7 @@ export function sizeLabelTable(sizes: readonly number[]): Record<string, string>
 /**
  * The generated njs module imported by nginx/imageproxy.js: secrets, the buckets with
  * and without legacy signatures, allowed sizes, the size segments made of allowed sizes,
- * skew, the week rule, the cache lifetime and the contract's constants (server/contract/link.ts,
+ * skew, the week rule and the contract's constants (server/contract/link.ts,
  * server/contract/signing.ts), in the lookup shapes the script uses as they are (njs re-runs
  * module code on each request, so nothing is converted there). It holds the secrets:
  * write it with mode 0600 or 0640, never world-readable.
@@ -752,8 +531,7 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     '// without the bucket); sizes: the allowed sizes; sizeLabels: the size segments made of',
     '// allowed sizes (each its own stored label); calendarYearWeeks: also accept',
     "// calendar-year week keys; fileHeaderNames: headers nginx's error answers delete before",
-    '// adding their own; cacheSeconds: longest life of a verdict in the cache (0: no cache);',
-    '// the rest: the URL contract.',
+    '// adding their own; the rest: the URL contract.',
     'export default {',
     `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
     `    "buckets": ${list(bucketNames.filter((name) => input.buckets[name]?.legacySignatures !== true))},`,
@@ -766,8 +544,7 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     `    "fileHeaderNames": ${jsString(FILE_HEADER_NAMES.join('|'))},`,
     `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
     `    "signatureLength": ${SIGNATURE_LENGTH},`,
-    `    "signatureBytes": ${SIGNATURE_BYTES},`,
-    `    "cacheSeconds": ${input.cache?.seconds ?? 0}`,
+    `    "signatureBytes": ${SIGNATURE_BYTES}`,
     '};',
     '',
   ].join('\n');
