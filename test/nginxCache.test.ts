@@ -25,7 +25,7 @@ import {
   type NginxRenderInput,
 } from '../server/deploy/nginxConfig.js';
 import { ERROR_CACHE_CONTROL, IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
-import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
+import { exampleRenderInput, freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, request, signedPath, until, type Answer } from './helpers.js';
 
 const SECRET = '1234';
@@ -36,19 +36,7 @@ const CACHE: NginxCacheInput = {
   checkedSocket: '/run/checked.sock',
   verdictSocket: '/run/verdict.sock',
 };
-const BASE_INPUT: NginxRenderInput = {
-  nginxListen: '127.0.0.1:8080',
-  appListen: '127.0.0.1:8091',
-  root: '/srv/imageproxy/data',
-  internalPrefix: '/_imageproxy',
-  njsDir: '/opt/imageproxy/nginx',
-  configModuleDir: '/etc/imageproxy',
-  buckets: { i: { legacySignatures: false } },
-  sizes: [150, 250],
-  skewSeconds: 3600,
-  secrets: [SECRET],
-  cache: CACHE,
-};
+const BASE_INPUT = exampleRenderInput({ secrets: [SECRET], cache: CACHE });
 
 function lines(text: string): string[] {
   return text.split('\n').map((line) => line.trim());

@@ -27,6 +27,7 @@ import { IMAGE_EXTENSIONS } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
 import { parseSize } from '../contract/sizes.js';
+import { placeholderBranch, placeholderHttpLevel, placeholderLocation } from './placeholderNginx.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
   ERROR_CACHE_CONTROL,
@@ -58,6 +59,11 @@ export interface NginxRenderInput {
    * check. Absent, null or `seconds` 0: one server checks every request, as before.
    */
   cache?: NginxCacheInput | null;
+  /**
+   * Config `placeholder`: nginx's own error answers carry the placeholder image to an
+   * image load (server/deploy/placeholderNginx.ts). Default false: text, as always.
+   */
+  placeholder?: boolean;
 }
 
 export interface NginxCacheInput {
@@ -257,6 +263,9 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     throw new ConfigError('calendarYearWeeks', 'must be true or false');
   }
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
+  if (input.placeholder !== undefined && typeof input.placeholder !== 'boolean') {
+    throw new ConfigError('placeholder', 'must be true or false');
+  }
   const cache = checkCache(input.cache);
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
@@ -273,6 +282,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
     cache,
+    placeholder: input.placeholder ?? false,
   };
 }
 
@@ -329,24 +339,30 @@ function errorPages(): string[] {
   return NGINX_ERROR_ANSWERS.map((answer) => `error_page ${answer.statuses.join(' ')} = ${errorLocationUri(answer.code)};`);
 }
 
+/** Headers of every error answer nginx makes, besides its X-Imageproxy-Error. */
+const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS };
+
 /**
  * One location per answer: text whatever the path looks like (`types {}` empty, so
  * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
  * status (`always`). njs first deletes the file headers an earlier pass of the request
  * left (add_header cannot replace a header): the app's Cache-Control for the image on an
- * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416.
+ * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416. With
+ * `placeholder`, an image load is sent on to the placeholder's location instead.
  */
-function errorLocations(): string[] {
-  return NGINX_ERROR_ANSWERS.flatMap((answer) => [
+function errorLocations(placeholder: boolean): string[] {
+  const locations = NGINX_ERROR_ANSWERS.flatMap((answer) => [
     `location = ${errorLocationUri(answer.code)} {`,
     '    internal;',
     '    types { }',
     '    default_type "text/plain; charset=utf-8";',
     `    js_header_filter ${ERROR_HEADER_FILTER};`,
-    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true), 1),
+    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, ...ERROR_ANSWER_HEADERS }, true), 1),
+    ...(placeholder ? indent(placeholderBranch(ERROR_STATUS[answer.code], answer.code), 1) : []),
     `    ${returnText(ERROR_STATUS[answer.code], nginxErrorBody(answer))}`,
     '}',
   ]);
+  return placeholder ? [...locations, ...placeholderLocation(addHeaders(ERROR_ANSWER_HEADERS, true), ERROR_HEADER_FILTER)] : locations;
 }
 
 /**
@@ -443,6 +459,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '}',
     '',
     ...(cache === null ? [] : cacheHttpLevel(cache)),
+    ...(input.placeholder === true ? placeholderHttpLevel() : []),
   ];
 
   const server = [
@@ -500,7 +517,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
     '}',
     '',
-    ...errorLocations(),
+    ...errorLocations(input.placeholder === true),
   ];
 
   const servers = ['server {', ...indent(server, 1), '}'];
@@ -639,7 +656,7 @@ function publicServer(input: NginxRenderInput, cache: NginxCacheInput): string[]
     '    proxy_busy_buffers_size 64k;',
     '}',
     '',
-    ...errorLocations(),
+    ...errorLocations(input.placeholder === true),
   ];
 }
 
