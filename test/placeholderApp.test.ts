@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { ERROR_CACHE_CONTROL } from '../server/http/responseHeaders.js';
 import { PLACEHOLDER_IMAGES } from '../server/http/placeholder.js';
-import type { RunningServer } from '../server/http/server.js';
+import { startServer, type RunningServer } from '../server/http/server.js';
+import { createLogger } from '../server/observe/log.js';
 import { startOrigin, type Origin } from './origin.js';
-import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, loopbackConfig, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
 
 const SECRET = 'placeholder test secret';
 const CHROME_IMAGE = 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8';
@@ -115,6 +116,21 @@ describe('placeholder on', () => {
     assert.equal(answer.status, 410);
     assert.equal(answer.headers.get('content-type'), 'image/webp');
     assert.equal((await sharp(answer.body).metadata()).format, 'webp');
+  });
+});
+
+describe('placeholder on, past the time-slice queue', () => {
+  it('answers busy before any routing with the image to an <img> load and the text to curl', async () => {
+    const config = loopbackConfig(root, SECRET, { placeholder: true });
+    // No room at all: every link is refused before the app sees it.
+    const server = await startServer({ config, secrets: config.secrets, logger: createLogger('silent'), maxRequestsWaiting: 0 });
+    try {
+      const path = signedPath({ secret: SECRET, imageUrl: originUrl('/x.jpg'), atMs: Date.now() });
+      await assertPlaceholder(await request(server.url, path, { headers: { Accept: CHROME_IMAGE } }), 503, 'busy', 'busy, <img>');
+      assertText(await request(server.url, path, { headers: { Accept: CURL } }), 503, 'busy', 'Accept', 'busy, curl');
+    } finally {
+      await server.close({ graceMs: 0 });
+    }
   });
 });
 
