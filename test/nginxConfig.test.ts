@@ -32,21 +32,13 @@ import {
   IMAGE_CACHE_CONTROL,
 } from '../server/http/responseHeaders.js';
 import { signLink } from '../server/contract/signing.js';
-import { freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
+import { exampleRenderInput, freePort, NJS_DIR, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from './nginxHarness.js';
 import { assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, ruleOf, VECTORS, type Answer } from './helpers.js';
 
-const BASE_INPUT: NginxRenderInput = {
-  nginxListen: '127.0.0.1:8080',
-  appListen: '127.0.0.1:8091',
-  root: '/srv/imageproxy/data',
-  internalPrefix: '/_imageproxy',
-  njsDir: '/opt/imageproxy/nginx',
-  configModuleDir: '/etc/imageproxy',
+const BASE_INPUT = exampleRenderInput({
   buckets: { i: { legacySignatures: false }, old: { legacySignatures: true } },
-  sizes: [150, 250],
-  skewSeconds: 3600,
   secrets: ['1234', '123456'],
-};
+});
 
 function withInput(overrides: Partial<NginxRenderInput>): NginxRenderInput {
   return { ...BASE_INPUT, ...overrides };

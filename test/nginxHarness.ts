@@ -10,8 +10,25 @@ import { createServer, connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NJS_MODULE_PATH } from '../server/deploy/nginxConfig.js';
+import { NJS_MODULE_PATH, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
 import { until } from './helpers.js';
+
+/** A render input with production-like paths, for tests of the rendered text; `overrides` replaces keys. */
+export function exampleRenderInput(overrides: Partial<NginxRenderInput> = {}): NginxRenderInput {
+  return {
+    nginxListen: '127.0.0.1:8080',
+    appListen: '127.0.0.1:8091',
+    root: '/srv/imageproxy/data',
+    internalPrefix: '/_imageproxy',
+    njsDir: '/opt/imageproxy/nginx',
+    configModuleDir: '/etc/imageproxy',
+    buckets: { i: { legacySignatures: false } },
+    sizes: [150, 250],
+    skewSeconds: 3600,
+    secrets: ['1234'],
+    ...overrides,
+  };
+}
 
 export const NGINX_INSTALL_HINT = 'apt-get install nginx libnginx-mod-http-js njs';
 export const NJS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'nginx');

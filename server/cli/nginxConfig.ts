@@ -130,6 +130,7 @@ function nginxConfig(options: NginxConfigOptions): void {
     skewSeconds: config.skewSeconds,
     calendarYearWeeks: config.calendarYearWeeks,
     secrets: secrets.secrets,
+    placeholder: config.placeholder,
   };
   const workers = options.workers === undefined ? undefined : parsePositiveInteger('--workers', options.workers);
   const text = standalone

@@ -224,6 +224,12 @@ export const CONFIG_SCHEMA = group({
     env: 'IMAGEPROXY_BLOCKED_HOSTS',
     values: 'host names or IPs',
   }),
+  // Off: an error is text, as it always was; a site opts in to grey boxes where thumbnails
+  // fail (docs/errors.md). Tools and navigations get the text either way.
+  placeholder: setting(flag(), false, {
+    doc: 'error answers to image loads (Accept lists an image type, not text/html) carry a 1×1 grey image: same status and headers',
+    env: 'IMAGEPROXY_PLACEHOLDER',
+  }),
   limits: group({
     maxBytes: setting(integer(1), DEFAULT_MAX_BYTES, {
       doc: 'largest image accepted from an origin, in bytes',

@@ -26,6 +26,7 @@ import { IMAGE_EXTENSIONS } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
 import { parseSize } from '../contract/sizes.js';
+import { placeholderBranch, placeholderHttpLevel, placeholderLocation } from './placeholderNginx.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
   ERROR_CACHE_CONTROL,
@@ -52,6 +53,11 @@ export interface NginxRenderInput {
   /** Also accept the calendar-year week rule (config calendarYearWeeks). Default false. */
   calendarYearWeeks?: boolean;
   secrets: string[];
+  /**
+   * Config `placeholder`: nginx's own error answers carry the placeholder image to an
+   * image load (server/deploy/placeholderNginx.ts). Default false: text, as always.
+   */
+  placeholder?: boolean;
 }
 
 export interface StandaloneOptions {
@@ -208,6 +214,9 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     throw new ConfigError('calendarYearWeeks', 'must be true or false');
   }
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
+  if (input.placeholder !== undefined && typeof input.placeholder !== 'boolean') {
+    throw new ConfigError('placeholder', 'must be true or false');
+  }
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
@@ -222,6 +231,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
     calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
+    placeholder: input.placeholder ?? false,
   };
 }
 
@@ -262,19 +272,30 @@ function errorPages(): string[] {
  * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
  * status (`always`). njs first deletes the file headers an earlier pass of the request
  * left (add_header cannot replace a header): the app's Cache-Control for the image on an
- * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416.
+/** Headers of every error answer nginx makes, besides its X-Imageproxy-Error. */
+const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS };
+
+/**
+ * One location per answer: text whatever the path looks like (`types {}` empty, so
+ * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
+ * status (`always`). njs first deletes the file headers an earlier pass of the request
+ * left (add_header cannot replace a header): the app's Cache-Control for the image on an
+ * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416. With
+ * `placeholder`, an image load is sent on to the placeholder's location instead.
  */
-function errorLocations(): string[] {
-  return NGINX_ERROR_ANSWERS.flatMap((answer) => [
+function errorLocations(placeholder: boolean): string[] {
+  const locations = NGINX_ERROR_ANSWERS.flatMap((answer) => [
     `location = ${errorLocationUri(answer.code)} {`,
     '    internal;',
     '    types { }',
     '    default_type "text/plain; charset=utf-8";',
     `    js_header_filter ${ERROR_HEADER_FILTER};`,
-    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS }, true), 1),
+    ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, ...ERROR_ANSWER_HEADERS }, true), 1),
+    ...(placeholder ? indent(placeholderBranch(ERROR_STATUS[answer.code], answer.code), 1) : []),
     `    ${returnText(ERROR_STATUS[answer.code], nginxErrorBody(answer))}`,
     '}',
   ]);
+  return placeholder ? [...locations, ...placeholderLocation(addHeaders(ERROR_ANSWER_HEADERS, true), ERROR_HEADER_FILTER)] : locations;
 }
 
 /**
@@ -367,6 +388,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '    keepalive 32;',
     '}',
     '',
+    ...(input.placeholder === true ? placeholderHttpLevel() : []),
   ];
 
   const server = [
@@ -416,7 +438,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
     '}',
     '',
-    ...errorLocations(),
+    ...errorLocations(input.placeholder === true),
   ];
 
   return [...httpLevel, 'server {', ...indent(server, 1), '}', ''].join('\n');

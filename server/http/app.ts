@@ -23,9 +23,8 @@ import {
   ERROR_CACHE_CONTROL,
   IMAGE_CACHE_CONTROL,
   REFERRER_POLICY,
-  errorText,
-  errorTextHeaders,
 } from './responseHeaders.js';
+import { errorAnswer } from './placeholder.js';
 import { verifyLinkSignature } from '../contract/signing.js';
 
 /** What a request is answered with; a reload (SIGHUP) replaces it between requests. */
@@ -165,7 +164,7 @@ export function createApp(deps: AppDependencies): express.Express {
       return;
     }
     const refusal = toImageproxyError(error);
-    sendError(req, res, refusal, logger, busyLog);
+    sendError(req, res, refusal, logger, busyLog, current().config.placeholder);
     countAnswer(req, res, refusal.code);
     void next;
   });
@@ -308,7 +307,7 @@ function clientWentAway(res: Response): boolean {
 const FILE_HEADERS = ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Last-Modified'] as const;
 
 /** The one place an error becomes a response. */
-function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger, busyLog: LogThrottle): void {
+function sendError(req: Request, res: Response, error: ImageproxyError, logger: Logger, busyLog: LogThrottle, placeholder: boolean): void {
   // Code, message and detail of the cause only: a got error's request options would fill a screen.
   const logLine = { code: error.code, status: error.status, path: shortUrl(req.path), detail: error.detail, err: summarizeCause(error.cause) };
   if (error.code === 'busy') {
@@ -320,10 +319,11 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
   else logger.info(logLine, error.message);
   // Headers `send` set for a file it then could not open (a symlink, a file gone): they describe that file, not this text.
   for (const name of FILE_HEADERS) res.removeHeader(name);
-  res.status(error.status).set(errorTextHeaders(error.code));
+  const answer = errorAnswer(error.code, error.message, req.headers.accept, placeholder);
+  res.status(error.status).set(answer.headers);
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
   // A failure answered again from its backoff record says so, and when it happened.
   if (error.rememberedAt !== undefined) res.set('X-Imageproxy-Remembered', error.rememberedAt);
-  // end, not send: no ETag or freshness check for an error text.
-  res.end(errorText(error.code, error.message));
+  // end, not send: no ETag or freshness check for an error answer.
+  res.end(answer.body);
 }

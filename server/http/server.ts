@@ -7,7 +7,7 @@
  * server in-process.
  */
 import { setMaxListeners } from 'node:events';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config/config.js';
@@ -24,7 +24,8 @@ import { clientErrorAnswer, isHeadRequest } from './clientError.js';
 import { createApp, markArrival, secondsSinceArrival, type AppSettings } from './app.js';
 import { TimeSlicedQueue } from './timeSlices.js';
 import { BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS } from '../fetch/admission.js';
-import { SECURITY_HEADERS, errorText, errorTextHeaders } from './responseHeaders.js';
+import { SECURITY_HEADERS } from './responseHeaders.js';
+import { errorAnswer } from './placeholder.js';
 
 export interface RunningServer {
   /** `http://host:port`, with the port actually bound. */
@@ -95,9 +96,10 @@ const REQUEST_SLICE_MS = 1;
 const MAX_REQUESTS_WAITING_FOR_A_SLICE = 4096;
 
 /** The `busy` answer the app gives, without the app: for requests the slice queue cannot take. */
-function answerBusyAtOnce(response: ServerResponse): void {
-  response.writeHead(503, { ...SECURITY_HEADERS, ...errorTextHeaders('busy'), 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) });
-  response.end(errorText('busy', BUSY_MESSAGE));
+function answerBusyAtOnce(request: IncomingMessage, response: ServerResponse, placeholder: boolean): void {
+  const answer = errorAnswer('busy', BUSY_MESSAGE, request.headers.accept, placeholder);
+  response.writeHead(503, { ...SECURITY_HEADERS, ...answer.headers, 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) });
+  response.end(answer.body);
 }
 
 // Keys the image service is built from: a reload that changes one builds a new service.
@@ -159,7 +161,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     // The liveness probe never waits behind a burst of links (server/http/timeSlices.ts).
     if (request.url === '/healthz') return void app(request, response);
     if (slices.offer(() => void app(request, response))) return;
-    answerBusyAtOnce(response);
+    answerBusyAtOnce(request, response, settings.config.placeholder);
     metrics.countAnswer({ outcome: 'busy' }, secondsSinceArrival(request));
   });
   // What Node's parser refuses never reaches a route: answer it as text with our headers
