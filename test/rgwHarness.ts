@@ -14,6 +14,7 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { S3StoreSettings } from '../server/storage/s3Store.js';
 import { commandWorks, freePort } from './nginxHarness.js';
 import { makeTempRoot, removeTempRoot, until } from './helpers.js';
 
@@ -28,6 +29,18 @@ export function cephMissing(): string | null {
     if (!commandWorks(program, ['--version'])) return `${program} not found: ${CEPH_INSTALL_HINT}`;
   }
   return null;
+}
+
+/** Settings of an object store on the gateway's bucket, with its static keys (nothing looked up beyond loopback). */
+export function gatewayStoreSettings(gateway: RunningGateway, prefix: string): S3StoreSettings {
+  return {
+    endpoint: gateway.endpoint,
+    bucket: gateway.bucket,
+    region: gateway.region,
+    prefix,
+    forcePathStyle: true,
+    credentials: gateway.credentials,
+  };
 }
 
 /** Generous: a loaded 2-core machine may take many times the ~2 s of an idle one. */

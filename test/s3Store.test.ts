@@ -9,7 +9,7 @@ import { originalFactsOf, originalObjectMetadata } from '../server/storage/objec
 import { S3ObjectStore, type S3StoreSettings } from '../server/storage/s3Store.js';
 import type { ImageMetadata } from '../server/tree/originals.js';
 import { assertSameBytes } from './helpers.js';
-import { cephMissing, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
 
 const PREFIX = 'site-a/images/';
 const CAP = 10 * 1024 * 1024;
@@ -49,15 +49,7 @@ describe('S3 object store on a real Ceph RGW', { skip: cephMissing() ?? false },
   const stores: S3ObjectStore[] = [];
 
   const storeWith = (overrides: Partial<S3StoreSettings> = {}): S3ObjectStore => {
-    const made = new S3ObjectStore({
-      endpoint: gateway.endpoint,
-      bucket: gateway.bucket,
-      region: gateway.region,
-      prefix: PREFIX,
-      forcePathStyle: true,
-      credentials: gateway.credentials,
-      ...overrides,
-    });
+    const made = new S3ObjectStore({ ...gatewayStoreSettings(gateway, PREFIX), ...overrides });
     stores.push(made);
     return made;
   };
