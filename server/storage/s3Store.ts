@@ -44,7 +44,7 @@ export interface S3StoreSettings {
   maxAttempts?: number;
 }
 
-export const S3_STORE_DEFAULTS = {
+const S3_STORE_DEFAULTS = {
   // long enough for a thumbnail-sized PUT over a slow link, short enough that a stuck gateway fails a miss well within nginx's proxy_read_timeout
   callTimeoutMs: 10_000,
   // a gateway on the local network connects in a millisecond; seconds mean it is down
