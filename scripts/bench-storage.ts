@@ -28,6 +28,24 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - started) / 1e6;
 }
 
+/** `count` rounds of both operations, alternating which goes first so both see the same load. */
+async function interleaved(
+  first: (index: number) => Promise<unknown>,
+  second: (index: number) => Promise<unknown>,
+  firstTimes: number[],
+  secondTimes: number[],
+): Promise<void> {
+  for (let index = 0; index < count; index += 1) {
+    if (index % 2 === 0) {
+      firstTimes.push(await timed(() => first(index)));
+      secondTimes.push(await timed(() => second(index)));
+    } else {
+      secondTimes.push(await timed(() => second(index)));
+      firstTimes.push(await timed(() => first(index)));
+    }
+  }
+}
+
 const { values: args } = parseArgs({ options: { objects: { type: 'string', default: '200' } } });
 const count = Number(args.objects);
 const loadAtStart = loadavg().map((value) => Number(value.toFixed(2)));
@@ -53,34 +71,21 @@ try {
     await store.put(`warm/${index}`, body, { contentType: 'image/jpeg' });
     await bare.send(new PutObjectCommand({ Bucket: gateway.bucket, Key: `bare-warm/${index}`, Body: body, ContentType: 'image/jpeg' }));
   }
-  for (let index = 0; index < count; index += 1) {
-    const storeFirst = index % 2 === 0;
-    const storePut = (): Promise<number> => timed(() => store.put(`store/${index}`, body, { contentType: 'image/jpeg' }));
-    const barePut = (): Promise<number> =>
-      timed(() => bare.send(new PutObjectCommand({ Bucket: gateway.bucket, Key: `bare/${index}`, Body: body, ContentType: 'image/jpeg' })));
-    if (storeFirst) {
-      times.storePut.push(await storePut());
-      times.barePut.push(await barePut());
-    } else {
-      times.barePut.push(await barePut());
-      times.storePut.push(await storePut());
-    }
-  }
-  for (let index = 0; index < count; index += 1) {
-    const storeGet = (): Promise<number> => timed(() => store.get(`store/${index}`, { maxBytes: OBJECT_BYTES }));
-    const bareGet = (): Promise<number> =>
-      timed(async () => {
-        const answer = await bare.send(new GetObjectCommand({ Bucket: gateway.bucket, Key: `bare/${index}` }));
-        await answer.Body?.transformToByteArray();
-      });
-    if (index % 2 === 0) {
-      times.storeGet.push(await storeGet());
-      times.bareGet.push(await bareGet());
-    } else {
-      times.bareGet.push(await bareGet());
-      times.storeGet.push(await storeGet());
-    }
-  }
+  await interleaved(
+    (index) => store.put(`store/${index}`, body, { contentType: 'image/jpeg' }),
+    (index) => bare.send(new PutObjectCommand({ Bucket: gateway.bucket, Key: `bare/${index}`, Body: body, ContentType: 'image/jpeg' })),
+    times.storePut,
+    times.barePut,
+  );
+  await interleaved(
+    (index) => store.get(`store/${index}`, { maxBytes: OBJECT_BYTES }),
+    async (index) => {
+      const answer = await bare.send(new GetObjectCommand({ Bucket: gateway.bucket, Key: `bare/${index}` }));
+      await answer.Body?.transformToByteArray();
+    },
+    times.storeGet,
+    times.bareGet,
+  );
   for (let index = 0; index < count; index += 1) {
     times.create.push(await timed(() => store.create(`create/${index}`, body, { contentType: 'image/jpeg' })));
     times.put.push(await timed(() => store.put(`put/${index}`, body, { contentType: 'image/jpeg' })));
