@@ -57,7 +57,13 @@ const S3_STORE_DEFAULTS = {
 
 const SILENT_LOGGER = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
-type Attempt<T> = { value: T } | { absent: Extract<FailureKind, 'not_found' | 'precondition_failed'> };
+/** A failure that is an answer for one call: absence for a read, an existing object for a create. */
+interface ExpectedFailure<A> {
+  kind: Extract<FailureKind, 'not_found' | 'precondition_failed'>;
+  answer: A;
+}
+
+const ABSENT: ExpectedFailure<null> = { kind: 'not_found', answer: null };
 
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
@@ -104,7 +110,7 @@ export class S3ObjectStore implements ObjectStore {
 
   async get(name: string, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null> {
     const key = objectKeyOf(this.prefix, name);
-    const attempt = await this.attempt('get', key, options.signal, async (signal) => {
+    return this.attempt('get', key, options.signal, ABSENT, async (signal) => {
       const answer = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
       const body = readableOf(answer.Body);
       const info = this.infoOf(name, answer);
@@ -115,29 +121,26 @@ export class S3ObjectStore implements ObjectStore {
       const bytes = await readCapped(body, options.maxBytes, signal, () => this.overCap(key, null, options.maxBytes));
       return { info: { ...info, bytes: bytes.length }, bytes };
     });
-    return 'value' in attempt ? attempt.value : null;
   }
 
   async open(name: string, options: { signal?: AbortSignal } = {}): Promise<{ info: ObjectInfo; body: Readable } | null> {
     const key = objectKeyOf(this.prefix, name);
-    const attempt = await this.attempt('get', key, options.signal, async (signal) => {
+    return this.attempt('get', key, options.signal, ABSENT, async (signal) => {
       const answer = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
       return { info: this.infoOf(name, answer), body: readableOf(answer.Body) };
     });
-    return 'value' in attempt ? attempt.value : null;
   }
 
   async head(name: string): Promise<ObjectInfo | null> {
     const key = objectKeyOf(this.prefix, name);
-    const attempt = await this.attempt('head', key, undefined, async (signal) =>
+    return this.attempt('head', key, undefined, ABSENT, async (signal) =>
       this.infoOf(name, await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal })),
     );
-    return 'value' in attempt ? attempt.value : null;
   }
 
   async delete(name: string): Promise<void> {
     const key = objectKeyOf(this.prefix, name);
-    await this.attempt('delete', key, undefined, async (signal) => {
+    await this.attempt('delete', key, undefined, null, async (signal) => {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
     });
   }
@@ -146,7 +149,7 @@ export class S3ObjectStore implements ObjectStore {
     const keyPrefix = objectKeyOf(this.prefix, namePrefix);
     let continuationToken: string | undefined;
     do {
-      const attempt = await this.attempt('list', keyPrefix, undefined, async (signal) =>
+      const page = await this.attempt('list', keyPrefix, undefined, null, async (signal) =>
         this.client.send(
           new ListObjectsV2Command({
             Bucket: this.bucket,
@@ -157,9 +160,6 @@ export class S3ObjectStore implements ObjectStore {
           { abortSignal: signal },
         ),
       );
-      // A listing of a missing bucket is NoSuchBucket (storage_failed); a 404 here has no other meaning.
-      if (!('value' in attempt)) return;
-      const page = attempt.value;
       for (const item of page.Contents ?? []) {
         const name = item.Key === undefined ? null : nameOfObjectKey(this.prefix, item.Key);
         if (name === null) continue;
@@ -188,7 +188,8 @@ export class S3ObjectStore implements ObjectStore {
       ...(options.metadata === undefined ? {} : { Metadata: { ...options.metadata } }),
       ...(conditional ? { IfNoneMatch: '*' } : {}),
     };
-    const attempt = await this.attempt(operation, key, options.signal, async (signal) => {
+    const existed: ExpectedFailure<boolean> | null = conditional ? { kind: 'precondition_failed', answer: false } : null;
+    return this.attempt(operation, key, options.signal, existed, async (signal) => {
       // The SDK pipes a stream body without watching it: a source that fails would leave
       // the request waiting for bytes until the deadline. Its failure abandons the upload
       // at once (the gateway then discards what it got) and is the caller's error.
@@ -203,34 +204,48 @@ export class S3ObjectStore implements ObjectStore {
       } finally {
         if (isStream) body.off('error', onBodyError);
       }
+      return true;
     });
-    if ('value' in attempt) return true;
-    if (attempt.absent === 'precondition_failed' && conditional) return false;
-    throw storageError('failed', { name: attempt.absent, httpStatus: null, errno: null, deadlinePassed: false }, this.context(operation, key, null), null);
   }
 
   /**
-   * Runs one call under its deadline (and the caller's signal): absence and a failed
-   * precondition come back as values, every other failure as a storage_* error.
+   * Runs one call under its deadline (and the caller's signal). The expected failure, if
+   * any, comes back as its answer; every other failure as a storage_* error (a 404 where
+   * none is expected is `storage_failed`).
    */
   private async attempt<T>(
     operation: StorageOperation,
     objectKey: string,
     callerSignal: AbortSignal | undefined,
+    expected: null,
     work: (signal: AbortSignal) => Promise<T>,
-  ): Promise<Attempt<T>> {
+  ): Promise<T>;
+  private async attempt<T, A>(
+    operation: StorageOperation,
+    objectKey: string,
+    callerSignal: AbortSignal | undefined,
+    expected: ExpectedFailure<A> | null,
+    work: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | A>;
+  private async attempt<T, A>(
+    operation: StorageOperation,
+    objectKey: string,
+    callerSignal: AbortSignal | undefined,
+    expected: ExpectedFailure<A> | null,
+    work: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | A> {
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(new Error(`no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
     const signal = callerSignal === undefined ? deadline.signal : AbortSignal.any([deadline.signal, callerSignal]);
     try {
-      return { value: await work(signal) };
+      return await work(signal);
     } catch (error) {
       if (callerSignal?.aborted === true) throw callerSignal.reason;
       if (error instanceof BodyFailure) throw error.cause;
       if (error instanceof ImageproxyError) throw error;
       const facts = failureFactsOf(error, deadline.signal.aborted);
       const kind = failureKindOf(facts);
-      if (kind === 'not_found' || kind === 'precondition_failed') return { absent: kind };
+      if (expected !== null && kind === expected.kind) return expected.answer;
       const accessKeyId = kind === 'denied' ? await this.accessKeyId() : null;
       throw storageError(kind, facts, this.context(operation, objectKey, accessKeyId), error);
     } finally {
