@@ -213,21 +213,7 @@ export class S3ObjectStore implements ObjectStore {
    * any, comes back as its answer; every other failure as a storage_* error (a 404 where
    * none is expected is `storage_failed`).
    */
-  private async attempt<T>(
-    operation: StorageOperation,
-    objectKey: string,
-    callerSignal: AbortSignal | undefined,
-    expected: null,
-    work: (signal: AbortSignal) => Promise<T>,
-  ): Promise<T>;
-  private async attempt<T, A>(
-    operation: StorageOperation,
-    objectKey: string,
-    callerSignal: AbortSignal | undefined,
-    expected: ExpectedFailure<A> | null,
-    work: (signal: AbortSignal) => Promise<T>,
-  ): Promise<T | A>;
-  private async attempt<T, A>(
+  private async attempt<T, A = never>(
     operation: StorageOperation,
     objectKey: string,
     callerSignal: AbortSignal | undefined,
