@@ -7,6 +7,9 @@ const LAYERS = [
   ['images', '^server/images/'],
   ['fetch', '^server/fetch/'],
   ['tree', '^server/tree/'],
+  // the object store: beside the tree (it speaks the tree's names and facts), below
+  // everything that will choose between the two
+  ['storage', '^server/storage/'],
   ['takedown', '^server/takedown/'],
   ['config', '^server/config/'],
   ['stats', '^server/stats/'],

@@ -36,6 +36,12 @@ export const ERROR_STATUS = {
   // the tree on disk (server/tree/diskErrors.ts)
   storage_full: 507,
   storage_unwritable: 500,
+  // the object store (server/storage/): the gateway unreachable, too slow or failing on its
+  // side (retry later), refusing our credentials (the operator must act), or answering
+  // what we did not foresee (a missing bucket, a refused request, an object past its cap)
+  storage_unavailable: 503,
+  storage_denied: 500,
+  storage_failed: 502,
   // the server is stopping and this request did not finish within shutdownGraceMs
   shutting_down: 503,
   // a request that is not well-formed HTTP: answered by the app's HTTP server before any
@@ -63,7 +69,7 @@ export interface ImageproxyErrorOptions {
   cause?: unknown;
   /** Extra facts for the log line (never sent to the client). */
   detail?: string;
-  /** For `backoff`, `busy` and `shutting_down`: seconds until a retry may succeed (sent as Retry-After). */
+  /** For `backoff`, `busy`, `shutting_down` and `storage_unavailable`: seconds until a retry may succeed (sent as Retry-After). */
   retryAfterSeconds?: number;
   /** For a failure answered again from its backoff record: when it happened (ISO), sent as X-Imageproxy-Remembered. */
   rememberedAt?: string;
