@@ -87,6 +87,7 @@ test('a thumbnail miss: resize called before the original is written; sidecar, o
       store.events.push('resize');
       return sharpEngine.resize(request);
     },
+    convert: (request) => sharpEngine.convert(request),
     close: () => sharpEngine.close(),
   };
   const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });
@@ -135,6 +136,7 @@ test('a takedown of the key while its thumbnail is resized: 451 blocked, the ori
       list = addEntries(list, [{ kind: 'key', value: request.key, at: new Date().toISOString(), by: 'test' }]).list;
       return sharpEngine.resize(resizeRequest);
     },
+    convert: (convertRequest) => sharpEngine.convert(convertRequest),
     close: () => sharpEngine.close(),
   };
   const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });

@@ -11,6 +11,8 @@ export interface ImageRequest {
   imageUrl: URL;
   /** Storage key: base64url(sha256(decoded image URL bytes)). */
   key: string;
+  /** The request's `Accept` header: a thumbnail link's format class when config `formats` is on. */
+  accept?: string | undefined;
 }
 
 /**
@@ -30,6 +32,13 @@ export type ImageAnswer =
        * without reading the file back. Absent for a file found stored.
        */
       content?: Buffer;
+      /**
+       * A thumbnail link negotiated by `Accept` (config `formats` on): the answer varies
+       * with `Accept`, whichever file it is, the source-format one included.
+       */
+      negotiated?: boolean;
+      /** Answered for now in place of a format class's file that could not be made: cache it briefly. */
+      provisional?: boolean;
     }
   /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
   | { kind: 'passthrough'; bytes: Buffer; contentType: string };
