@@ -53,7 +53,8 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       const likely = likelyExtension(request.imageUrl);
       // Only thumbnails are negotiated: full-size and /proxy links keep the origin's bytes.
       const negotiated = label !== null && !request.link.proxy && config.formats.length > 0;
-      const formatClass = negotiated ? formatClassOf(request.accept, config.formats) : 'source';
+      const chosen = label !== null && !request.link.proxy ? request.formatClass : undefined;
+      const formatClass = chosen ?? (negotiated ? formatClassOf(request.accept, config.formats) : 'source');
       if (label !== null && formatClass !== 'source') {
         const found = await store.findClassVariant(bucket, request.key, label, formatClass);
         if (found !== null) return { kind: 'stored', image: found, cache: 'hit', negotiated };

@@ -3,6 +3,7 @@
  * between the stored file, a fetch (server/service/fetchingImages.ts) and a resize; the HTTP layer
  * only delivers the answer.
  */
+import type { FormatClass } from '../contract/accept.js';
 import type { ParsedLink } from '../contract/link.js';
 import type { StoredImage } from '../tree/store.js';
 
@@ -13,6 +14,12 @@ export interface ImageRequest {
   key: string;
   /** The request's `Accept` header: a thumbnail link's format class when config `formats` is on. */
   accept?: string | undefined;
+  /**
+   * The format class to make and answer, chosen by the caller instead of by `Accept`
+   * (`populate --formats`, which makes them ahead, before config `formats` is on too).
+   * Thumbnail links only.
+   */
+  formatClass?: FormatClass;
 }
 
 /**
