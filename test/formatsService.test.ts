@@ -354,6 +354,30 @@ describe('formats ["avif", "webp"], X-Accel-Redirect', () => {
   });
 });
 
+describe('formats ["avif", "webp"] with the jimp engine', () => {
+  let root: string;
+  let server: RunningServer;
+
+  before(async () => {
+    root = await makeTempRoot('imageproxy-formats-jimp-');
+    server = await startLoopbackServer(root, SECRET, { formats: ['avif', 'webp'], engine: 'jimp' });
+  });
+
+  after(async () => {
+    await server.close();
+    await removeTempRoot(root);
+  });
+
+  it("sharp encodes the class from jimp's thumbnail (sharp loads here): AVIF of the thumbnail's size, Vary", async () => {
+    const answer = await get(server, linkOf('/photo.jpg', { size: '150x150' }), CHROME);
+    assertImageAnswer(answer, 'Chrome');
+    assert.equal(answer.headers.get('content-type'), 'image/avif');
+    assert.equal(answer.headers.get('vary'), 'Accept');
+    const decoded = await sharp(answer.body).metadata();
+    assert.deepEqual([decoded.format, decoded.width, decoded.height], ['heif', 150, 113]);
+  });
+});
+
 describe('formats [] (the default): nothing changes', () => {
   let root: string;
   let server: RunningServer;

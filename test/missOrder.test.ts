@@ -83,6 +83,7 @@ test('a thumbnail miss: resize called before the original is written; sidecar, o
   const sharpEngine = createSharpEngine({ maxPixels: config.limits.maxPixels, timeoutSeconds: 30, concurrency: 1, quality: config.quality, mozjpeg: config.mozjpeg });
   const engine: ResizeEngine = {
     name: sharpEngine.name,
+    convertsFrom: sharpEngine.convertsFrom,
     resize: (request) => {
       store.events.push('resize');
       return sharpEngine.resize(request);
@@ -132,6 +133,7 @@ test('a takedown of the key while its thumbnail is resized: 451 blocked, the ori
   let list: Blocklist = emptyBlocklist();
   const engine: ResizeEngine = {
     name: sharpEngine.name,
+    convertsFrom: sharpEngine.convertsFrom,
     resize: (resizeRequest) => {
       list = addEntries(list, [{ kind: 'key', value: request.key, at: new Date().toISOString(), by: 'test' }]).list;
       return sharpEngine.resize(resizeRequest);

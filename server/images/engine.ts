@@ -36,15 +36,13 @@ export interface ResizeResult {
   frames: number;
 }
 
-/** A thumbnail for a format class (issue 20): the same box as its source-format thumbnail. */
+/**
+ * A thumbnail for a format class (issue 20): the same box as its source-format thumbnail.
+ * `input` is what the engine converts from (ResizeEngine.convertsFrom): the original, or
+ * the source-format thumbnail already made.
+ */
 export interface ConvertRequest extends ResizeRequest {
   to: ModernFormat;
-  /**
-   * The source-format thumbnail of the same request. The sharp engine makes the class's
-   * file from the original (`input`), as the source-format one was, so a JPEG is never
-   * compressed twice; the jimp engine encodes these bytes with sharp.
-   */
-  thumbnail: Buffer;
 }
 
 /**
@@ -79,6 +77,13 @@ export interface EngineOptions {
 export interface ResizeEngine {
   readonly name: EngineName;
   resize(request: ResizeRequest): Promise<ResizeResult>;
+  /**
+   * What `convert` starts from. `original`: the stored original, decoded and resized as
+   * for the source-format thumbnail (sharp: a JPEG is never compressed twice, and both
+   * are made side by side). `thumbnail`: the source-format thumbnail's bytes (jimp, which
+   * writes neither format, has sharp encode its thumbnail).
+   */
+  readonly convertsFrom: 'original' | 'thumbnail';
   /** The thumbnail for a format class; failures as `resize`'s (`bad_image`, `too_many_pixels`). */
   convert(request: ConvertRequest): Promise<Conversion>;
   /** Frees the engine's threads; the engine must not be used afterwards. */

@@ -49,6 +49,7 @@ export async function createJimpEngine(options: EngineOptions): Promise<ResizeEn
   await pool.started();
   return {
     name: 'jimp',
+    convertsFrom: 'thumbnail',
     async resize(request: ResizeRequest): Promise<ResizeResult> {
       checkBeforeDecode(request, options.maxPixels);
       const result = await pool.run({
@@ -65,7 +66,7 @@ export async function createJimpEngine(options: EngineOptions): Promise<ResizeEn
       const encode = await loadSharpEncoder();
       if (encode === null) return { kind: 'kept', reason: 'no encoder' };
       try {
-        return { kind: 'converted', image: await encode(request.to, request.thumbnail) };
+        return { kind: 'converted', image: await encode(request.to, request.input) };
       } catch (error) {
         // encodeThumbnailAs refuses an animation for a format that cannot keep it.
         if (error instanceof RangeError) return { kind: 'kept', reason: 'animation' };

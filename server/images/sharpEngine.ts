@@ -45,6 +45,7 @@ export function createSharpEngine(options: EngineOptions): ResizeEngine {
 
   return {
     name: 'sharp',
+    convertsFrom: 'original',
     async resize(request: ResizeRequest): Promise<ResizeResult> {
       try {
         return await resizeWithSharp(request, options.maxPixels, timeoutSeconds, encoding);

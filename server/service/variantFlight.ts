@@ -70,10 +70,10 @@ interface ResizeSource {
   original: Promise<StoredImage>;
 }
 
-function contentTypeOf(stored: StoredImage): string {
+function formatOf(stored: StoredImage): ImageFormat {
   const format = formatFromExt(stored.ext);
   if (format === null) throw new Error(`no image format for ${stored.relativePath}`);
-  return FORMAT_INFO[format].contentType;
+  return format;
 }
 
 export function createVariantFlights(context: MissContext, engine: ResizeEngine, originals: OriginalSource): VariantFlights {
@@ -225,14 +225,38 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
     return make(request, label, knownOriginal, checked);
   }
 
-  /** The stored original's bytes and format, for a conversion after the source-format thumbnail (so after the original) was made. */
-  async function storedOriginal(request: ImageRequest, known: StoredImage | null): Promise<{ input: Buffer; format: ImageFormat }> {
-    const original = known ?? (await store.find(request.link.bucket, request.key, null));
-    const format = original === null ? null : formatFromExt(original.ext);
-    if (original === null || format === null) {
-      throw new ImageproxyError('not_stored', 'image is not stored', { detail: `original of ${request.key} gone before its ${request.link.bucket} format thumbnail` });
+  /**
+   * The original's bytes for a class's file: from the original's flight or file as the
+   * source-format thumbnail gets them, so both are made side by side on a cold miss.
+   * `foundSource`: the caller found the source-format thumbnail, and looked up no original.
+   */
+  async function classSource(request: ImageRequest, knownOriginal: StoredImage | null, foundSource: StoredImage | null): Promise<ResizeSource> {
+    if (foundSource === null || knownOriginal !== null) return resizeSource(request, knownOriginal);
+    return resizeSource(request, await store.find(request.link.bucket, request.key, null));
+  }
+
+  /**
+   * What the engine converts from (ResizeEngine.convertsFrom), with the class's running
+   * slot taken: the original's bytes, fetched or read as for the source-format thumbnail
+   * and taken beside it; or that thumbnail once made (then no slot is held while it is).
+   */
+  async function conversionInput(
+    request: ImageRequest,
+    knownOriginal: StoredImage | null,
+    foundSource: StoredImage | null,
+    place: GatePlace,
+    sourceMade: Promise<MadeVariant>,
+  ): Promise<{ input: Buffer; format: ImageFormat }> {
+    if (engine.convertsFrom === 'thumbnail') {
+      const source = await sourceMade;
+      await place.start();
+      return { input: source.content, format: formatOf(source.image) };
     }
-    return { input: await readOriginal(original), format };
+    // `original.input` is the only reference to the original's bytes (startWithBytes may drop it).
+    const original: { input: Buffer | null; format: ImageFormat; original: Promise<StoredImage> } = await classSource(request, knownOriginal, foundSource);
+    const input = await startWithBytes(place, original);
+    original.input = null;
+    return { input, format: original.format };
   }
 
   function makeClass(
@@ -250,28 +274,31 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
       // The class's place before anything is fetched or made: refused `busy`, it did nothing.
       const place = resizeGate.enter();
       try {
-        const source = await sourceThumbnailOf(request, label, knownOriginal, foundSource, checked);
+        // Made beside the class's own work when both are missing; awaited below.
+        const sourceMade = sourceThumbnailOf(request, label, knownOriginal, foundSource, checked);
+        sourceMade.catch(() => undefined);
         const started = now();
         let conversion: Conversion;
         try {
-          // Running before the original is read back: a waiting class holds no bytes.
-          await place.start();
-          const original = await storedOriginal(request, knownOriginal);
+          const input = await conversionInput(request, knownOriginal, foundSource, place, sourceMade);
           conversion = await timedResize(format, () =>
-            engine.convert({ ...original, maxHeight: size.maxHeight, maxWidth: size.maxWidth, to: format, thumbnail: source.content }),
+            engine.convert({ ...input, maxHeight: size.maxHeight, maxWidth: size.maxWidth, to: format }),
           );
         } catch (error) {
+          // The source-format thumbnail's own failure (the fetch's, the resize's) first.
+          const source = await sourceMade;
           if (isImageproxyError(error) && (error.code === 'busy' || error.code === 'not_stored')) throw error;
           // The source-format thumbnail is sound: its clients' answer stands; this class
           // gets it for now, uncommitted, and the next request tries the encode again.
           logger.warn({ path: source.image.relativePath, format, err: toImageproxyError(error).detail ?? String(error) }, 'format thumbnail not made; source format answered for now');
           return { ...source, provisional: true };
         }
+        const source = await sourceMade;
         await takedown.refuseIfReloaded(checked, { key: request.key });
         const converted = conversion.kind === 'converted' && isWorthServing(conversion.image.bytes.length, source.content.length) ? conversion.image : null;
         const image =
           converted === null
-            ? await store.commitClassLink(bucket, request.key, label, format, source.image, source.content, variantRecordOf(source.content, contentTypeOf(source.image)))
+            ? await store.commitClassLink(bucket, request.key, label, format, source.image, source.content, variantRecordOf(source.content, FORMAT_INFO[formatOf(source.image)].contentType))
             : await store.commitClassVariant(bucket, request.key, label, format, format, converted.bytes, variantRecordOf(converted.bytes, FORMAT_INFO[format].contentType));
         logger.info(
           {
