@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import type { RunningServer } from '../server/http/server.js';
 import { IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
-import { makeTempRoot, removeTempRoot, request, scrapeMetrics, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
+import { loopbackConfig, makeTempRoot, removeTempRoot, request, scrapeMetrics, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 
 const SECRET = 'formats-service-secret';
@@ -400,5 +400,16 @@ describe('formats [] (the default): nothing changes', () => {
     assert.equal(answer.headers.get('vary'), null);
     const key = keyOf(path);
     assert.deepEqual(await keyFiles(root, path), [`${key}.250x250.jpg`, `${key}.jpg`, `${key}.json`]);
+  });
+
+  it('a reload that turns formats on answers the next request by its class', async () => {
+    const path = '/crowd2.jpg';
+    const summary = await server.reload(loopbackConfig(root, SECRET, { formats: ['webp'] }), [SECRET]);
+    assert.equal(summary.imageServiceRebuilt, true);
+    const answer = await get(server, linkOf(path, { size: '250x250' }), CHROME);
+    assertImageAnswer(answer, 'Chrome after the reload');
+    assert.equal(answer.headers.get('content-type'), 'image/webp');
+    assert.equal(answer.headers.get('vary'), 'Accept');
+    assert.equal(fetchesOf(path), 1);
   });
 });
