@@ -7,6 +7,7 @@
  *   app standalone, with 1 worker and with `auto` (needs nginx, libnginx-mod-http-js and
  *   wrk: apt-get install nginx libnginx-mod-http-js wrk; and `npm run build`)
  * - misses (scripts/bench-miss.ts)
+ * - thumbnail misses by format class, AVIF and WebP against JPEG (scripts/bench-format-miss.ts)
  * - one thumbnail with sharp against jimp (scripts/bench-resize.ts; not with --quick)
  *
  * --quick: one short round of each, under a minute: to see that it runs, not to quote.
@@ -17,6 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg } from 'node:os';
+import { benchFormatMiss } from './bench-format-miss.js';
 import { benchMiss } from './bench-miss.js';
 import { benchNginx, benchNginxMissing } from './bench-nginx.js';
 import { benchResize } from './bench-resize.js';
@@ -88,6 +90,7 @@ rows.push(
     : [{ section: 'hit', name: `skipped: ${missing}`, value: Number.NaN, unit: '' }]),
 );
 rows.push(...(await section('miss', () => benchMiss(options.quick ? { rounds: 1, warmUpMisses: 40 } : {}))));
+rows.push(...(await section('format miss', () => benchFormatMiss(options.quick ? { rounds: 1 } : {}))));
 if (!options.quick) {
   rows.push(
     ...(await section('thumbnail', async () =>

@@ -209,6 +209,30 @@ const ENV_CASES: EnvCase[] = [
   { name: 'strings kept as written', env: { IMAGEPROXY_LISTEN: '0.0.0.0:80', IMAGEPROXY_ROOT: ' /srv ' }, expected: { listen: '0.0.0.0:80', root: ' /srv ' } },
 ];
 
+describe('formats', () => {
+  const cases: ReadonlyArray<{ name: string; env?: string; file?: unknown; formats?: string[]; error?: string }> = [
+    { name: 'off by default', formats: [] },
+    { name: 'IMAGEPROXY_FORMATS=avif,webp keeps the order', env: 'avif,webp', formats: ['avif', 'webp'] },
+    { name: 'IMAGEPROXY_FORMATS=webp', env: ' webp ', formats: ['webp'] },
+    { name: 'IMAGEPROXY_FORMATS= (empty) is off', env: '', formats: [] },
+    { name: 'a format named twice is refused', env: 'webp,webp', error: 'formats' },
+    { name: 'an unknown format is refused', env: 'jxl', error: 'formats[0]' },
+    { name: 'a file list in the server\'s order', file: ['webp', 'avif'], formats: ['webp', 'avif'] },
+    { name: 'a file value that is no list is refused', file: 'avif', error: 'formats' },
+  ];
+  for (const testCase of cases) {
+    it(testCase.name, () => {
+      const build = () =>
+        buildConfig({
+          ...(testCase.env === undefined ? {} : { env: envLayer({ IMAGEPROXY_FORMATS: testCase.env }) }),
+          ...(testCase.file === undefined ? {} : { file: { formats: testCase.file } }),
+        });
+      if (testCase.error !== undefined) assert.throws(build, expectKey(testCase.error));
+      else assert.deepEqual(build().formats, testCase.formats);
+    });
+  }
+});
+
 describe('envLayer', () => {
   for (const testCase of ENV_CASES) {
     it(testCase.name, () => {

@@ -93,12 +93,14 @@ describe('contrib/grafana-dashboard.json', () => {
     }
   });
 
-  it('covers what operators watch: outcomes, request, fetch and resize latency, queue depth and wait, backoff, RSS, event-loop lag, build info', () => {
+  it('covers what operators watch: outcomes, request, fetch and resize latency (by format), answers and bytes by served format, queue depth and wait, backoff, RSS, event-loop lag, build info', () => {
     const all = dashboard.panels.flatMap((panel) => panel.targets.map((target) => target.expr)).join('\n');
     for (const wanted of [
       /sum by \(outcome\) \(rate\(imageproxy_responses_total/,
       /histogram_quantile\(0\.95, .*imageproxy_origin_fetch_seconds_bucket/,
-      /histogram_quantile\(0\.95, .*imageproxy_resize_seconds_bucket/,
+      /histogram_quantile\(0\.95, sum by \(format, le\) \(rate\(imageproxy_resize_seconds_bucket/,
+      /sum by \(format\) \(rate\(imageproxy_served_responses_total/,
+      /sum by \(format\) \(rate\(imageproxy_served_bytes_total/,
       /imageproxy_queue_depth/,
       /outcome="backoff"/,
       /imageproxy_process_resident_memory_bytes/,

@@ -83,10 +83,12 @@ test('a thumbnail miss: resize called before the original is written; sidecar, o
   const sharpEngine = createSharpEngine({ maxPixels: config.limits.maxPixels, timeoutSeconds: 30, concurrency: 1, quality: config.quality, mozjpeg: config.mozjpeg });
   const engine: ResizeEngine = {
     name: sharpEngine.name,
+    convertsFrom: sharpEngine.convertsFrom,
     resize: (request) => {
       store.events.push('resize');
       return sharpEngine.resize(request);
     },
+    convert: (request) => sharpEngine.convert(request),
     close: () => sharpEngine.close(),
   };
   const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });
@@ -131,10 +133,12 @@ test('a takedown of the key while its thumbnail is resized: 451 blocked, the ori
   let list: Blocklist = emptyBlocklist();
   const engine: ResizeEngine = {
     name: sharpEngine.name,
+    convertsFrom: sharpEngine.convertsFrom,
     resize: (resizeRequest) => {
       list = addEntries(list, [{ kind: 'key', value: request.key, at: new Date().toISOString(), by: 'test' }]).list;
       return sharpEngine.resize(resizeRequest);
     },
+    convert: (convertRequest) => sharpEngine.convert(convertRequest),
     close: () => sharpEngine.close(),
   };
   const fetcher = createFetcher({ limits: config.limits, allowPrivateNetworks: true, userAgent: config.userAgent });

@@ -359,8 +359,36 @@ describe('populate --allow-private-networks', () => {
   });
 });
 
+describe('populate --formats', () => {
+  it('makes each thumbnail for each format class ahead, one fetch per image; a rerun makes nothing', async () => {
+    const origin = await startOrigin(imageHandler());
+    try {
+      const { dir, root, list } = await workDirectory();
+      const urls = [origin.url('/a.jpg').href, origin.url('/b.png').href];
+      await writeFile(list, urls.join('\n') + '\n');
+      const run = await populate([list, '--root', root, '--sizes', '150x,250x250', '--formats', 'avif,webp'], dir);
+      assert.equal(run.code, 0, run.stdout + run.stderr);
+      assert.deepEqual(requestedPaths(origin).sort(), ['/a.jpg', '/b.png']);
+      for (const url of urls) {
+        const names = await storedNames(root, url);
+        for (const stem of ['.150x.avif.', '.150x.webp.', '.250x250.avif.', '.250x250.webp.']) {
+          assert.equal(names.filter((name) => name.startsWith(stem)).length, 1, `${url}: one ${stem}* in ${names.join(' ')}`);
+        }
+      }
+      const rerun = await populate([list, '--root', root, '--sizes', '150x,250x250', '--formats', 'avif,webp'], dir);
+      assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+      assert.match(rerun.stdout, /ok 0, failed 0, skipped 2/);
+      assert.equal(origin.requests.length, 2, 'no origin request');
+    } finally {
+      await origin.close();
+    }
+  });
+});
+
 describe('populate: usage errors exit 2 and do nothing', () => {
   const cases: { name: string; args: (list: string) => string[]; message: RegExp }[] = [
+    { name: '--formats without --sizes', args: (list) => [list, '--formats', 'avif'], message: /^imageproxy: --formats: only thumbnails have formats/ },
+    { name: 'a format not known', args: (list) => [list, '--sizes', '150x', '--formats', 'avif,jxl'], message: /^imageproxy: --formats: "jxl" is not a format/ },
     { name: 'a size not allowed', args: (list) => [list, '--sizes', '150x,999x'], message: /^imageproxy: --sizes: "999x" is not a size/ },
     { name: 'a bucket not configured', args: (list) => [list, '--bucket', 'zz'], message: /^imageproxy: --bucket: zz is not a configured bucket/ },
     { name: 'a concurrency of 0', args: (list) => [list, '--concurrency', '0'], message: /^imageproxy: --concurrency: 0 is not a positive integer/ },

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { storageKey } from '../server/contract/layout.js';
 import { encodeImageUrl } from '../server/contract/link.js';
-import { parsePopulateLine, parseSizeList, targetSizes, type PopulateLineRules } from '../server/ops/populateList.js';
+import { parseFormatList, parsePopulateLine, parseSizeList, targetSizes, type PopulateLineRules } from '../server/ops/populateList.js';
 import { parseSize } from '../server/contract/sizes.js';
 import { signedPath } from './helpers.js';
 
@@ -176,6 +176,24 @@ describe('parseSizeList', () => {
           labels,
         );
       }
+    });
+  }
+});
+
+describe('parseFormatList', () => {
+  const cases: { text: string; formats: string[] | null }[] = [
+    { text: 'avif', formats: ['avif'] },
+    { text: 'avif,webp', formats: ['avif', 'webp'] },
+    { text: ' WebP , avif ', formats: ['webp', 'avif'] },
+    { text: 'webp,webp', formats: ['webp'] },
+    { text: 'jpg', formats: null },
+    { text: '', formats: null },
+    { text: 'avif,', formats: null },
+  ];
+  for (const { text, formats } of cases) {
+    it(JSON.stringify(text), () => {
+      if (formats === null) assert.throws(() => parseFormatList(text), RangeError);
+      else assert.deepEqual(parseFormatList(text), formats);
     });
   }
 });

@@ -22,8 +22,10 @@ import { createImageServiceFor, type ImageServiceParts } from '../service/imageS
 import { LineReports } from '../ops/lineReports.js';
 import { linkRulesOf } from '../contract/link.js';
 import type { Logger } from '../observe/log.js';
+import type { ModernFormat } from '../contract/accept.js';
 import {
   failedLine,
+  parseFormatList,
   parsePopulateLine,
   parseSizeList,
   successLine,
@@ -60,6 +62,7 @@ const READ_AHEAD_LINES = 1024;
 interface PopulateOptions extends CommonOptions {
   bucket: string;
   sizes?: string;
+  formats?: string;
   concurrency: string;
   perHost: string;
   dryRun?: boolean;
@@ -69,12 +72,23 @@ interface PopulateOptions extends CommonOptions {
 
 type LineOutcome = { kind: 'made' } | { kind: 'stored' } | { kind: 'failed'; code: ErrorCode };
 
-function requestFor(target: PopulateTarget, size: SizeSpec): ImageRequest {
+function requestFor(target: PopulateTarget, size: SizeSpec, format?: ModernFormat): ImageRequest {
   return {
     link: { bucket: target.bucket, size, signature: '', extUrl: target.extUrl, proxy: false },
     imageUrl: target.imageUrl,
     key: target.key,
+    ...(format === undefined ? {} : { formatClass: format }),
   };
+}
+
+/** Each thumbnail size of a target with each format class (`--formats`): the class files a line needs. */
+function classTargets(target: PopulateTarget, formats: readonly ModernFormat[]): Array<{ size: SizeSpec & { kind: 'box' }; format: ModernFormat }> {
+  return target.sizes.flatMap((size) => formats.map((format) => ({ size, format })));
+}
+
+/** Whether a format class's thumbnail is stored (what populate would otherwise make). */
+async function classStored(store: ImageStore, target: PopulateTarget, size: SizeSpec & { kind: 'box' }, format: ModernFormat): Promise<boolean> {
+  return (await store.findClassVariant(target.bucket, target.key, size.label, format)) !== null;
 }
 
 function labelOf(size: SizeSpec): string | null {
@@ -85,12 +99,17 @@ function labelOf(size: SizeSpec): string | null {
  * One line: the original, then each thumbnail. What is stored already is not asked for,
  * so a fully stored line never reaches the service, let alone the origin.
  */
-async function populateTarget(parts: ImageServiceParts, target: PopulateTarget, logger: Logger): Promise<LineOutcome> {
+async function populateTarget(parts: ImageServiceParts, target: PopulateTarget, formats: readonly ModernFormat[], logger: Logger): Promise<LineOutcome> {
   let made = false;
   try {
     for (const size of targetSizes(target)) {
       if ((await parts.store.find(target.bucket, target.key, labelOf(size))) !== null) continue;
       await parts.service.get(requestFor(target, size));
+      made = true;
+    }
+    for (const { size, format } of classTargets(target, formats)) {
+      if (await classStored(parts.store, target, size, format)) continue;
+      await parts.service.get(requestFor(target, size, format));
       made = true;
     }
   } catch (thrown) {
@@ -126,6 +145,16 @@ async function checkFiles(file: string, dryRun: boolean): Promise<void> {
   }
 }
 
+function formatsOf(options: PopulateOptions): ModernFormat[] {
+  if (options.formats === undefined) return [];
+  if (options.sizes === undefined) throw new UsageError('--formats: only thumbnails have formats; give --sizes too');
+  try {
+    return parseFormatList(options.formats);
+  } catch (error) {
+    throw new UsageError(`--formats: ${(error as Error).message}`);
+  }
+}
+
 function lineRules(config: Config, options: PopulateOptions): PopulateLineRules {
   const bucket = configuredBucket(config, '--bucket', options.bucket);
   let sizes: PopulateLineRules['sizes'] = [];
@@ -144,7 +173,7 @@ function readLines(file: string): AsyncIterable<string> {
 }
 
 /** `--dry-run`: what each line would come to, from the tree alone. */
-async function dryRun(file: string, rules: PopulateLineRules, store: ImageStore): Promise<number> {
+async function dryRun(file: string, rules: PopulateLineRules, formats: readonly ModernFormat[], store: ImageStore): Promise<number> {
   const seen = new Set<string>();
   const counts = { stored: 0, fetch: 0, backoff: 0, failed: 0, duplicates: 0 };
   for await (const raw of readLines(file)) {
@@ -166,7 +195,8 @@ async function dryRun(file: string, rules: PopulateLineRules, store: ImageStore)
     const [original, ...thumbnails] = await Promise.all(
       targetSizes(target).map((size) => store.find(target.bucket, target.key, labelOf(size))),
     );
-    const missing = original === null || thumbnails.some((thumbnail) => thumbnail === null);
+    const classesStored = await Promise.all(classTargets(target, formats).map(({ size, format }) => classStored(store, target, size, format)));
+    const missing = original === null || thumbnails.some((thumbnail) => thumbnail === null) || classesStored.includes(false);
     const inBackoff =
       original === null && backoffRemainingSeconds(await store.readFailure(target.bucket, target.key, target.key), Date.now()) > 0;
     const state = !missing ? 'stored' : inBackoff ? 'backoff' : 'fetch';
@@ -188,16 +218,17 @@ interface Job {
 async function populate(file: string, options: PopulateOptions): Promise<number> {
   const config = loadConfig(options, configFlagLayer(options, POPULATE_CONFIG_FLAGS));
   const rules = lineRules(config, options);
+  const formats = formatsOf(options);
   const concurrency = parsePositiveInteger('--concurrency', options.concurrency);
   const perHost = parsePositiveInteger('--per-host', options.perHost);
   const dry = options.dryRun === true;
   await checkFiles(file, dry);
-  if (dry) return dryRun(file, rules, new ImageStore(resolve(config.root)));
+  if (dry) return dryRun(file, rules, formats, new ImageStore(resolve(config.root)));
   // Logs go to stderr beside the progress display; stdout carries the summary.
   const logger: Logger = pino({ level: options.logLevel, base: { service: 'imageproxy' } }, pino.destination(2));
   const parts = await createImageServiceFor(config, logger);
   try {
-    return await populateFromList(file, rules, { total: concurrency, perHost }, parts, logger);
+    return await populateFromList(file, { ...rules, formats }, { total: concurrency, perHost }, parts, logger);
   } finally {
     await parts.close();
   }
@@ -205,7 +236,7 @@ async function populate(file: string, options: PopulateOptions): Promise<number>
 
 async function populateFromList(
   file: string,
-  rules: PopulateLineRules,
+  rules: PopulateLineRules & { formats: readonly ModernFormat[] },
   limits: { total: number; perHost: number },
   parts: ImageServiceParts,
   logger: Logger,
@@ -250,7 +281,7 @@ async function populateFromList(
   const startJobs = (): void => {
     if (interrupt.signal.aborted) return;
     for (const { host, job } of scheduler.takeStartable()) {
-      void populateTarget(parts, job.target, logger).then((outcome) => {
+      void populateTarget(parts, job.target, rules.formats, logger).then((outcome) => {
         scheduler.finish(host);
         record(job.index, job.target.text, outcome);
         startJobs();
@@ -309,6 +340,7 @@ export function register(program: Command): void {
   )
     .option('--bucket <bucket>', 'bucket of plain image URLs (links name their own)', 'i')
     .option('--sizes <labels>', 'also make these thumbnails, e.g. 150x,x200,250x250 (allowed sizes only)')
+    .option('--formats <formats>', "also make each thumbnail's file for these format classes, e.g. avif,webp (config formats serves them)")
     .option('--concurrency <n>', 'lines worked on at once, all hosts together', '16')
     .option('--per-host <n>', 'lines worked on at once per origin host', '4');
   withConfigFlags(command, POPULATE_CONFIG_FLAGS)

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { DEFAULT_QUALITY, ENGINE_NAMES } from '../images/engine.js';
 import { normaliseHost } from '../takedown/blocklist.js';
 import { parseAllowList } from '../fetch/netPolicy.js';
+import { MODERN_FORMATS } from '../contract/accept.js';
 import { MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS } from './nginxLimits.js';
 
 /** What a setting says about itself besides its type and default. */
@@ -141,6 +142,10 @@ const HOST_LIST = z.array(
   }),
   { error: 'must be a list of host names' },
 );
+
+const FORMAT_LIST = z
+  .array(oneOf(MODERN_FORMATS), { error: 'must be a list of formats (avif, webp)' })
+  .refine((formats) => new Set(formats).size === formats.length, { error: 'must not name a format twice' });
 
 const DEFAULT_MAX_BYTES = 2 * 1024 * 1024; // as imageproxy-py
 const DEFAULT_MAX_CONCURRENT_RESIZES = 4;
@@ -334,6 +339,13 @@ export const CONFIG_SCHEMA = group({
       // Also when maxSeconds is no number at all: the message gives the range that counts.
     }, { when: (payload) => typeof payload.value === 'object' && payload.value !== null })
     .prefault({}),
+  // Off: turning it on makes up to two more files per thumbnail and an AVIF or WebP
+  // encode on each one's first request (docs/formats.md); nginx must be rendered for it.
+  formats: setting(FORMAT_LIST, [], {
+    doc: "thumbnails also in these formats for browsers whose Accept lists them, server's preference first; []: off",
+    env: 'IMAGEPROXY_FORMATS',
+    values: 'avif, webp',
+  }),
   // Reasons beside DEFAULT_QUALITY (images/engine.ts).
   quality: group({
     jpeg: setting(integer(1, 100), DEFAULT_QUALITY.jpeg, { doc: 'JPEG quality of thumbnails' }),

@@ -64,6 +64,15 @@ export function classVariantStem(key: string, variantLabel: string, format: Mode
 }
 
 /**
+ * The name of a thumbnail's record in its original's sidecar (`variants`): `{label}` for
+ * the source-format file, as before formats existed, and `{label}.{format}` for a format
+ * class's file, which holds other bytes.
+ */
+export function thumbnailRecordName(variantLabel: string, formatClass: FormatClass): string {
+  return formatClass === 'source' ? variantLabel : `${variantLabel}.${formatClass}`;
+}
+
+/**
  * The extensions a format class's file may have, in the order lookups try them: the
  * class's own format first (the usual case), then the source formats, which a class
  * gets when converting did not pay or cannot keep the image (an animation as AVIF).

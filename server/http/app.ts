@@ -22,6 +22,7 @@ import {
   CSP_DIRECTIVES,
   ERROR_CACHE_CONTROL,
   IMAGE_CACHE_CONTROL,
+  PROVISIONAL_CACHE_CONTROL,
   REFERRER_POLICY,
 } from './responseHeaders.js';
 import { errorAnswer } from './placeholder.js';
@@ -143,10 +144,12 @@ export function createApp(deps: AppDependencies): express.Express {
     if (match === null) throw new ImageproxyError('bad_signature', 'invalid or expired signature');
     const imageUrl = decodeImageUrl(link.extUrl);
     const key = storageKey(imageUrlBytes(link.extUrl));
-    const answer = await untilGraceOver(images.get({ link, imageUrl, key }), deps.lifecycle?.graceOver);
+    const answer = await untilGraceOver(images.get({ link, imageUrl, key, accept: req.headers.accept }), deps.lifecycle?.graceOver);
     // The work is done and kept (the next request is a hit); only the answer has no one to go to.
     if (clientWentAway(res)) throw new ClientClosed('before the answer');
-    await deliver(req, res, answer, config);
+    const served = await deliver(req, res, answer, config);
+    metrics.servedResponses.inc({ format: served.format });
+    metrics.servedBytes.inc({ format: served.format }, served.bytes);
     countAnswer(req, res, answer.kind === 'stored' ? answer.cache : answer.kind);
   });
 
@@ -202,27 +205,40 @@ function untilGraceOver<T>(work: Promise<T>, graceOver: AbortSignal | undefined)
   });
 }
 
-function deliver(req: Request, res: Response, answer: ImageAnswer, config: Config): Promise<void> {
+/** What an image answer carried, for the served-by-format metrics. */
+interface Served {
+  /** The served file's extension (`jpg`, `webp`, …). */
+  format: string;
+  /** Body bytes: the file's, or what a Range selected; 0 for a HEAD or a 304. */
+  bytes: number;
+}
+
+function deliver(req: Request, res: Response, answer: ImageAnswer, config: Config): Promise<Served> {
+  const head = req.method === 'HEAD';
   if (answer.kind === 'passthrough') {
     res.status(200).set({
       'Content-Type': answer.contentType,
       'Content-Length': String(answer.bytes.length),
       'Cache-Control': IMAGE_CACHE_CONTROL,
     });
-    res.end(req.method === 'HEAD' ? undefined : answer.bytes);
-    return Promise.resolve();
+    res.end(head ? undefined : answer.bytes);
+    return Promise.resolve({ format: extensionOfType(answer.contentType), bytes: head ? 0 : answer.bytes.length });
   }
   const { image } = answer;
   const contentType = CONTENT_TYPE_BY_EXTENSION[image.ext];
+  const cacheControl = answer.provisional === true ? PROVISIONAL_CACHE_CONTROL : IMAGE_CACHE_CONTROL;
+  // A negotiated link's every answer varies with Accept, the source format's included:
+  // a cache warmed by a client without AVIF must not hand its file to one with.
+  if (answer.negotiated === true) res.set('Vary', 'Accept');
   if (config.delivery === 'accel') {
     // nginx streams the file itself (sendfile, Range, ETag); we only name it.
     res.status(200).set({
       'X-Accel-Redirect': `${config.nginx.internalPrefix}/${image.relativePath}`,
       'Content-Type': contentType,
-      'Cache-Control': IMAGE_CACHE_CONTROL,
+      'Cache-Control': cacheControl,
     });
     res.end();
-    return Promise.resolve();
+    return Promise.resolve({ format: image.ext, bytes: head ? 0 : image.bytes });
   }
   if (answer.content !== undefined && isPlainGet(req)) {
     // Just written by this request: the same answer sendFile would give, without
@@ -231,18 +247,23 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
     res.status(200).set({
       'Content-Type': contentType,
       'Accept-Ranges': 'bytes',
-      'Cache-Control': IMAGE_CACHE_CONTROL,
+      'Cache-Control': cacheControl,
       'Last-Modified': modified.toUTCString(),
       ETag: fileEtag(answer.content.length, modified),
       'Content-Length': String(answer.content.length),
     });
-    res.end(req.method === 'HEAD' ? undefined : answer.content);
-    return Promise.resolve();
+    res.end(head ? undefined : answer.content);
+    return Promise.resolve({ format: image.ext, bytes: head ? 0 : answer.content.length });
   }
   return new Promise((resolve, reject) => {
     res.type(contentType);
+    // send keeps a Cache-Control already set.
+    if (answer.provisional === true) res.set('Cache-Control', cacheControl);
     res.sendFile(image.path, { ...SEND_FILE_OPTIONS }, (error: unknown) => {
-      if (error === undefined || error === null) return resolve();
+      if (error === undefined || error === null) {
+        const sent = head || res.statusCode === 304 ? 0 : Number(res.getHeader('Content-Length') ?? 0);
+        return resolve({ format: image.ext, bytes: Number.isFinite(sent) ? sent : 0 });
+      }
       if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) {
         return reject(new ClientClosed('during the answer'));
       }
@@ -255,11 +276,16 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
         // A refused Range (416, with send's Content-Range) or precondition (412): the
         // file is fine, the request's conditions are not.
         res.status(status).set('Cache-Control', ERROR_CACHE_CONTROL).end();
-        return resolve();
+        return resolve({ format: image.ext, bytes: 0 });
       }
       reject(asError(error));
     });
   });
+}
+
+/** A pass-through's extension from its content type (`image/jpeg` → `jpg`). */
+function extensionOfType(contentType: string): string {
+  return Object.entries(CONTENT_TYPE_BY_EXTENSION).find(([, type]) => type === contentType)?.[0] ?? 'other';
 }
 
 /**
@@ -320,6 +346,8 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
   // Headers `send` set for a file it then could not open (a symlink, a file gone): they describe that file, not this text.
   for (const name of FILE_HEADERS) res.removeHeader(name);
   const answer = errorAnswer(error.code, error.message, req.headers.accept, placeholder);
+  // A text answer is the same whatever the client accepts; a placeholder sets its own Vary.
+  res.removeHeader('Vary');
   res.status(error.status).set(answer.headers);
   if (error.retryAfterSeconds !== undefined) res.set('Retry-After', String(Math.ceil(error.retryAfterSeconds)));
   // A failure answered again from its backoff record says so, and when it happened.

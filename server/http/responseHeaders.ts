@@ -9,6 +9,12 @@ import { FORMAT_INFO } from '../images/sniff.js';
 export const IMAGE_CACHE_CONTROL = 'public, max-age=604800, immutable';
 /** Errors may go away (an origin comes back, a link gets signed): never cache them. */
 export const ERROR_CACHE_CONTROL = 'no-store';
+/**
+ * A stand-in for a format class's file that could not be made (its encode failed): the
+ * source-format thumbnail, kept by caches a minute only, so the class gets its own
+ * format once it is made rather than the source's for a week.
+ */
+export const PROVISIONAL_CACHE_CONTROL = 'public, max-age=60';
 
 /** The text every refusal answers with: `code: message`. */
 export function errorText(code: string, message: string): string {

@@ -116,6 +116,7 @@ const IMAGE_SERVICE_KEYS = [
   'mozjpeg',
   'userAgent',
   'stripMetadata',
+  'formats',
 ] as const satisfies ReadonlyArray<keyof Config>;
 // Keys only a restart can change: sockets are bound and the tree is open.
 const RESTART_KEYS = ['listen', 'root'] as const satisfies ReadonlyArray<keyof Config>;

@@ -6,6 +6,8 @@
  * only talks to this interface.
  */
 import { ImageproxyError } from '../errors.js';
+import type { ModernFormat } from '../contract/accept.js';
+import type { EncodedThumbnail } from './formatEncode.js';
 import type { ImageFormat } from './sniff.js';
 
 export type { ImageFormat };
@@ -34,6 +36,22 @@ export interface ResizeResult {
   frames: number;
 }
 
+/**
+ * A thumbnail for a format class (issue 20): the same box as its source-format thumbnail.
+ * `input` is what the engine converts from (ResizeEngine.convertsFrom): the original, or
+ * the source-format thumbnail already made.
+ */
+export interface ConvertRequest extends ResizeRequest {
+  to: ModernFormat;
+}
+
+/**
+ * What a format class gets: its own encode, or the source-format thumbnail, because the
+ * format cannot keep the image (an animation as AVIF) or no encoder for it could load
+ * (the jimp engine on a host where sharp cannot).
+ */
+export type Conversion = { kind: 'converted'; image: EncodedThumbnail } | { kind: 'kept'; reason: 'animation' | 'no encoder' };
+
 export interface EncodeQuality {
   jpeg: number;
   webp: number;
@@ -59,6 +77,15 @@ export interface EngineOptions {
 export interface ResizeEngine {
   readonly name: EngineName;
   resize(request: ResizeRequest): Promise<ResizeResult>;
+  /**
+   * What `convert` starts from. `original`: the stored original, decoded and resized as
+   * for the source-format thumbnail (sharp: a JPEG is never compressed twice, and both
+   * are made side by side). `thumbnail`: the source-format thumbnail's bytes (jimp, which
+   * writes neither format, has sharp encode its thumbnail).
+   */
+  readonly convertsFrom: 'original' | 'thumbnail';
+  /** The thumbnail for a format class; failures as `resize`'s (`bad_image`, `too_many_pixels`). */
+  convert(request: ConvertRequest): Promise<Conversion>;
   /** Frees the engine's threads; the engine must not be used afterwards. */
   close(): Promise<void>;
 }

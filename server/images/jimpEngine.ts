@@ -14,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import { ImageproxyError } from '../errors.js';
 import { inspectImage, pixelCount } from './sniff.js';
 import { badImage, pixelCountDetail, tooManyPixels } from './engine.js';
-import type { EngineOptions, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
+import type { Conversion, ConvertRequest, EngineOptions, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
+import type { EncodedThumbnail } from './formatEncode.js';
 import type { WorkerJob, WorkerMessage } from './jimpWorker.js';
 
 /** A worker that dies before loading this many times in a row means it cannot start at all. */
@@ -48,6 +49,7 @@ export async function createJimpEngine(options: EngineOptions): Promise<ResizeEn
   await pool.started();
   return {
     name: 'jimp',
+    convertsFrom: 'thumbnail',
     async resize(request: ResizeRequest): Promise<ResizeResult> {
       checkBeforeDecode(request, options.maxPixels);
       const result = await pool.run({
@@ -60,8 +62,37 @@ export async function createJimpEngine(options: EngineOptions): Promise<ResizeEn
       // jimp writes one frame (the first of an animated GIF).
       return { bytes: result.bytes, format: request.format, width: result.width, height: result.height, frames: 1 };
     },
+    async convert(request: ConvertRequest): Promise<Conversion> {
+      const encode = await loadSharpEncoder();
+      if (encode === null) return { kind: 'kept', reason: 'no encoder' };
+      try {
+        return { kind: 'converted', image: await encode(request.to, request.input) };
+      } catch (error) {
+        // encodeThumbnailAs refuses an animation for a format that cannot keep it.
+        if (error instanceof RangeError) return { kind: 'kept', reason: 'animation' };
+        throw badImage(error, `sharp: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    },
     close: () => pool.close(),
   };
+}
+
+type ThumbnailEncoder = (to: ConvertRequest['to'], thumbnail: Buffer) => Promise<EncodedThumbnail>;
+
+let sharpEncoder: Promise<ThumbnailEncoder | null> | undefined;
+
+/**
+ * jimp writes neither WebP nor AVIF: a format class is encoded by sharp from the
+ * source-format thumbnail jimp made (already at its size, one frame), when sharp loads
+ * on this host. Where it cannot (the reason to run jimp at all), null: every class
+ * gets the source-format thumbnail.
+ */
+function loadSharpEncoder(): Promise<ThumbnailEncoder | null> {
+  sharpEncoder ??= import('./formatEncode.js').then(
+    (module) => (to: ConvertRequest['to'], thumbnail: Buffer) => module.encodeThumbnailAs(to, thumbnail),
+    () => null,
+  );
+  return sharpEncoder;
 }
 
 /**

@@ -3,7 +3,8 @@
  * (its speed against jimp: docs/benchmarks.md).
  *
  * Per request: header read (metadata) → size planned by planResize → auto-orient →
- * resize → encode in the input's format. sharp drops EXIF/ICC/XMP on output unless
+ * resize → encode in the input's format, or (convert) in a format class's from the same
+ * pipeline, so both thumbnails of a link follow one set of rules. sharp drops EXIF/ICC/XMP on output unless
  * told otherwise (we never call withMetadata), so thumbnails carry no orientation tag
  * and no camera or GPS data.
  */
@@ -12,7 +13,8 @@ import type { Sharp } from 'sharp';
 import { isImageproxyError } from '../errors.js';
 import { orientedSize, planResize } from './resizePlan.js';
 import { badImage, pixelCountDetail, tooManyPixels } from './engine.js';
-import type { EncodeQuality, EngineOptions, ImageFormat, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
+import type { Conversion, ConvertRequest, EncodeQuality, EngineOptions, ImageFormat, ResizeEngine, ResizeRequest, ResizeResult } from './engine.js';
+import { encodeThumbnailAs, keepsAnimation } from './formatEncode.js';
 
 /** How sharp encodes: qualities, and whether JPEG goes through mozjpeg. */
 interface SharpEncoding {
@@ -43,9 +45,21 @@ export function createSharpEngine(options: EngineOptions): ResizeEngine {
 
   return {
     name: 'sharp',
+    convertsFrom: 'original',
     async resize(request: ResizeRequest): Promise<ResizeResult> {
       try {
         return await resizeWithSharp(request, options.maxPixels, timeoutSeconds, encoding);
+      } catch (error) {
+        throw toEngineError(error);
+      }
+    },
+    async convert(request: ConvertRequest): Promise<Conversion> {
+      try {
+        // The same pipeline as the source-format thumbnail's (orientation applied, colours
+        // to sRGB, no metadata written), encoded in the class's format.
+        const { pipeline, frames } = await openResized(request, options.maxPixels, timeoutSeconds);
+        if (frames > 1 && !keepsAnimation(request.to)) return { kind: 'kept', reason: 'animation' };
+        return { kind: 'converted', image: await encodeThumbnailAs(request.to, pipeline) };
       } catch (error) {
         throw toEngineError(error);
       }
@@ -56,12 +70,8 @@ export function createSharpEngine(options: EngineOptions): ResizeEngine {
   };
 }
 
-async function resizeWithSharp(
-  request: ResizeRequest,
-  maxPixels: number,
-  timeoutSeconds: number,
-  encoding: SharpEncoding,
-): Promise<ResizeResult> {
+/** The original opened, auto-oriented and resized to the planned box; nothing encoded yet. */
+async function openResized(request: ResizeRequest, maxPixels: number, timeoutSeconds: number): Promise<{ pipeline: Sharp; frames: number }> {
   const image = sharp(request.input, {
     animated: ANIMATED_FORMATS.has(request.format),
     limitInputPixels: maxPixels,
@@ -90,6 +100,16 @@ async function resizeWithSharp(
     // nearest pixel) and never enlarges; withoutEnlargement is a second guard.
     pipeline = pipeline.resize({ width: plan.width, height: plan.height, fit: 'fill', withoutEnlargement: true });
   }
+  return { pipeline, frames };
+}
+
+async function resizeWithSharp(
+  request: ResizeRequest,
+  maxPixels: number,
+  timeoutSeconds: number,
+  encoding: SharpEncoding,
+): Promise<ResizeResult> {
+  const { pipeline, frames } = await openResized(request, maxPixels, timeoutSeconds);
   const { data, info } = await encodeAs(pipeline, request.format, encoding).toBuffer({ resolveWithObject: true });
   return {
     bytes: data,

@@ -55,8 +55,13 @@ export interface Metrics {
   fetches: Counter<'result'>;
   fetchSeconds: Histogram;
   fetchedBytes: Counter;
-  resizes: Counter<'engine' | 'result'>;
-  resizeSeconds: Histogram<'engine'>;
+  /** By format: `source` (the original's, as before formats), or the format class made (`avif`, `webp`). */
+  resizes: Counter<'engine' | 'format' | 'result'>;
+  resizeSeconds: Histogram<'engine' | 'format'>;
+  /** Image answers of the app by the served file's extension (jpg, png, gif, webp, avif); nginx's own hits are not counted here. */
+  servedResponses: Counter<'format'>;
+  /** Body bytes of those answers (what the app sent, or nginx sends for an X-Accel-Redirect): 0 for a HEAD or a 304. */
+  servedBytes: Counter<'format'>;
   /** Stored files found damaged and moved aside, by who found them (`lookup`, `heal`) and kind (`original`, `thumbnail`). */
   damagedFiles: Counter<'found_by' | 'kind'>;
   tree: TreeGauges;
@@ -174,15 +179,27 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
     }),
     resizes: new Counter({
       name: 'imageproxy_resizes_total',
-      help: 'Thumbnails made, by engine and result (ok, or the error code)',
-      labelNames: ['engine', 'result'] as const,
+      help: 'Thumbnails made, by engine, format (source, or the format class made) and result (ok, or the error code)',
+      labelNames: ['engine', 'format', 'result'] as const,
       registers: [registry],
     }),
     resizeSeconds: new Histogram({
       name: 'imageproxy_resize_seconds',
-      help: 'Time to make one thumbnail',
-      labelNames: ['engine'] as const,
+      help: 'Time to make one thumbnail, by engine and format (source, or the format class made: avif, webp)',
+      labelNames: ['engine', 'format'] as const,
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    servedResponses: new Counter({
+      name: 'imageproxy_served_responses_total',
+      help: "Image answers of the app, by the served file's format (jpg, png, gif, webp, avif)",
+      labelNames: ['format'] as const,
+      registers: [registry],
+    }),
+    servedBytes: new Counter({
+      name: 'imageproxy_served_bytes_total',
+      help: "Body bytes of the app's image answers (sent by the app, or by nginx for an X-Accel-Redirect), by the served file's format",
+      labelNames: ['format'] as const,
       registers: [registry],
     }),
     damagedFiles: new Counter({

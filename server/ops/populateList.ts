@@ -10,6 +10,7 @@ import { ImageproxyError, type ErrorCode } from '../errors.js';
 import { storageKey } from '../contract/layout.js';
 import { decodeImageUrl, encodeImageUrl, imageUrlBytes, linkPathOf, parseLink, type LinkRules, type ParsedLink } from '../contract/link.js';
 import { FULL_SIZE, parseSize, type SizeSpec } from '../contract/sizes.js';
+import { MODERN_FORMATS, type ModernFormat } from '../contract/accept.js';
 
 type BoxSize = Extract<SizeSpec, { kind: 'box' }>;
 
@@ -61,6 +62,20 @@ export function parseSizeList(text: string, allowed: readonly number[]): BoxSize
     if (!sizes.some((known) => known.label === size.label)) sizes.push(size);
   }
   return sizes;
+}
+
+/**
+ * `--formats avif,webp`: the format classes whose thumbnails are made ahead (config
+ * `formats` names the ones served), each once.
+ */
+export function parseFormatList(text: string): ModernFormat[] {
+  const formats: ModernFormat[] = [];
+  for (const name of text.split(',').map((part) => part.trim().toLowerCase())) {
+    const format = MODERN_FORMATS.find((known) => known === name);
+    if (format === undefined) throw new RangeError(`${JSON.stringify(name)} is not a format of ${MODERN_FORMATS.join(', ')}`);
+    if (!formats.includes(format)) formats.push(format);
+  }
+  return formats;
 }
 
 function withSize(sizes: readonly BoxSize[], size: SizeSpec): BoxSize[] {

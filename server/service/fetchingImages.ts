@@ -12,6 +12,7 @@ import { variantLabelOf, type ImageAnswer, type ImageRequest, type ImageService 
 import type { Logger } from '../observe/log.js';
 import { createMetrics, type Metrics } from '../observe/metrics.js';
 import { FORMAT_INFO } from '../images/sniff.js';
+import { formatClassOf } from '../contract/accept.js';
 import type { ImageStore } from '../tree/store.js';
 import { createMissContext, createTakedownCheck } from './missSteps.js';
 import { createOriginalFlights, likelyExtension, type ImageFetcher } from './originalFlight.js';
@@ -50,8 +51,16 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
       // Before the lookup: a file a takedown left behind is never served by the app.
       const checked = await takedown.refuse({ key: request.key, host: request.imageUrl.hostname });
       const likely = likelyExtension(request.imageUrl);
+      // Only thumbnails are negotiated: full-size and /proxy links keep the origin's bytes.
+      const negotiated = label !== null && !request.link.proxy && config.formats.length > 0;
+      const chosen = label !== null && !request.link.proxy ? request.formatClass : undefined;
+      const formatClass = chosen ?? (negotiated ? formatClassOf(request.accept, config.formats) : 'source');
+      if (label !== null && formatClass !== 'source') {
+        const found = await store.findClassVariant(bucket, request.key, label, formatClass);
+        if (found !== null) return { kind: 'stored', image: found, cache: 'hit', negotiated };
+      }
       const stored = await store.find(bucket, request.key, label, likely);
-      if (stored !== null) return { kind: 'stored', image: stored, cache: 'hit' };
+      if (stored !== null && formatClass === 'source') return { kind: 'stored', image: stored, cache: 'hit', ...(negotiated ? { negotiated } : {}) };
       try {
         if (request.link.proxy) {
           const image = await originals.passThrough(request);
@@ -65,9 +74,14 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
           return { kind: 'stored', image, cache: 'miss', ...(prepared === null ? {} : { content: prepared.bytes }) };
         }
         // The original looked up once, here; the thumbnail's flight is handed what was found.
-        const original = await store.find(bucket, request.key, null, likely);
+        const original = stored === null ? await store.find(bucket, request.key, null, likely) : null;
+        const cache = stored !== null || original !== null ? 'variant' : 'miss';
+        if (formatClass !== 'source') {
+          const made = await variants.makeClass(request, label, formatClass, original, stored, checked);
+          return { kind: 'stored', image: made.image, content: made.content, cache, negotiated, ...(made.provisional ? { provisional: true } : {}) };
+        }
         const made = await variants.make(request, label, original, checked);
-        return { kind: 'stored', image: made.image, content: made.content, cache: original !== null ? 'variant' : 'miss' };
+        return { kind: 'stored', image: made.image, content: made.content, cache, ...(negotiated ? { negotiated } : {}) };
       } catch (thrown) {
         // Lock directories and writes outside a fetch step fail on a full or read-only disk too.
         throw await context.asStorageError(thrown, request);

@@ -3,6 +3,7 @@
  * between the stored file, a fetch (server/service/fetchingImages.ts) and a resize; the HTTP layer
  * only delivers the answer.
  */
+import type { FormatClass } from '../contract/accept.js';
 import type { ParsedLink } from '../contract/link.js';
 import type { StoredImage } from '../tree/store.js';
 
@@ -11,6 +12,14 @@ export interface ImageRequest {
   imageUrl: URL;
   /** Storage key: base64url(sha256(decoded image URL bytes)). */
   key: string;
+  /** The request's `Accept` header: a thumbnail link's format class when config `formats` is on. */
+  accept?: string | undefined;
+  /**
+   * The format class to make and answer, chosen by the caller instead of by `Accept`
+   * (`populate --formats`, which makes them ahead, before config `formats` is on too).
+   * Thumbnail links only.
+   */
+  formatClass?: FormatClass;
 }
 
 /**
@@ -30,6 +39,13 @@ export type ImageAnswer =
        * without reading the file back. Absent for a file found stored.
        */
       content?: Buffer;
+      /**
+       * A thumbnail link negotiated by `Accept` (config `formats` on): the answer varies
+       * with `Accept`, whichever file it is, the source-format one included.
+       */
+      negotiated?: boolean;
+      /** Answered for now in place of a format class's file that could not be made: cache it briefly. */
+      provisional?: boolean;
     }
   /** `/proxy` of an image we do not keep: bytes fetched for this answer only. */
   | { kind: 'passthrough'; bytes: Buffer; contentType: string };

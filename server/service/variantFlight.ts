@@ -4,11 +4,18 @@
  * (server/service/originalFlight.ts) before they are written; a place in the resize
  * queue, the resize, the thumbnail staged, its record written into the original's
  * sidecar, and the thumbnail renamed into place only once the original is.
+ *
+ * A format class's thumbnail (issue 20, docs/formats.md) comes after the source-format
+ * one, which its clients' neighbours need anyway and which it is measured against: its
+ * own place in the resize queue, the engine's conversion, and its file committed, or the
+ * source-format file hard-linked under its name when converting did not pay.
  */
 import type { GatePlace } from '../fetch/admission.js';
-import type { ResizeEngine, ResizeResult } from '../images/engine.js';
-import { ImageproxyError, toImageproxyError } from '../errors.js';
-import { fileStem } from '../contract/layout.js';
+import type { Conversion, ResizeEngine, ResizeResult } from '../images/engine.js';
+import { ImageproxyError, isImageproxyError, toImageproxyError } from '../errors.js';
+import type { ModernFormat } from '../contract/accept.js';
+import { classVariantStem, fileStem } from '../contract/layout.js';
+import { isWorthServing } from '../images/formatEncode.js';
 import { variantRecordOf } from '../tree/originals.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from '../images/sniff.js';
 import { InProcessFlights } from '../fetch/singleFlight.js';
@@ -24,6 +31,15 @@ interface MadeVariant {
   content: Buffer;
 }
 
+/**
+ * A format class's thumbnail: committed, or (`provisional`) the source-format thumbnail
+ * answered for now because the class's encode failed; nothing was committed for the
+ * class, so the next request tries again.
+ */
+interface MadeClassVariant extends MadeVariant {
+  provisional: boolean;
+}
+
 export interface VariantFlights {
   /**
    * A thumbnail of `label`, made once per process. `original`: the stored original the
@@ -31,6 +47,18 @@ export interface VariantFlights {
    * cleared against.
    */
   make(request: ImageRequest, label: string, original: StoredImage | null, checked: Blocklist): Promise<MadeVariant>;
+  /**
+   * The thumbnail of `label` for the clients of `format`, made once per process; the
+   * source-format thumbnail first if `sourceThumbnail` (what the caller found) is null.
+   */
+  makeClass(
+    request: ImageRequest,
+    label: string,
+    format: ModernFormat,
+    original: StoredImage | null,
+    sourceThumbnail: StoredImage | null,
+    checked: Blocklist,
+  ): Promise<MadeClassVariant>;
   /** Resizes running or waiting. */
   queueDepth(): number;
 }
@@ -40,6 +68,12 @@ interface ResizeSource {
   input: Buffer;
   format: ImageFormat;
   original: Promise<StoredImage>;
+}
+
+function formatOf(stored: StoredImage): ImageFormat {
+  const format = formatFromExt(stored.ext);
+  if (format === null) throw new Error(`no image format for ${stored.relativePath}`);
+  return format;
 }
 
 export function createVariantFlights(context: MissContext, engine: ResizeEngine, originals: OriginalSource): VariantFlights {
@@ -104,18 +138,24 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
   async function resize(input: Buffer, format: ImageFormat, request: ImageRequest, label: string): Promise<ResizeResult> {
     const { size } = request.link;
     if (size.kind !== 'box') throw new Error(`cannot resize to ${label}`);
-    const stopTimer = metrics.resizeSeconds.startTimer({ engine: engine.name });
-    let resized: ResizeResult;
+    return timedResize('source', () => engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth }));
+  }
+
+  /** An engine call counted and timed under its format (`source`, or the class made). */
+  async function timedResize<T>(format: ModernFormat | 'source', work: () => Promise<T>): Promise<T> {
+    const labels = { engine: engine.name, format };
+    const stopTimer = metrics.resizeSeconds.startTimer(labels);
+    let result: T;
     try {
-      resized = await engine.resize({ input, format, maxHeight: size.maxHeight, maxWidth: size.maxWidth });
+      result = await work();
     } catch (error) {
-      metrics.resizes.inc({ engine: engine.name, result: toImageproxyError(error).code });
+      metrics.resizes.inc({ ...labels, result: toImageproxyError(error).code });
       throw error;
     } finally {
       stopTimer();
     }
-    metrics.resizes.inc({ engine: engine.name, result: 'ok' });
-    return resized;
+    metrics.resizes.inc({ ...labels, result: 'ok' });
+    return result;
   }
 
   /**
@@ -166,8 +206,121 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
     });
   }
 
+  /** The source-format thumbnail and its bytes: the one found (read back), or made now. */
+  async function sourceThumbnailOf(
+    request: ImageRequest,
+    label: string,
+    knownOriginal: StoredImage | null,
+    found: StoredImage | null,
+    checked: Blocklist,
+  ): Promise<MadeVariant> {
+    if (found !== null) {
+      const content = await store.readImage(found, config.limits.maxBytes).catch((error: unknown) => {
+        // Purged or moved aside since the lookup: made again below.
+        if (error instanceof ImageproxyError && error.code === 'not_stored') return null;
+        throw error;
+      });
+      if (content !== null) return { image: found, content };
+    }
+    return make(request, label, knownOriginal, checked);
+  }
+
+  /**
+   * The original's bytes for a class's file: from the original's flight or file as the
+   * source-format thumbnail gets them, so both are made side by side on a cold miss.
+   * `foundSource`: the caller found the source-format thumbnail, and looked up no original.
+   */
+  async function classSource(request: ImageRequest, knownOriginal: StoredImage | null, foundSource: StoredImage | null): Promise<ResizeSource> {
+    if (foundSource === null || knownOriginal !== null) return resizeSource(request, knownOriginal);
+    return resizeSource(request, await store.find(request.link.bucket, request.key, null));
+  }
+
+  /**
+   * What the engine converts from (ResizeEngine.convertsFrom), with the class's running
+   * slot taken: the original's bytes, fetched or read as for the source-format thumbnail
+   * and taken beside it; or that thumbnail once made (then no slot is held while it is).
+   */
+  async function conversionInput(
+    request: ImageRequest,
+    knownOriginal: StoredImage | null,
+    foundSource: StoredImage | null,
+    place: GatePlace,
+    sourceMade: Promise<MadeVariant>,
+  ): Promise<{ input: Buffer; format: ImageFormat }> {
+    if (engine.convertsFrom === 'thumbnail') {
+      const source = await sourceMade;
+      await place.start();
+      return { input: source.content, format: formatOf(source.image) };
+    }
+    // `original.input` is the only reference to the original's bytes (startWithBytes may drop it).
+    const original: { input: Buffer | null; format: ImageFormat; original: Promise<StoredImage> } = await classSource(request, knownOriginal, foundSource);
+    const input = await startWithBytes(place, original);
+    original.input = null;
+    return { input, format: original.format };
+  }
+
+  function makeClass(
+    request: ImageRequest,
+    label: string,
+    format: ModernFormat,
+    knownOriginal: StoredImage | null,
+    foundSource: StoredImage | null,
+    checked: Blocklist,
+  ): Promise<MadeClassVariant> {
+    const { bucket, size } = request.link;
+    const stem = classVariantStem(request.key, label, format);
+    return flights.run(`${bucket}/${stem}`, async () => {
+      if (size.kind !== 'box') throw new Error(`cannot resize to ${label}`);
+      // The class's place before anything is fetched or made: refused `busy`, it did nothing.
+      const place = resizeGate.enter();
+      try {
+        // Made beside the class's own work when both are missing; awaited below.
+        const sourceMade = sourceThumbnailOf(request, label, knownOriginal, foundSource, checked);
+        sourceMade.catch(() => undefined);
+        const started = now();
+        let conversion: Conversion;
+        try {
+          const input = await conversionInput(request, knownOriginal, foundSource, place, sourceMade);
+          conversion = await timedResize(format, () =>
+            engine.convert({ ...input, maxHeight: size.maxHeight, maxWidth: size.maxWidth, to: format }),
+          );
+        } catch (error) {
+          // The source-format thumbnail's own failure (the fetch's, the resize's) first.
+          const source = await sourceMade;
+          if (isImageproxyError(error) && (error.code === 'busy' || error.code === 'not_stored')) throw error;
+          // The source-format thumbnail is sound: its clients' answer stands; this class
+          // gets it for now, uncommitted, and the next request tries the encode again.
+          logger.warn({ path: source.image.relativePath, format, err: toImageproxyError(error).detail ?? String(error) }, 'format thumbnail not made; source format answered for now');
+          return { ...source, provisional: true };
+        }
+        const source = await sourceMade;
+        await takedown.refuseIfReloaded(checked, { key: request.key });
+        const converted = conversion.kind === 'converted' && isWorthServing(conversion.image.bytes.length, source.content.length) ? conversion.image : null;
+        const image =
+          converted === null
+            ? await store.commitClassLink(bucket, request.key, label, format, source.image, source.content, variantRecordOf(source.content, FORMAT_INFO[formatOf(source.image)].contentType))
+            : await store.commitClassVariant(bucket, request.key, label, format, format, converted.bytes, variantRecordOf(converted.bytes, FORMAT_INFO[format].contentType));
+        logger.info(
+          {
+            path: image.relativePath,
+            bytes: image.bytes,
+            sourceBytes: source.content.length,
+            kept: converted === null ? (conversion.kind === 'kept' ? conversion.reason : 'not smaller') : undefined,
+            engine: engine.name,
+            ms: now() - started,
+          },
+          converted === null ? 'format thumbnail linked to the source format' : 'format thumbnail made',
+        );
+        return { image, content: converted === null ? source.content : converted.bytes, provisional: false };
+      } finally {
+        place.release();
+      }
+    });
+  }
+
   return {
     make,
+    makeClass,
     queueDepth: () => resizeGate.figures.running + resizeGate.figures.waiting,
   };
 }

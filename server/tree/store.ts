@@ -9,6 +9,8 @@ import { dirname, join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
+  classFileExtensions,
+  classVariantStem,
   failureFileName,
   fileStem,
   hostLockName,
@@ -18,14 +20,16 @@ import {
   metadataFileName,
   quarantinePath,
   tempFileName,
+  thumbnailRecordName,
   type ImageExtension,
   type TreeIdentity,
 } from '../contract/layout.js';
+import type { ModernFormat } from '../contract/accept.js';
 import { ImageproxyError } from '../errors.js';
 import { originalMetadata, sidecarText, withVariantRecord, type ImageMetadata, type OriginalImage, type OriginalProvenance, type VariantRecord } from './originals.js';
 import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularFile, readRegularHeadSync, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, sniffImageType, type ImageFormat } from '../images/sniff.js';
-import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './health.js';
+import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './health.js';
 import { stageFile, syncDirectory, writerUnique } from './atomicFile.js';
 import { isMissingAfterMkdir, storageError } from './diskErrors.js';
 
@@ -166,11 +170,31 @@ export class ImageStore {
     variantLabel: string | null,
     likelyExt: ImageExtension | null = null,
   ): Promise<StoredImage | null> {
-    const directory = keyDirectory(bucket, key);
-    const stem = fileStem(key, variantLabel);
     // The likely extension first (the URL's, or the original's for its thumbnails): a
     // stored file is then found with one stat instead of up to five.
     const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
+    const recordName = variantLabel === null ? null : thumbnailRecordName(variantLabel, 'source');
+    return this.findStem(bucket, key, fileStem(key, variantLabel), extensions, recordName);
+  }
+
+  /**
+   * The thumbnail made for the clients of a format class, `{key}.{label}.{format}.{ext}`,
+   * whatever its bytes are (its own format first: classFileExtensions), or null; judged
+   * and moved aside as `find` does.
+   */
+  findClassVariant(bucket: string, key: string, variantLabel: string, format: ModernFormat): Promise<StoredImage | null> {
+    return this.findStem(bucket, key, classVariantStem(key, variantLabel, format), classFileExtensions(format), thumbnailRecordName(variantLabel, format));
+  }
+
+  /** `find` for one stem: the first sound file of `extensions`; `recordName` null for an original. */
+  private async findStem(
+    bucket: string,
+    key: string,
+    stem: string,
+    extensions: readonly ImageExtension[],
+    recordName: string | null,
+  ): Promise<StoredImage | null> {
+    const directory = keyDirectory(bucket, key);
     for (const ext of extensions) {
       const name = imageFileName(stem, ext);
       const relativePath = `${directory}/${name}`;
@@ -181,7 +205,7 @@ export class ImageStore {
         await this.moveIrregularAside(bucket, key, name);
         continue;
       }
-      const reason = info.size === 0 ? 'empty' : await this.lookupDamage(bucket, key, variantLabel, name, path, info.size);
+      const reason = info.size === 0 ? 'empty' : await this.lookupDamage(bucket, key, recordName, name, path, info.size);
       if (reason === undefined) continue; // gone since the stat
       if (reason === null) return { path, relativePath, ext, bytes: info.size, modifiedMs: info.mtimeMs };
       await this.moveDamagedAside(bucket, key, name, { bytes: info.size, ino: info.ino }, reason);
@@ -193,7 +217,7 @@ export class ImageStore {
   private async lookupDamage(
     bucket: string,
     key: string,
-    variantLabel: string | null,
+    recordName: string | null,
     name: string,
     path: string,
     bytes: number,
@@ -215,8 +239,9 @@ export class ImageStore {
       await this.moveIrregularAside(bucket, key, metadataFileName(key));
       sidecar = undefined;
     }
-    if (variantLabel === null) return damagedImageReason({ name, bytes, ...(sidecar === undefined ? {} : { sidecar }) });
-    const variantRecord = variantRecordIn(sidecar, name);
+    if (recordName === null) return damagedImageReason({ name, bytes, ...(sidecar === undefined ? {} : { sidecar }) });
+    const variants = sidecar?.variants;
+    const variantRecord = variants !== undefined && Object.hasOwn(variants, recordName) ? variants[recordName] : undefined;
     return damagedImageReason({ name, bytes, ...(variantRecord === undefined ? {} : { variantRecord }) });
   }
 
@@ -229,10 +254,10 @@ export class ImageStore {
    * readable sidecar (an older tree), or the sidecar changed; the variant is then
    * unknown, judged by its type alone until the heal pass's sample decodes and records it.
    */
-  recordVariant(bucket: string, key: string, label: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
+  recordVariant(bucket: string, key: string, recordName: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
     const id = `${keyDirectory(bucket, key)}/${key}`;
     const previous = this.recordWrites.get(id) ?? Promise.resolve();
-    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, label, record, options.durable ?? true));
+    const write = previous.catch(() => undefined).then(() => this.writeVariantRecord(bucket, key, recordName, record, options.durable ?? true));
     this.recordWrites.set(id, write);
     void write.finally(() => {
       if (this.recordWrites.get(id) === write) this.recordWrites.delete(id);
@@ -240,7 +265,7 @@ export class ImageStore {
     return write;
   }
 
-  private async writeVariantRecord(bucket: string, key: string, label: string, record: VariantRecord, durable: boolean): Promise<boolean> {
+  private async writeVariantRecord(bucket: string, key: string, recordName: string, record: VariantRecord, durable: boolean): Promise<boolean> {
     const path = join(this.directoryOf(bucket, key), metadataFileName(key));
     const before = await stat(path).catch(() => null);
     if (before === null) return false;
@@ -251,7 +276,7 @@ export class ImageStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' || isIrregularFileError(error)) return false;
       throw error;
     }
-    const updated = withVariantRecord(text, label, record);
+    const updated = withVariantRecord(text, recordName, record);
     if (updated === null) return false;
     const staged = await this.stage(bucket, key, metadataFileName(key), Buffer.from(updated));
     const now = await stat(path).catch(() => null);
@@ -263,13 +288,7 @@ export class ImageStore {
     return true;
   }
 
-  /**
-   * A thumbnail made visible never ahead of its original, and with its record: its bytes
-   * are staged while `original` (the original's commit) finishes and the record is
-   * written into the original's sidecar (recordVariant); then the record is renamed into
-   * place, the thumbnail after it, and the directory fsynced once for both. The staged
-   * thumbnail is discarded if anything before its rename fails.
-   */
+  /** A source-format thumbnail `{key}.{label}.{ext}`, committed as commitRecorded says. */
   async commitVariant(
     bucket: string,
     key: string,
@@ -279,9 +298,61 @@ export class ImageStore {
     record: VariantRecord,
     original: Promise<unknown>,
   ): Promise<StoredImage> {
+    return this.commitRecorded(bucket, key, thumbnailRecordName(label, 'source'), () => this.stageImage(bucket, key, label, ext, bytes), record, original);
+  }
+
+  /**
+   * A format class's thumbnail, `{key}.{label}.{format}.{ext}`, committed as commitVariant
+   * commits the source-format one (its record, `{label}.{format}`, first). Made after the
+   * source-format thumbnail, so after its original.
+   */
+  commitClassVariant(bucket: string, key: string, label: string, format: ModernFormat, ext: ImageExtension, bytes: Uint8Array, record: VariantRecord): Promise<StoredImage> {
+    const fileName = imageFileName(classVariantStem(key, label, format), ext);
+    return this.commitRecorded(bucket, key, thumbnailRecordName(label, format), () => this.stage(bucket, key, fileName, bytes), record, Promise.resolve());
+  }
+
+  /**
+   * A format class that gets the source-format thumbnail (converting did not pay, or
+   * cannot keep the image): that file hard-linked as `{key}.{label}.{format}.{ext}`, so
+   * nginx and later lookups find the class's file without a new encode, for no disk
+   * space. A copy of `bytes` (the source thumbnail's) where the link is refused (EXDEV,
+   * EPERM, EMLINK, a filesystem without hard links) or the file changed meanwhile.
+   */
+  async commitClassLink(bucket: string, key: string, label: string, format: ModernFormat, source: StoredImage, bytes: Uint8Array, record: VariantRecord): Promise<StoredImage> {
+    const fileName = imageFileName(classVariantStem(key, label, format), source.ext);
+    const stageLinkOrCopy = async (): Promise<StagedFile> => {
+      const seen = lstatIfPresent(source.path);
+      if (seen !== null && seen.isFile() && seen.size === bytes.length) {
+        try {
+          const linked = await this.stageLinkAs(bucket, key, fileName, source.path, seen.ino);
+          if (linked !== null) return linked;
+        } catch {
+          // Refused: the copy below.
+        }
+      }
+      return this.stage(bucket, key, fileName, bytes);
+    };
+    return this.commitRecorded(bucket, key, thumbnailRecordName(label, format), stageLinkOrCopy, record, Promise.resolve());
+  }
+
+  /**
+   * A thumbnail made visible never ahead of its original, and with its record: its bytes
+   * are staged while `original` (the original's commit) finishes and the record is
+   * written into the original's sidecar (recordVariant); then the record is renamed into
+   * place, the thumbnail after it, and the directory fsynced once for both. The staged
+   * thumbnail is discarded if anything before its rename fails.
+   */
+  private async commitRecorded(
+    bucket: string,
+    key: string,
+    recordName: string,
+    stageThumbnail: () => Promise<StagedFile>,
+    record: VariantRecord,
+    original: Promise<unknown>,
+  ): Promise<StoredImage> {
     const [staged, recorded] = await Promise.allSettled([
-      this.stageImage(bucket, key, label, ext, bytes),
-      original.then(() => this.recordVariant(bucket, key, label, record, { durable: false })),
+      stageThumbnail(),
+      original.then(() => this.recordVariant(bucket, key, recordName, record, { durable: false })),
     ]);
     if (staged.status === 'fulfilled' && recorded.status === 'fulfilled') return staged.value.commit();
     if (staged.status === 'fulfilled') await staged.value.discard();
@@ -502,9 +573,14 @@ export class ImageStore {
    * `expectedIno` that was read and judged (replaced meanwhile; nothing is staged). A
    * refused link (EPERM, EXDEV, EMLINK) throws its errno error.
    */
-  async stageLink(bucket: string, key: string, ext: ImageExtension, sourcePath: string, expectedIno: number): Promise<StagedFile | null> {
+  stageLink(bucket: string, key: string, ext: ImageExtension, sourcePath: string, expectedIno: number): Promise<StagedFile | null> {
+    return this.stageLinkAs(bucket, key, imageFileName(key, ext), sourcePath, expectedIno);
+  }
+
+  /** stageLink for any file name of a key's directory. */
+  private async stageLinkAs(bucket: string, key: string, fileName: string, sourcePath: string, expectedIno: number): Promise<StagedFile | null> {
     const directory = await this.prepareKeyDirectory(bucket, key);
-    const fileName = imageFileName(key, ext);
+    const ext = fileName.slice(fileName.lastIndexOf('.') + 1) as ImageExtension;
     const tempPath = join(directory, tempFileName(fileName, writerUnique()));
     await link(sourcePath, tempPath);
     const place = async (): Promise<StoredImage> => {
