@@ -72,6 +72,16 @@ export function classFileExtensions(format: ModernFormat): ImageExtension[] {
   return [format, ...IMAGE_EXTENSIONS.filter((ext) => ext !== format)];
 }
 
+/**
+ * What names a thumbnail in its key's sidecar (`variants`) and in ImageStore's variant
+ * methods: `{label}` for the source-format thumbnail, `{label}.{format}` for a format
+ * class's; its file's stem without the key. One name per file, so the record of a class
+ * file never overwrites, nor is judged against, the source-format thumbnail's.
+ */
+export function variantRecordName(variantLabel: string, formatClass: FormatClass): string {
+  return formatClass === 'source' ? variantLabel : `${variantLabel}.${formatClass}`;
+}
+
 export function imageFileName(stem: string, ext: ImageExtension): string {
   return `${stem}.${ext}`;
 }

@@ -228,6 +228,8 @@ export class ImageStore {
    * is never replaced by an older one. Returns false when nothing was recorded: no
    * readable sidecar (an older tree), or the sidecar changed; the variant is then
    * unknown, judged by its type alone until the heal pass's sample decodes and records it.
+   * `label` is the record's name (layout.variantRecordName): `{label}.{format}` for a
+   * format class's file.
    */
   recordVariant(bucket: string, key: string, label: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
     const id = `${keyDirectory(bucket, key)}/${key}`;
