@@ -10,6 +10,9 @@ import sharp from 'sharp';
 import { classVariantStem, fileStem, imageFileName, type ImageExtension } from '../server/contract/layout.js';
 import type { ModernFormat } from '../server/contract/accept.js';
 
+/** What Chrome sends for an `<img>` (it accepts AVIF and WebP), and what curl sends. */
+export const IMG_ACCEPTS = ['image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8', '*/*'] as const;
+
 /** A real image of `ext`'s format, `width`×`height`, with a gradient so encoders have work. */
 export async function imageOf(ext: ImageExtension, width: number, height: number): Promise<Buffer> {
   const pixels = Buffer.alloc(width * height * 3);

@@ -633,8 +633,9 @@ export class ImageStore {
   }
 
   /**
-   * Removes everything stored for a key: original, thumbnails, metadata and backoff
-   * record (not a lock or temp file of a write in progress). Returns the removed paths.
+   * Removes everything stored for a key: original, thumbnails (the files of format
+   * classes and their hard links included: every `{key}.*` name), metadata and backoff
+   * records (not a lock or temp file of a write in progress). Returns the removed paths.
    */
   async purge(bucket: string, key: string): Promise<string[]> {
     const removed: string[] = [];
