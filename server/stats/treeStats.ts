@@ -54,7 +54,7 @@ export interface FileFigures {
 }
 
 /** A format class's thumbnails; `linked` of its files are hard links whose bytes are counted under another name. */
-export interface ClassFigures extends FileFigures {
+interface ClassFigures extends FileFigures {
   linked: number;
 }
 
@@ -231,7 +231,7 @@ export function mergeFormatFigures(a: FormatFigures, b: FormatFigures): FormatFi
   };
 }
 
-export function totalFormats(stats: TreeStats): FormatFigures {
+function totalFormats(stats: TreeStats): FormatFigures {
   return Object.values(stats.formats).reduce(mergeFormatFigures, emptyFormatFigures());
 }
 

@@ -17,6 +17,7 @@ import {
   linkedThumbnailNames,
   type BucketStats,
   type FormatFigures,
+  type TreeFileFacts,
   type TreeStats,
 } from './treeStats.js';
 import { walkShardFiles } from '../tree/walk.js';
@@ -63,8 +64,8 @@ async function addImages(totals: BucketStats, formats: FormatFigures, images: Pe
   );
   const present = facts.filter((fact) => fact !== null);
   const linked = linkedThumbnailNames(present.filter((fact) => fact.kind === 'thumbnail'));
-  for (const { identity: _identity, ...fact } of present) {
-    const file = linked.has(fact.name) ? { ...fact, linked: true } : fact;
+  for (const fact of present) {
+    const file: TreeFileFacts = { kind: fact.kind, name: fact.name, bytes: fact.bytes, modifiedMs: fact.modifiedMs, linked: linked.has(fact.name) };
     addTreeFile(totals, file);
     addFormatFile(formats, file);
   }
