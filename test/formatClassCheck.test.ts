@@ -4,7 +4,8 @@
  * hard links of source-format thumbnails): sound ones, hard links included, are not
  * reported; a class file cut short, of another size than its own record, or whose bytes
  * are not of its extension is damaged and moved aside like any thumbnail; a class file
- * without its original is judged as a thumbnail without one is; class locks are locks.
+ * without its original is judged as a thumbnail without one is; class locks are locks;
+ * a damaged thumbnail's hard links (one file, one damage) go with it.
  * The record of a class file lives under its own name in the sidecar, never over the
  * source-format thumbnail's.
  */
@@ -57,6 +58,7 @@ describe('check and the heal pass know the files of format classes', () => {
     mislabelled: keyOf('mislabelled'),
     orphan: keyOf('orphan'),
     damagedOriginal: keyOf('damaged-original'),
+    damagedLinked: keyOf('damaged-linked'),
   };
   let sourceRecordBefore: unknown;
   let linkedIno = 0;
@@ -129,11 +131,17 @@ describe('check and the heal pass know the files of format classes', () => {
     await linkClassFile(dirOf(keys.damagedOriginal), keys.damagedOriginal, '250x250', 'webp', 'jpg');
     await store().writeFailure('i', keys.damagedOriginal, `${keys.damagedOriginal}.250x250.avif`, { failures: 1, lastFailureAt: new Date().toISOString(), retryAtMs: Date.now(), code: 'bad_image', detail: null, message: null });
     await truncate(join(dirOf(keys.damagedOriginal), `${keys.damagedOriginal}.jpg`), 0);
+
+    // A recorded JPEG thumbnail cut short, and its unrecorded hard link for class webp: one file, one damage.
+    await original(keys.damagedLinked, '250x250', 'jpg');
+    await linkClassFile(dirOf(keys.damagedLinked), keys.damagedLinked, '250x250', 'webp', 'jpg');
+    await truncate(join(dirOf(keys.damagedLinked), `${keys.damagedLinked}.250x250.jpg`), 200);
   });
   after(() => removeTempRoot(root));
 
   const expectedWithoutDecode = [
     `damaged-original ${keys.damagedOriginal}.jpg`,
+    `damaged-thumbnail ${keys.damagedLinked}.250x250.jpg`,
     `damaged-thumbnail ${keys.mislabelled}.250x250.avif.avif`,
     `damaged-thumbnail ${keys.shortRecorded}.250x250.avif.avif`,
     `stale-lock ${keys.orphan}.250x250.webp.lock`,
@@ -150,7 +158,10 @@ describe('check and the heal pass know the files of format classes', () => {
   test('check --decode also finds the class file cut short that has no record', async () => {
     const run = await check('--decode');
     assert.equal(run.code, 1, run.stderr);
-    assert.deepEqual(findingsOf(run.stdout), [...expectedWithoutDecode, `damaged-thumbnail ${keys.shortUnrecorded}.250x250.webp.webp`].sort());
+    assert.deepEqual(
+      findingsOf(run.stdout),
+      [...expectedWithoutDecode, `damaged-thumbnail ${keys.shortUnrecorded}.250x250.webp.webp`, `damaged-thumbnail ${keys.damagedLinked}.250x250.webp.jpg`].sort(),
+    );
   });
 
   test('--repair moves the damaged class files aside, removes the stale lock and the class files of a damaged original; the rest stays', async () => {
@@ -163,11 +174,18 @@ describe('check and the heal pass know the files of format classes', () => {
       [
         `${keys.damagedOriginal}.jpg`,
         `${keys.damagedOriginal}.json`,
+        `${keys.damagedLinked}.250x250.jpg`,
         `${keys.mislabelled}.250x250.avif.avif`,
         `${keys.shortRecorded}.250x250.avif.avif`,
       ].sort(),
     );
     assert.deepEqual((await readdir(dirOf(keys.damagedOriginal))).filter((name) => name.startsWith(keys.damagedOriginal)), [], 'thumbnails, class files and their records gone');
+    assert.match(run.stdout, new RegExp(`${keys.damagedLinked}\\.250x250\\.jpg\\t.*repaired: moved aside to .*; removed ${keys.damagedLinked}\\.250x250\\.webp\\.jpg`));
+    assert.deepEqual(
+      (await readdir(dirOf(keys.damagedLinked))).filter((name) => name.startsWith(keys.damagedLinked)).sort(),
+      [`${keys.damagedLinked}.jpg`, `${keys.damagedLinked}.json`],
+      'the hard link of the damaged thumbnail went with it',
+    );
     assert.equal(await exists(join(dirOf(keys.orphan), `${keys.orphan}.250x250.webp.lock`)), false, 'stale class lock removed');
     assert.equal(await exists(join(dirOf(keys.sound), `${keys.sound}.250x250.avif.lock`)), true, 'fresh class lock kept');
     for (const [key, name] of [
@@ -214,5 +232,36 @@ describe('check and the heal pass know the files of format classes', () => {
     }
     const clean = await check('--decode');
     assert.equal(clean.code, 0, clean.stdout);
+  });
+});
+
+describe("the app's lookup and a damaged thumbnail's hard links", () => {
+  test('a thumbnail found damaged is moved aside with the class files that are hard links of it; another class file stays', async () => {
+    const root = await makeTempRoot('imageproxy-format-lookup-');
+    try {
+      const damaged: string[] = [];
+      const store = new ImageStore(root, { onDamaged: (event) => damaged.push(event.relativePath) });
+      const key = keyOf('lookup');
+      const bytes = await imageOf('jpg', 320, 240);
+      const info = inspectImage(bytes);
+      assert.ok(info !== null);
+      await store.storeOriginal('i', key, { ...info, bytes }, { sourceUrl: 'http://127.0.0.1/lookup', originContentType: 'image/jpeg', fetchedAt: new Date().toISOString() });
+      const thumbnail = await imageOf('jpg', 125, 94);
+      await store.storeImage('i', key, '250x250', 'jpg', thumbnail);
+      assert.equal(await store.recordVariant('i', key, '250x250', variantRecordOf(thumbnail, 'image/jpeg')), true);
+      const directory = join(root, keyDirectory('i', key));
+      const linked = await linkClassFile(directory, key, '250x250', 'webp', 'jpg');
+      const avif = await plantClassFile(directory, key, '250x250', 'avif', 'avif', await imageOf('avif', 125, 94));
+      await truncate(join(directory, `${key}.250x250.jpg`), 100);
+
+      assert.equal(await store.find('i', key, '250x250', 'jpg'), null, 'not served');
+      assert.deepEqual(damaged, [`${keyDirectory('i', key)}/${key}.250x250.jpg`]);
+      const left = (await readdir(directory)).filter((name) => name.startsWith(key)).sort();
+      assert.ok(!left.includes(linked), 'its hard link went with it');
+      assert.deepEqual(left, [`${key}.250x250.avif.avif`, `${key}.jpg`, `${key}.json`].sort());
+      assert.equal((await store.find('i', key, '250x250.avif', 'avif'))?.relativePath, `${keyDirectory('i', key)}/${avif}`);
+    } finally {
+      await removeTempRoot(root);
+    }
   });
 });

@@ -9,10 +9,12 @@ import { dirname, join } from 'node:path';
 import {
   IMAGE_EXTENSIONS,
   SHARD_CHARACTERS,
+  classifyTreeFile,
   failureFileName,
   fileStem,
   hostLockName,
   imageFileName,
+  keyOfTreeFile,
   lockFileName,
   keyDirectory,
   metadataFileName,
@@ -25,7 +27,7 @@ import { ImageproxyError } from '../errors.js';
 import { originalMetadata, sidecarText, withVariantRecord, type ImageMetadata, type OriginalImage, type OriginalProvenance, type VariantRecord } from './originals.js';
 import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularFile, readRegularHeadSync, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, sniffImageType, type ImageFormat } from '../images/sniff.js';
-import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type RepairStep, type SidecarReading } from './health.js';
+import { damagedImageReason, parseSidecar, repairSteps, variantRecordIn, type Finding, type RepairStep, type SidecarReading } from './health.js';
 import { stageFile, syncDirectory, writerUnique } from './atomicFile.js';
 import { isMissingAfterMkdir, storageError } from './diskErrors.js';
 
@@ -370,7 +372,7 @@ export class ImageStore {
     if (now === null || now.ino !== seen.ino || now.size !== seen.bytes) return false;
     const names = await readdir(directory);
     const isOriginal = name.split('.').length === 2;
-    const steps = repairSteps({ kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
+    const steps = this.damagedFileSteps(directory, { kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
     const quarantined = await this.applyRepairSteps(bucket, directory, steps);
     this.options.onDamaged?.({
       relativePath: `${keyDirectory(bucket, key)}/${name}`,
@@ -378,6 +380,26 @@ export class ImageStore {
       quarantinedAs: quarantined[0] ?? '',
     });
     return true;
+  }
+
+  /**
+   * The repair steps of a damaged original or thumbnail (health.repairSteps) in
+   * `directory` (absolute path), and for a thumbnail the removal of its other names
+   * there: hard links of one file (a format class's file where converting did not pay,
+   * and the source-format thumbnail it links) hold the same bytes, so the same damage,
+   * whatever their records say. The file itself goes to the quarantine once.
+   */
+  damagedFileSteps(directory: string, finding: Pick<Finding, 'kind' | 'name' | 'key'>, names: readonly string[]): RepairStep[] {
+    const steps = repairSteps(finding, names);
+    if (finding.kind !== 'damaged-thumbnail' || finding.key === null) return steps;
+    const damaged = lstatSync(join(directory, finding.name), { bigint: true, throwIfNoEntry: false });
+    if (damaged === undefined || damaged.nlink < 2n) return steps;
+    for (const name of names) {
+      if (name === finding.name || keyOfTreeFile(name) !== finding.key || classifyTreeFile(name) !== 'thumbnail') continue;
+      const other = lstatSync(join(directory, name), { bigint: true, throwIfNoEntry: false });
+      if (other !== undefined && other.ino === damaged.ino && other.dev === damaged.dev) steps.push({ action: 'remove', name });
+    }
+    return steps;
   }
 
   /**
