@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { formatBlocklist, type Blocklist } from '../server/takedown/blocklist.js';
 import { buildConfig } from '../server/config/config.js';
 import { startServer, type RunningServer } from '../server/http/server.js';
-import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { classifyTreeFile, keyDirectory, parseThumbnailName, storageKey } from '../server/contract/layout.js';
 import { legacyImageName } from '../server/ops/legacyTree.js';
 import { createLogger } from '../server/observe/log.js';
 import type { ImageMetadata } from '../server/tree/store.js';
@@ -219,6 +219,18 @@ describe('import-legacy --copy (the default)', () => {
 
   it('imports every good entry under our key with its sidecar, the type from the bytes, fetchedAt from the mtime', async () => {
     for (const entry of good) await assertImported(root, entry);
+  });
+
+  it('writes originals and sidecars only: never a thumbnail, nor the file of a format class', async () => {
+    const kinds = new Set<string>();
+    for (const bucket of ['i', 'f']) {
+      for (const path of (await snapshot(join(root, bucket))).keys()) {
+        const name = path.slice(path.lastIndexOf('/') + 1);
+        kinds.add(classifyTreeFile(name));
+        assert.equal(parseThumbnailName(name), null, name);
+      }
+    }
+    assert.deepEqual([...kinds].sort(), ['original', 'sidecar']);
   });
 
   it('exits 0 (nothing a rerun could fix) with a summary naming the report, which lists each bad entry with its reason and the warning', async () => {

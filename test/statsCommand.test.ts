@@ -4,7 +4,7 @@
 // interrupt that leaves partial figures marked as such.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readlink, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatBlocklist } from '../server/takedown/blocklist.js';
 import { STATE_DIRECTORY, storageKey } from '../server/contract/layout.js';
@@ -198,6 +198,75 @@ describe('imageproxy stats on a known tree', () => {
     assert.equal(second.code, 0);
     assert.equal(second.stdout, first.stdout);
     assert.deepEqual(await listTree(root), before);
+  });
+});
+
+describe('imageproxy stats by format', () => {
+  const KEY_E = storageKey(Buffer.from('https://origin.test/e.jpg'));
+  const KEY_F = storageKey(Buffer.from('https://origin.test/f.png'));
+  let formatsRoot = '';
+
+  /**
+   * Bucket i: E, a JPEG original (1000 B) with its 250x250 JPEG (300 B), an AVIF of it for
+   * class avif (120 B), a hard link of the JPEG for class webp, a 150x WebP for class webp
+   * (80 B), a class backoff record and a class lock; F, a PNG original (500 B) with its
+   * x200 PNG (60 B), a hard link of it for class avif and a WebP for class webp (40 B).
+   */
+  before(async () => {
+    formatsRoot = join(cwd, 'formats');
+    const dirE = keyDir(formatsRoot, 'i', KEY_E);
+    const dirF = keyDir(formatsRoot, 'i', KEY_F);
+    await place(join(dirE, `${KEY_E}.jpg`), 1000, T_OLD);
+    await place(join(dirE, `${KEY_E}.json`), 300);
+    await place(join(dirE, `${KEY_E}.250x250.jpg`), 300);
+    await place(join(dirE, `${KEY_E}.250x250.avif.avif`), 120);
+    await link(join(dirE, `${KEY_E}.250x250.jpg`), join(dirE, `${KEY_E}.250x250.webp.jpg`));
+    await place(join(dirE, `${KEY_E}.150x.webp.webp`), 80);
+    await place(join(dirE, `${KEY_E}.150x.avif.fail`), 40);
+    await mkdir(join(dirE, `${KEY_E}.250x250.avif.lock`));
+    await place(join(dirF, `${KEY_F}.png`), 500, T_NEW);
+    await place(join(dirF, `${KEY_F}.x200.png`), 60);
+    await link(join(dirF, `${KEY_F}.x200.png`), join(dirF, `${KEY_F}.x200.avif.png`));
+    await place(join(dirF, `${KEY_F}.x200.webp.webp`), 40);
+  });
+
+  it('the table: every file counted, a hard link\'s bytes once; lines by class and by type under it', async () => {
+    const run = await runCli(['stats', '--root', formatsRoot, '--bucket', 'i'], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(rowOf(run.stdout, 'i'), ['i', '2', '7', '2.1 KiB (2100)', '1', '2025-06-01T10:00:00Z', '2026-02-03T04:05:06Z']);
+    const output = lines(run.stdout);
+    assert.ok(output.includes('thumbnails by class: source 2 (360 B), avif 2 (120 B, 1 hard-linked), webp 3 (120 B, 1 hard-linked)'), run.stdout);
+    assert.ok(output.includes('thumbnails by type: jpg 2 (300 B), png 2 (60 B), webp 2 (120 B), avif 1 (120 B)'), run.stdout);
+    assert.ok(output.includes('originals by type: jpg 1 (1000 B), png 1 (500 B)'), run.stdout);
+    assert.ok(output.includes('sidecars 1, temp files 0, other files 0'), run.stdout);
+  });
+
+  it('--json: the bucket figures as before, and formats per bucket and in total', async () => {
+    const run = await runCli(['stats', '--root', formatsRoot, '--bucket', 'i', '--json'], { cwd });
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout) as { buckets: Record<string, Record<string, unknown>>; formats: { buckets: Record<string, unknown>; total: unknown } };
+    assert.deepEqual(
+      Object.keys(report.buckets.i ?? {}),
+      ['originals', 'thumbnails', 'sidecars', 'backoff', 'temp', 'other', 'bytes', 'originalBytes', 'thumbnailBytes', 'oldestFetch', 'newestFetch'],
+      'the fields of a bucket are those of before',
+    );
+    assert.deepEqual([report.buckets.i?.thumbnails, report.buckets.i?.thumbnailBytes, report.buckets.i?.bytes], [7, 600, 2100]);
+    const zero = { files: 0, bytes: 0 };
+    const expected = {
+      originalsByType: { jpg: { files: 1, bytes: 1000 }, png: { files: 1, bytes: 500 }, webp: zero, gif: zero, avif: zero },
+      thumbnailsByClass: {
+        source: { files: 2, bytes: 360, linked: 0 },
+        avif: { files: 2, bytes: 120, linked: 1 },
+        webp: { files: 3, bytes: 120, linked: 1 },
+      },
+      thumbnailsByType: { jpg: { files: 2, bytes: 300 }, png: { files: 2, bytes: 60 }, webp: { files: 2, bytes: 120 }, gif: zero, avif: { files: 1, bytes: 120 } },
+    };
+    assert.deepEqual(report.formats, { buckets: { i: expected }, total: expected });
+  });
+
+  it('--help says how hard links are counted', async () => {
+    const run = await runCli(['stats', '--help'], { cwd });
+    assert.match(run.stdout, /hard link/);
   });
 });
 

@@ -3,7 +3,7 @@
 // picks up changes.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatBlocklist } from '../server/takedown/blocklist.js';
@@ -25,11 +25,19 @@ async function place(root: string, bucket: string, url: string, suffix: string, 
   if (mtimeMs !== undefined) await utimes(path, mtimeMs / 1000, mtimeMs / 1000);
 }
 
-/** i: originals of 100 B (T_OLD) and 200 B (T_NEW), a 30 B thumbnail, a sidecar, a backoff record; f: one 50 B original; blocklist: a digest and a host. */
+/**
+ * i: originals of 100 B (T_OLD) and 200 B (T_NEW), a 30 B thumbnail with a 12 B AVIF for
+ * class avif and a hard link of it for class webp, a sidecar, a backoff record; f: one
+ * 50 B original; blocklist: a digest and a host.
+ */
 async function makeKnownTree(root: string): Promise<void> {
   await place(root, 'i', 'https://origin.test/1.jpg', '.jpg', 100, T_OLD);
   await place(root, 'i', 'https://origin.test/1.jpg', '.json', 10);
   await place(root, 'i', 'https://origin.test/1.jpg', '.150x.jpg', 30);
+  await place(root, 'i', 'https://origin.test/1.jpg', '.150x.avif.avif', 12);
+  const key = storageKey(Buffer.from('https://origin.test/1.jpg'));
+  const directory = join(root, 'i', key[0] ?? '', key[1] ?? '');
+  await link(join(directory, `${key}.150x.jpg`), join(directory, `${key}.150x.webp.jpg`));
   await place(root, 'i', 'https://origin.test/2.png', '.png', 200, T_NEW);
   await place(root, 'i', 'https://origin.test/3.png', '.fail', 10);
   await place(root, 'f', 'https://origin.test/4.gif', '.gif', 50, T_OLD);
@@ -80,14 +88,14 @@ describe('tree gauges', () => {
       const samples = await scrapeUntil(app, scanned, 'the walk at start');
       const expected: Record<string, number> = {
         'imageproxy_tree_files{bucket="i",kind="original"}': 2,
-        'imageproxy_tree_files{bucket="i",kind="thumbnail"}': 1,
+        'imageproxy_tree_files{bucket="i",kind="thumbnail"}': 3,
         'imageproxy_tree_files{bucket="i",kind="sidecar"}': 1,
         'imageproxy_tree_files{bucket="i",kind="temp"}': 0,
         'imageproxy_tree_files{bucket="i",kind="other"}': 0,
         'imageproxy_tree_files{bucket="f",kind="original"}': 1,
         'imageproxy_tree_files{bucket="t",kind="original"}': 0,
         'imageproxy_tree_bytes{bucket="i",kind="original"}': 300,
-        'imageproxy_tree_bytes{bucket="i",kind="thumbnail"}': 30,
+        'imageproxy_tree_bytes{bucket="i",kind="thumbnail"}': 42,
         'imageproxy_tree_bytes{bucket="f",kind="original"}': 50,
         'imageproxy_tree_backoff_files{bucket="i"}': 1,
         'imageproxy_tree_backoff_files{bucket="f"}': 0,
@@ -97,6 +105,20 @@ describe('tree gauges', () => {
         'imageproxy_tree_blocked_entries{kind="key"}': 0,
         'imageproxy_tree_blocked_entries{kind="digest"}': 1,
         'imageproxy_tree_blocked_entries{kind="host"}': 1,
+        // By format: the hard link counts as a file of class webp, its bytes under the source-format thumbnail.
+        'imageproxy_tree_thumbnail_class_files{bucket="i",class="source"}': 1,
+        'imageproxy_tree_thumbnail_class_files{bucket="i",class="avif"}': 1,
+        'imageproxy_tree_thumbnail_class_files{bucket="i",class="webp"}': 1,
+        'imageproxy_tree_thumbnail_class_bytes{bucket="i",class="source"}': 30,
+        'imageproxy_tree_thumbnail_class_bytes{bucket="i",class="avif"}': 12,
+        'imageproxy_tree_thumbnail_class_bytes{bucket="i",class="webp"}': 0,
+        'imageproxy_tree_type_files{bucket="i",kind="thumbnail",type="jpg"}': 2,
+        'imageproxy_tree_type_files{bucket="i",kind="thumbnail",type="avif"}': 1,
+        'imageproxy_tree_type_bytes{bucket="i",kind="thumbnail",type="jpg"}': 30,
+        'imageproxy_tree_type_files{bucket="i",kind="original",type="png"}': 1,
+        'imageproxy_tree_type_bytes{bucket="i",kind="original",type="png"}': 200,
+        'imageproxy_tree_type_files{bucket="f",kind="original",type="gif"}': 1,
+        'imageproxy_tree_thumbnail_class_files{bucket="f",class="avif"}': 0,
       };
       for (const [sample, value] of Object.entries(expected)) assert.equal(samples.get(sample), value, sample);
       assert.equal(samples.has('imageproxy_tree_oldest_fetch_timestamp_seconds{bucket="t"}'), false, 'no originals, no instant');

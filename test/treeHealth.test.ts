@@ -22,7 +22,7 @@ import {
   parseSidecar,
   repairSteps,
   shardFindings,
-  variantLabelOfName,
+  variantRecordNameOf,
   variantRecordIn,
   type HealContext,
   type ShardEntry,
@@ -36,6 +36,7 @@ const NOW = Date.parse('2025-03-01T12:00:00Z');
 const DIGEST_A = 'a'.repeat(64);
 const DIGEST_B = 'b'.repeat(64);
 const RECORD_30: VariantRecord = { bytes: 30, sha256: DIGEST_B, contentType: 'image/jpeg' };
+const RECORD_12: VariantRecord = { bytes: 12, sha256: DIGEST_A, contentType: 'image/avif' };
 
 describe('temp file writers', () => {
   const cases: Array<{ name: string; fileName: string; expected: ReturnType<typeof tempFileWriter> }> = [
@@ -231,6 +232,60 @@ describe('shardFindings', () => {
       sniffed: [[`${KEY}.jpg`, 'jpeg'], [`${KEY}.x200.jpg`, 'jpeg']],
       expected: [],
     },
+    {
+      name: 'files of format classes beside a recorded source-format thumbnail: each judged by its own record, a hard link of the source included',
+      entries: [
+        entry(`${KEY}.jpg`),
+        entry(`${KEY}.json`),
+        entry(`${KEY}.150x.jpg`, { bytes: 30 }),
+        entry(`${KEY}.150x.avif.avif`, { bytes: 12 }),
+        entry(`${KEY}.150x.webp.webp`, { bytes: 21 }),
+        entry(`${KEY}.x200.avif.jpg`, { bytes: 30 }),
+        entry(`${KEY}.150x.webp.fail`),
+      ],
+      sidecars: [[KEY, { bytes: 100, variants: { '150x': RECORD_30, '150x.avif': RECORD_12 } }]],
+      sniffed: [
+        [`${KEY}.jpg`, 'jpeg'],
+        [`${KEY}.150x.jpg`, 'jpeg'],
+        [`${KEY}.150x.avif.avif`, 'avif'],
+        [`${KEY}.150x.webp.webp`, 'webp'],
+        [`${KEY}.x200.avif.jpg`, 'jpeg'],
+      ],
+      expected: [],
+    },
+    {
+      name: 'a format class file of another size than its own record',
+      entries: [entry(`${KEY}.jpg`), entry(`${KEY}.json`), entry(`${KEY}.150x.avif.avif`, { bytes: 11 })],
+      sidecars: [[KEY, { bytes: 100, variants: { '150x': RECORD_30, '150x.avif': RECORD_12 } }]],
+      sniffed: [[`${KEY}.jpg`, 'jpeg'], [`${KEY}.150x.avif.avif`, 'avif']],
+      expected: [['damaged-thumbnail', `${KEY}.150x.avif.avif`]],
+    },
+    {
+      name: 'format class files whose bytes are not of their extension',
+      entries: [entry(`${KEY}.150x.avif.avif`), entry(`${KEY}.150x.webp.webp`), entry(`${KEY}.150x.avif.jpg`)],
+      sniffed: [[`${KEY}.150x.avif.avif`, 'jpeg'], [`${KEY}.150x.webp.webp`, null], [`${KEY}.150x.avif.jpg`, 'avif']],
+      expected: [
+        ['damaged-thumbnail', `${KEY}.150x.avif.avif`],
+        ['damaged-thumbnail', `${KEY}.150x.webp.webp`],
+        ['damaged-thumbnail', `${KEY}.150x.avif.jpg`],
+      ],
+    },
+    {
+      name: 'a format class file that does not decode (truncated)',
+      entries: [entry(`${KEY}.150x.webp.webp`)],
+      sniffed: [[`${KEY}.150x.webp.webp`, 'webp']],
+      decodeErrors: [[`${KEY}.150x.webp.webp`, 'truncated']],
+      expected: [['damaged-thumbnail', `${KEY}.150x.webp.webp`]],
+    },
+    {
+      name: 'format class files without their original: as a thumbnail without one, judged by type alone',
+      entries: [entry(`${OTHER}.150x.avif.avif`), entry(`${OTHER}.150x.webp.png`)],
+      sniffed: [[`${OTHER}.150x.avif.avif`, 'avif'], [`${OTHER}.150x.webp.png`, 'png']],
+      expected: [],
+    },
+    { name: 'fresh lock of a format class', entries: [entry(`${KEY}.150x.avif.lock`, { directory: true, ageMs: 2000 })], expected: [] },
+    { name: 'stale lock of a format class', entries: [entry(`${KEY}.150x.webp.lock`, { directory: true, ageMs: 60_000 })], expected: [['stale-lock', `${KEY}.150x.webp.lock`]] },
+    { name: 'symlink at a format class file name', entries: [entry(`${KEY}.150x.avif.avif`, { irregular: 'a symbolic link' })], expected: [['not-regular', `${KEY}.150x.avif.avif`]] },
     { name: 'stray files and backoff records', entries: [entry('README'), entry(`${KEY}.fail`), entry(`${KEY}.150x.fail`)], expected: [] },
     {
       name: 'FIFO at a sidecar name: not regular, and the original misses its sidecar',
@@ -279,15 +334,20 @@ describe('shardFindings', () => {
 });
 
 describe('variant records', () => {
-  it('labels of thumbnail names only', () => {
+  it('record names of thumbnail names only: the label, or label.format for a format class', () => {
     const cases: Array<[string, string | null]> = [
       [`${KEY}.150x.jpg`, '150x'],
       [`${KEY}.250x250.webp`, '250x250'],
+      [`${KEY}.250x250.avif.avif`, '250x250.avif'],
+      [`${KEY}.250x250.avif.jpg`, '250x250.avif'],
+      [`${KEY}.x200.webp.webp`, 'x200.webp'],
+      [`${KEY}.250x250.jpeg.jpg`, null],
+      [`${KEY}.250x250.avif.fail`, null],
       [`${KEY}.jpg`, null],
       [`${KEY}.150x.fail`, null],
       [`${KEY}.json`, null],
     ];
-    for (const [name, expected] of cases) assert.equal(variantLabelOfName(name), expected, name);
+    for (const [name, expected] of cases) assert.equal(variantRecordNameOf(name), expected, name);
   });
   it('the record of a thumbnail in its sidecar', () => {
     const sidecar = { bytes: 100, variants: { '150x': RECORD_30 } };
@@ -299,6 +359,11 @@ describe('variant records', () => {
       [`${KEY}.150x.jpg`, undefined, undefined],
       [`${KEY}.jpg`, sidecar, undefined],
       [`${KEY}.constructor.jpg`, sidecar, undefined],
+      // A format class's file has a record of its own, never the source-format thumbnail's.
+      [`${KEY}.150x.avif.avif`, sidecar, undefined],
+      [`${KEY}.150x.avif.jpg`, sidecar, undefined],
+      [`${KEY}.150x.avif.avif`, { bytes: 100, variants: { '150x': RECORD_30, '150x.avif': RECORD_12 } }, RECORD_12],
+      [`${KEY}.150x.webp.webp`, { bytes: 100, variants: { '150x': RECORD_30, '150x.avif': RECORD_12 } }, undefined],
     ];
     for (const [name, reading, expected] of cases) assert.deepEqual(variantRecordIn(reading, name), expected, name);
   });
@@ -361,8 +426,23 @@ describe('repairSteps', () => {
       { action: 'remove', name: `${KEY}.x200.webp` },
     ]);
   });
+  it('a damaged original: the files of its format classes and their backoff records go with its thumbnails; their locks stay', () => {
+    const withClasses = [...names, `${KEY}.150x.avif.avif`, `${KEY}.150x.webp.jpg`, `${KEY}.150x.avif.fail`, `${KEY}.150x.avif.lock`];
+    const removed = repairSteps({ kind: 'damaged-original', name: `${KEY}.jpg`, key: KEY }, withClasses)
+      .filter((step) => step.action === 'remove')
+      .map((step) => step.name);
+    assert.deepEqual(removed, [
+      `${KEY}.150x.avif.avif`,
+      `${KEY}.150x.avif.fail`,
+      `${KEY}.150x.jpg`,
+      `${KEY}.150x.webp.jpg`,
+      `${KEY}.250x250.fail`,
+      `${KEY}.x200.webp`,
+    ]);
+  });
   const single: Array<[Parameters<typeof repairSteps>[0], ReturnType<typeof repairSteps>]> = [
     [{ kind: 'damaged-thumbnail', name: `${KEY}.150x.jpg`, key: KEY }, [{ action: 'quarantine', name: `${KEY}.150x.jpg` }]],
+    [{ kind: 'damaged-thumbnail', name: `${KEY}.150x.avif.avif`, key: KEY }, [{ action: 'quarantine', name: `${KEY}.150x.avif.avif` }]],
     [{ kind: 'stale-temp', name: '.x.1.a.tmp', key: null }, [{ action: 'remove', name: '.x.1.a.tmp' }]],
     [{ kind: 'stale-lock', name: `${KEY}.lock`, key: KEY }, [{ action: 'remove-directory', name: `${KEY}.lock` }]],
     [{ kind: 'missing-sidecar', name: `${OTHER}.png`, key: OTHER }, [{ action: 'rebuild-sidecar', name: `${OTHER}.png` }]],

@@ -2,10 +2,15 @@
 // blocklist, and the table and JSON of `imageproxy stats`.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { storageKey } from '../server/contract/layout.js';
 import {
+  addFormatFile,
   addTreeFile,
   countBlocked,
   emptyBucketStats,
+  emptyFormatFigures,
+  linkedThumbnailNames,
+  mergeFormatFigures,
   formatInstant,
   formatStatsJson,
   formatStatsTable,
@@ -13,6 +18,7 @@ import {
   mergeBucketStats,
   totalStats,
   type BucketStats,
+  type FormatFigures,
   type TreeFileFacts,
   type TreeStats,
 } from '../server/stats/treeStats.js';
@@ -122,6 +128,77 @@ describe('mergeBucketStats', () => {
   });
 });
 
+describe('figures by format', () => {
+  const A = storageKey(Buffer.from('https://origin.test/formats.jpg'));
+  const zero = { files: 0, bytes: 0 };
+  const files: TreeFileFacts[] = [
+    { kind: 'original', name: `${A}.jpg`, bytes: 1000, modifiedMs: T1 },
+    { kind: 'thumbnail', name: `${A}.250x250.jpg`, bytes: 300 },
+    { kind: 'thumbnail', name: `${A}.250x250.avif.avif`, bytes: 120 },
+    { kind: 'thumbnail', name: `${A}.250x250.webp.jpg`, bytes: 300, linked: true },
+    { kind: 'thumbnail', name: `${A}.150x.webp.webp`, bytes: 80 },
+    { kind: 'sidecar', name: `${A}.json` },
+    { kind: 'failure', name: `${A}.150x.avif.fail` },
+    { kind: 'other', name: 'notes.txt' },
+  ];
+
+  it('thumbnails by class and by type, originals by type; a hard link counts as a file of its class, its bytes once', () => {
+    assert.deepEqual(formatsOf(files), {
+      originalsByType: { jpg: { files: 1, bytes: 1000 }, png: zero, webp: zero, gif: zero, avif: zero },
+      thumbnailsByClass: {
+        source: { files: 1, bytes: 300, linked: 0 },
+        avif: { files: 1, bytes: 120, linked: 0 },
+        webp: { files: 2, bytes: 80, linked: 1 },
+      },
+      thumbnailsByType: { jpg: { files: 2, bytes: 300 }, png: zero, webp: { files: 1, bytes: 80 }, gif: zero, avif: { files: 1, bytes: 120 } },
+    });
+  });
+
+  it('each sums to the bucket figures: thumbnails and thumbnailBytes, originals and originalBytes', () => {
+    const totals = tally(files);
+    const formats = formatsOf(files);
+    const sum = (figures: Record<string, { files: number; bytes: number }>) =>
+      Object.values(figures).reduce((acc, each) => ({ files: acc.files + each.files, bytes: acc.bytes + each.bytes }), zero);
+    assert.deepEqual(sum(formats.thumbnailsByClass), { files: totals.thumbnails, bytes: totals.thumbnailBytes });
+    assert.deepEqual(sum(formats.thumbnailsByType), { files: totals.thumbnails, bytes: totals.thumbnailBytes });
+    assert.deepEqual(sum(formats.originalsByType), { files: totals.originals, bytes: totals.originalBytes });
+    assert.deepEqual([totals.thumbnails, totals.thumbnailBytes, totals.bytes], [4, 500, 1500]);
+  });
+
+  it('merge sums every figure; an empty side changes nothing', () => {
+    const once = formatsOf(files);
+    const twice = mergeFormatFigures(once, once);
+    assert.deepEqual(twice.thumbnailsByClass.webp, { files: 4, bytes: 160, linked: 2 });
+    assert.deepEqual(twice.originalsByType.jpg, { files: 2, bytes: 2000 });
+    assert.deepEqual(mergeFormatFigures(once, emptyFormatFigures()), once);
+  });
+
+  const linkCases: Array<{ name: string; thumbnails: Array<{ name: string; identity: string }>; expected: string[] }> = [
+    { name: 'no shared inode', thumbnails: [{ name: `${A}.150x.jpg`, identity: '1:1' }, { name: `${A}.150x.avif.avif`, identity: '1:2' }], expected: [] },
+    {
+      name: 'class files linked to the source-format thumbnail: the source one carries the bytes, whatever the listing order',
+      thumbnails: [
+        { name: `${A}.150x.webp.jpg`, identity: '1:7' },
+        { name: `${A}.150x.avif.jpg`, identity: '1:7' },
+        { name: `${A}.150x.jpg`, identity: '1:7' },
+      ],
+      expected: [`${A}.150x.avif.jpg`, `${A}.150x.webp.jpg`],
+    },
+    {
+      name: 'two class files linked together without the source one: the first by name carries the bytes',
+      thumbnails: [
+        { name: `${A}.150x.webp.png`, identity: '1:9' },
+        { name: `${A}.150x.avif.png`, identity: '1:9' },
+      ],
+      expected: [`${A}.150x.webp.png`],
+    },
+    { name: 'same inode number on another device: not a link', thumbnails: [{ name: `${A}.150x.jpg`, identity: '1:5' }, { name: `${A}.150x.avif.jpg`, identity: '2:5' }], expected: [] },
+  ];
+  for (const testCase of linkCases) {
+    it(`linkedThumbnailNames: ${testCase.name}`, () => assert.deepEqual([...linkedThumbnailNames(testCase.thumbnails)].sort(), testCase.expected));
+  }
+});
+
 describe('countBlocked', () => {
   const cases: Array<{ name: string; kinds: Array<'key' | 'digest' | 'host'>; expected: Record<string, number> }> = [
     { name: 'empty list', kinds: [], expected: { key: 0, digest: 0, host: 0 } },
@@ -155,21 +232,34 @@ describe('humanBytes and formatInstant', () => {
   });
 });
 
+const KEY = storageKey(Buffer.from('https://origin.test/a.jpg'));
+const OTHER_KEY = storageKey(Buffer.from('https://origin.test/b.png'));
+
+/** Bucket i of treeStats(): two originals, a thumbnail, a backoff record, two sidecars. */
+const BUCKET_I_FILES: TreeFileFacts[] = [
+  { kind: 'original', name: `${KEY}.jpg`, bytes: 2048, modifiedMs: T1 },
+  { kind: 'original', name: `${OTHER_KEY}.png`, bytes: 1000, modifiedMs: T2 },
+  { kind: 'thumbnail', name: `${KEY}.150x.jpg`, bytes: 100 },
+  { kind: 'failure', name: `${KEY}.fail` },
+  { kind: 'sidecar', name: `${KEY}.json` },
+  { kind: 'sidecar', name: `${OTHER_KEY}.json` },
+];
+
+function formatsOf(files: TreeFileFacts[]): FormatFigures {
+  const figures = emptyFormatFigures();
+  for (const file of files) addFormatFile(figures, file);
+  return figures;
+}
+
 function treeStats(overrides: Partial<TreeStats> = {}): TreeStats {
   return {
     complete: true,
     root: '/srv/tree',
     buckets: {
-      i: tally([
-        { kind: 'original', bytes: 2048, modifiedMs: T1 },
-        { kind: 'original', bytes: 1000, modifiedMs: T2 },
-        { kind: 'thumbnail', bytes: 100 },
-        { kind: 'failure' },
-        { kind: 'sidecar' },
-        { kind: 'sidecar' },
-      ]),
+      i: tally(BUCKET_I_FILES),
       f: emptyBucketStats(),
     },
+    formats: { i: formatsOf(BUCKET_I_FILES), f: emptyFormatFigures() },
     blocked: { key: 2, digest: 1, host: 0 },
     blockedError: null,
     shardsWalked: 8192,
@@ -189,6 +279,9 @@ describe('formatStatsTable', () => {
         'i               2           1  3.1 KiB (3148)           1  2026-01-02T03:04:05Z  2026-03-04T05:06:07Z',
         'f               0           0         0 B (0)           0  -                     -',
         'total           2           1  3.1 KiB (3148)           1  2026-01-02T03:04:05Z  2026-03-04T05:06:07Z',
+        'thumbnails by class: source 1 (100 B), avif 0 (0 B), webp 0 (0 B)',
+        'thumbnails by type: jpg 1 (100 B)',
+        'originals by type: jpg 1 (2.0 KiB), png 1 (1000 B)',
         'sidecars 2, temp files 0, other files 0',
         'blocked (all buckets): 3 entries: key 2, digest 1, host 0',
         '',
@@ -265,8 +358,19 @@ describe('formatStatsJson', () => {
         oldestFetch: '2026-01-02T03:04:05.678Z',
         newestFetch: '2026-03-04T05:06:07.000Z',
       },
+      formats: {
+        buckets: { i: formatsOf(BUCKET_I_FILES), f: emptyFormatFigures() },
+        total: formatsOf(BUCKET_I_FILES),
+      },
       blocked: { key: 2, digest: 1, host: 0, total: 3 },
       blockedError: null,
+    });
+    const formats = (JSON.parse(text) as { formats: { total: unknown } }).formats.total;
+    const zero = { files: 0, bytes: 0 };
+    assert.deepEqual(formats, {
+      originalsByType: { jpg: { files: 1, bytes: 2048 }, png: { files: 1, bytes: 1000 }, webp: zero, gif: zero, avif: zero },
+      thumbnailsByClass: { source: { files: 1, bytes: 100, linked: 0 }, avif: { ...zero, linked: 0 }, webp: { ...zero, linked: 0 } },
+      thumbnailsByType: { jpg: { files: 1, bytes: 100 }, png: zero, webp: zero, gif: zero, avif: zero },
     });
   });
 

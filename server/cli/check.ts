@@ -79,7 +79,11 @@ outcome): stale-temp (temp file of a process gone from this host, or older than
 tempMaxAgeSeconds), stale-lock (lock directory not refreshed for 10 s), missing-sidecar
 (original without a readable {key}.json: rebuilt from the bytes, sourceUrl null),
 damaged-original (empty, not its extension's format, size other than its sidecar's, or
-with --decode not decodable), damaged-thumbnail (empty, not its format, not decodable).
+with --decode not decodable), damaged-thumbnail (empty, not its format, not decodable,
+size other than its record's). Thumbnails include the files made for format classes,
+{key}.{label}.{avif|webp}.{ext}, each judged by its own record in the sidecar; one that is
+a hard link of the source-format thumbnail is a thumbnail like the others, and goes with
+it when it is damaged (one file, one damage).
 Damaged files are moved to {root}/.imageproxy/quarantine/{bucket}/ and fetched or made
 again on the next request; a damaged original's thumbnails are removed with it.
 Safe beside a running server. Progress (stderr) counts shard directories, 4096 per bucket.

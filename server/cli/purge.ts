@@ -1,6 +1,8 @@
 /**
  * `imageproxy purge <link-or-url>... [--block]`: removes what is stored for each image
- * (original, thumbnails, sidecar, backoff record). With `--block` it is a takedown that
+ * (original, thumbnails of every size and every format class, `{key}.{label}.{format}.{ext}`
+ * hard links included, sidecar, backoff records: every `{key}.*` file of its directory
+ * but the lock of a write in progress). With `--block` it is a takedown that
  * sticks: the key (that image URL, every bucket) and the sha256 of each stored original
  * go into the blocklist first, running servers are given time to load it, then the files
  * go from every bucket, so from then on every link to the image answers 451 `blocked`
@@ -254,7 +256,7 @@ export function register(program: Command): void {
     program
       .command('purge [targets...]')
       .description(
-        'remove stored images with all their thumbnails; with --block, also refuse them from now on (exit 0 done, 1 nothing to do or some lines failed, 2 usage, 130 interrupted)',
+        'remove stored images with all their thumbnails (every size and format); with --block, also refuse them from now on (exit 0 done, 1 nothing to do or some lines failed, 2 usage, 130 interrupted)',
       ),
   )
     .option('--image-url <url>', 'an image URL to purge (repeatable; any target may also be an image URL)', collect)

@@ -1,6 +1,7 @@
 /**
  * `imageproxy stats [--bucket b] [--json]`: per bucket, originals, thumbnails, bytes,
- * backoff records and the oldest and newest fetch; the blocklist by kind. A full,
+ * backoff records and the oldest and newest fetch; images by format (thumbnails by class
+ * and type, originals by type); the blocklist by kind. A full,
  * read-only walk of the tree (server/stats/treeStatsWalk.ts); progress by shard directory.
  */
 import type { Command } from 'commander';
@@ -42,12 +43,19 @@ export function register(program: Command): void {
   withCommon(
     program
       .command('stats')
-      .description('count what the tree holds, per bucket: originals, thumbnails, bytes, backoff records, oldest and newest fetch')
+      .description('count what the tree holds, per bucket: originals, thumbnails, bytes, backoff records, oldest and newest fetch; images by format')
       .addHelpText(
         'after',
         `
 A read-only walk of every file of the tree; safe beside a running server and to run twice.
 Progress (stderr) counts shard directories, 4096 per bucket; "skipped" ones are empty.
+
+By format (lines under the table; JSON "formats", per bucket and in total): thumbnails
+by class (source {key}.{label}.{ext}; avif and webp {key}.{label}.{format}.{ext}, made for
+clients that accept the format) and by file type, originals by file type. A thumbnail
+that is a hard link of another in its directory (same inode: a class file where
+converting did not pay) counts as a file of its class, its bytes once, under the
+source-format thumbnail ("hard-linked"; JSON "linked"); bytes are what the disk holds.
 
 Exit codes: 0 done; 1 the tree could not be read; 2 usage or config error;
 130 interrupted (Ctrl-C): the figures printed are partial and say so

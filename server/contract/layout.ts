@@ -64,21 +64,22 @@ export function classVariantStem(key: string, variantLabel: string, format: Mode
 }
 
 /**
- * The name of a thumbnail's record in its original's sidecar (`variants`): `{label}` for
- * the source-format file, as before formats existed, and `{label}.{format}` for a format
- * class's file, which holds other bytes.
- */
-export function thumbnailRecordName(variantLabel: string, formatClass: FormatClass): string {
-  return formatClass === 'source' ? variantLabel : `${variantLabel}.${formatClass}`;
-}
-
-/**
  * The extensions a format class's file may have, in the order lookups try them: the
  * class's own format first (the usual case), then the source formats, which a class
  * gets when converting did not pay or cannot keep the image (an animation as AVIF).
  */
 export function classFileExtensions(format: ModernFormat): ImageExtension[] {
   return [format, ...IMAGE_EXTENSIONS.filter((ext) => ext !== format)];
+}
+
+/**
+ * What names a thumbnail in its key's sidecar (`variants`) and in ImageStore's variant
+ * methods: `{label}` for the source-format thumbnail, `{label}.{format}` for a format
+ * class's; its file's stem without the key. One name per file, so the record of a class
+ * file never overwrites, nor is judged against, the source-format thumbnail's.
+ */
+export function variantRecordName(variantLabel: string, formatClass: FormatClass): string {
+  return formatClass === 'source' ? variantLabel : `${variantLabel}.${formatClass}`;
 }
 
 export function imageFileName(stem: string, ext: ImageExtension): string {

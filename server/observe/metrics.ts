@@ -78,6 +78,12 @@ export interface TreeGauges {
   oldestFetch: Gauge<'bucket'>;
   newestFetch: Gauge<'bucket'>;
   blockedEntries: Gauge<'kind'>;
+  /** Thumbnails by the class of clients they serve (source, avif, webp). */
+  thumbnailClassFiles: Gauge<'bucket' | 'class'>;
+  thumbnailClassBytes: Gauge<'bucket' | 'class'>;
+  /** Originals and thumbnails by file type (jpg, png, webp, gif, avif). */
+  typeFiles: Gauge<'bucket' | 'kind' | 'type'>;
+  typeBytes: Gauge<'bucket' | 'kind' | 'type'>;
   scanTimestamp: Gauge;
   scanDuration: Gauge;
 }
@@ -213,52 +219,68 @@ export function createMetrics(options: { processMetrics: boolean }): Metrics {
 }
 
 function createTreeGauges(registry: Registry): TreeGauges {
+  const gauge = <Label extends string>(name: string, help: string, labelNames: readonly Label[]): Gauge<Label> =>
+    new Gauge({ name, help, labelNames, registers: [registry] });
   return {
-    files: new Gauge({
-      name: 'imageproxy_tree_files',
-      help: 'Files in the tree at the last walk, by bucket and kind (original, thumbnail, sidecar, temp, other)',
-      labelNames: ['bucket', 'kind'] as const,
-      registers: [registry],
-    }),
-    bytes: new Gauge({
-      name: 'imageproxy_tree_bytes',
-      help: 'Bytes of images in the tree at the last walk, by bucket and kind (original, thumbnail)',
-      labelNames: ['bucket', 'kind'] as const,
-      registers: [registry],
-    }),
-    backoffFiles: new Gauge({
-      name: 'imageproxy_tree_backoff_files',
-      help: 'Backoff records (.fail files) in the tree at the last walk, by bucket',
-      labelNames: ['bucket'] as const,
-      registers: [registry],
-    }),
-    oldestFetch: new Gauge({
-      name: 'imageproxy_tree_oldest_fetch_timestamp_seconds',
-      help: 'mtime of the oldest original at the last walk, by bucket (absent when the bucket has none)',
-      labelNames: ['bucket'] as const,
-      registers: [registry],
-    }),
-    newestFetch: new Gauge({
-      name: 'imageproxy_tree_newest_fetch_timestamp_seconds',
-      help: 'mtime of the newest original at the last walk, by bucket (absent when the bucket has none)',
-      labelNames: ['bucket'] as const,
-      registers: [registry],
-    }),
-    blockedEntries: new Gauge({
-      name: 'imageproxy_tree_blocked_entries',
-      help: 'Blocklist entries at the last walk, by kind (key, digest, host)',
-      labelNames: ['kind'] as const,
-      registers: [registry],
-    }),
-    scanTimestamp: new Gauge({
-      name: 'imageproxy_tree_scan_timestamp_seconds',
-      help: 'When the last complete walk of the tree started (the tree_* gauges are from it)',
-      registers: [registry],
-    }),
-    scanDuration: new Gauge({
-      name: 'imageproxy_tree_scan_duration_seconds',
-      help: 'How long the last complete walk of the tree took',
-      registers: [registry],
-    }),
+    files: gauge(
+      'imageproxy_tree_files',
+      'Files in the tree at the last walk, by bucket and kind (original, thumbnail, sidecar, temp, other)',
+      ['bucket', 'kind'],
+    ),
+    bytes: gauge(
+      'imageproxy_tree_bytes',
+      'Bytes of images in the tree at the last walk, by bucket and kind (original, thumbnail)',
+      ['bucket', 'kind'],
+    ),
+    backoffFiles: gauge(
+      'imageproxy_tree_backoff_files',
+      'Backoff records (.fail files) in the tree at the last walk, by bucket',
+      ['bucket'],
+    ),
+    oldestFetch: gauge(
+      'imageproxy_tree_oldest_fetch_timestamp_seconds',
+      'mtime of the oldest original at the last walk, by bucket (absent when the bucket has none)',
+      ['bucket'],
+    ),
+    newestFetch: gauge(
+      'imageproxy_tree_newest_fetch_timestamp_seconds',
+      'mtime of the newest original at the last walk, by bucket (absent when the bucket has none)',
+      ['bucket'],
+    ),
+    blockedEntries: gauge(
+      'imageproxy_tree_blocked_entries',
+      'Blocklist entries at the last walk, by kind (key, digest, host)',
+      ['kind'],
+    ),
+    thumbnailClassFiles: gauge(
+      'imageproxy_tree_thumbnail_class_files',
+      'Thumbnails at the last walk, by bucket and the class of clients they serve (source; avif, webp: made for clients that accept it, hard links of the source-format thumbnail included)',
+      ['bucket', 'class'],
+    ),
+    thumbnailClassBytes: gauge(
+      'imageproxy_tree_thumbnail_class_bytes',
+      'Bytes of thumbnails at the last walk, by bucket and class; a hard link of another thumbnail of its directory adds no bytes (counted once, under the source-format thumbnail)',
+      ['bucket', 'class'],
+    ),
+    typeFiles: gauge(
+      'imageproxy_tree_type_files',
+      'Images at the last walk, by bucket, kind (original, thumbnail) and file type (jpg, png, webp, gif, avif)',
+      ['bucket', 'kind', 'type'],
+    ),
+    typeBytes: gauge(
+      'imageproxy_tree_type_bytes',
+      'Bytes of images at the last walk, by bucket, kind and file type; hard links counted once as in imageproxy_tree_thumbnail_class_bytes',
+      ['bucket', 'kind', 'type'],
+    ),
+    scanTimestamp: gauge(
+      'imageproxy_tree_scan_timestamp_seconds',
+      'When the last complete walk of the tree started (the tree_* gauges are from it)',
+      [],
+    ),
+    scanDuration: gauge(
+      'imageproxy_tree_scan_duration_seconds',
+      'How long the last complete walk of the tree took',
+      [],
+    ),
   };
 }

@@ -1,18 +1,29 @@
 /**
  * Statistics of a bucket tree. Pure: the figures of one file are added to its bucket's
- * totals, buckets merge into a total, and the result is formatted as the human table or
- * the JSON of `imageproxy stats`. server/stats/treeStatsWalk.ts gathers the facts from disk.
+ * totals (and to its figures by format: originals by type, thumbnails by format class
+ * and by type), buckets merge into a total, and the result is formatted as the human
+ * table or the JSON of `imageproxy stats`. A thumbnail that is a hard link of another in
+ * its directory counts as a file, its bytes once. server/stats/treeStatsWalk.ts gathers the facts from disk.
  */
 import { BLOCK_KINDS, type BlockEntry, type BlockKind } from '../takedown/blocklist.js';
-import type { TreeFileKind } from '../contract/layout.js';
+import { IMAGE_EXTENSIONS, isImageExtension, parseThumbnailName, type ImageExtension, type TreeFileKind } from '../contract/layout.js';
+import { MODERN_FORMATS, type FormatClass } from '../contract/accept.js';
 
 /** What the walk learnt about one file: its kind by name, and for images size and mtime. */
 export interface TreeFileFacts {
   kind: TreeFileKind;
+  /** The file's name: what the figures by format read an image's type and class from. */
+  name?: string;
   /** Size in bytes; read for originals and thumbnails only. */
   bytes?: number;
   /** Modification time; an original's is when it was fetched (written once, atomically). */
   modifiedMs?: number;
+  /**
+   * A thumbnail that is another name of a file counted already in its directory (a hard
+   * link: a format class's file where converting did not pay): counted as a file, its
+   * bytes not again (linkedThumbnailNames).
+   */
+  linked?: boolean;
 }
 
 /** The figures of one bucket (or the total of several). Field names are the JSON's. */
@@ -36,6 +47,33 @@ export interface BucketStats {
   newestFetchMs: number | null;
 }
 
+/** Files and bytes of one type or class of image. */
+export interface FileFigures {
+  files: number;
+  bytes: number;
+}
+
+/** A format class's thumbnails; `linked` of its files are hard links whose bytes are counted under another name. */
+interface ClassFigures extends FileFigures {
+  linked: number;
+}
+
+/**
+ * The images of one bucket (or the total of several) by format. Field names are the
+ * JSON's. Each sums to its BucketStats figure: originalsByType to originals and
+ * originalBytes; thumbnailsByClass and thumbnailsByType each to thumbnails and
+ * thumbnailBytes (a hard-linked file's bytes counted once, under the name that sorts
+ * first: the source-format thumbnail's).
+ */
+export interface FormatFigures {
+  /** Originals by file type (extension). */
+  originalsByType: Record<ImageExtension, FileFigures>;
+  /** Thumbnails by the class of clients they serve: `source` `{key}.{label}.{ext}`, `avif` and `webp` `{key}.{label}.{format}.{ext}`. */
+  thumbnailsByClass: Record<FormatClass, ClassFigures>;
+  /** Thumbnails by file type (extension): a class's file in the source format counts as that format. */
+  thumbnailsByType: Record<ImageExtension, FileFigures>;
+}
+
 /** Blocklist entries by kind: tree-wide, the blocklist has no buckets. */
 export type BlockedCounts = Record<BlockKind, number>;
 
@@ -45,6 +83,8 @@ export interface TreeStats {
   root: string;
   /** Per bucket, in the order walked. */
   buckets: Record<string, BucketStats>;
+  /** The same buckets' images by format. */
+  formats: Record<string, FormatFigures>;
   /** null when the blocklist could not be read; `blockedError` then says why. */
   blocked: BlockedCounts | null;
   blockedError: string | null;
@@ -99,6 +139,7 @@ export function addTreeFile(totals: BucketStats, file: TreeFileFacts): void {
       return;
     case 'thumbnail':
       totals.thumbnails += 1;
+      if (file.linked === true) return;
       totals.thumbnailBytes += bytes;
       totals.bytes += bytes;
       return;
@@ -109,6 +150,89 @@ export function addTreeFile(totals: BucketStats, file: TreeFileFacts): void {
       totals[COUNTER_OF_KIND[file.kind]] += 1;
       return;
   }
+}
+
+/** The classes in the order reports list them: the source format first. */
+const CLASS_ORDER: readonly FormatClass[] = ['source', ...MODERN_FORMATS];
+
+function figuresByType(): Record<ImageExtension, FileFigures> {
+  return Object.fromEntries(IMAGE_EXTENSIONS.map((ext) => [ext, { files: 0, bytes: 0 }])) as Record<ImageExtension, FileFigures>;
+}
+
+export function emptyFormatFigures(): FormatFigures {
+  return {
+    originalsByType: figuresByType(),
+    thumbnailsByClass: Object.fromEntries(CLASS_ORDER.map((formatClass) => [formatClass, { files: 0, bytes: 0, linked: 0 }])) as Record<FormatClass, ClassFigures>,
+    thumbnailsByType: figuresByType(),
+  };
+}
+
+/** The extension of an original's name `{key}.{ext}`, or null. */
+function originalExtension(name: string): ImageExtension | null {
+  const ext = name.slice(name.lastIndexOf('.') + 1);
+  return isImageExtension(ext) ? ext : null;
+}
+
+/** Adds one file to the figures by format, in place (as addTreeFile); files of other kinds, or without a name, are not images of any format. */
+export function addFormatFile(figures: FormatFigures, file: TreeFileFacts): void {
+  if (file.name === undefined) return;
+  const bytes = file.linked === true ? 0 : (file.bytes ?? 0);
+  if (file.kind === 'original') {
+    const ext = originalExtension(file.name);
+    if (ext === null) return;
+    figures.originalsByType[ext].files += 1;
+    figures.originalsByType[ext].bytes += bytes;
+    return;
+  }
+  if (file.kind !== 'thumbnail') return;
+  const thumbnail = parseThumbnailName(file.name);
+  if (thumbnail === null) return;
+  const byClass = figures.thumbnailsByClass[thumbnail.formatClass];
+  byClass.files += 1;
+  byClass.bytes += bytes;
+  if (file.linked === true) byClass.linked += 1;
+  figures.thumbnailsByType[thumbnail.ext].files += 1;
+  figures.thumbnailsByType[thumbnail.ext].bytes += bytes;
+}
+
+/**
+ * The thumbnails of one directory whose bytes are counted under another name: of the
+ * names that share an inode (`identity`: device and inode), all but the first in the
+ * order source-format thumbnail first, then by name. Only names in the same directory
+ * are compared: a link to a file outside it (an original imported by link from an
+ * imageproxy-py tree) is a file of its own here.
+ */
+export function linkedThumbnailNames(thumbnails: ReadonlyArray<{ name: string; identity: string }>): Set<string> {
+  const byIdentity = new Map<string, string[]>();
+  for (const { name, identity } of thumbnails) byIdentity.set(identity, [...(byIdentity.get(identity) ?? []), name]);
+  const linked = new Set<string>();
+  const rank = (name: string): string => `${parseThumbnailName(name)?.formatClass === 'source' ? 0 : 1}${name}`;
+  for (const names of byIdentity.values()) {
+    if (names.length < 2) continue;
+    const ordered = [...names].sort((a, b) => (rank(a) < rank(b) ? -1 : rank(a) > rank(b) ? 1 : 0));
+    for (const name of ordered.slice(1)) linked.add(name);
+  }
+  return linked;
+}
+
+const sumFileFigures = (a: FileFigures, b: FileFigures): FileFigures => ({ files: a.files + b.files, bytes: a.bytes + b.bytes });
+const sumClassFigures = (a: ClassFigures, b: ClassFigures): ClassFigures => ({ ...sumFileFigures(a, b), linked: a.linked + b.linked });
+
+function mergeRecords<Key extends string, Figures>(a: Record<Key, Figures>, b: Record<Key, Figures>, sum: (a: Figures, b: Figures) => Figures): Record<Key, Figures> {
+  return Object.fromEntries((Object.keys(a) as Key[]).map((key) => [key, sum(a[key], b[key])])) as Record<Key, Figures>;
+}
+
+/** The figures by format of `a` and `b` together (a new object). */
+export function mergeFormatFigures(a: FormatFigures, b: FormatFigures): FormatFigures {
+  return {
+    originalsByType: mergeRecords(a.originalsByType, b.originalsByType, sumFileFigures),
+    thumbnailsByClass: mergeRecords(a.thumbnailsByClass, b.thumbnailsByClass, sumClassFigures),
+    thumbnailsByType: mergeRecords(a.thumbnailsByType, b.thumbnailsByType, sumFileFigures),
+  };
+}
+
+function totalFormats(stats: TreeStats): FormatFigures {
+  return Object.values(stats.formats).reduce(mergeFormatFigures, emptyFormatFigures());
 }
 
 /** The figures of `a` and `b` together (a new object). */
@@ -188,6 +312,27 @@ function alignColumns(rows: string[][]): string[] {
   );
 }
 
+/** `3 (1.2 KiB (1234))`: files and bytes, and the hard links whose bytes are counted under another name. */
+function figuresText(figures: FileFigures & { linked?: number }): string {
+  const linked = figures.linked === undefined || figures.linked === 0 ? '' : `, ${figures.linked} hard-linked`;
+  return `${figures.files} (${humanBytes(figures.bytes)}${linked})`;
+}
+
+/** Every class, and the types that have files (`none` when no type has). */
+function figuresLine(title: string, figures: Record<string, FileFigures & { linked?: number }>, everyEntry: boolean): string {
+  const entries = Object.entries(figures).filter(([, each]) => everyEntry || each.files > 0);
+  return `${title}: ${entries.length === 0 ? 'none' : entries.map(([name, each]) => `${name} ${figuresText(each)}`).join(', ')}`;
+}
+
+/** The images of every bucket walked by format, under the table. */
+function formatLines(formats: FormatFigures): string[] {
+  return [
+    figuresLine('thumbnails by class', formats.thumbnailsByClass, true),
+    figuresLine('thumbnails by type', formats.thumbnailsByType, false),
+    figuresLine('originals by type', formats.originalsByType, false),
+  ];
+}
+
 function blockedLine(stats: TreeStats): string {
   const { blocked } = stats;
   if (blocked === null) return `blocked: unknown: ${stats.blockedError ?? 'the blocklist could not be read'}`;
@@ -207,6 +352,7 @@ export function formatStatsTable(stats: TreeStats): string {
     lines.push(`INTERRUPTED: partial figures, ${stats.shardsWalked} of ${stats.shardsTotal} shard directories walked`);
   }
   lines.push(...alignColumns(rows));
+  lines.push(...formatLines(totalFormats(stats)));
   lines.push(`sidecars ${total.sidecars}, temp files ${total.temp}, other files ${total.other}`);
   lines.push(blockedLine(stats));
   return `${lines.join('\n')}\n`;
@@ -234,6 +380,7 @@ export function formatStatsJson(stats: TreeStats): string {
     shardsTotal: stats.shardsTotal,
     buckets: Object.fromEntries(Object.entries(stats.buckets).map(([name, figures]) => [name, bucketJson(figures)])),
     total: bucketJson(totalStats(stats)),
+    formats: { buckets: stats.formats, total: totalFormats(stats) },
     blocked,
     blockedError: stats.blockedError,
   })}\n`;

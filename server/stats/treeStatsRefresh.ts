@@ -7,7 +7,7 @@
 import type { Logger } from '../observe/log.js';
 import type { TreeGauges } from '../observe/metrics.js';
 import { BLOCK_KINDS } from '../takedown/blocklist.js';
-import type { TreeStats } from './treeStats.js';
+import type { FileFigures, FormatFigures, TreeStats } from './treeStats.js';
 import { walkTreeStats } from './treeStatsWalk.js';
 import { repeatPass } from '../tree/repeatingPass.js';
 
@@ -45,6 +45,7 @@ function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
   for (const gauge of [gauges.files, gauges.bytes, gauges.backoffFiles, gauges.oldestFetch, gauges.newestFetch, gauges.blockedEntries]) {
     gauge.reset();
   }
+  for (const gauge of [gauges.thumbnailClassFiles, gauges.thumbnailClassBytes, gauges.typeFiles, gauges.typeBytes]) gauge.reset();
   for (const [bucket, figures] of Object.entries(stats.buckets)) {
     gauges.files.set({ bucket, kind: 'original' }, figures.originals);
     gauges.files.set({ bucket, kind: 'thumbnail' }, figures.thumbnails);
@@ -57,9 +58,26 @@ function recordTreeStats(gauges: TreeGauges, stats: TreeStats): void {
     if (figures.oldestFetchMs !== null) gauges.oldestFetch.set({ bucket }, figures.oldestFetchMs / 1000);
     if (figures.newestFetchMs !== null) gauges.newestFetch.set({ bucket }, figures.newestFetchMs / 1000);
   }
+  for (const [bucket, figures] of Object.entries(stats.formats)) recordFormatFigures(gauges, bucket, figures);
   if (stats.blocked !== null) {
     for (const kind of BLOCK_KINDS) gauges.blockedEntries.set({ kind }, stats.blocked[kind]);
   }
   gauges.scanTimestamp.set(stats.startedMs / 1000);
   gauges.scanDuration.set(stats.durationMs / 1000);
+}
+
+/** One bucket's images by format: thumbnails by class, originals and thumbnails by file type. */
+function recordFormatFigures(gauges: TreeGauges, bucket: string, figures: FormatFigures): void {
+  for (const [formatClass, each] of Object.entries(figures.thumbnailsByClass)) {
+    gauges.thumbnailClassFiles.set({ bucket, class: formatClass }, each.files);
+    gauges.thumbnailClassBytes.set({ bucket, class: formatClass }, each.bytes);
+  }
+  const byType = (kind: 'original' | 'thumbnail', types: Record<string, FileFigures>): void => {
+    for (const [type, each] of Object.entries(types)) {
+      gauges.typeFiles.set({ bucket, kind, type }, each.files);
+      gauges.typeBytes.set({ bucket, kind, type }, each.bytes);
+    }
+  };
+  byType('original', figures.originalsByType);
+  byType('thumbnail', figures.thumbnailsByType);
 }

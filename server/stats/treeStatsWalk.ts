@@ -1,14 +1,25 @@
 /**
  * Gathers the statistics of a bucket tree from disk: a streaming walk of each bucket
  * (server/tree/walk.ts), every name classified (layout.classifyTreeFile), and one lstat
- * per image for its size and mtime. Read-only, so safe to run beside the server and to
+ * per image for its size, mtime and inode (hard links within a directory counted once). Read-only, so safe to run beside the server and to
  * interrupt at any point. Used by `imageproxy stats` and by the server's gauges.
  */
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readBlocklist } from '../takedown/blocklistStore.js';
 import { SHARDS_PER_BUCKET, classifyTreeFile, type TreeFileKind } from '../contract/layout.js';
-import { addTreeFile, countBlocked, emptyBucketStats, type BucketStats, type TreeStats } from './treeStats.js';
+import {
+  addFormatFile,
+  addTreeFile,
+  countBlocked,
+  emptyBucketStats,
+  emptyFormatFigures,
+  linkedThumbnailNames,
+  type BucketStats,
+  type FormatFigures,
+  type TreeFileFacts,
+  type TreeStats,
+} from './treeStats.js';
 import { walkShardFiles } from '../tree/walk.js';
 
 
@@ -28,33 +39,43 @@ export interface TreeStatsWalkOptions {
 
 interface PendingImage {
   kind: TreeFileKind;
+  name: string;
   path: string;
 }
 
 /**
  * Sizes and mtimes of one shard's images, looked up together: a shard holds few files,
  * and lstat calls in flight overlap their waits on the disk. A file gone in between (a
- * purge, a replaced thumbnail) is not counted.
+ * purge, a replaced thumbnail) is not counted. Thumbnails that share an inode (a format
+ * class's hard link of the source-format thumbnail) have their bytes counted once.
  */
-async function addImages(totals: BucketStats, images: PendingImage[]): Promise<void> {
+async function addImages(totals: BucketStats, formats: FormatFigures, images: PendingImage[]): Promise<void> {
   const facts = await Promise.all(
     images.map(async (image) => {
       try {
-        const info = await lstat(image.path);
-        return { kind: image.kind, bytes: info.size, modifiedMs: info.mtimeMs };
+        // bigint: an inode number may not fit a double.
+        const info = await lstat(image.path, { bigint: true });
+        return { kind: image.kind, name: image.name, bytes: Number(info.size), modifiedMs: Number(info.mtimeMs), identity: `${info.dev}:${info.ino}` };
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
         throw error;
       }
     }),
   );
-  for (const fact of facts) if (fact !== null) addTreeFile(totals, fact);
+  const present = facts.filter((fact) => fact !== null);
+  const linked = linkedThumbnailNames(present.filter((fact) => fact.kind === 'thumbnail'));
+  for (const fact of present) {
+    const file: TreeFileFacts = { kind: fact.kind, name: fact.name, bytes: fact.bytes, modifiedMs: fact.modifiedMs, linked: linked.has(fact.name) };
+    addTreeFile(totals, file);
+    addFormatFile(formats, file);
+  }
 }
 
 export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<TreeStats> {
   const now = options.now ?? Date.now;
   const startedMs = now();
   const buckets: Record<string, BucketStats> = {};
+  const formats: Record<string, FormatFigures> = {};
   let shardsWalked = 0;
   let interrupted = false;
   const aborted = (): boolean => options.signal?.aborted === true;
@@ -75,11 +96,13 @@ export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<Tree
     }
     const totals = emptyBucketStats();
     buckets[bucket] = totals;
+    const figures = emptyFormatFigures();
+    formats[bucket] = figures;
     let shard: string | null = null;
     let shardsWithFiles = 0;
     let images: PendingImage[] = [];
     const finishShard = async (): Promise<void> => {
-      await addImages(totals, images);
+      await addImages(totals, figures, images);
       images = [];
       shardsWithFiles += 1;
       options.onShardDone?.(bucket);
@@ -97,7 +120,7 @@ export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<Tree
         }
       }
       const kind = classifyTreeFile(file.name);
-      if (kind === 'original' || kind === 'thumbnail') images.push({ kind, path: join(file.directory, file.name) });
+      if (kind === 'original' || kind === 'thumbnail') images.push({ kind, name: file.name, path: join(file.directory, file.name) });
       else addTreeFile(totals, { kind });
     }
     if (shard !== null) await finishShard();
@@ -110,6 +133,7 @@ export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<Tree
     complete: !interrupted,
     root: options.root,
     buckets,
+    formats,
     blocked,
     blockedError,
     shardsWalked,

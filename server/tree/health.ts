@@ -15,7 +15,10 @@
  *   other than its sidecar's, or (in the heal pass's sample) a digest other than its
  *   sidecar's.
  * - `damaged-thumbnail`: empty, not of its extension's format, not decodable, or a size
- *   or (in the sample) a digest other than its record's in the key's sidecar.
+ *   or (in the sample) a digest other than its record's in the key's sidecar. The files
+ *   of format classes (`{key}.{label}.{format}.{ext}`) are thumbnails, each with a record
+ *   of its own (layout.variantRecordName); a hard link of the source-format thumbnail is
+ *   one too, judged as any file.
  * - `not-regular`: a symbolic link, FIFO, socket or device at a name of ours, or a
  *   bucket or shard directory that is a symbolic link (not walked). Nothing reads it: a
  *   link may lead out of the tree, a FIFO would block its reader.
@@ -27,7 +30,9 @@ import {
   isTempFileName,
   keyOfTreeFile,
   metadataFileName,
+  parseThumbnailName,
   tempFileWriter,
+  variantRecordName,
   type ImageExtension,
 } from '../contract/layout.js';
 import { parseJsonObject, sidecarFieldsOf, variantRecordsOf, type VariantRecord } from './originals.js';
@@ -90,17 +95,17 @@ export function parseSidecar(text: string): SidecarReading {
   return { bytes, ...(sha256 === null ? {} : { sha256 }), ...(Object.keys(variants).length === 0 ? {} : { variants }) };
 }
 
-/** The label of a thumbnail's name (`{key}.{label}.{ext}`), or null for any other name. */
-export function variantLabelOfName(name: string): string | null {
-  if (classifyTreeFile(name) !== 'thumbnail') return null;
-  return name.split('.')[1] ?? null;
+/** The name of a thumbnail's record in its key's sidecar (layout.variantRecordName), or null for any other file name. */
+export function variantRecordNameOf(name: string): string | null {
+  const thumbnail = parseThumbnailName(name);
+  return thumbnail === null ? null : variantRecordName(thumbnail.label, thumbnail.formatClass);
 }
 
 /** The record of a thumbnail in its key's sidecar, or undefined when there is none (an older tree: unknown, not damaged). */
 export function variantRecordIn(sidecar: SidecarReading | undefined, name: string): VariantRecord | undefined {
-  const label = variantLabelOfName(name);
-  if (label === null || sidecar === undefined || sidecar === null || sidecar.variants === undefined) return undefined;
-  return Object.hasOwn(sidecar.variants, label) ? sidecar.variants[label] : undefined;
+  const recordName = variantRecordNameOf(name);
+  if (recordName === null || sidecar === undefined || sidecar === null || sidecar.variants === undefined) return undefined;
+  return Object.hasOwn(sidecar.variants, recordName) ? sidecar.variants[recordName] : undefined;
 }
 
 function extOf(name: string): ImageExtension {

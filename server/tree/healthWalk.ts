@@ -254,8 +254,9 @@ export async function repairFinding(
     if (now !== null && seen !== undefined && (now.size !== seen.bytes || now.mtimeMs !== seen.modifiedMs)) {
       return 'replaced meanwhile; left alone';
     }
-    const moved = await store.applyRepairSteps(bucket, directory, steps);
-    const removed = steps.filter((step) => step.action === 'remove').map((step) => step.name);
+    const damagedSteps = store.damagedFileSteps(directory, finding, names);
+    const moved = await store.applyRepairSteps(bucket, directory, damagedSteps);
+    const removed = damagedSteps.filter((step) => step.action === 'remove').map((step) => step.name);
     return `moved aside to ${moved.join(', ') || '(gone)'}${removed.length > 0 ? `; removed ${removed.join(', ')}` : ''}`;
   }
   await store.applyRepairSteps(bucket, directory, steps);

@@ -11,16 +11,18 @@ import {
   SHARD_CHARACTERS,
   classFileExtensions,
   classVariantStem,
+  classifyTreeFile,
   failureFileName,
   fileStem,
   hostLockName,
   imageFileName,
+  keyOfTreeFile,
   lockFileName,
   keyDirectory,
   metadataFileName,
   quarantinePath,
   tempFileName,
-  thumbnailRecordName,
+  variantRecordName,
   type ImageExtension,
   type TreeIdentity,
 } from '../contract/layout.js';
@@ -29,7 +31,7 @@ import { ImageproxyError } from '../errors.js';
 import { originalMetadata, sidecarText, withVariantRecord, type ImageMetadata, type OriginalImage, type OriginalProvenance, type VariantRecord } from './originals.js';
 import { METADATA_READ_CAP, isIrregularFileError, kindOf, readRegularFile, readRegularHeadSync, readRegularText } from './regularFile.js';
 import { FORMAT_INFO, sniffImageType, type ImageFormat } from '../images/sniff.js';
-import { damagedImageReason, parseSidecar, repairSteps, type RepairStep, type SidecarReading } from './health.js';
+import { damagedImageReason, parseSidecar, repairSteps, type Finding, type RepairStep, type SidecarReading } from './health.js';
 import { stageFile, syncDirectory, writerUnique } from './atomicFile.js';
 import { isMissingAfterMkdir, storageError } from './diskErrors.js';
 
@@ -173,7 +175,7 @@ export class ImageStore {
     // The likely extension first (the URL's, or the original's for its thumbnails): a
     // stored file is then found with one stat instead of up to five.
     const extensions = likelyExt === null ? IMAGE_EXTENSIONS : [likelyExt, ...IMAGE_EXTENSIONS.filter((ext) => ext !== likelyExt)];
-    const recordName = variantLabel === null ? null : thumbnailRecordName(variantLabel, 'source');
+    const recordName = variantLabel === null ? null : variantRecordName(variantLabel, 'source');
     return this.findStem(bucket, key, fileStem(key, variantLabel), extensions, recordName);
   }
 
@@ -183,7 +185,7 @@ export class ImageStore {
    * and moved aside as `find` does.
    */
   findClassVariant(bucket: string, key: string, variantLabel: string, format: ModernFormat): Promise<StoredImage | null> {
-    return this.findStem(bucket, key, classVariantStem(key, variantLabel, format), classFileExtensions(format), thumbnailRecordName(variantLabel, format));
+    return this.findStem(bucket, key, classVariantStem(key, variantLabel, format), classFileExtensions(format), variantRecordName(variantLabel, format));
   }
 
   /** `find` for one stem: the first sound file of `extensions`; `recordName` null for an original. */
@@ -253,6 +255,8 @@ export class ImageStore {
    * is never replaced by an older one. Returns false when nothing was recorded: no
    * readable sidecar (an older tree), or the sidecar changed; the variant is then
    * unknown, judged by its type alone until the heal pass's sample decodes and records it.
+   * `label` is the record's name (layout.variantRecordName): `{label}.{format}` for a
+   * format class's file.
    */
   recordVariant(bucket: string, key: string, recordName: string, record: VariantRecord, options: { durable?: boolean } = {}): Promise<boolean> {
     const id = `${keyDirectory(bucket, key)}/${key}`;
@@ -298,7 +302,7 @@ export class ImageStore {
     record: VariantRecord,
     original: Promise<unknown>,
   ): Promise<StoredImage> {
-    return this.commitRecorded(bucket, key, thumbnailRecordName(label, 'source'), () => this.stageImage(bucket, key, label, ext, bytes), record, original);
+    return this.commitRecorded(bucket, key, variantRecordName(label, 'source'), () => this.stageImage(bucket, key, label, ext, bytes), record, original);
   }
 
   /**
@@ -308,7 +312,7 @@ export class ImageStore {
    */
   commitClassVariant(bucket: string, key: string, label: string, format: ModernFormat, ext: ImageExtension, bytes: Uint8Array, record: VariantRecord): Promise<StoredImage> {
     const fileName = imageFileName(classVariantStem(key, label, format), ext);
-    return this.commitRecorded(bucket, key, thumbnailRecordName(label, format), () => this.stage(bucket, key, fileName, bytes), record, Promise.resolve());
+    return this.commitRecorded(bucket, key, variantRecordName(label, format), () => this.stage(bucket, key, fileName, bytes), record, Promise.resolve());
   }
 
   /**
@@ -332,7 +336,7 @@ export class ImageStore {
       }
       return this.stage(bucket, key, fileName, bytes);
     };
-    return this.commitRecorded(bucket, key, thumbnailRecordName(label, format), stageLinkOrCopy, record, Promise.resolve());
+    return this.commitRecorded(bucket, key, variantRecordName(label, format), stageLinkOrCopy, record, Promise.resolve());
   }
 
   /**
@@ -439,7 +443,7 @@ export class ImageStore {
     if (now === null || now.ino !== seen.ino || now.size !== seen.bytes) return false;
     const names = await readdir(directory);
     const isOriginal = name.split('.').length === 2;
-    const steps = repairSteps({ kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
+    const steps = this.damagedFileSteps(directory, { kind: isOriginal ? 'damaged-original' : 'damaged-thumbnail', name, key }, names);
     const quarantined = await this.applyRepairSteps(bucket, directory, steps);
     this.options.onDamaged?.({
       relativePath: `${keyDirectory(bucket, key)}/${name}`,
@@ -447,6 +451,26 @@ export class ImageStore {
       quarantinedAs: quarantined[0] ?? '',
     });
     return true;
+  }
+
+  /**
+   * The repair steps of a damaged original or thumbnail (health.repairSteps) in
+   * `directory` (absolute path), and for a thumbnail the removal of its other names
+   * there: hard links of one file (a format class's file where converting did not pay,
+   * and the source-format thumbnail it links) hold the same bytes, so the same damage,
+   * whatever their records say. The file itself goes to the quarantine once.
+   */
+  damagedFileSteps(directory: string, finding: Pick<Finding, 'kind' | 'name' | 'key'>, names: readonly string[]): RepairStep[] {
+    const steps = repairSteps(finding, names);
+    if (finding.kind !== 'damaged-thumbnail' || finding.key === null) return steps;
+    const damaged = lstatSync(join(directory, finding.name), { bigint: true, throwIfNoEntry: false });
+    if (damaged === undefined || damaged.nlink < 2n) return steps;
+    for (const name of names) {
+      if (name === finding.name || keyOfTreeFile(name) !== finding.key || classifyTreeFile(name) !== 'thumbnail') continue;
+      const other = lstatSync(join(directory, name), { bigint: true, throwIfNoEntry: false });
+      if (other !== undefined && other.ino === damaged.ino && other.dev === damaged.dev) steps.push({ action: 'remove', name });
+    }
+    return steps;
   }
 
   /**
@@ -707,8 +731,9 @@ export class ImageStore {
   }
 
   /**
-   * Removes everything stored for a key: original, thumbnails, metadata and backoff
-   * record (not a lock or temp file of a write in progress). Returns the removed paths.
+   * Removes everything stored for a key: original, thumbnails (the files of format
+   * classes and their hard links included: every `{key}.*` name), metadata and backoff
+   * records (not a lock or temp file of a write in progress). Returns the removed paths.
    */
   async purge(bucket: string, key: string): Promise<string[]> {
     const removed: string[] = [];

@@ -18,7 +18,7 @@ import { isIrregularFileError, readRegularFile, readRegularText } from './regula
 import { FORMAT_INFO, sniffImageType } from '../images/sniff.js';
 import { ImageStore, SNIFF_BYTES } from './store.js';
 import { writeFileAtomic } from './atomicFile.js';
-import { damagedImageReason, variantLabelOfName, variantRecordIn, type Finding, type SidecarReading } from './health.js';
+import { damagedImageReason, variantRecordIn, variantRecordNameOf, type Finding, type SidecarReading } from './health.js';
 import { repairFinding, type FindingReport } from './healthWalk.js';
 
 /** Far above any image the service stores (limits.maxBytes); a larger file is skipped, not judged. */
@@ -111,10 +111,11 @@ async function judgeImage(store: ImageStore, bucket: string, directory: string, 
   if (typeReason !== null) return { kind: 'damaged', reason: typeReason, ...facts };
   const failure = await decodeFailure(bytes);
   if (failure !== null) return { kind: 'damaged', reason: `does not decode: ${failure}`, ...facts };
-  const label = variantLabelOfName(name);
+  // A format class's file is recorded under its own name, never over the source-format thumbnail's record.
+  const recordName = variantRecordNameOf(name);
   const key = keyOfTreeFile(name);
-  if (isOriginal || label === null || key === null || sniffed === null) return { kind: 'sound' };
-  const recordedNow = await store.recordVariant(bucket, key, label, variantRecordOf(bytes, FORMAT_INFO[sniffed].contentType));
+  if (isOriginal || recordName === null || key === null || sniffed === null) return { kind: 'sound' };
+  const recordedNow = await store.recordVariant(bucket, key, recordName, variantRecordOf(bytes, FORMAT_INFO[sniffed].contentType));
   return { kind: recordedNow ? 'recorded' : 'sound' };
 }
 
