@@ -11,13 +11,14 @@
  *     - 1 000 distinct thumbnail links round-robin (a page of thumbnails)
  *     - one full-size link (the original, ~100 KB)
  *
- * `wrk -t2 -c64` on each target in turn, rounds alternating, medians; each row as a ratio
+ * `wrk -t2 -c64` on each target in turn (a workload's rows back to back), rounds
+ * alternating, medians; each row as a ratio
  * to plain nginx on the same workload, and the nginx workers' CPU time per request from
  * /proc beside it (plain / ours: steadier than the rate on a shared machine).
  * `--compare-njs DIR` adds our three rows again with the imageproxy.js in DIR (an earlier
  * version, same generated config module): before and after in one run.
  *
- *   npm run build && node --import tsx scripts/bench-nginx.ts [--quick] [--compare-njs DIR]
+ *   npm run build && node --import tsx scripts/bench-nginx.ts [--quick] [--rounds N] [--compare-njs DIR]
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,7 +31,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileStem, imageFileName, keyDirectory, storageKey } from '../server/contract/layout.js';
 import { encodeImageUrl, formatLink } from '../server/contract/link.js';
-import { CONFIG_MODULE_NAME, renderConfigModule, renderStandaloneConf, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
+import {
+  CONFIG_MODULE_NAME,
+  NJS_MODULE_PATH,
+  WORKER_CONNECTIONS,
+  renderConfigModule,
+  renderStandaloneConf,
+  type NginxRenderInput,
+} from '../server/deploy/nginxConfig.js';
 import { signLink } from '../server/contract/signing.js';
 import { NJS_DIR, commandWorks, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
 import type { BenchRow } from './benchTable.js';
@@ -275,7 +283,9 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     const workers = availableParallelism();
     const section = `hit, ${rounds} × wrk -t2 -c64 -d${seconds}s, worker_processes auto (${workers})`;
     const [plainPort, floorPort, appPort] = [await freePort(), await freePort(), await freePort()];
-    // Same http-level settings (sendfile, access log) and the same open_file_cache.
+    // Same http-level settings (sendfile, access log) and the same open_file_cache. An nginx
+    // of its own: njs 0.7.9 runs the top level of every imported module for each request
+    // that runs any js, so the floor must not share a VM with imageproxy.js.
     const referenceServers = [
       'server {',
       `    listen 127.0.0.1:${plainPort};`,
@@ -301,11 +311,43 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
       '}',
     ].join('\n');
     const user = testWorkerUser();
+    const referencePrefix = join(work, 'reference');
+    await mkdir(referencePrefix, { recursive: true });
+    const referenceConf = [
+      `load_module ${NJS_MODULE_PATH};`,
+      ...(user === undefined ? [] : [`user ${user};`]),
+      'daemon off;',
+      'worker_processes auto;',
+      `pid "${referencePrefix}/nginx.pid";`,
+      `error_log "${referencePrefix}/error.log" warn;`,
+      'events {',
+      `    worker_connections ${WORKER_CONNECTIONS};`,
+      '}',
+      'http {',
+      `    access_log "${referencePrefix}/access.log" combined buffer=64k flush=1s;`,
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((name) => `    ${name}_temp_path "${referencePrefix}/${name}_temp";`),
+      '    sendfile on;',
+      '    tcp_nopush on;',
+      '    keepalive_timeout 65s;',
+      referenceServers,
+      '}',
+      '',
+    ].join('\n');
+    const reference = await startNginx(referencePrefix, referenceConf, plainPort);
+    running.push(reference);
+    const referencePids = (): number[] => workerPids(reference.process.pid);
+    const plain = `http://127.0.0.1:${plainPort}`;
+    // Each workload's rows run back to back, so its reference sees the same load.
+    const thumbnailTargets: Target[] = [
+      { key: 'plain-thumbnail', name: 'plain nginx, one thumbnail file', url: `${plain}/thumbnail.jpg`, pids: referencePids },
+      { key: 'floor', name: 'njs floor: one HMAC, 16 characters compared, one thumbnail', reference: 'plain-thumbnail', url: `http://127.0.0.1:${floorPort}/thumbnail.jpg`, pids: referencePids },
+    ];
+    const pageTargets: Target[] = [{ key: 'plain-page', name: `plain nginx, ${PAGE_LINKS} thumbnail files round-robin`, url: plain, pids: referencePids, script: plainPageScript }];
+    const fullTargets: Target[] = [{ key: 'plain-full', name: 'plain nginx, one full-size file', url: `${plain}/full.jpg`, pids: referencePids }];
     const variants = [
       { label: '', njsDir: NJS_DIR },
       ...(options.compareNjsDir === undefined ? [] : [{ label: ' [before]', njsDir: options.compareNjsDir }]),
     ];
-    const targets: Target[] = [];
     for (const [index, variant] of variants.entries()) {
       const prefix = join(work, `ours-${index}`);
       const port = await freePort();
@@ -323,30 +365,16 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         secrets: [SECRET],
       };
       await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
-      const conf = renderStandaloneConf(input, prefix, {
-        workerProcesses: 'auto',
-        ...(user === undefined ? {} : { user }),
-        ...(index === 0 ? { extraHttp: referenceServers } : {}),
-      });
+      const conf = renderStandaloneConf(input, prefix, { workerProcesses: 'auto', ...(user === undefined ? {} : { user }) });
       const nginx = await startNginx(prefix, conf, port);
       running.push(nginx);
       const pids = (): number[] => workerPids(nginx.process.pid);
       const base = `http://127.0.0.1:${port}`;
-      if (index === 0) {
-        const plain = `http://127.0.0.1:${plainPort}`;
-        targets.push(
-          { key: 'plain-thumbnail', name: 'plain nginx, one thumbnail file', url: `${plain}/thumbnail.jpg`, pids },
-          { key: 'plain-page', name: `plain nginx, ${PAGE_LINKS} thumbnail files round-robin`, url: plain, pids, script: plainPageScript },
-          { key: 'plain-full', name: 'plain nginx, one full-size file', url: `${plain}/full.jpg`, pids },
-          { key: 'floor', name: 'njs floor: one HMAC, 16 characters compared, one thumbnail', reference: 'plain-thumbnail', url: `http://127.0.0.1:${floorPort}/thumbnail.jpg`, pids },
-        );
-      }
-      targets.push(
-        { key: `thumbnail${index}`, name: `ours, one thumbnail link${variant.label}`, reference: 'plain-thumbnail', url: `${base}${thumbnailPath}`, pids },
-        { key: `page${index}`, name: `ours, ${PAGE_LINKS} thumbnail links round-robin${variant.label}`, reference: 'plain-page', url: base, pids, script: pageScript },
-        { key: `full${index}`, name: `ours, one full-size link${variant.label}`, reference: 'plain-full', url: `${base}${fullPath}`, pids },
-      );
+      thumbnailTargets.push({ key: `thumbnail${index}`, name: `ours, one thumbnail link${variant.label}`, reference: 'plain-thumbnail', url: `${base}${thumbnailPath}`, pids });
+      pageTargets.push({ key: `page${index}`, name: `ours, ${PAGE_LINKS} thumbnail links round-robin${variant.label}`, reference: 'plain-page', url: base, pids, script: pageScript });
+      fullTargets.push({ key: `full${index}`, name: `ours, one full-size link${variant.label}`, reference: 'plain-full', url: `${base}${fullPath}`, pids });
     }
+    const targets = [...thumbnailTargets, ...pageTargets, ...fullTargets];
 
     const runs = new Map<string, WrkRun[]>(targets.map((target) => [target.key, []]));
     for (let round = 0; round < rounds; round += 1) {
@@ -397,7 +425,17 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   const { printBenchTable } = await import('./benchTable.js');
   const argv = process.argv.slice(2);
   const quick = argv.includes('--quick');
-  const compareAt = argv.indexOf('--compare-njs');
-  const compareNjsDir = compareAt >= 0 ? argv[compareAt + 1] : undefined;
-  printBenchTable(await benchNginx({ ...(quick ? { rounds: 1, seconds: 2 } : {}), ...(compareNjsDir === undefined ? {} : { compareNjsDir }) }));
+  const valueOf = (flag: string): string | undefined => {
+    const at = argv.indexOf(flag);
+    return at >= 0 ? argv[at + 1] : undefined;
+  };
+  const compareNjsDir = valueOf('--compare-njs');
+  const rounds = valueOf('--rounds');
+  printBenchTable(
+    await benchNginx({
+      ...(quick ? { rounds: 1, seconds: 2 } : {}),
+      ...(rounds === undefined ? {} : { rounds: Number(rounds) }),
+      ...(compareNjsDir === undefined ? {} : { compareNjsDir }),
+    }),
+  );
 }
