@@ -20,10 +20,12 @@
  * reaches a file path.
  *
  * njs 0.7.9 re-runs module top-level code on every request (a loop at the top level
- * slows every request), so nothing is precomputed here: the generated config module
+ * slows every request), that of every module imported at the http level, for every
+ * request that runs any js: keep this file and its imports lean, and import no other
+ * module beside it. Nothing is precomputed here: the generated config module
  * holds lookup tables ready to use, and this file declares constants and functions
  * only. A hit costs one regex exec, one HMAC (a fresh link matches the first week
- * tried), one sha256 and a few string joins, and builds no array. No regex split or
+ * tried), one sha256 and a few string joins, and builds no array but the match. No regex split or
  * replace, no Date objects, no charCodeAt loops on the hit path: each of those measured
  * costlier in nginx (scripts/bench-nginx.ts measures a hit).
  *
