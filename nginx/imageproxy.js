@@ -20,10 +20,12 @@
  * reaches a file path.
  *
  * njs 0.7.9 re-runs module top-level code on every request (a loop at the top level
- * slows every request), so nothing is precomputed here: the generated config module
+ * slows every request), that of every module imported at the http level, for every
+ * request that runs any js: keep this file and its imports lean, and import no other
+ * module beside it. Nothing is precomputed here: the generated config module
  * holds lookup tables ready to use, and this file declares constants and functions
  * only. A hit costs one regex exec, one HMAC (a fresh link matches the first week
- * tried), one sha256 and a few string joins, and builds no array. No regex split or
+ * tried), one sha256 and a few string joins, and builds no array but the match. No regex split or
  * replace, no Date objects, no charCodeAt loops on the hit path: each of those measured
  * costlier in nginx (scripts/bench-nginx.ts measures a hit).
  *
@@ -180,10 +182,26 @@ function checkSuffix(suffix, given, message, legacyMessage, cfg, out) {
  * Whether `signature` signs `signed` (ext_url [+ "/proxy"]) for `bucket` under any secret
  * and any accepted week. Each comparison is constant-time; the search stops at the first
  * match, which tells a holder of a valid link only which week it was signed in.
+ *
+ * The hit path: a fresh link is signed for this ISO week with the current scheme, so
+ * that one HMAC per secret is tried first, inline, before the visitor (which tries it
+ * again only for a link it did not match: a refusal or an older link, never a hit).
  */
 function signatureValid(signature, bucket, signed, legacy, nowSeconds, cfg) {
     var given = Buffer.from(signature, 'base64url');
-    return visitAcceptedSuffixes(nowSeconds, cfg, given, bucket + '/' + signed, legacy ? signed : null, null);
+    var message = bucket + '/' + signed;
+    var secrets = cfg.secrets;
+    var bytes = cfg.signatureBytes;
+    var suffix = daySuffix(Math.floor(nowSeconds / DAY_SECONDS), false);
+    for (var s = 0; s < secrets.length; s++) {
+        var expected = crypto.createHmac('sha256', secrets[s] + suffix).update(message).digest();
+        var diff = 0;
+        for (var i = 0; i < bytes; i++) {
+            diff |= expected[i] ^ given[i];
+        }
+        if (diff === 0) return true;
+    }
+    return visitAcceptedSuffixes(nowSeconds, cfg, given, message, legacy ? signed : null, null);
 }
 
 /* ---- size (server/contract/sizes.ts) --------------------------------------------------------- */
@@ -257,16 +275,16 @@ function refusal(path, cfg) {
  * 'bad_size'. The refusals come in the order of parseLink() in server/contract/link.ts.
  */
 function verifyLink(requestUri, nowSeconds, cfg) {
-    var path = requestUri;
-    var query = path.indexOf('?');
-    if (query >= 0) path = path.substring(0, query);
+    var query = requestUri.indexOf('?');
+    var path = query < 0 ? requestUri : requestUri.substring(0, query);
     var link = LINK_PATTERN.exec(path);
     if (link === null) return refusal(path, cfg);
 
     var bucket = link[1];
     var legacy = bucketLegacy(bucket, cfg);
     if (legacy === null) return 'unknown_bucket';
-    if (link[3].length !== cfg.signatureLength) return 'bad_signature';
+    var signature = link[3];
+    if (signature.length !== cfg.signatureLength) return 'bad_signature';
     var extUrl = link[4];
     if (extUrl.length > cfg.maxExtUrlLength) return 'url_too_long';
     var proxy = link[5] !== undefined;
@@ -274,8 +292,7 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     var label = proxy ? '' : sizeLabel(link[2], cfg);
     if (label === null) return 'bad_size';
 
-    var signed = proxy ? extUrl + '/proxy' : extUrl;
-    if (!signatureValid(link[3], bucket, signed, legacy, nowSeconds, cfg)) return 'bad_signature';
+    if (!signatureValid(signature, bucket, proxy ? extUrl + '/proxy' : extUrl, legacy, nowSeconds, cfg)) return 'bad_signature';
 
     // server/contract/layout.ts: key = base64url(sha256(decoded URL bytes)), 43 characters.
     // update(text, 'base64url') decodes as Buffer.from() does, without the Buffer.

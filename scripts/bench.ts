@@ -3,9 +3,10 @@
  * each measured side by side in one run so the ratios hold on a shared, noisy machine
  * (quote ratios and medians, not absolute rates), above it the machine's facts.
  *
- * - hits (scripts/bench-nginx.ts): plain nginx, our nginx first and repeated hit, the
- *   app standalone, with 1 worker and with `auto` (needs nginx, libnginx-mod-http-js and
- *   wrk: apt-get install nginx libnginx-mod-http-js wrk; and `npm run build`)
+ * - hits (scripts/bench-nginx.ts): the njs floor, one thumbnail link, 1 000 thumbnail
+ *   links round-robin and one full-size link, each against plain nginx serving the same
+ *   files, `worker_processes auto` (needs nginx, libnginx-mod-http-js and wrk: apt-get
+ *   install nginx libnginx-mod-http-js wrk; and `npm run build`)
  * - misses (scripts/bench-miss.ts)
  * - thumbnail misses by format class, AVIF and WebP against JPEG (scripts/bench-format-miss.ts)
  * - one thumbnail with sharp against jimp (scripts/bench-resize.ts; not with --quick)
