@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { DEFAULT_QUALITY, ENGINE_NAMES } from '../images/engine.js';
 import { normaliseHost } from '../takedown/blocklist.js';
 import { parseAllowList } from '../fetch/netPolicy.js';
+import { MODERN_FORMATS } from '../contract/accept.js';
 import { MAX_CACHE_SECONDS, MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from './nginxLimits.js';
 
 /** What a setting says about itself besides its type and default. */
@@ -110,6 +111,10 @@ const SIZES = z
   .min(1, { error: 'must be a non-empty list of integers' })
   .transform((sizes) => [...new Set(sizes)].sort((a, b) => a - b));
 
+const FORMATS = z
+  .array(oneOf(MODERN_FORMATS), { error: 'must be a list of formats (avif, webp)' })
+  .refine((formats) => new Set(formats).size === formats.length, { error: 'must not list a format twice' });
+
 const ADDRESS_LIST = z.array(
   text().refine(isAddressOrCidr, { error: (issue) => `${shown(issue.input)} is not an IP address or CIDR` }),
   { error: 'must be a list of IP addresses or CIDRs' },
@@ -168,6 +173,11 @@ export const CONFIG_SCHEMA = group({
   }),
   // The sizes Gazelle's templates ask for.
   sizes: setting(SIZES, [150, 200, 250, 500], { doc: 'the only thumbnail sizes made', env: 'IMAGEPROXY_SIZES', values: '1 to 10000 each' }),
+  formats: setting(FORMATS, [], {
+    doc: 'formats offered for thumbnails, in order of preference; [] = off',
+    env: 'IMAGEPROXY_FORMATS',
+    values: 'avif, webp',
+  }),
   // Signers in timezones ahead of UTC start a new week up to this much earlier.
   skewSeconds: setting(integer(0, 86_400), 3600, {
     doc: 'also accept the week of now + skew (signers ahead of UTC)',
