@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, DEFAULT_CONFIG } from '../server/config/config.js';
 import { IMAGE_EXTENSIONS, keyDirectory, storageKey } from '../server/contract/layout.js';
+import { MAX_ACCEPT_ELEMENTS, MAX_ACCEPT_LENGTH } from '../server/contract/accept.js';
 import {
+  acceptClassTable,
   CONFIG_MODULE_NAME,
   NGINX_ERROR_ANSWERS,
   nginxErrorBody,
@@ -157,6 +159,13 @@ describe('renderer refuses unsafe or invalid input', () => {
     ['negative skew', { skewSeconds: -1 }, 'skewSeconds'],
     ['no secret', { secrets: [] }, 'secrets'],
     ['empty secret', { secrets: ['a', ''] }, 'secrets[1]'],
+    ['unknown format', { formats: ['jxl' as 'avif'] }, 'formats[0]'],
+    ['a format twice', { formats: ['webp', 'webp'] }, 'formats'],
+    [
+      'formats with the verdict cache',
+      { formats: ['avif'], cache: { directory: '/var/cache/x', maxSize: '1m', seconds: 2, checkedSocket: '/run/c.sock', verdictSocket: '/run/v.sock' } },
+      'formats',
+    ],
   ];
   for (const [name, overrides, key] of table) {
     it(name, () => {
@@ -203,12 +212,23 @@ describe('renderConfigModule', () => {
       sizeLabels: '|x150|x250|150x|150x150|150x250|250x|250x150|250x250|',
       skewSeconds: 3600,
       calendarYearWeeks: false,
-      fileHeaderNames: 'Cache-Control|X-Content-Type-Options|Content-Security-Policy|Cross-Origin-Resource-Policy|Referrer-Policy',
+      fileHeaderNames: 'Cache-Control|Vary|X-Content-Type-Options|Content-Security-Policy|Cross-Origin-Resource-Policy|Referrer-Policy',
       maxExtUrlLength: 8192,
       signatureLength: 16,
       signatureBytes: 12,
       cacheSeconds: 0,
+      formats: '',
+      acceptClasses: '',
+      maxAcceptLength: MAX_ACCEPT_LENGTH,
+      maxAcceptElements: MAX_ACCEPT_ELEMENTS,
     });
+  });
+
+  it('carries the offered formats and the class of each known Accept header', () => {
+    const on = /export default (\{[\s\S]*\});\s*$/.exec(renderConfigModule(withInput({ formats: ['webp', 'avif'] })));
+    const parsed = JSON.parse(on?.[1] ?? '{}') as { formats?: string; acceptClasses?: string };
+    assert.equal(parsed.formats, 'webp,avif');
+    assert.equal(parsed.acceptClasses, acceptClassTable(['webp', 'avif']));
   });
 
   it('holds no object or array but the secrets (njs rebuilds them on every request)', () => {
@@ -220,6 +240,29 @@ describe('renderConfigModule', () => {
   it('carries calendarYearWeeks when set', () => {
     const on = /export default (\{[\s\S]*\});\s*$/.exec(renderConfigModule(withInput({ calendarYearWeeks: true })));
     assert.equal((JSON.parse(on?.[1] ?? '{}') as { calendarYearWeeks?: boolean }).calendarYearWeeks, true);
+  });
+});
+
+describe('renderServerBlock with formats', () => {
+  it('formats [] renders exactly what no formats renders', () => {
+    assert.equal(renderServerBlock(withInput({ formats: [] })), renderServerBlock(BASE_INPUT));
+    assert.doesNotMatch(renderServerBlock(BASE_INPUT), /Vary|format_class/);
+  });
+
+  it('formats: a class location per format, trying its files in classFileExtensions order, and Vary', () => {
+    const text = renderServerBlock(withInput({ formats: ['webp', 'avif'] }));
+    for (const line of [
+      'js_set $imageproxy_format_class imageproxy.formatClass;',
+      'try_files $imageproxy_stem.webp.webp $imageproxy_stem.webp.jpg $imageproxy_stem.webp.png $imageproxy_stem.webp.gif $imageproxy_stem.webp.avif @imageproxy_app;',
+      'try_files $imageproxy_stem.avif.avif $imageproxy_stem.avif.jpg $imageproxy_stem.avif.png $imageproxy_stem.avif.webp $imageproxy_stem.avif.gif @imageproxy_app;',
+      'try_files $imageproxy_stem.jpg $imageproxy_stem.png $imageproxy_stem.webp $imageproxy_stem.gif $imageproxy_stem.avif @imageproxy_app;',
+      'add_header Vary Accept;',
+      'add_header Vary $imageproxy_vary;',
+    ]) {
+      assert.ok(text.split('\n').some((candidate) => candidate.trim() === line), line);
+    }
+    // The source class's location, the two class locations and the X-Accel-Redirect one.
+    assert.equal(text.match(/add_header Vary /g)?.length, 4);
   });
 });
 

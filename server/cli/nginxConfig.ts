@@ -139,6 +139,7 @@ function nginxConfig(options: NginxConfigOptions): void {
     skewSeconds: config.skewSeconds,
     calendarYearWeeks: config.calendarYearWeeks,
     secrets: secrets.secrets,
+    formats: config.formats,
     cache: {
       directory: resolve(config.nginx.cacheDir ?? (standalone ? join(prefix, STANDALONE_CACHE_NAME) : SYSTEM_CACHE_DIR)),
       maxSize: config.nginx.cacheMaxSize,

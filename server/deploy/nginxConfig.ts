@@ -23,7 +23,8 @@
 import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from '../config/config.js';
 import { MAX_CACHE_SECONDS, NGINX_PROXY_READ_TIMEOUT_SECONDS, NGINX_SIZE_PATTERN } from '../config/nginxLimits.js';
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
-import { IMAGE_EXTENSIONS } from '../contract/layout.js';
+import { MAX_ACCEPT_ELEMENTS, MAX_ACCEPT_LENGTH, MODERN_FORMATS, formatClassOf, type ModernFormat } from '../contract/accept.js';
+import { IMAGE_EXTENSIONS, classFileExtensions } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
 import { parseSize } from '../contract/sizes.js';
@@ -53,6 +54,12 @@ export interface NginxRenderInput {
   /** Also accept the calendar-year week rule (config calendarYearWeeks). Default false. */
   calendarYearWeeks?: boolean;
   secrets: string[];
+  /**
+   * Config `formats`: the formats thumbnails are offered in, in the server's order of
+   * preference (server/contract/accept.ts). Absent or empty: no negotiation, the config
+   * is what it was before formats existed.
+   */
+  formats?: readonly ModernFormat[];
   /**
    * nginx's cache of the njs verdicts: a repeated hit is served without running the
    * check. Absent, null or `seconds` 0: one server checks every request, as before.
@@ -108,7 +115,7 @@ const APP_LOCATION = '@imageproxy_app';
 /** The njs header filter of the error locations (nginx/imageproxy.js). */
 const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
 /** What nginx adds to a file it serves; an error location deletes these before adding its own. */
-const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
+const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', 'Vary', ...Object.keys(SECURITY_HEADERS)];
 /** The cache zone of the verdicts (proxy_cache_path keys_zone). */
 const CACHE_ZONE = 'imageproxy_verdicts';
 /** Upstreams of the public server when there is a cache. */
@@ -131,6 +138,53 @@ const NO_STEM = '/.imageproxy/no-such-image';
  * never past the moment the link's accepted weeks could change (nginx/imageproxy.js).
  */
 const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
+/**
+ * Set by njs for a thumbnail link when formats are offered: its format class (`avif`,
+ * `webp` or `source`); empty for any other request (full size, /proxy, not a link).
+ */
+const FORMAT_CLASS_VARIABLE = '$imageproxy_format_class';
+/** `Accept` when the request's format was negotiated, else empty (add_header skips it). */
+const VARY_VARIABLE = '$imageproxy_vary';
+/** The named location serving the class file of a thumbnail link for clients of `format`. */
+function classLocation(format: ModernFormat): string {
+  return `@imageproxy_class_${format}`;
+}
+/**
+ * The status the link location returns to reach classLocation(format) by error_page: one
+ * that nothing else answers (418 is the app's), never sent to a client.
+ */
+function classRedirectStatus(format: ModernFormat): number {
+  return 419 + MODERN_FORMATS.indexOf(format);
+}
+/**
+ * The `Accept` headers of current and recent browsers' `<img>` requests and of common
+ * tools, whose class nginx/imageproxy.js looks up in a table rendered from
+ * server/contract/accept.ts instead of parsing them: nearly every request carries one of
+ * these exact strings. Any other header is parsed by the njs port of accept.ts.
+ */
+export const KNOWN_ACCEPT_HEADERS: readonly string[] = [
+  // Chrome, Edge (Chromium), Opera
+  'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8',
+  // Chrome before AVIF (85 and older)
+  'image/webp,image/apng,image/*,*/*;q=0.8',
+  // Firefox, current
+  'image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+  // Firefox from AVIF support until it listed png and svg
+  'image/avif,image/webp,*/*',
+  // Firefox 65-91
+  'image/webp,*/*',
+  // Safari 16 and later (webp before avif: the server's order decides)
+  'image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+  // Safari 14 and 15
+  'image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5',
+  // Safari 13 and older
+  'image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5',
+  // EdgeHTML (old Edge)
+  'image/png, image/svg+xml, image/*; q=0.8, */*; q=0.5',
+  // curl, wget, crawlers, uptime checks
+  '*/*',
+  'image/*',
+];
 /** The longest life of a verdict, shared with the config's check (server/config/nginxLimits.ts). */
 export { MAX_CACHE_SECONDS };
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
@@ -258,6 +312,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
   }
   if (input.secrets.length === 0) throw new ConfigError('secrets', 'at least one secret is needed');
   const cache = checkCache(input.cache);
+  const formats = checkFormats(input.formats ?? [], cache);
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
@@ -272,8 +327,25 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     skewSeconds: expectInteger('skewSeconds', input.skewSeconds, 0, 86_400),
     calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
+    formats,
     cache,
   };
+}
+
+/**
+ * The offered formats, checked. Negotiation and the verdict cache are not rendered
+ * together: the cache's public server would need a class per verdict and a Vary on its
+ * answers, which it does not have.
+ */
+function checkFormats(formats: readonly ModernFormat[], cache: NginxCacheInput | null): readonly ModernFormat[] {
+  formats.forEach((format, index) => {
+    if (!MODERN_FORMATS.includes(format)) throw new ConfigError(`formats[${index}]`, `must be one of ${MODERN_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+  });
+  if (new Set(formats).size !== formats.length) throw new ConfigError('formats', 'must not list a format twice');
+  if (formats.length > 0 && cache !== null) {
+    throw new ConfigError('formats', 'format negotiation does not work with the verdict cache: set nginx.cacheSeconds to 0 or formats to []');
+  }
+  return formats;
 }
 
 /** The cache settings, checked; null when there is no cache (absent, null or 0 seconds). */
@@ -392,18 +464,72 @@ function fileServing(root: string): string[] {
  * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
  * admin listener).
  */
-function linkLocationEnd(stemVariable: string, fallback: string): string[] {
+function linkLocationEnd(stemVariable: string, fallback: string, formats: readonly ModernFormat[] = []): string[] {
   return [
     // Without `always`: on 200, 206 and 304 only, never on an error.
     ...indent(fileHeaders(), 1),
+    // A negotiated thumbnail of the source class: its answers vary with Accept too.
+    ...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]),
     `    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`,
     '}',
     '',
+    ...formats.flatMap((format) => classLocationBlock(format, stemVariable, fallback)),
     // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
     // case, with or without a trailing slash; a link has four segments, so no link is lost.
     "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
     'location ~* ^/metrics/?$ {',
     '    return 404;',
+    '}',
+    '',
+  ];
+}
+
+/**
+ * The location serving a thumbnail link's file for the clients of `format`: the class
+ * file in classFileExtensions order (server/contract/layout.ts: the class's own format
+ * first, then the source format a class gets when converting did not pay), else the app,
+ * which makes it. Every hit says `Vary: Accept`, whichever file it was.
+ */
+function classLocationBlock(format: ModernFormat, stemVariable: string, fallback: string): string[] {
+  const classStem = `${stemVariable}.${format}`;
+  return [
+    `location ${classLocation(format)} {`,
+    ...indent(fileHeaders(), 1),
+    '    add_header Vary Accept;',
+    `    try_files ${classFileExtensions(format).map((ext) => `${classStem}.${ext}`).join(' ')} ${fallback};`,
+    '}',
+    '',
+  ];
+}
+
+/**
+ * The link location's turn to the class locations: a thumbnail link whose client's class
+ * is a format goes to that format's location (error_page to a named location, as `if`
+ * may only return).
+ */
+function classRedirects(formats: readonly ModernFormat[]): { errorPages: string[]; returns: string[] } {
+  return {
+    errorPages: formats.map((format) => `error_page ${classRedirectStatus(format)} = ${classLocation(format)};`),
+    returns: formats.flatMap((format) => [
+      `if (${FORMAT_CLASS_VARIABLE} = "${format}") {`,
+      `    return ${classRedirectStatus(format)};`,
+      '}',
+    ]),
+  };
+}
+
+/**
+ * The http-level pieces of negotiation: the class (njs, read only for the links that
+ * need it) and the Vary it implies.
+ */
+function negotiationHttpLevel(formats: readonly ModernFormat[]): string[] {
+  if (formats.length === 0) return [];
+  return [
+    // Read by the link location after the stem: empty unless the link is a thumbnail.
+    `js_set ${FORMAT_CLASS_VARIABLE} imageproxy.formatClass;`,
+    `map ${FORMAT_CLASS_VARIABLE} ${VARY_VARIABLE} {`,
+    '    "" "";',
+    '    default "Accept";',
     '}',
     '',
   ];
@@ -418,6 +544,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const cache = input.cache ?? null;
   const stem = STEM_VARIABLE;
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
+  const formats = input.formats ?? [];
+  const negotiation = classRedirects(formats);
 
   const httpLevel = [
     '# imageproxy (generated by server/deploy/nginxConfig.ts): these lines go inside http { }.',
@@ -442,6 +570,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '    keepalive 32;',
     '}',
     '',
+    ...negotiationHttpLevel(formats),
     ...(cache === null ? [] : cacheHttpLevel(cache)),
   ];
 
@@ -467,6 +596,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     'location / {',
     // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
     `    error_page 418 = ${APP_LOCATION};`,
+    ...indent(negotiation.errorPages, 1),
     ...indent(errorPages(), 1),
     `    if (${stem} = "") {`,
     '        return 418;',
@@ -474,7 +604,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    ...linkLocationEnd(stem, APP_LOCATION),
+    ...indent(negotiation.returns, 1),
+    ...linkLocationEnd(stem, APP_LOCATION, formats),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -498,6 +629,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
     `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
+    // nginx drops the app's Vary on X-Accel-Redirect: a negotiated link's says it here.
+    ...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]),
     '}',
     '',
     ...errorLocations(),
@@ -730,6 +863,17 @@ export function sizeLabelTable(sizes: readonly number[]): Record<string, string>
 }
 
 /**
+ * The class of each of KNOWN_ACCEPT_HEADERS under `formats`, as formatClassOf gives it,
+ * in the shape njs searches: `\n{accept}\r{class}` each, then `\n`. A header value can
+ * hold neither CR nor LF, so `\n{header}\r` is found only for a listed header, whole.
+ * Empty when nothing is offered.
+ */
+export function acceptClassTable(formats: readonly ModernFormat[]): string {
+  if (formats.length === 0) return '';
+  return `${KNOWN_ACCEPT_HEADERS.map((accept) => `\n${accept}\r${formatClassOf(accept, formats)}`).join('')}\n`;
+}
+
+/**
  * The generated njs module imported by nginx/imageproxy.js: secrets, the buckets with
  * and without legacy signatures, allowed sizes, the size segments made of allowed sizes,
  * skew, the week rule, the cache lifetime and the contract's constants (server/contract/link.ts,
@@ -753,7 +897,9 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     '// allowed sizes (each its own stored label); calendarYearWeeks: also accept',
     "// calendar-year week keys; fileHeaderNames: headers nginx's error answers delete before",
     '// adding their own; cacheSeconds: longest life of a verdict in the cache (0: no cache);',
-    '// the rest: the URL contract.',
+    '// formats: the formats offered for thumbnails, in order ("": no negotiation);',
+    "// acceptClasses: known Accept headers and their class (\\n{accept}\\r{class}, ending \\n);",
+    '// the rest: the URL and Accept contracts.',
     'export default {',
     `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
     `    "buckets": ${list(bucketNames.filter((name) => input.buckets[name]?.legacySignatures !== true))},`,
@@ -767,7 +913,11 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
     `    "signatureLength": ${SIGNATURE_LENGTH},`,
     `    "signatureBytes": ${SIGNATURE_BYTES},`,
-    `    "cacheSeconds": ${input.cache?.seconds ?? 0}`,
+    `    "cacheSeconds": ${input.cache?.seconds ?? 0},`,
+    `    "formats": ${jsString((input.formats ?? []).join(','))},`,
+    `    "acceptClasses": ${jsString(acceptClassTable(input.formats ?? []))},`,
+    `    "maxAcceptLength": ${MAX_ACCEPT_LENGTH},`,
+    `    "maxAcceptElements": ${MAX_ACCEPT_ELEMENTS}`,
     '};',
     '',
   ].join('\n');
