@@ -463,19 +463,28 @@ function formatClassOf(accept, offered) {
 
 /*
  * The class of `accept` (a header value, or undefined when absent) under the generated
- * config: from the table of known headers when it is one of them (one string search),
- * else parsed. The table's entries are `\n{accept}\r{class}`; a header holds neither CR
- * nor LF, so a match is a whole entry.
+ * config: from the table of known headers when it is one of them, else parsed. The
+ * table's entries are `\n{accept}\r{class}`, shortest first; a header holds neither CR
+ * nor LF, so an occurrence between LF and CR is a whole entry, and a known header's
+ * first occurrence is its own entry (only a longer entry could hold it). A header naming
+ * none of the offered formats is `source` without parsing: only an element naming one
+ * exactly can choose it. No string is built before the search: in njs a concatenation
+ * costs more than the search itself.
  */
 function acceptClass(accept) {
     if (accept === undefined) return 'source';
     var table = config.acceptClasses;
-    var found = table.indexOf('\n' + accept + '\r');
-    if (found >= 0) {
-        var start = found + accept.length + 2;
-        return table.substring(start, table.indexOf('\n', start));
+    var found = table.indexOf(accept);
+    var end = found + accept.length;
+    if (found > 0 && table.charCodeAt(found - 1) === 10 && table.charCodeAt(end) === 13) {
+        return table.substring(end + 1, table.indexOf('\n', end));
     }
-    return formatClassOf(accept, config.formats.split(','));
+    var offered = config.formats.split(',');
+    var lower = accept.toLowerCase();
+    for (var index = 0; index < offered.length; index++) {
+        if (lower.indexOf(offered[index]) >= 0) return formatClassOf(accept, offered);
+    }
+    return 'source';
 }
 
 /* ---- nginx entry point ------------------------------------------------------------ */

@@ -864,13 +864,15 @@ export function sizeLabelTable(sizes: readonly number[]): Record<string, string>
 
 /**
  * The class of each of KNOWN_ACCEPT_HEADERS under `formats`, as formatClassOf gives it,
- * in the shape njs searches: `\n{accept}\r{class}` each, then `\n`. A header value can
+ * in the shape njs searches: `\n{accept}\r{class}` each, shortest first, then `\n`. A header value can
  * hold neither CR nor LF, so `\n{header}\r` is found only for a listed header, whole.
  * Empty when nothing is offered.
  */
 export function acceptClassTable(formats: readonly ModernFormat[]): string {
   if (formats.length === 0) return '';
-  return `${KNOWN_ACCEPT_HEADERS.map((accept) => `\n${accept}\r${formatClassOf(accept, formats)}`).join('')}\n`;
+  // Shortest first: a known header is then found at its own entry before any longer one holding it.
+  const shortestFirst = [...new Set(KNOWN_ACCEPT_HEADERS)].sort((a, b) => a.length - b.length);
+  return `${shortestFirst.map((accept) => `\n${accept}\r${formatClassOf(accept, formats)}`).join('')}\n`;
 }
 
 /**
