@@ -7,6 +7,10 @@
  *       string), so each is checked by njs and then stored in the cache
  *   (c) our nginx, repeated hit: the same link again and again, served from the cache
  *   (d) the app standalone (`imageproxy serve`, delivery direct), same worker count
+ *   (e) our nginx, thumbnail hit, formats [] (not negotiated), Chrome's `Accept`
+ *   (f) our nginx, thumbnail hit negotiated (formats avif,webp): Chrome's `Accept` gets
+ *       the avif class file. (e) and (f) serve the same bytes as (a): the thumbnail and
+ *       the class file are copies of the stored original, so only the work differs.
  *
  * each with 1 worker and with `worker_processes auto` (the app: `--workers` 1 and the
  * number of cores). `wrk -t2 -c64` on each target in turn, rounds alternating, medians;
@@ -24,10 +28,11 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { classVariantStem, keyDirectory, storageKey } from '../server/contract/layout.js';
 import { encodeImageUrl, formatLink } from '../server/contract/link.js';
 import {
   CONFIG_MODULE_NAME,
+  KNOWN_ACCEPT_HEADERS,
   renderConfigModule,
   renderStandaloneConf,
   type NginxRenderInput,
@@ -91,9 +96,9 @@ interface WrkRun {
 }
 
 /** One wrk run against `url` (with a Lua script when given), CPU of `pids` meanwhile. */
-function wrkRun(url: string, seconds: number, pids: readonly number[], script?: string): WrkRun {
+function wrkRun(url: string, seconds: number, pids: readonly number[], script?: string, headers: readonly string[] = []): WrkRun {
   const before = totalTicks(pids);
-  const args = ['-t2', '-c64', `-d${seconds}s`, ...(script === undefined ? [] : ['-s', script]), url];
+  const args = ['-t2', '-c64', `-d${seconds}s`, ...(script === undefined ? [] : ['-s', script]), ...headers.flatMap((header) => ['-H', header]), url];
   const result = spawnSync('wrk', args, { encoding: 'utf8' });
   const after = totalTicks(pids);
   const output = result.stdout ?? '';
@@ -158,7 +163,13 @@ interface Target {
   url: string;
   pids: () => number[];
   script?: string;
+  /** Request headers, `Name: value`. */
+  headers?: string[];
 }
+
+/** Chrome's Accept for an <img>. */
+const CHROME_ACCEPT = `Accept: ${KNOWN_ACCEPT_HEADERS[0] ?? ''}`;
+const THUMBNAIL_LABEL = '250x250';
 
 /** Why the hit bench cannot run here, or null. */
 export function benchNginxMissing(): string | null {
@@ -184,7 +195,9 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
   await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
   const imageUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/bench.jpg`;
   const extUrl = encodeImageUrl(imageUrl);
-  const path = formatLink({ bucket: 'i', size: 'full', signature: signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, Date.now()), extUrl, proxy: false });
+  const signature = signLink(SECRET, { bucket: 'i', extUrl, proxy: false }, Date.now());
+  const path = formatLink({ bucket: 'i', size: 'full', signature, extUrl, proxy: false });
+  const thumbnailPath = formatLink({ bucket: 'i', size: THUMBNAIL_LABEL, signature, extUrl, proxy: false });
   const running: { nginx: RunningNginx[]; serve: ServeProcess[] } = { nginx: [], serve: [] };
   const rows: BenchRow[] = [];
   try {
@@ -198,17 +211,23 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     running.serve = [];
     const key = storageKey(Buffer.from(imageUrl));
     await mkdir(plainRoot, { recursive: true });
-    await copyFile(join(root, keyDirectory('i', key), `${key}.jpg`), join(plainRoot, 'bench.jpg'));
+    const keyDir = join(root, keyDirectory('i', key));
+    await copyFile(join(keyDir, `${key}.jpg`), join(plainRoot, 'bench.jpg'));
+    // The same bytes as the thumbnail and as the avif class file (served as image/avif):
+    // (e) and (f) send what (a) sends.
+    await copyFile(join(keyDir, `${key}.jpg`), join(keyDir, `${key}.${THUMBNAIL_LABEL}.jpg`));
+    await copyFile(join(keyDir, `${key}.jpg`), join(keyDir, `${classVariantStem(key, THUMBNAIL_LABEL, 'avif')}.avif`));
     const script = join(work, 'unique-query.lua');
     await writeFile(script, UNIQUE_QUERY_SCRIPT);
 
     for (const workers of [1, 'auto'] as const) {
       const appWorkers = workers === 'auto' ? availableParallelism() : 1;
       const section = `hit, ${(jpeg.length / 1000).toFixed(0)} KB JPEG, ${rounds} × wrk -t2 -c64 -d${seconds}s, ${workers === 1 ? '1 worker' : `worker_processes auto (${availableParallelism()}), app --workers ${appWorkers}`}`;
-      const [cachedPort, plainPort, checkedPort, appPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+      const [cachedPort, plainPort, checkedPort, negotiatingPort, appPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
       const cachedPrefix = join(work, `cached-${workers}`);
       const checkedPrefix = join(work, `checked-${workers}`);
-      const base = (prefix: string, port: number, cacheSeconds: number): NginxRenderInput => ({
+      const negotiatingPrefix = join(work, `negotiating-${workers}`);
+      const base = (prefix: string, port: number, cacheSeconds: number, formats: NginxRenderInput['formats'] = []): NginxRenderInput => ({
         nginxListen: `127.0.0.1:${port}`,
         appListen: `127.0.0.1:${appPort}`, // never contacted: every request is a hit
         root,
@@ -219,6 +238,7 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         sizes: [150, 200, 250],
         skewSeconds: 3600,
         secrets: [SECRET],
+        formats,
         cache: { directory: join(prefix, 'verdict-cache'), maxSize: '256m', seconds: cacheSeconds, checkedSocket: join(prefix, 'checked.sock'), verdictSocket: join(prefix, 'verdict.sock') },
       });
       // Same http-level settings (sendfile, access log) and the same open_file_cache.
@@ -234,12 +254,13 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
       const user = testWorkerUser();
       const standalone = { workerProcesses: workers, ...(user === undefined ? {} : { user }) };
       const started: RunningNginx[] = [];
-      for (const [prefix, port, cacheSeconds, extraHttp] of [
-        [cachedPrefix, cachedPort, 2, plainServer],
-        [checkedPrefix, checkedPort, 0, undefined],
+      for (const [prefix, port, cacheSeconds, extraHttp, formats] of [
+        [cachedPrefix, cachedPort, 2, plainServer, []],
+        [checkedPrefix, checkedPort, 0, undefined, []],
+        [negotiatingPrefix, negotiatingPort, 0, undefined, ['avif', 'webp']],
       ] as const) {
         await mkdir(prefix, { recursive: true });
-        const input = base(prefix, port, cacheSeconds);
+        const input = base(prefix, port, cacheSeconds, formats);
         await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
         // The cache keys a link without its query string; here the query makes each (b')
         // request a link of its own, as a page of never-seen links would be.
@@ -249,7 +270,7 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         started.push(nginx);
         running.nginx.push(nginx);
       }
-      const [cachedNginx, checkedNginx] = started as [RunningNginx, RunningNginx];
+      const [cachedNginx, checkedNginx, negotiatingNginx] = started as [RunningNginx, RunningNginx, RunningNginx];
       const serve = await startServe(root, appWorkers);
       running.serve.push(serve);
       const targets: Target[] = [
@@ -264,11 +285,25 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         },
         { key: 'c', name: '(c) our nginx, repeated hit (from the cache)', url: `http://127.0.0.1:${cachedPort}${path}`, pids: () => workerPids(cachedNginx.process.pid) },
         { key: 'd', name: '(d) the app standalone (delivery direct)', url: `${serve.url}${path}`, pids: () => [] },
+        {
+          key: 'e',
+          name: "(e) our nginx, thumbnail hit, formats [] (Chrome's Accept)",
+          url: `http://127.0.0.1:${checkedPort}${thumbnailPath}`,
+          pids: () => workerPids(checkedNginx.process.pid),
+          headers: [CHROME_ACCEPT],
+        },
+        {
+          key: 'f',
+          name: "(f) our nginx, negotiated thumbnail hit, formats avif,webp (Chrome's Accept: the avif file)",
+          url: `http://127.0.0.1:${negotiatingPort}${thumbnailPath}`,
+          pids: () => workerPids(negotiatingNginx.process.pid),
+          headers: [CHROME_ACCEPT],
+        },
       ];
       const runs = new Map<string, WrkRun[]>(targets.map((target) => [target.key, []]));
       for (let round = 0; round < rounds; round += 1) {
         for (const target of targets) {
-          const run = wrkRun(target.url, seconds, target.pids(), target.script);
+          const run = wrkRun(target.url, seconds, target.pids(), target.script, target.headers);
           runs.get(target.key)?.push(run);
           if (verbose) {
             const cpu = run.cpuMicros === null ? '' : `, ${run.cpuMicros.toFixed(1)} µs nginx CPU/request`;
