@@ -14,6 +14,11 @@
  *                                          ext_url or size): the app answers the precise
  *                                          400/404/405, so error bodies have one source
  *
+ * With config `formats`, a second variable, $imageproxy_format_class (formatClass), names
+ * the format class of a thumbnail link's client from its Accept header: `avif`, `webp`
+ * or `source` (server/contract/accept.ts), '' for every other request; the server block
+ * tries that class's files.
+ *
  * When in doubt the answer is "", never a stem: the app re-checks everything, so a case
  * this script does not know costs speed, not correctness. A stem is only ever built from
  * a configured bucket name, the sha256 key and a size label of digits: no request text

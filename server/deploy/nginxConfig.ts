@@ -6,9 +6,11 @@
  * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
  *   http level:   js_path (twice), js_import, js_set $imageproxy_stem, js_var of the
  *                 cache's seconds, map $imageproxy_accel_cache_control, upstream
- *                 imageproxy_app (and the verdict cache's pieces when it is on)
+ *                 imageproxy_app (and the verdict cache's pieces when it is on; with
+ *                 formats, js_set $imageproxy_format_class and map $imageproxy_vary)
  *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
  *                 internal locations, and one error location per answer nginx gives itself
+ *                 (with formats, one named location per offered format's class files)
  *   load_module:  main level, only in the standalone file (a packaged nginx loads it
  *                 from /etc/nginx/modules-enabled)
  *
