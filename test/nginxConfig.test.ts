@@ -249,20 +249,34 @@ describe('renderServerBlock with formats', () => {
     assert.doesNotMatch(renderServerBlock(BASE_INPUT), /Vary|format_class/);
   });
 
-  it('formats: a class location per format, trying its files in classFileExtensions order, and Vary', () => {
+  it('formats: try_files names the class files by maps, in classFileExtensions order, and Vary', () => {
     const text = renderServerBlock(withInput({ formats: ['webp', 'avif'] }));
+    const lines = text.split('\n').map((line) => line.trim());
+    const tries = IMAGE_EXTENSIONS.map((_, index) => `$imageproxy_stem$imageproxy_class_suffix.$imageproxy_class_ext${index + 1}`);
     for (const line of [
       'js_set $imageproxy_format_class imageproxy.formatClass;',
-      'try_files $imageproxy_stem.webp.webp $imageproxy_stem.webp.jpg $imageproxy_stem.webp.png $imageproxy_stem.webp.gif $imageproxy_stem.webp.avif @imageproxy_app;',
-      'try_files $imageproxy_stem.avif.avif $imageproxy_stem.avif.jpg $imageproxy_stem.avif.png $imageproxy_stem.avif.webp $imageproxy_stem.avif.gif @imageproxy_app;',
-      'try_files $imageproxy_stem.jpg $imageproxy_stem.png $imageproxy_stem.webp $imageproxy_stem.gif $imageproxy_stem.avif @imageproxy_app;',
-      'add_header Vary Accept;',
+      `try_files ${tries.join(' ')} @imageproxy_app;`,
       'add_header Vary $imageproxy_vary;',
     ]) {
-      assert.ok(text.split('\n').some((candidate) => candidate.trim() === line), line);
+      assert.ok(lines.includes(line), line);
     }
-    // The source class's location, the two class locations and the X-Accel-Redirect one.
-    assert.equal(text.match(/add_header Vary /g)?.length, 4);
+    // What each position names per class: the maps read back.
+    const mapValues = (variable: string): Record<string, string> => {
+      const block = new RegExp(`map \\$imageproxy_format_class \\${variable} \\{\\n([^}]*)\\}`).exec(text)?.[1] ?? '';
+      return Object.fromEntries([...block.matchAll(/^\s*(\S+) "([^"]*)";$/gm)].map((match) => [match[1], match[2]]));
+    };
+    const files = (formatClass: string): string[] => {
+      const suffix = mapValues('$imageproxy_class_suffix');
+      return IMAGE_EXTENSIONS.map((_, index) => {
+        const ext = mapValues(`$imageproxy_class_ext${index + 1}`);
+        return `{stem}${suffix[formatClass] ?? suffix.default}.${ext[formatClass] ?? ext.default}`;
+      });
+    };
+    assert.deepEqual(files('avif'), ['{stem}.avif.avif', '{stem}.avif.jpg', '{stem}.avif.png', '{stem}.avif.webp', '{stem}.avif.gif']);
+    assert.deepEqual(files('webp'), ['{stem}.webp.webp', '{stem}.webp.jpg', '{stem}.webp.png', '{stem}.webp.gif', '{stem}.webp.avif']);
+    for (const other of ['source', '']) assert.deepEqual(files(other), IMAGE_EXTENSIONS.map((ext) => `{stem}.${ext}`), other);
+    // The link location and the X-Accel-Redirect one.
+    assert.equal(text.match(/add_header Vary /g)?.length, 2);
   });
 });
 

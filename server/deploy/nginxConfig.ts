@@ -7,10 +7,11 @@
  *   http level:   js_path (twice), js_import, js_set $imageproxy_stem, js_var of the
  *                 cache's seconds, map $imageproxy_accel_cache_control, upstream
  *                 imageproxy_app (and the verdict cache's pieces when it is on; with
- *                 formats, js_set $imageproxy_format_class and map $imageproxy_vary)
+ *                 formats, js_set $imageproxy_format_class and the maps of Vary and the
+ *                 class files' names)
  *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
  *                 internal locations, and one error location per answer nginx gives itself
- *                 (with formats, one named location per offered format's class files)
+ *                 (with formats, the link's try_files names the class's files by maps)
  *   load_module:  main level, only in the standalone file (a packaged nginx loads it
  *                 from /etc/nginx/modules-enabled)
  *
@@ -147,16 +148,11 @@ const CACHE_SECONDS_VARIABLE = '$imageproxy_cache_seconds';
 const FORMAT_CLASS_VARIABLE = '$imageproxy_format_class';
 /** `Accept` when the request's format was negotiated, else empty (add_header skips it). */
 const VARY_VARIABLE = '$imageproxy_vary';
-/** The named location serving the class file of a thumbnail link for clients of `format`. */
-function classLocation(format: ModernFormat): string {
-  return `@imageproxy_class_${format}`;
-}
-/**
- * The status the link location returns to reach classLocation(format) by error_page: one
- * that nothing else answers (418 is the app's), never sent to a client.
- */
-function classRedirectStatus(format: ModernFormat): number {
-  return 419 + MODERN_FORMATS.indexOf(format);
+/** `.avif` / `.webp` for a thumbnail link of that class, else empty: the class file's stem suffix. */
+const CLASS_SUFFIX_VARIABLE = '$imageproxy_class_suffix';
+/** The extension `try_files` tries at position `index` for the request's class. */
+function classExtensionVariable(index: number): string {
+  return `$imageproxy_class_ext${index + 1}`;
 }
 /**
  * The `Accept` headers of current and recent browsers' `<img>` requests and of common
@@ -470,12 +466,17 @@ function linkLocationEnd(stemVariable: string, fallback: string, formats: readon
   return [
     // Without `always`: on 200, 206 and 304 only, never on an error.
     ...indent(fileHeaders(), 1),
-    // A negotiated thumbnail of the source class: its answers vary with Accept too.
-    ...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]),
-    `    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`,
+    ...(formats.length === 0
+      ? [`    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`]
+      : [
+          // Every answer of a negotiated thumbnail link, whatever its class (empty otherwise).
+          `    add_header Vary ${VARY_VARIABLE};`,
+          // The class's files in classFileExtensions order; the source class's (and every
+          // other link's) are the files above, in their order.
+          `    try_files ${IMAGE_EXTENSIONS.map((_, index) => `${stemVariable}${CLASS_SUFFIX_VARIABLE}.${classExtensionVariable(index)}`).join(' ')} ${fallback};`,
+        ]),
     '}',
     '',
-    ...formats.flatMap((format) => classLocationBlock(format, stemVariable, fallback)),
     // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
     // case, with or without a trailing slash; a link has four segments, so no link is lost.
     "# Metrics are served on the app's admin listener only; no visitor reaches this path.",
@@ -487,52 +488,32 @@ function linkLocationEnd(stemVariable: string, fallback: string, formats: readon
 }
 
 /**
- * The location serving a thumbnail link's file for the clients of `format`: the class
- * file in classFileExtensions order (server/contract/layout.ts: the class's own format
- * first, then the source format a class gets when converting did not pay), else the app,
- * which makes it. Every hit says `Vary: Accept`, whichever file it was.
- */
-function classLocationBlock(format: ModernFormat, stemVariable: string, fallback: string): string[] {
-  const classStem = `${stemVariable}.${format}`;
-  return [
-    `location ${classLocation(format)} {`,
-    ...indent(fileHeaders(), 1),
-    '    add_header Vary Accept;',
-    `    try_files ${classFileExtensions(format).map((ext) => `${classStem}.${ext}`).join(' ')} ${fallback};`,
-    '}',
-    '',
-  ];
-}
-
-/**
- * The link location's turn to the class locations: a thumbnail link whose client's class
- * is a format goes to that format's location (error_page to a named location, as `if`
- * may only return).
- */
-function classRedirects(formats: readonly ModernFormat[]): { errorPages: string[]; returns: string[] } {
-  return {
-    errorPages: formats.map((format) => `error_page ${classRedirectStatus(format)} = ${classLocation(format)};`),
-    returns: formats.flatMap((format) => [
-      `if (${FORMAT_CLASS_VARIABLE} = "${format}") {`,
-      `    return ${classRedirectStatus(format)};`,
-      '}',
-    ]),
-  };
-}
-
-/**
- * The http-level pieces of negotiation: the class (njs, read only for the links that
- * need it) and the Vary it implies.
+ * The http-level pieces of negotiation: the class (njs, read only when `try_files` of a
+ * valid link needs it), the Vary it implies, and what the link's `try_files` tries for
+ * it: the class file's stem suffix and, at each position, the extension, in
+ * classFileExtensions order (server/contract/layout.ts) for a format's class and in
+ * IMAGE_EXTENSIONS order otherwise. Maps, not a location per class: nginx looks them up
+ * in C, where a redirect to another location and the `if`s leading there cost more.
  */
 function negotiationHttpLevel(formats: readonly ModernFormat[]): string[] {
   if (formats.length === 0) return [];
+  const classMap = (variable: string, valueOf: (format: ModernFormat) => string, otherwise: string): string[] => [
+    `map ${FORMAT_CLASS_VARIABLE} ${variable} {`,
+    ...formats.map((format) => `    ${format} ${quote(valueOf(format))};`),
+    `    default ${quote(otherwise)};`,
+    '}',
+  ];
   return [
-    // Read by the link location after the stem: empty unless the link is a thumbnail.
+    // Empty unless the link is a thumbnail link.
     `js_set ${FORMAT_CLASS_VARIABLE} imageproxy.formatClass;`,
     `map ${FORMAT_CLASS_VARIABLE} ${VARY_VARIABLE} {`,
     '    "" "";',
     '    default "Accept";',
     '}',
+    ...classMap(CLASS_SUFFIX_VARIABLE, (format) => `.${format}`, ''),
+    ...IMAGE_EXTENSIONS.flatMap((ext, index) =>
+      classMap(classExtensionVariable(index), (format) => classFileExtensions(format)[index] ?? ext, ext),
+    ),
     '',
   ];
 }
@@ -547,7 +528,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const stem = STEM_VARIABLE;
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
   const formats = input.formats ?? [];
-  const negotiation = classRedirects(formats);
 
   const httpLevel = [
     '# imageproxy (generated by server/deploy/nginxConfig.ts): these lines go inside http { }.',
@@ -598,7 +578,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     'location / {',
     // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
     `    error_page 418 = ${APP_LOCATION};`,
-    ...indent(negotiation.errorPages, 1),
     ...indent(errorPages(), 1),
     `    if (${stem} = "") {`,
     '        return 418;',
@@ -606,7 +585,6 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    ...indent(negotiation.returns, 1),
     ...linkLocationEnd(stem, APP_LOCATION, formats),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
