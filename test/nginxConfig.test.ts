@@ -263,7 +263,9 @@ describe('renderServerBlock with formats', () => {
     // What each position names per class: the maps read back.
     const mapValues = (variable: string): Record<string, string> => {
       const block = new RegExp(`map \\$imageproxy_format_class \\${variable} \\{\\n([^}]*)\\}`).exec(text)?.[1] ?? '';
-      return Object.fromEntries([...block.matchAll(/^\s*(\S+) "([^"]*)";$/gm)].map((match) => [match[1], match[2]]));
+      const values: Record<string, string> = {};
+      for (const match of block.matchAll(/^\s*(\S+) "([^"]*)";$/gm)) values[match[1] ?? ''] = match[2] ?? '';
+      return values;
     };
     const files = (formatClass: string): string[] => {
       const suffix = mapValues('$imageproxy_class_suffix');
