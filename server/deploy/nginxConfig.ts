@@ -895,11 +895,11 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
     `    "signatureLength": ${SIGNATURE_LENGTH},`,
     `    "signatureBytes": ${SIGNATURE_BYTES},`,
-    `    "cacheSeconds": ${input.cache?.seconds ?? 0},`,
     `    "formats": ${jsString((input.formats ?? []).join(','))},`,
     `    "acceptClasses": ${jsString(acceptClassTable(input.formats ?? []))},`,
     `    "maxAcceptLength": ${MAX_ACCEPT_LENGTH},`,
-    `    "maxAcceptElements": ${MAX_ACCEPT_ELEMENTS}`,
+    `    "maxAcceptElements": ${MAX_ACCEPT_ELEMENTS},`,
+    `    "cacheSeconds": ${input.cache?.seconds ?? 0}`,
     '};',
     '',
   ].join('\n');
