@@ -14,6 +14,11 @@
  *                                          ext_url or size): the app answers the precise
  *                                          400/404/405, so error bodies have one source
  *
+ * With config `formats`, a second variable, $imageproxy_format_class (formatClass), names
+ * the format class of a thumbnail link's client from its Accept header: `avif`, `webp`
+ * or `source` (server/contract/accept.ts), '' for every other request; the server block
+ * tries that class's files.
+ *
  * When in doubt the answer is "", never a stem: the app re-checks everything, so a case
  * this script does not know costs speed, not correctness. A stem is only ever built from
  * a configured bucket name, the sha256 key and a size label of digits: no request text
@@ -301,6 +306,196 @@ function verifyLink(requestUri, nowSeconds, cfg) {
     return label === '' ? stem : stem + '.' + label;
 }
 
+/* ---- format class (server/contract/accept.ts) ----------------------------------------- */
+/*
+ * The port of server/contract/accept.ts: parseQuality, parseAccept, qualityOf,
+ * negotiateFormat and formatClassOf with their type annotations deleted. Two changes:
+ * the limits come from the generated module, and a character above 0xff counts as
+ * obs-text in a quoted string. njs hands a header's valid UTF-8 over decoded (`é` is one
+ * character, U+00E9) where Node hands the app its bytes as latin1 (two characters, each
+ * obs-text), so this is the same verdict on the same bytes. Read accept.ts for the rules
+ * and the reasons; test/njsAccept.test.ts checks this copy against it.
+ * Only headers missing from the generated table of known ones (formatClass) get here.
+ */
+
+// RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits, letters.
+var TOKEN_PUNCTUATION = "!#$%&'*+-.^_`|~";
+
+function isTokenChar(code) {
+    if (code >= 0x30 && code <= 0x39) return true; // 0-9
+    if (code >= 0x41 && code <= 0x5a) return true; // A-Z
+    if (code >= 0x61 && code <= 0x7a) return true; // a-z
+    return code < 0x80 && TOKEN_PUNCTUATION.indexOf(String.fromCharCode(code)) !== -1;
+}
+
+/* SP or HTAB (OWS). */
+function isWhitespace(code) {
+    return code === 0x20 || code === 0x09;
+}
+
+function parseQuality(text) {
+    const length = text.length;
+    if (length === 0 || length > 5) return null;
+    const first = text.charCodeAt(0);
+    if (first !== 0x30 && first !== 0x31) return null; // "0" or "1"
+    if (length === 1) return first - 0x30;
+    if (text.charCodeAt(1) !== 0x2e) return null; // "."
+    let thousandths = 0;
+    let scale = 100;
+    for (let index = 2; index < length; index++) {
+        const digit = text.charCodeAt(index) - 0x30;
+        if (digit < 0 || digit > 9) return null;
+        thousandths += digit * scale;
+        scale = scale / 10;
+    }
+    if (first === 0x31 && thousandths !== 0) return null; // above 1
+    return first === 0x31 ? 1 : thousandths / 1000;
+}
+
+function parseAccept(header) {
+    const length = header.length;
+    if (length > config.maxAcceptLength) return null;
+    const elements = [];
+    let index = 0;
+
+    const skipWhitespace = () => {
+        while (index < length && isWhitespace(header.charCodeAt(index))) index++;
+    };
+    const readToken = () => {
+        const start = index;
+        while (index < length && isTokenChar(header.charCodeAt(index))) index++;
+        return header.slice(start, index);
+    };
+    const readQuotedString = () => {
+        const start = index;
+        index++; // the opening quote
+        while (index < length) {
+            const code = header.charCodeAt(index);
+            if (code === 0x22) {
+                index++;
+                return header.slice(start, index);
+            }
+            if (code === 0x5c) {
+                // quoted-pair: a backslash and one HTAB, SP, VCHAR or obs-text
+                index++;
+                if (index >= length) return null;
+                const escaped = header.charCodeAt(index);
+                if (escaped !== 0x09 && (escaped < 0x20 || escaped === 0x7f)) return null;
+            } else if (code !== 0x09 && (code < 0x20 || code === 0x7f)) {
+                return null;
+            }
+            index++;
+        }
+        return null;
+    };
+
+    while (true) {
+        skipWhitespace();
+        if (index >= length) break;
+        if (header.charCodeAt(index) === 0x2c) {
+            index++; // an empty list element
+            continue;
+        }
+        if (elements.length >= config.maxAcceptElements) return null;
+
+        const type = readToken().toLowerCase();
+        if (type === '' || header.charCodeAt(index) !== 0x2f) return null; // "/"
+        index++;
+        const subtype = readToken().toLowerCase();
+        if (subtype === '' || (type === '*' && subtype !== '*')) return null;
+
+        let quality = 1;
+        let sawQuality = false;
+        while (true) {
+            skipWhitespace();
+            if (index >= length || header.charCodeAt(index) !== 0x3b) break; // ";"
+            index++;
+            skipWhitespace();
+            if (index >= length) break;
+            const next = header.charCodeAt(index);
+            if (next === 0x3b || next === 0x2c) continue; // an empty parameter
+            const name = readToken().toLowerCase();
+            if (name === '') return null;
+            skipWhitespace();
+            if (header.charCodeAt(index) !== 0x3d) return null; // "="
+            index++;
+            skipWhitespace();
+            const quoted = header.charCodeAt(index) === 0x22;
+            const value = quoted ? readQuotedString() : readToken();
+            if (value === null || value === '') return null;
+            if (name === 'q') {
+                const parsed = quoted || sawQuality ? null : parseQuality(value);
+                if (parsed === null) return null;
+                quality = parsed;
+                sawQuality = true;
+            }
+        }
+        skipWhitespace();
+        if (index < length && header.charCodeAt(index) !== 0x2c) return null;
+        elements.push({ type, subtype, quality });
+    }
+    return elements;
+}
+
+function qualityOf(elements, format) {
+    let quality = -1;
+    for (let index = 0; index < elements.length; index++) {
+        const element = elements[index];
+        if (element === undefined || element.type !== 'image' || element.subtype !== format) continue;
+        if (quality === -1 || element.quality < quality) quality = element.quality;
+    }
+    return quality === -1 ? 0 : quality;
+}
+
+function negotiateFormat(accept, offered) {
+    if (accept === undefined || offered.length === 0) return null;
+    const elements = parseAccept(accept);
+    if (elements === null) return null;
+    let chosen = null;
+    let chosenQuality = 0;
+    for (let index = 0; index < offered.length; index++) {
+        const format = offered[index];
+        if (format === undefined) continue;
+        const quality = qualityOf(elements, format);
+        if (quality > chosenQuality) {
+            chosen = format;
+            chosenQuality = quality;
+        }
+    }
+    return chosen;
+}
+
+function formatClassOf(accept, offered) {
+    const chosen = negotiateFormat(accept, offered);
+    return chosen === null ? 'source' : chosen;
+}
+
+/*
+ * The class of `accept` (a header value, or undefined when absent) under the generated
+ * config: from the table of known headers when it is one of them, else parsed. The
+ * table's entries are `\n{accept}\r{class}`, shortest first; a header holds neither CR
+ * nor LF, so an occurrence between LF and CR is a whole entry, and a known header's
+ * first occurrence is its own entry (only a longer entry could hold it). A header naming
+ * none of the offered formats is `source` without parsing: only an element naming one
+ * exactly can choose it. No string is built before the search: in njs a concatenation
+ * costs more than the search itself.
+ */
+function acceptClass(accept) {
+    if (accept === undefined) return 'source';
+    var table = config.acceptClasses;
+    var found = table.indexOf(accept);
+    var end = found + accept.length;
+    if (found > 0 && table.charCodeAt(found - 1) === 10 && table.charCodeAt(end) === 13) {
+        return table.substring(end + 1, table.indexOf('\n', end));
+    }
+    var offered = config.formats.split(',');
+    var lower = accept.toLowerCase();
+    for (var index = 0; index < offered.length; index++) {
+        if (lower.indexOf(offered[index]) >= 0) return formatClassOf(accept, offered);
+    }
+    return 'source';
+}
+
 /* ---- nginx entry point ------------------------------------------------------------ */
 
 /*
@@ -316,6 +511,20 @@ function linkStem(r) {
     var result = verifyLink(r.variables.request_uri, nowSeconds, config);
     if (result.charCodeAt(0) === 47) return result;
     return result === 'bad_signature' ? result : '';
+}
+
+/*
+ * js_set handler of $imageproxy_format_class, rendered only when formats are offered:
+ * the class of a thumbnail link's client (`avif`, `webp` or `source`), '' for any other
+ * request. A thumbnail's stem is the only one with a dot (`{key}.{label}`: bucket names
+ * and keys have none), so full-size and /proxy links are never negotiated. It reads the
+ * stem nginx already has for this request, so the link is checked once.
+ */
+function formatClass(r) {
+    if (config.formats === '') return '';
+    var stem = r.variables.imageproxy_stem;
+    if (stem.charCodeAt(0) !== 47 || stem.indexOf('.') < 0) return '';
+    return acceptClass(r.headersIn.Accept);
 }
 
 /*
@@ -335,6 +544,9 @@ function clearFileHeaders(r) {
 export default {
     linkStem: linkStem,
     clearFileHeaders: clearFileHeaders,
+    formatClass: formatClass,
+    acceptClass: acceptClass,
+    formatClassOf: formatClassOf,
     verifyLink: verifyLink,
     weekSuffixes: weekSuffixes,
     sizeLabel: sizeLabel

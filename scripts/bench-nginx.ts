@@ -10,6 +10,8 @@
  *     - one thumbnail link (250x250, a few KB) again and again
  *     - 1 000 distinct thumbnail links round-robin (a page of thumbnails)
  *     - one full-size link (the original, ~100 KB)
+ *   and, with formats avif,webp, the same thumbnail link negotiated: Chrome's `Accept`
+ *   gets the avif class file (a copy of the thumbnail's bytes, so only the work differs)
  *
  * `wrk -t2 -c64` on each target in turn (a workload's rows back to back), rounds
  * alternating, medians; each row as a ratio
@@ -29,10 +31,11 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fileStem, imageFileName, keyDirectory, storageKey } from '../server/contract/layout.js';
+import { classVariantStem, fileStem, imageFileName, keyDirectory, storageKey } from '../server/contract/layout.js';
 import { encodeImageUrl, formatLink } from '../server/contract/link.js';
 import {
   CONFIG_MODULE_NAME,
+  KNOWN_ACCEPT_HEADERS,
   NJS_MODULE_PATH,
   WORKER_CONNECTIONS,
   renderConfigModule,
@@ -50,6 +53,8 @@ const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
 const TICK_MICROS = 10_000;
 const THUMBNAIL_SIZE = '250x250';
 const PAGE_LINKS = 1000;
+/** Chrome's `<img>` Accept: the class `avif` with formats avif,webp. */
+const CHROME_ACCEPT = `Accept: ${KNOWN_ACCEPT_HEADERS[0] ?? ''}`;
 
 export interface BenchNginxOptions {
   /** Rounds per target (default 3). */
@@ -111,9 +116,9 @@ interface WrkRun {
 }
 
 /** One wrk run against `url` (with a Lua script when given), CPU of `pids` meanwhile. */
-function wrkRun(url: string, seconds: number, pids: readonly number[], script?: string): WrkRun {
+function wrkRun(url: string, seconds: number, pids: readonly number[], script?: string, headers: readonly string[] = []): WrkRun {
   const before = totalTicks(pids);
-  const args = ['-t2', '-c64', `-d${seconds}s`, ...(script === undefined ? [] : ['-s', script]), url];
+  const args = ['-t2', '-c64', `-d${seconds}s`, ...(script === undefined ? [] : ['-s', script]), ...headers.flatMap((header) => ['-H', header]), url];
   const result = spawnSync('wrk', args, { encoding: 'utf8' });
   const after = totalTicks(pids);
   const output = result.stdout ?? '';
@@ -211,6 +216,8 @@ interface Target {
   url: string;
   pids: () => number[];
   script?: string;
+  /** Request headers, `Name: value`. */
+  headers?: readonly string[];
 }
 
 /** Why the hit bench cannot run here, or null. */
@@ -273,6 +280,7 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     }
     await copyFile(stored(fileStem(key, null)), join(plainRoot, 'full.jpg'));
     await copyFile(thumbnailFile, join(plainRoot, 'thumbnail.jpg'));
+    await copyFile(thumbnailFile, join(root, keyDirectory('i', key), imageFileName(classVariantStem(key, THUMBNAIL_SIZE, 'avif'), 'avif')));
     const pageScript = join(work, 'page.lua');
     const plainPageScript = join(work, 'plain-page.lua');
     await writeFile(pageScript, roundRobinScript(pagePaths));
@@ -344,9 +352,10 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     ];
     const pageTargets: Target[] = [{ key: 'plain-page', name: `plain nginx, ${PAGE_LINKS} thumbnail files round-robin`, url: plain, pids: referencePids, script: plainPageScript }];
     const fullTargets: Target[] = [{ key: 'plain-full', name: 'plain nginx, one full-size file', url: `${plain}/full.jpg`, pids: referencePids }];
-    const variants = [
+    const variants: Array<{ label: string; njsDir: string; formats?: NginxRenderInput['formats'] }> = [
       { label: '', njsDir: NJS_DIR },
       ...(options.compareNjsDir === undefined ? [] : [{ label: ' [before]', njsDir: options.compareNjsDir }]),
+      { label: ", negotiated (formats avif,webp; Chrome's Accept: the avif file)", njsDir: NJS_DIR, formats: ['avif', 'webp'] },
     ];
     for (const [index, variant] of variants.entries()) {
       const prefix = join(work, `ours-${index}`);
@@ -363,6 +372,7 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
         sizes: [150, 200, 250],
         skewSeconds: 3600,
         secrets: [SECRET],
+        ...(variant.formats === undefined ? {} : { formats: variant.formats }),
       };
       await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
       const conf = renderStandaloneConf(input, prefix, { workerProcesses: 'auto', ...(user === undefined ? {} : { user }) });
@@ -370,7 +380,13 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
       running.push(nginx);
       const pids = (): number[] => workerPids(nginx.process.pid);
       const base = `http://127.0.0.1:${port}`;
-      thumbnailTargets.push({ key: `thumbnail${index}`, name: `ours, one thumbnail link${variant.label}`, reference: 'plain-thumbnail', url: `${base}${thumbnailPath}`, pids });
+      const thumbnail: Target = { key: `thumbnail${index}`, name: `ours, one thumbnail link${variant.label}`, reference: 'plain-thumbnail', url: `${base}${thumbnailPath}`, pids };
+      if (variant.formats !== undefined) {
+        // Only the thumbnail row: full-size links are never negotiated, a page costs what one link does.
+        thumbnailTargets.push({ ...thumbnail, headers: [CHROME_ACCEPT] });
+        continue;
+      }
+      thumbnailTargets.push(thumbnail);
       pageTargets.push({ key: `page${index}`, name: `ours, ${PAGE_LINKS} thumbnail links round-robin${variant.label}`, reference: 'plain-page', url: base, pids, script: pageScript });
       fullTargets.push({ key: `full${index}`, name: `ours, one full-size link${variant.label}`, reference: 'plain-full', url: `${base}${fullPath}`, pids });
     }
@@ -379,7 +395,7 @@ export async function benchNginx(options: BenchNginxOptions = {}): Promise<Bench
     const runs = new Map<string, WrkRun[]>(targets.map((target) => [target.key, []]));
     for (let round = 0; round < rounds; round += 1) {
       for (const target of targets) {
-        const run = wrkRun(target.url, seconds, target.pids(), target.script);
+        const run = wrkRun(target.url, seconds, target.pids(), target.script, target.headers);
         runs.get(target.key)?.push(run);
         if (verbose) {
           const cpu = run.cpuMicros === null ? '' : `, ${run.cpuMicros.toFixed(1)} µs nginx CPU/request`;

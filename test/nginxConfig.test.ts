@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, DEFAULT_CONFIG } from '../server/config/config.js';
 import { IMAGE_EXTENSIONS, keyDirectory, storageKey } from '../server/contract/layout.js';
+import { MAX_ACCEPT_ELEMENTS, MAX_ACCEPT_LENGTH } from '../server/contract/accept.js';
 import {
+  acceptClassTable,
   CONFIG_MODULE_NAME,
   NGINX_ERROR_ANSWERS,
   nginxErrorBody,
@@ -149,6 +151,8 @@ describe('renderer refuses unsafe or invalid input', () => {
     ['negative skew', { skewSeconds: -1 }, 'skewSeconds'],
     ['no secret', { secrets: [] }, 'secrets'],
     ['empty secret', { secrets: ['a', ''] }, 'secrets[1]'],
+    ['unknown format', { formats: ['jxl' as 'avif'] }, 'formats[0]'],
+    ['a format twice', { formats: ['webp', 'webp'] }, 'formats'],
   ];
   for (const [name, overrides, key] of table) {
     it(name, () => {
@@ -195,11 +199,22 @@ describe('renderConfigModule', () => {
       sizeLabels: '|x150|x250|150x|150x150|150x250|250x|250x150|250x250|',
       skewSeconds: 3600,
       calendarYearWeeks: false,
-      fileHeaderNames: 'Cache-Control|X-Content-Type-Options|Content-Security-Policy|Cross-Origin-Resource-Policy|Referrer-Policy',
+      fileHeaderNames: 'Cache-Control|Vary|X-Content-Type-Options|Content-Security-Policy|Cross-Origin-Resource-Policy|Referrer-Policy',
       maxExtUrlLength: 8192,
       signatureLength: 16,
       signatureBytes: 12,
+      formats: '',
+      acceptClasses: '',
+      maxAcceptLength: MAX_ACCEPT_LENGTH,
+      maxAcceptElements: MAX_ACCEPT_ELEMENTS,
     });
+  });
+
+  it('carries the offered formats and the class of each known Accept header', () => {
+    const on = /export default (\{[\s\S]*\});\s*$/.exec(renderConfigModule(withInput({ formats: ['webp', 'avif'] })));
+    const parsed = JSON.parse(on?.[1] ?? '{}') as { formats?: string; acceptClasses?: string };
+    assert.equal(parsed.formats, 'webp,avif');
+    assert.equal(parsed.acceptClasses, acceptClassTable(['webp', 'avif']));
   });
 
   it('holds no object or array but the secrets (njs rebuilds them on every request)', () => {
@@ -211,6 +226,45 @@ describe('renderConfigModule', () => {
   it('carries calendarYearWeeks when set', () => {
     const on = /export default (\{[\s\S]*\});\s*$/.exec(renderConfigModule(withInput({ calendarYearWeeks: true })));
     assert.equal((JSON.parse(on?.[1] ?? '{}') as { calendarYearWeeks?: boolean }).calendarYearWeeks, true);
+  });
+});
+
+describe('renderServerBlock with formats', () => {
+  it('formats [] renders exactly what no formats renders', () => {
+    assert.equal(renderServerBlock(withInput({ formats: [] })), renderServerBlock(BASE_INPUT));
+    assert.doesNotMatch(renderServerBlock(BASE_INPUT), /Vary|format_class/);
+  });
+
+  it('formats: try_files names the class files by maps, in classFileExtensions order, and Vary', () => {
+    const text = renderServerBlock(withInput({ formats: ['webp', 'avif'] }));
+    const lines = text.split('\n').map((line) => line.trim());
+    const tries = IMAGE_EXTENSIONS.map((_, index) => `$imageproxy_stem$imageproxy_class_suffix.$imageproxy_class_ext${index + 1}`);
+    for (const line of [
+      'js_set $imageproxy_format_class imageproxy.formatClass;',
+      `try_files ${tries.join(' ')} @imageproxy_app;`,
+      'add_header Vary $imageproxy_vary;',
+    ]) {
+      assert.ok(lines.includes(line), line);
+    }
+    // What each position names per class: the maps read back.
+    const mapValues = (variable: string): Record<string, string> => {
+      const block = new RegExp(`map \\$imageproxy_format_class \\${variable} \\{\\n([^}]*)\\}`).exec(text)?.[1] ?? '';
+      const values: Record<string, string> = {};
+      for (const match of block.matchAll(/^\s*(\S+) "([^"]*)";$/gm)) values[match[1] ?? ''] = match[2] ?? '';
+      return values;
+    };
+    const files = (formatClass: string): string[] => {
+      const suffix = mapValues('$imageproxy_class_suffix');
+      return IMAGE_EXTENSIONS.map((_, index) => {
+        const ext = mapValues(`$imageproxy_class_ext${index + 1}`);
+        return `{stem}${suffix[formatClass] ?? suffix.default}.${ext[formatClass] ?? ext.default}`;
+      });
+    };
+    assert.deepEqual(files('avif'), ['{stem}.avif.avif', '{stem}.avif.jpg', '{stem}.avif.png', '{stem}.avif.webp', '{stem}.avif.gif']);
+    assert.deepEqual(files('webp'), ['{stem}.webp.webp', '{stem}.webp.jpg', '{stem}.webp.png', '{stem}.webp.gif', '{stem}.webp.avif']);
+    for (const other of ['source', '']) assert.deepEqual(files(other), IMAGE_EXTENSIONS.map((ext) => `{stem}.${ext}`), other);
+    // The link location and the X-Accel-Redirect one.
+    assert.equal(text.match(/add_header Vary /g)?.length, 2);
   });
 });
 

@@ -4,13 +4,14 @@
  * packages to install, when nginx, its njs module or the njs CLI is missing.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NJS_MODULE_PATH, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
+import { CONFIG_MODULE_NAME, NJS_MODULE_PATH, renderConfigModule, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
 import { until } from './helpers.js';
 
 /** A render input with production-like paths, for tests of the rendered text; `overrides` replaces keys. */
@@ -49,6 +50,32 @@ export function nginxMissing(): string | null {
 /** The `njs` command-line tool, or why not. */
 export function njsMissing(): string | null {
   return commandWorks('njs', ['-v']) ? null : `njs command not found: ${NGINX_INSTALL_HINT}`;
+}
+
+/**
+ * Runs `driver` (an njs script importing imageproxy.js) with the real njs, beside the
+ * module rendered from a small test config with `overrides`, both written to `workDir`.
+ * Returns its stdout; fails the test when njs fails.
+ */
+export async function runNjsDriver(workDir: string, driver: string, overrides: Partial<NginxRenderInput> = {}): Promise<string> {
+  const input: NginxRenderInput = {
+    nginxListen: '127.0.0.1:8080',
+    appListen: '127.0.0.1:8091',
+    root: '/srv/imageproxy',
+    internalPrefix: '/_imageproxy',
+    njsDir: NJS_DIR,
+    configModuleDir: workDir,
+    buckets: { i: { legacySignatures: false } },
+    sizes: [150],
+    skewSeconds: 3600,
+    secrets: ['1234'],
+    ...overrides,
+  };
+  await writeFile(join(workDir, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
+  await writeFile(join(workDir, 'driver.js'), driver);
+  const run = spawnSync('njs', ['-p', workDir, '-p', NJS_DIR, join(workDir, 'driver.js')], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  assert.equal(run.status, 0, `njs failed: ${run.stderr}${run.stdout.slice(0, 2000)}`);
+  return run.stdout;
 }
 
 /** A loopback TCP port free right now. */

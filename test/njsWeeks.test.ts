@@ -5,13 +5,11 @@
  * as the former array-building logic, kept below as the oracle.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CONFIG_MODULE_NAME, renderConfigModule } from '../server/deploy/nginxConfig.js';
-import { NJS_DIR, njsMissing } from './nginxHarness.js';
+import { njsMissing, runNjsDriver } from './nginxHarness.js';
 
 /** The former week logic of nginx/imageproxy.js, verbatim in substance: the oracle. */
 const ORACLE = String.raw`
@@ -112,24 +110,9 @@ describe('njs week suffixes against the former logic', { skip: njsMissing() ?? f
 
   before(async () => {
     workDir = await mkdtemp(join(tmpdir(), 'imageproxy-njs-weeks-'));
-    const input = {
-      nginxListen: '127.0.0.1:8080',
-      appListen: '127.0.0.1:8091',
-      root: '/srv/imageproxy',
-      internalPrefix: '/_imageproxy',
-      njsDir: NJS_DIR,
-      configModuleDir: workDir,
-      buckets: { i: { legacySignatures: false } },
-      sizes: [150],
-      skewSeconds: 3600,
-      secrets: ['1234'],
-    };
-    await writeFile(join(workDir, CONFIG_MODULE_NAME), renderConfigModule(input), { mode: 0o600 });
-    await writeFile(join(workDir, 'driver.js'), DRIVER);
-    const run = spawnSync('njs', ['-p', workDir, '-p', NJS_DIR, join(workDir, 'driver.js')], { encoding: 'utf8' });
-    assert.equal(run.status, 0, `njs failed: ${run.stderr}${run.stdout.slice(0, 2000)}`);
-    const line = run.stdout.split('\n').find((candidate) => candidate.startsWith('{'));
-    assert.ok(line !== undefined, run.stdout);
+    const stdout = await runNjsDriver(workDir, DRIVER);
+    const line = stdout.split('\n').find((candidate) => candidate.startsWith('{'));
+    assert.ok(line !== undefined, stdout);
     result = JSON.parse(line) as DriverResult;
   });
 

@@ -131,6 +131,7 @@ function nginxConfig(options: NginxConfigOptions): void {
     calendarYearWeeks: config.calendarYearWeeks,
     secrets: secrets.secrets,
     placeholder: config.placeholder,
+    formats: config.formats,
   };
   const workers = options.workers === undefined ? undefined : parsePositiveInteger('--workers', options.workers);
   const text = standalone

@@ -59,14 +59,17 @@ export type FormatClass = (typeof FORMAT_CLASSES)[number];
 const SOURCE_CLASS: FormatClass = 'source';
 
 /**
- * Longest Accept header parsed. Browsers send under 200 characters; nginx's default
- * large_client_header_buffers hold 8 KB per header line, so this never refuses a header
- * nginx accepted in its default configuration, and bounds the work on one that is longer.
+ * Longest Accept header parsed; a longer one is malformed (the source format). Browsers
+ * send at most about 130 characters (Safari), so twice that refuses none. The bound is
+ * tight because nginx parses a header it does not know with the njs port of this file
+ * (nginx/imageproxy.js), where each character costs a good part of what a whole hit
+ * costs: any client may send a long header to a thumbnail link, and its parse must stay
+ * within a few hits' work. nginx and the app read the same constant, so they agree.
  */
-export const MAX_ACCEPT_LENGTH = 8192;
+export const MAX_ACCEPT_LENGTH = 256;
 
-/** Most list elements parsed; browsers send about ten. */
-export const MAX_ACCEPT_ELEMENTS = 64;
+/** Most list elements parsed; browsers send about ten. Bounds the njs parse as above. */
+export const MAX_ACCEPT_ELEMENTS = 32;
 
 /** One media range of an Accept header, lower-cased, with its weight. */
 export interface AcceptElement {

@@ -5,9 +5,12 @@
  *
  * What goes where (renderServerBlock's text is meant for the inside of `http {}`):
  *   http level:   js_path (twice), js_import, js_set $imageproxy_stem,
- *                 map $imageproxy_accel_cache_control, upstream imageproxy_app
+ *                 map $imageproxy_accel_cache_control, upstream imageproxy_app (with
+ *                 formats, js_set $imageproxy_format_class and the maps of Vary and the
+ *                 class files' names)
  *   server level: listen, root, types, open_file_cache, the link, /metrics, app and
  *                 internal locations, and one error location per answer nginx gives itself
+ *                 (with formats, the link's try_files names the class's files by maps)
  *   load_module:  main level, only in the standalone file (a packaged nginx loads it
  *                 from /etc/nginx/modules-enabled)
  *
@@ -22,7 +25,8 @@
 import { BUCKET_NAME_PATTERN, ConfigError, PREFIX_PATTERN, expectInteger, expectListen, splitListen } from '../config/config.js';
 import { NGINX_PROXY_READ_TIMEOUT_SECONDS } from '../config/nginxLimits.js';
 import { ERROR_STATUS, type ErrorCode } from '../errors.js';
-import { IMAGE_EXTENSIONS } from '../contract/layout.js';
+import { MAX_ACCEPT_ELEMENTS, MAX_ACCEPT_LENGTH, MODERN_FORMATS, formatClassOf, type ModernFormat } from '../contract/accept.js';
+import { IMAGE_EXTENSIONS, classFileExtensions } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
 import { parseSize } from '../contract/sizes.js';
@@ -58,6 +62,12 @@ export interface NginxRenderInput {
    * image load (server/deploy/placeholderNginx.ts). Default false: text, as always.
    */
   placeholder?: boolean;
+  /**
+   * Config `formats`: the formats thumbnails are offered in, in the server's order of
+   * preference (server/contract/accept.ts). Absent or empty: no negotiation, the config
+   * is what it was before formats existed.
+   */
+  formats?: readonly ModernFormat[];
 }
 
 export interface StandaloneOptions {
@@ -89,7 +99,49 @@ const APP_LOCATION = '@imageproxy_app';
 /** The njs header filter of the error locations (nginx/imageproxy.js). */
 const ERROR_HEADER_FILTER = 'imageproxy.clearFileHeaders';
 /** What nginx adds to a file it serves; an error location deletes these before adding its own. */
-const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', ...Object.keys(SECURITY_HEADERS)];
+const FILE_HEADER_NAMES: readonly string[] = ['Cache-Control', 'Vary', ...Object.keys(SECURITY_HEADERS)];
+/**
+ * Set by njs for a thumbnail link when formats are offered: its format class (`avif`,
+ * `webp` or `source`); empty for any other request (full size, /proxy, not a link).
+ */
+const FORMAT_CLASS_VARIABLE = '$imageproxy_format_class';
+/** `Accept` when the request's format was negotiated, else empty (add_header skips it). */
+const VARY_VARIABLE = '$imageproxy_vary';
+/** `.avif` / `.webp` for a thumbnail link of that class, else empty: the class file's stem suffix. */
+const CLASS_SUFFIX_VARIABLE = '$imageproxy_class_suffix';
+/** The extension `try_files` tries at position `index` for the request's class. */
+function classExtensionVariable(index: number): string {
+  return `$imageproxy_class_ext${index + 1}`;
+}
+/**
+ * The `Accept` headers of current and recent browsers' `<img>` requests and of common
+ * tools, whose class nginx/imageproxy.js looks up in a table rendered from
+ * server/contract/accept.ts instead of parsing them: nearly every request carries one of
+ * these exact strings. Any other header is parsed by the njs port of accept.ts.
+ */
+export const KNOWN_ACCEPT_HEADERS: readonly string[] = [
+  // Chrome, Edge (Chromium), Opera
+  'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8',
+  // Chrome before AVIF (85 and older)
+  'image/webp,image/apng,image/*,*/*;q=0.8',
+  // Firefox, current
+  'image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+  // Firefox from AVIF support until it listed png and svg
+  'image/avif,image/webp,*/*',
+  // Firefox 65-91
+  'image/webp,*/*',
+  // Safari 16 and later (webp before avif: the server's order decides)
+  'image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+  // Safari 14 and 15
+  'image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5',
+  // Safari 13 and older
+  'image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5',
+  // EdgeHTML (old Edge)
+  'image/png, image/svg+xml, image/*; q=0.8, */*; q=0.5',
+  // curl, wget, crawlers, uptime checks
+  '*/*',
+  'image/*',
+];
 /** Absolute, as `load_module` would otherwise resolve against the `-p` prefix. */
 export const NJS_MODULE_PATH = '/usr/lib/nginx/modules/ngx_http_js_module.so';
 
@@ -217,6 +269,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
   if (input.placeholder !== undefined && typeof input.placeholder !== 'boolean') {
     throw new ConfigError('placeholder', 'must be true or false');
   }
+  const formats = checkFormats(input.formats ?? []);
   input.secrets.forEach((secret, index) => {
     if (typeof secret !== 'string' || secret.length === 0) throw new ConfigError(`secrets[${index}]`, 'must not be empty');
   });
@@ -232,7 +285,17 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     calendarYearWeeks: input.calendarYearWeeks ?? false,
     secrets: input.secrets,
     placeholder: input.placeholder ?? false,
+    formats,
   };
+}
+
+/** The offered formats, checked. */
+function checkFormats(formats: readonly ModernFormat[]): readonly ModernFormat[] {
+  formats.forEach((format, index) => {
+    if (!MODERN_FORMATS.includes(format)) throw new ConfigError(`formats[${index}]`, `must be one of ${MODERN_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+  });
+  if (new Set(formats).size !== formats.length) throw new ConfigError('formats', 'must not list a format twice');
+  return formats;
 }
 
 // ---- rendering ---------------------------------------------------------------------
@@ -267,11 +330,6 @@ function errorPages(): string[] {
   return NGINX_ERROR_ANSWERS.map((answer) => `error_page ${answer.statuses.join(' ')} = ${errorLocationUri(answer.code)};`);
 }
 
-/**
- * One location per answer: text whatever the path looks like (`types {}` empty, so
- * a `.jpg` path is no image/jpeg), the error, security and no-store headers on any
- * status (`always`). njs first deletes the file headers an earlier pass of the request
- * left (add_header cannot replace a header): the app's Cache-Control for the image on an
 /** Headers of every error answer nginx makes, besides its X-Imageproxy-Error. */
 const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS };
 
@@ -341,11 +399,19 @@ function fileServing(root: string): string[] {
  * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
  * admin listener).
  */
-function linkLocationEnd(stemVariable: string, fallback: string): string[] {
+function linkLocationEnd(stemVariable: string, fallback: string, formats: readonly ModernFormat[] = []): string[] {
   return [
     // Without `always`: on 200, 206 and 304 only, never on an error.
     ...indent(fileHeaders(), 1),
-    `    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`,
+    ...(formats.length === 0
+      ? [`    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`]
+      : [
+          // Every answer of a negotiated thumbnail link, whatever its class (empty otherwise).
+          `    add_header Vary ${VARY_VARIABLE};`,
+          // The class's files in classFileExtensions order; the source class's (and every
+          // other link's) are the files above, in their order.
+          `    try_files ${IMAGE_EXTENSIONS.map((_, index) => `${stemVariable}${CLASS_SUFFIX_VARIABLE}.${classExtensionVariable(index)}`).join(' ')} ${fallback};`,
+        ]),
     '}',
     '',
     // nginx matches the decoded, slash-merged path (`//metrics`, `/%6detrics`), in any
@@ -359,6 +425,37 @@ function linkLocationEnd(stemVariable: string, fallback: string): string[] {
 }
 
 /**
+ * The http-level pieces of negotiation: the class (njs, read only when `try_files` of a
+ * valid link needs it), the Vary it implies, and what the link's `try_files` tries for
+ * it: the class file's stem suffix and, at each position, the extension, in
+ * classFileExtensions order (server/contract/layout.ts) for a format's class and in
+ * IMAGE_EXTENSIONS order otherwise. Maps, not a location per class: nginx looks them up
+ * in C, where a redirect to another location and the `if`s leading there cost more.
+ */
+function negotiationHttpLevel(formats: readonly ModernFormat[]): string[] {
+  if (formats.length === 0) return [];
+  const classMap = (variable: string, valueOf: (format: ModernFormat) => string, otherwise: string): string[] => [
+    `map ${FORMAT_CLASS_VARIABLE} ${variable} {`,
+    ...formats.map((format) => `    ${format} ${quote(valueOf(format))};`),
+    `    default ${quote(otherwise)};`,
+    '}',
+  ];
+  return [
+    // Empty unless the link is a thumbnail link.
+    `js_set ${FORMAT_CLASS_VARIABLE} imageproxy.formatClass;`,
+    `map ${FORMAT_CLASS_VARIABLE} ${VARY_VARIABLE} {`,
+    '    "" "";',
+    '    default "Accept";',
+    '}',
+    ...classMap(CLASS_SUFFIX_VARIABLE, (format) => `.${format}`, ''),
+    ...IMAGE_EXTENSIONS.flatMap((ext, index) =>
+      classMap(classExtensionVariable(index), (format) => classFileExtensions(format)[index] ?? ext, ext),
+    ),
+    '',
+  ];
+}
+
+/**
  * The directives for the inside of `http {}`: js_path/js_import/js_set and the upstream
  * (http level only), then the `server {}`.
  */
@@ -366,6 +463,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const input = checkInput(rawInput);
   const stem = STEM_VARIABLE;
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
+  const formats = input.formats ?? [];
 
   const httpLevel = [
     '# imageproxy (generated by server/deploy/nginxConfig.ts): these lines go inside http { }.',
@@ -389,6 +487,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '}',
     '',
     ...(input.placeholder === true ? placeholderHttpLevel() : []),
+    ...negotiationHttpLevel(formats),
   ];
 
   const server = [
@@ -412,7 +511,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    ...linkLocationEnd(stem, APP_LOCATION),
+    ...linkLocationEnd(stem, APP_LOCATION, formats),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -436,6 +535,8 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
     `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
+    // nginx drops the app's Vary on X-Accel-Redirect: a negotiated link's says it here.
+    ...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]),
     '}',
     '',
     ...errorLocations(input.placeholder === true),
@@ -531,6 +632,19 @@ export function sizeLabelTable(sizes: readonly number[]): Record<string, string>
 }
 
 /**
+ * The class of each of KNOWN_ACCEPT_HEADERS under `formats`, as formatClassOf gives it,
+ * in the shape njs searches: `\n{accept}\r{class}` each, shortest first, then `\n`. A header value can
+ * hold neither CR nor LF, so `\n{header}\r` is found only for a listed header, whole.
+ * Empty when nothing is offered.
+ */
+export function acceptClassTable(formats: readonly ModernFormat[]): string {
+  if (formats.length === 0) return '';
+  // Shortest first: a known header is then found at its own entry before any longer one holding it.
+  const shortestFirst = [...new Set(KNOWN_ACCEPT_HEADERS)].sort((a, b) => a.length - b.length);
+  return `${shortestFirst.map((accept) => `\n${accept}\r${formatClassOf(accept, formats)}`).join('')}\n`;
+}
+
+/**
  * The generated njs module imported by nginx/imageproxy.js: secrets, the buckets with
  * and without legacy signatures, allowed sizes, the size segments made of allowed sizes,
  * skew, the week rule and the contract's constants (server/contract/link.ts,
@@ -553,7 +667,9 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     '// without the bucket); sizes: the allowed sizes; sizeLabels: the size segments made of',
     '// allowed sizes (each its own stored label); calendarYearWeeks: also accept',
     "// calendar-year week keys; fileHeaderNames: headers nginx's error answers delete before",
-    '// adding their own; the rest: the URL contract.',
+    '// adding their own; formats: the formats offered for thumbnails, in order ("": no negotiation);',
+    "// acceptClasses: known Accept headers and their class (\\n{accept}\\r{class}, ending \\n);",
+    '// the rest: the URL and Accept contracts.',
     'export default {',
     `    "secrets": [${input.secrets.map(jsString).join(', ')}],`,
     `    "buckets": ${list(bucketNames.filter((name) => input.buckets[name]?.legacySignatures !== true))},`,
@@ -566,7 +682,11 @@ export function renderConfigModule(rawInput: NginxRenderInput): string {
     `    "fileHeaderNames": ${jsString(FILE_HEADER_NAMES.join('|'))},`,
     `    "maxExtUrlLength": ${MAX_EXT_URL_LENGTH},`,
     `    "signatureLength": ${SIGNATURE_LENGTH},`,
-    `    "signatureBytes": ${SIGNATURE_BYTES}`,
+    `    "signatureBytes": ${SIGNATURE_BYTES},`,
+    `    "formats": ${jsString((input.formats ?? []).join(','))},`,
+    `    "acceptClasses": ${jsString(acceptClassTable(input.formats ?? []))},`,
+    `    "maxAcceptLength": ${MAX_ACCEPT_LENGTH},`,
+    `    "maxAcceptElements": ${MAX_ACCEPT_ELEMENTS}`,
     '};',
     '',
   ].join('\n');
