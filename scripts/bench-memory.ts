@@ -7,7 +7,11 @@
  * (liveness) and on the public one. Prints peak RSS, the slowest /healthz answer and the
  * answers by status and error code. Not part of CI; needs `npm run build` first.
  *
- *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp]
+ *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp] [formats=]
+ *
+ * With `formats` (say `avif,webp`) the server offers them and every thumbnail request
+ * carries Chrome's `<img>` Accept, so each thumbnail miss also makes its AVIF file: the
+ * burst with format negotiation on.
  *
  * The `cli` argument lets the same script measure another build (say an export of the
  * last commit built in /tmp) for a before/after comparison.
@@ -25,6 +29,8 @@ import { coldMissPath, startServeChild, timedGet } from './serveChild.js';
 const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
 const ENGINES = (process.argv[4] ?? 'sharp,jimp').split(',');
+const FORMATS = process.argv[5] ?? '';
+const CHROME_IMAGE_ACCEPT = 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8';
 const SECRET = 'bench-memory-secret';
 const SAMPLE_MS = 50;
 
@@ -32,7 +38,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-memory-'));
   const { child, url, adminUrl, errorLines, stop } = await startServeChild(CLI, [
     '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info',
-  ]);
+  ], { IMAGEPROXY_FORMATS: FORMATS });
   const pid = child.pid as number;
   const idleKiB = await rssKiB(pid);
   let peakKiB = idleKiB;
@@ -54,7 +60,8 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const answers = await Promise.all(
     Array.from({ length: REQUESTS }, (_, index) => {
       const size = index % 2 === 0 ? 'full' : '250x250';
-      return timedGet(url, coldMissPath(SECRET, `${origin.href}photo-${engine}-${index}.jpg`, size, atMs), agent);
+      const headers: Record<string, string> = FORMATS === '' || size === 'full' ? {} : { Accept: CHROME_IMAGE_ACCEPT };
+      return timedGet(url, coldMissPath(SECRET, `${origin.href}photo-${engine}-${index}.jpg`, size, atMs), agent, headers);
     }),
   );
   const seconds = (performance.now() - started) / 1000;
@@ -66,7 +73,8 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
     `max ${figures.maxMs.toFixed(0)} ms (${figures.over100Ms} of ${figures.probes} probes over 100 ms, ${figures.failed} not 200)`;
   const byOutcome = new Map<string, number>();
   for (const answer of answers) {
-    const outcome = `${answer.status}${answer.code === '' ? '' : ` ${answer.code}`}`;
+    const type = answer.status === 200 ? ` ${answer.contentType}` : '';
+    const outcome = `${answer.status}${answer.code === '' ? '' : ` ${answer.code}`}${type}`;
     byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
   }
   const outcomes = [...byOutcome].sort().map(([outcome, count]) => `${outcome}: ${count}`).join(', ');
@@ -75,7 +83,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const busyText = busyMs.length === 0 ? '' : ` (busy after ${(Math.min(...busyMs) / 1000).toFixed(1)}–${(Math.max(...busyMs) / 1000).toFixed(1)} s)`;
   const slowest = Math.max(...answers.map((answer) => answer.ms));
   console.log(
-    `${engine}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
+    `${engine}${FORMATS === '' ? '' : ` (formats ${FORMATS})`}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
       `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
       `admin /healthz ${probeText(healthFigures)}; public /healthz ${probeText(publicFigures)}; slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
       `error log lines ${errorLines()}; answers ${outcomes}${busyText}`,

@@ -76,18 +76,28 @@ export function coldMissPath(secret: string, imageUrl: string, size: string, atM
 }
 
 /** A GET read to its end: status, the X-Imageproxy-Error code and the time taken (status -1: no answer). */
-export function timedGet(baseUrl: string, path: string, agent: Agent): Promise<{ status: number; code: string; ms: number }> {
+export function timedGet(
+  baseUrl: string,
+  path: string,
+  agent: Agent,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; code: string; contentType: string; ms: number }> {
   const started = performance.now();
   return new Promise((done) => {
     const { hostname, port } = new URL(baseUrl);
-    const outgoing = httpRequest({ hostname, port, path, agent }, (incoming) => {
+    const outgoing = httpRequest({ hostname, port, path, agent, headers }, (incoming) => {
       incoming.resume();
       incoming.on('end', () =>
-        done({ status: incoming.statusCode ?? 0, code: String(incoming.headers['x-imageproxy-error'] ?? ''), ms: performance.now() - started }),
+        done({
+          status: incoming.statusCode ?? 0,
+          code: String(incoming.headers['x-imageproxy-error'] ?? ''),
+          contentType: String(incoming.headers['content-type'] ?? ''),
+          ms: performance.now() - started,
+        }),
       );
-      incoming.on('error', () => done({ status: -1, code: 'reset', ms: performance.now() - started }));
+      incoming.on('error', () => done({ status: -1, code: 'reset', contentType: '', ms: performance.now() - started }));
     });
-    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', ms: performance.now() - started }));
+    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', contentType: '', ms: performance.now() - started }));
     outgoing.end();
   });
 }
