@@ -279,7 +279,7 @@ describe('fetch once, store, serve', () => {
         done: (samples) => queuedOrAnswered(samples) === 16 && samples.get('imageproxy_origin_fetches_total{result="ok"}') === 5,
       });
       const thumbnail = fetch(app.url + linkFor(waiting, { size: '150x' }));
-      const resized = (samples: Map<string, number>): number => samples.get('imageproxy_resizes_total{engine="sharp",result="ok"}') ?? 0;
+      const resized = (samples: Map<string, number>): number => samples.get('imageproxy_resizes_total{engine="sharp",format="source",result="ok"}') ?? 0;
       const entered = await until(scrape, { message: 'the thumbnail in the resize queue', done: (samples) => queuedOrAnswered(samples) >= 17 });
       // A whole resize of the photo later it has read its stored original and waits for the
       // slot, with at least a dozen resizes still ahead of it: now the original goes.
