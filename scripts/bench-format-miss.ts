@@ -13,7 +13,7 @@
  *   npm run build && node --import tsx scripts/bench-format-miss.ts [rounds=3] [cli=dist/server/cli.js]
  */
 import { createServer } from 'node:http';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchRow } from './benchTable.js';
 import { median } from './benchMeasure.js';
 import { BENCH_SIZE, photoJpeg } from './missBaseline.js';
-import { coldMissPath, startServeChild } from './serveChild.js';
+import { coldMissPath, startServeChild, timedGet, type TimedAnswer } from './serveChild.js';
 
 const SECRET = 'bench-format-miss-secret';
 const PER_ROUND = 10;
@@ -34,30 +34,6 @@ const CLASSES = [
   { name: 'AVIF', accept: 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8', type: 'image/avif' },
 ] as const;
 type ClassName = (typeof CLASSES)[number]['name'];
-
-interface Answer {
-  status: number;
-  type: string;
-  bytes: number;
-  ms: number;
-}
-
-function timedGet(baseUrl: string, path: string, accept: string, agent: Agent): Promise<Answer> {
-  const started = performance.now();
-  return new Promise((done) => {
-    const { hostname, port } = new URL(baseUrl);
-    const outgoing = httpRequest({ hostname, port, path, agent, headers: { Accept: accept } }, (incoming) => {
-      let bytes = 0;
-      incoming.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-      });
-      incoming.on('end', () => done({ status: incoming.statusCode ?? 0, type: String(incoming.headers['content-type'] ?? ''), bytes, ms: performance.now() - started }));
-      incoming.on('error', () => done({ status: -1, type: '', bytes, ms: performance.now() - started }));
-    });
-    outgoing.on('error', () => done({ status: -1, type: '', bytes: 0, ms: performance.now() - started }));
-    outgoing.end();
-  });
-}
 
 export async function benchFormatMiss(options: { rounds?: number; cli?: string } = {}): Promise<BenchRow[]> {
   const rounds = options.rounds ?? 3;
@@ -78,9 +54,9 @@ export async function benchFormatMiss(options: { rounds?: number; cli?: string }
   let serial = 0;
   const newLink = (): string => coldMissPath(SECRET, `${originBase}/format-${process.pid}-${(serial += 1)}.jpg`, BENCH_SIZE.label, atMs);
   let wrongAnswers = 0;
-  const miss = async (path: string, which: (typeof CLASSES)[number]): Promise<Answer> => {
-    const answer = await timedGet(served.url, path, which.accept, agent);
-    if (answer.status !== 200 || answer.type !== which.type) wrongAnswers += 1;
+  const miss = async (path: string, which: (typeof CLASSES)[number]): Promise<TimedAnswer> => {
+    const answer = await timedGet(served.url, path, agent, { Accept: which.accept });
+    if (answer.status !== 200 || answer.contentType !== which.type) wrongAnswers += 1;
     return answer;
   };
   const cold: Record<ClassName, number[]> = { JPEG: [], WebP: [], AVIF: [] };

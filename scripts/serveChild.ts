@@ -75,29 +75,45 @@ export function coldMissPath(secret: string, imageUrl: string, size: string, atM
   return formatLink({ bucket: 'i', size, signature, extUrl, proxy: false });
 }
 
-/** A GET read to its end: status, the X-Imageproxy-Error code and the time taken (status -1: no answer). */
+/** What timedGet saw of an answer. */
+export interface TimedAnswer {
+  /** -1: no answer. */
+  status: number;
+  /** X-Imageproxy-Error, or empty. */
+  code: string;
+  contentType: string;
+  /** Body bytes read. */
+  bytes: number;
+  ms: number;
+}
+
+/** A GET read to its end: status, the X-Imageproxy-Error code, type, body size and the time taken. */
 export function timedGet(
   baseUrl: string,
   path: string,
   agent: Agent,
   headers: Record<string, string> = {},
-): Promise<{ status: number; code: string; contentType: string; ms: number }> {
+): Promise<TimedAnswer> {
   const started = performance.now();
   return new Promise((done) => {
     const { hostname, port } = new URL(baseUrl);
     const outgoing = httpRequest({ hostname, port, path, agent, headers }, (incoming) => {
-      incoming.resume();
+      let bytes = 0;
+      incoming.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+      });
       incoming.on('end', () =>
         done({
           status: incoming.statusCode ?? 0,
           code: String(incoming.headers['x-imageproxy-error'] ?? ''),
           contentType: String(incoming.headers['content-type'] ?? ''),
+          bytes,
           ms: performance.now() - started,
         }),
       );
-      incoming.on('error', () => done({ status: -1, code: 'reset', contentType: '', ms: performance.now() - started }));
+      incoming.on('error', () => done({ status: -1, code: 'reset', contentType: '', bytes, ms: performance.now() - started }));
     });
-    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', contentType: '', ms: performance.now() - started }));
+    outgoing.on('error', (error: NodeJS.ErrnoException) => done({ status: -1, code: error.code ?? 'error', contentType: '', bytes: 0, ms: performance.now() - started }));
     outgoing.end();
   });
 }
