@@ -191,6 +191,10 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
     it('back into a fresh tree: byte-identical images, the same sidecars; a rerun copies nothing', async () => {
       const fresh = join(work, 'fresh');
       const back = await configFor('fresh', fresh, PREFIX);
+      const dryRun = await migrate(back, ['--to', 'tree', '--dry-run']);
+      assert.equal(dryRun.code, 0, dryRun.stderr);
+      assert.equal(lines(dryRun.stdout).filter((line) => line.startsWith('would copy\t')).length, planted.flatMap((entry) => entry.files).length + 1);
+      await assert.rejects(lstat(fresh), { code: 'ENOENT' }, 'a dry run makes no tree');
       const run = await migrate(back, ['--to', 'tree', '--verify']);
       assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
       const files = planted.flatMap((entry) => entry.files);

@@ -31,7 +31,7 @@ import type { ObjectInfo, ObjectStore } from '../storage/objectStore.js';
 import { blocklistPath } from '../takedown/blocklistStore.js';
 import { writeFileAtomic } from '../tree/atomicFile.js';
 import { parseJsonObject, sha256Hex, variantRecordsOf, type ImageMetadata, type VariantRecord } from '../tree/originals.js';
-import { isIrregularFileError, readRegularFile } from '../tree/regularFile.js';
+import { isIrregularFileError, readRegularFile, readRegularText } from '../tree/regularFile.js';
 import type { ImageStore } from '../tree/store.js';
 import { walkShardFiles } from '../tree/walk.js';
 
@@ -46,6 +46,8 @@ export const MIGRATION_REASONS = {
   noSidecar: 'no_sidecar',
   /** A symlink, FIFO or other non-regular entry: never followed, never copied. */
   notRegular: 'not_regular',
+  /** An object under a bucket's name that no image of ours is named like: not copied into the tree. */
+  notOurs: 'not_ours',
   /** The copy was there with the right digest in its metadata but other bytes (`--verify`): copied again. */
   altered: 'altered',
   /** Read back after the copy (`--verify`), the bytes differ. */
@@ -287,7 +289,7 @@ export async function copyTreeToBucket(root: string, options: MigrationOptions):
     let sidecarProblem = 'none';
     if (group.hasSidecar) {
       try {
-        sidecar = parseJsonObject((await readRegularFile(join(directory, metadataFileName(key)), 64 * 1024)).toString('utf8'));
+        sidecar = parseJsonObject(await readRegularText(join(directory, metadataFileName(key))));
         if (sidecar === null) sidecarProblem = 'not a JSON object';
       } catch (error) {
         sidecarProblem = isMissing(error) ? 'none' : describe(error);
@@ -497,15 +499,15 @@ export async function copyBucketToTree(options: MigrationOptions): Promise<Migra
             continue;
           }
         }
+        if (options.dryRun) {
+          options.events.onPlanned(name, `${keyDirectory(bucket, key)}/${fileName}`);
+          run.count('copied');
+          continue;
+        }
         const got = await store.get(name, { maxBytes: info.bytes });
         if (got === null) continue;
         if (sha256Hex(got.bytes) !== sha256) {
           run.fail(MIGRATION_REASONS.damaged, name, `its bytes disagree with the sha256 its metadata records`);
-          continue;
-        }
-        if (options.dryRun) {
-          options.events.onPlanned(name, `${keyDirectory(bucket, key)}/${fileName}`);
-          run.count('copied');
           continue;
         }
         if (facts !== null) {
@@ -528,7 +530,7 @@ export async function copyBucketToTree(options: MigrationOptions): Promise<Migra
     }
   };
 
-  const foreign = (name: string): void => run.leaveBehind(MIGRATION_REASONS.notRegular, name, 'is no image object of ours: not copied');
+  const foreign = (name: string): void => run.leaveBehind(MIGRATION_REASONS.notOurs, name, 'is named like no image object of ours: not copied');
   try {
     await forEachBounded(bucketKeyGroups(store, options.buckets, foreign), options.concurrency, run.stop.signal, copyKey);
     if (!run.stop.signal.aborted) await copyBlocklistToTree(imageStore.root, run);
