@@ -22,6 +22,7 @@ import { register as registerUnblock } from './cli/unblock.js';
 import { register as registerStats } from './cli/stats.js';
 import { register as registerPopulate } from './cli/populate.js';
 import { register as registerCheck } from './cli/check.js';
+import { register as registerMigrateStorage } from './cli/migrateStorage.js';
 
 async function initBuckets(options: CommonOptions): Promise<void> {
   const config = loadConfig(options);
@@ -61,6 +62,7 @@ export function buildProgram(): Command {
   registerStats(program);
   registerPopulate(program);
   registerCheck(program);
+  registerMigrateStorage(program);
   return program;
 }
 

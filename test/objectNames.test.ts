@@ -10,8 +10,11 @@ import {
   normalizeStorePrefix,
   objectKeyOf,
   objectNameOfTreeImage,
+  parseImageObjectName,
   storePrefixProblem,
+  treeFileNameOfObject,
 } from '../server/storage/objectNames.js';
+import type { ImageExtension } from '../server/contract/layout.js';
 
 const KEY = 'J2oawAuk8OpH7ur8okKE9BvHjcWTrx8EhhWs66RKudk';
 
@@ -106,4 +109,40 @@ describe('tree files as objects', () => {
       assert.equal(objectNameOfTreeImage('t', fileName), expected);
     });
   }
+});
+
+describe('image objects as tree files', () => {
+  // [object name, its bytes' extension, the tree file name in the key's directory, or null: no image object]
+  const table: Array<[name: string, ext: ImageExtension, expected: string | null]> = [
+    [`t/J/2/${KEY}`, 'png', `${KEY}.png`],
+    [`t/J/2/${KEY}.150x`, 'jpg', `${KEY}.150x.jpg`],
+    [`i/J/2/${KEY}.x250.avif`, 'avif', `${KEY}.x250.avif.avif`],
+    // a class object holding the source format: the tree's class file of that format
+    [`i/J/2/${KEY}.x250.avif`, 'jpg', `${KEY}.x250.avif.jpg`],
+    [`i/J/2/${KEY}.150x.webp`, 'webp', `${KEY}.150x.webp.webp`],
+    [`i/J/3/${KEY}`, 'png', null],
+    [`i/J/${KEY}`, 'png', null],
+    [`i/J/2/${KEY}.json`, 'png', null],
+    [`i/J/2/${KEY}.big`, 'png', null],
+    [`i/J/2/${KEY}.150x.heic`, 'png', null],
+    [`i/J/2/${KEY}.150x.avif.x`, 'png', null],
+    [`.imageproxy/blocklist.json`, 'png', null],
+    [`a.b/J/2/${KEY}`, 'png', null],
+    [`i/J/2/short`, 'png', null],
+  ];
+  for (const [name, ext, expected] of table) {
+    it(`${name.replace(KEY, '{key}')} (${ext}) -> ${expected === null ? 'no image object' : expected.replace(KEY, '{key}')}`, () => {
+      const parsed = parseImageObjectName(name);
+      assert.equal(parsed === null ? null : treeFileNameOfObject(parsed, ext), expected);
+    });
+  }
+
+  it('every tree image maps to an object that maps back to it', () => {
+    for (const fileName of [`${KEY}.jpg`, `${KEY}.150x.png`, `${KEY}.x250.avif.jpg`, `${KEY}.150x250.webp.webp`]) {
+      const name = objectNameOfTreeImage('i', fileName);
+      const parsed = name === null ? null : parseImageObjectName(name);
+      assert.ok(parsed !== null, fileName);
+      assert.equal(treeFileNameOfObject(parsed, fileName.slice(fileName.lastIndexOf('.') + 1) as ImageExtension), fileName);
+    }
+  });
 });

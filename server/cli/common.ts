@@ -94,8 +94,19 @@ export function configFlagLayer(options: object, keys: readonly string[]): Confi
   return layer;
 }
 
+/**
+ * Why a command that works on the tree cannot run with `storage.type: "s3"`: nothing but
+ * migrate-storage speaks to a bucket yet (docs/storage.md), and serving the tree while
+ * the config names a bucket would look like serving from it.
+ */
+const BUCKET_STORAGE_REFUSAL =
+  'is "s3": serving from a bucket is not built yet; what works today is `imageproxy migrate-storage --to s3` (copies the tree into the bucket). Set storage.type to "tree" (the default) to serve the tree';
+
+/** Which storage a command works with: the tree only (the default), or any (commands that never touch the images). */
+export type StorageUse = 'tree' | 'any';
+
 /** The config as the common flags (and `flags`, a command's own layer) make it. */
-export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Config {
+export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}, storageUse: StorageUse = 'tree'): Config {
   const file = options.config === undefined ? undefined : readConfigFile(options.config);
   if (options.config !== undefined && file !== undefined) refuseReadableConfigSecrets(options.config, file);
   const flagLayer: ConfigLayer = { ...flags, ...configFlagLayer(options, COMMON_CONFIG_FLAGS) };
@@ -109,6 +120,7 @@ export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}): Con
     flagLayer.secrets = [];
   }
   const config = buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
+  if (storageUse === 'tree' && config.storage.type !== 'tree') throw new ConfigError('storage.type', BUCKET_STORAGE_REFUSAL);
   const pseudo = pseudoFilesystemOf(config.root);
   if (pseudo !== null) {
     throw new ConfigError('root', `${resolve(config.root)} lies on ${pseudo}, a kernel pseudo filesystem that stores no files: choose a directory on a disk`);

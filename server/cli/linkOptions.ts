@@ -23,7 +23,8 @@ export function withLinkOptions(command: Command): Command {
 }
 
 export function loadLinkConfig(options: LinkCommandOptions): Config {
-  return loadConfig(options, configFlagLayer(options, LINK_CONFIG_FLAGS));
+  // Links need the secrets and the buckets, never the images: any storage will do.
+  return loadConfig(options, configFlagLayer(options, LINK_CONFIG_FLAGS), 'any');
 }
 
 export function policyOf(config: Config): LinkPolicy {

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
-import { CONFIG_SCHEMA, OVERRIDES, REMOVED_SETTINGS, SETTINGS, integer, listenAddress, type TextForm } from './schema.js';
+import { CONFIG_SCHEMA, OVERRIDES, REMOVED_SETTINGS, SETTINGS, integer, listenAddress, storageCredentialRefusal, type TextForm } from './schema.js';
 
 export { BUCKET_NAME_PATTERN, PREFIX_PATTERN } from './schema.js';
 
@@ -111,6 +111,10 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     if (name.startsWith('IMAGEPROXY_') && !ENV_KEYS.some((entry) => entry.env === name)) {
       const removed = Object.values(REMOVED_SETTINGS).find((setting) => setting.env === name);
       if (removed !== undefined) throw new ConfigError(name, removed.removal);
+      if (name.startsWith('IMAGEPROXY_STORAGE_')) {
+        const credentials = storageCredentialRefusal(name.slice('IMAGEPROXY_STORAGE_'.length).replace(/_/g, ''));
+        if (credentials !== null) throw new ConfigError(name, credentials);
+      }
       throw new ConfigError(name, `unknown environment variable (known: ${ENV_KEYS.map((entry) => entry.env).join(', ')})`);
     }
   }
@@ -165,7 +169,11 @@ function configErrorOf(error: z.ZodError, prefix = ''): ConfigError {
   if (issue === undefined) return new ConfigError(prefix, 'invalid');
   const key = keyOf(prefix === '' ? issue.path : [prefix, ...issue.path]);
   if (issue.code === 'unrecognized_keys') {
-    const unknownKey = key === '' ? (issue.keys[0] ?? '') : `${key}.${issue.keys[0] ?? ''}`;
+    // A credential among them first: its refusal says where credentials go instead.
+    const name = (key === 'storage' ? issue.keys.find((candidate) => storageCredentialRefusal(candidate) !== null) : undefined) ?? issue.keys[0] ?? '';
+    const unknownKey = key === '' ? name : `${key}.${name}`;
+    const credentials = key === 'storage' ? storageCredentialRefusal(name) : null;
+    if (credentials !== null) return new ConfigError(unknownKey, credentials);
     return new ConfigError(unknownKey, Object.hasOwn(REMOVED_SETTINGS, unknownKey) ? (REMOVED_SETTINGS[unknownKey]?.removal ?? '') : 'unknown key');
   }
   return new ConfigError(key, issue.message);

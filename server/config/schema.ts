@@ -11,6 +11,7 @@ import { DEFAULT_QUALITY, ENGINE_NAMES } from '../images/engine.js';
 import { normaliseHost } from '../takedown/blocklist.js';
 import { parseAllowList } from '../fetch/netPolicy.js';
 import { MODERN_FORMATS } from '../contract/accept.js';
+import { storePrefixProblem } from '../storage/objectNames.js';
 import { MAX_QUEUE_WAIT_MS, NGINX_PROXY_READ_TIMEOUT_SECONDS } from './nginxLimits.js';
 
 /** What a setting says about itself besides its type and default. */
@@ -146,6 +147,93 @@ const HOST_LIST = z.array(
 const FORMAT_LIST = z
   .array(oneOf(MODERN_FORMATS), { error: 'must be a list of formats (avif, webp)' })
   .refine((formats) => new Set(formats).size === formats.length, { error: 'must not name a format twice' });
+
+/**
+ * Names under `storage` that would hold credentials: refused with where credentials go
+ * instead. A config file is read by more people and tools than the key should be; the
+ * AWS SDK's chain (environment, shared credentials file, instance role) keeps them out.
+ */
+const CREDENTIAL_NAME_PATTERN = /secret|password|passwd|credential|token|access.?key|key.?id|^key$/i;
+
+const STORAGE_CREDENTIALS_REFUSAL =
+  'credentials are never read from the config: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or use the shared credentials file (~/.aws/credentials, AWS_PROFILE), and delete this key';
+
+/** The refusal for `name` set under `storage`, or null when the name holds no credential. */
+export function storageCredentialRefusal(name: string): string | null {
+  return CREDENTIAL_NAME_PATTERN.test(name) ? STORAGE_CREDENTIALS_REFUSAL : null;
+}
+
+function isGatewayUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.search === '' && url.hash === '';
+  } catch {
+    return false;
+  }
+}
+
+function hasUserInfo(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.username !== '' || url.password !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** S3's bucket names (3 to 63 of lower-case letters, digits, `.` and `-`); gateways that allow more are not held back by it. */
+const S3_BUCKET_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/;
+
+const STORAGE_TYPES = ['tree', 's3'] as const;
+
+// Off by default: the tree under `root` is the store until a site moves (docs/storage.md).
+const STORAGE = group({
+  type: setting(oneOf(STORAGE_TYPES), 'tree', {
+    doc: 'where images live: tree (files under root) or s3 (a bucket; serving from it is not built yet: migrate-storage)',
+    env: 'IMAGEPROXY_STORAGE_TYPE',
+  }),
+  endpoint: setting(
+    text()
+      .refine(isGatewayUrl, { error: (issue) => `must be an http(s) URL such as http://127.0.0.1:7480, got ${shown(issue.input)}` })
+      .refine((value) => !hasUserInfo(value), { error: STORAGE_CREDENTIALS_REFUSAL })
+      .nullable(),
+    null,
+    { doc: "the S3 gateway's URL (Ceph RGW, MinIO, B2, …); null: AWS, by region", env: 'IMAGEPROXY_STORAGE_ENDPOINT', nullWord: 'null', values: 'URL or null' },
+  ),
+  bucket: setting(
+    text()
+      .regex(S3_BUCKET_PATTERN, { error: (issue) => `must be an S3 bucket name (3-63 of a-z 0-9 . -), got ${shown(issue.input)}` })
+      .nullable(),
+    null,
+    { doc: 'the S3 bucket (needed by storage.type s3 and migrate-storage)', env: 'IMAGEPROXY_STORAGE_BUCKET', nullWord: 'null', values: 'bucket name or null' },
+  ),
+  // What Ceph RGW and MinIO answer to unless configured otherwise; AWS needs the bucket's own.
+  region: setting(nonEmptyText(), 'us-east-1', { doc: 'the region requests are signed for', env: 'IMAGEPROXY_STORAGE_REGION', values: 'region name' }),
+  prefix: setting(
+    text().refine((value) => storePrefixProblem(value) === null, {
+      error: (issue) => `${storePrefixProblem(String(issue.input)) ?? 'is not a prefix'}, got ${shown(issue.input)}`,
+    }),
+    '',
+    {
+      doc: 'names in the bucket start with it (a/b/): one bucket may hold several sites',
+      env: 'IMAGEPROXY_STORAGE_PREFIX',
+      values: 'A-Z a-z 0-9 . _ - /',
+      shownDefault: '""',
+    },
+  ),
+  // Gateways rarely have the wildcard DNS virtual-hosted names need; AWS has it.
+  forcePathStyle: setting(flag().nullable(), null, {
+    doc: 'path-style requests (/{bucket}/{name}); null: true with an endpoint, false for AWS',
+    env: 'IMAGEPROXY_STORAGE_FORCE_PATH_STYLE',
+    nullWord: 'auto',
+    values: '`true`, `false`, null',
+    shownDefault: 'auto',
+  }),
+})
+  .superRefine((storage, context) => {
+    if (storage.type === 's3' && storage.bucket === null) context.addIssue({ code: 'custom', path: ['bucket'], message: 'must be set when storage.type is s3' });
+  })
+  .prefault({});
 
 const DEFAULT_MAX_BYTES = 2 * 1024 * 1024; // as imageproxy-py
 const DEFAULT_MAX_CONCURRENT_RESIZES = 4;
@@ -404,6 +492,7 @@ export const CONFIG_SCHEMA = group({
     doc: 'on SIGTERM/SIGINT, how long requests in flight may finish before 503 shutting_down',
     env: 'IMAGEPROXY_SHUTDOWN_GRACE_MS',
   }),
+  storage: STORAGE,
   // One process: nginx serves the hits, and misses are bounded by the network and the
   // resize gate; more workers are for standalone delivery or many cores.
   workers: setting(integer(1, 256), 1, {

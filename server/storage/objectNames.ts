@@ -13,7 +13,8 @@
  * alone), so a name needs no escaping beyond what SigV4 does anyway and no gateway
  * normalises it into another name.
  */
-import { classifyTreeFile, keyDirectory, keyOfTreeFile } from '../contract/layout.js';
+import { STATE_DIRECTORY, classVariantStem, classifyTreeFile, fileStem, imageFileName, keyDirectory, keyOfTreeFile, parseThumbnailName, type ImageExtension } from '../contract/layout.js';
+import type { FormatClass } from '../contract/accept.js';
 
 const PREFIX_SEGMENT_PATTERN = /^[A-Za-z0-9._-]+$/;
 
@@ -76,4 +77,42 @@ export function objectNameOfTreeImage(bucket: string, fileName: string): string 
   const key = keyOfTreeFile(fileName);
   if ((kind !== 'original' && kind !== 'thumbnail') || key === null) return null;
   return imageObjectName(bucket, key, fileName.slice(0, fileName.lastIndexOf('.')));
+}
+
+/**
+ * The blocklist's object: the tree's `.imageproxy/blocklist.json`, same bytes, replaced
+ * whole. No image object can have this name (bucket names have no dot).
+ */
+export const BLOCKLIST_OBJECT_NAME = `${STATE_DIRECTORY}/blocklist.json`;
+
+/** What an image object's name says: the key, and for a thumbnail its label and class. */
+export interface ImageObjectName {
+  bucket: string;
+  key: string;
+  /** null for the original. */
+  label: string | null;
+  formatClass: FormatClass;
+}
+
+/**
+ * The parts of `{bucket}/{k0}/{k1}/{stem}`, or null for a name that is no image object
+ * of ours (the shard directories must be the key's, as the tree's are).
+ */
+export function parseImageObjectName(name: string): ImageObjectName | null {
+  const parts = name.split('/');
+  if (parts.length !== 4) return null;
+  const [bucket = '', first, second, stem = ''] = parts;
+  const key = keyOfTreeFile(stem);
+  if (key === null || first !== key[0] || second !== key[1] || bucket === '' || !/^[A-Za-z0-9_-]+$/.test(bucket)) return null;
+  if (stem === key) return { bucket, key, label: null, formatClass: 'source' };
+  // A thumbnail's stem with any extension: parseThumbnailName checks its parts.
+  const thumbnail = parseThumbnailName(`${stem}.jpg`);
+  return thumbnail === null ? null : { bucket, key, label: thumbnail.label, formatClass: thumbnail.formatClass };
+}
+
+/** The tree file name (in the key's directory) of an image object whose bytes have extension `ext`. */
+export function treeFileNameOfObject(name: ImageObjectName, ext: ImageExtension): string {
+  const { key, label, formatClass } = name;
+  const stem = label === null || formatClass === 'source' ? fileStem(key, label) : classVariantStem(key, label, formatClass);
+  return imageFileName(stem, ext);
 }
