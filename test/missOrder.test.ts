@@ -2,11 +2,12 @@
  * The order of a thumbnail miss inside the image service, with the real store, fetcher
  * and sharp engine, each wrapped only to record when it is called: the resize, the
  * longest step, starts before the original's writes, and nothing becomes visible out of
- * order (sidecar, then original, then thumbnail). A takedown that lands during the
+ * order (sidecar, then original, then thumbnail), the sidecar written once with the
+ * thumbnail's record in it. A takedown that lands during the
  * resize keeps the thumbnail from being shown.
  */
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
@@ -20,6 +21,7 @@ import type { ImageRequest } from '../server/service/imageService.js';
 import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink } from '../server/contract/link.js';
 import { createLogger } from '../server/observe/log.js';
+import { variantRecordOf } from '../server/tree/originals.js';
 import { ImageStore, type StagedFile } from '../server/tree/store.js';
 import { makeTempRoot, removeTempRoot, signedPath, until } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
@@ -111,9 +113,12 @@ test('a thumbnail miss: resize called before the original is written; sidecar, o
     assert.ok(events.indexOf('resize') < events.indexOf('begin sidecar'), `resize first: ${events.join(', ')}`);
     const commits = events.filter((event) => event.startsWith('commit '));
     assert.deepEqual(commits, ['commit sidecar', 'commit original', 'commit 250x250']);
+    assert.equal(events.filter((event) => event === 'begin sidecar').length, 1, `one sidecar write, the thumbnail's record in it: ${events.join(', ')}`);
     const key = request.key;
     const files = (await readdir(join(root, keyDirectory('i', key)))).sort();
     assert.deepEqual(files, [`${key}.250x250.jpg`, `${key}.jpg`, `${key}.json`]);
+    const sidecar = JSON.parse(await readFile(join(root, keyDirectory('i', key), `${key}.json`), 'utf8')) as { variants?: unknown };
+    assert.deepEqual(sidecar.variants, { '250x250': variantRecordOf(content, 'image/jpeg') });
     assert.equal(origin.requests.length, 1);
   } finally {
     fetcher.close();

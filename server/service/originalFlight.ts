@@ -13,7 +13,7 @@ import type { FetchedImage } from '../fetch/fetcher.js';
 import { shortUrl } from '../observe/logFields.js';
 import { digestsOf, prepareOriginal, type OriginalImage } from '../tree/originals.js';
 import { hostLock, InProcessFlights, LOCK_STALE_MS, treeLock, withLock, type SingleFlightLock, type TreeLockOptions } from '../fetch/singleFlight.js';
-import type { StoredImage } from '../tree/store.js';
+import type { StoredImage, ThumbnailToCommit } from '../tree/store.js';
 import { isImageExtension, type ImageExtension } from '../contract/layout.js';
 import type { ImageRequest } from './imageService.js';
 import { createMissGate, type MissContext } from './missSteps.js';
@@ -31,6 +31,18 @@ interface OriginalFlight {
   /** The prepared bytes; null when the original was found stored, or the fetch failed. */
   image: Promise<OriginalImage | null>;
   stored: Promise<StoredImage>;
+  /**
+   * For the thumbnail whose request started the flight (ensure's `companion`), null for
+   * everyone else: once `image` gave it bytes, the flight waits for it to say what it
+   * made (or null: nothing will be), and commits the two together
+   * (ImageStore.storeOriginalWithThumbnail). Resolves with the thumbnail committed; null
+   * when it offered nothing.
+   */
+  companion: CompanionThumbnail | null;
+}
+
+export interface CompanionThumbnail {
+  commitWith(thumbnail: ThumbnailToCommit | null): Promise<StoredImage | null>;
 }
 
 /** What the thumbnails' flight (server/service/variantFlight.ts) asks of the original's. */
@@ -38,9 +50,11 @@ export interface OriginalSource {
   /**
    * The original of a request, fetched once per key. `lookedUp`: the caller has just
    * looked for it and found nothing, so no lookup is made before the lock (the one
-   * under it, which another process's write may have made true, stays).
+   * under it, which another process's write may have made true, stays). `companion`: the
+   * caller is a thumbnail that offers to be committed with the original if its request
+   * starts the flight (OriginalFlight.companion).
    */
-  ensure(request: ImageRequest, lookedUp: boolean): OriginalFlight;
+  ensure(request: ImageRequest, lookedUp: boolean, companion?: boolean): OriginalFlight;
 }
 
 export interface OriginalFlights extends OriginalSource {
@@ -57,6 +71,38 @@ export function likelyExtension(url: URL): ImageExtension | null {
   const ext = (match[1] as string).toLowerCase();
   if (ext === 'jpeg') return 'jpg';
   return isImageExtension(ext) ? ext : null;
+}
+
+/** The flight's side of a companion thumbnail: what it offers, and where its outcome goes. */
+interface CompanionCommit {
+  offered: Promise<ThumbnailToCommit | null>;
+  settle(outcome: PromiseSettledResult<StoredImage | null>): void;
+  thumbnail: CompanionThumbnail;
+}
+
+function companionCommit(): CompanionCommit {
+  let offer: (thumbnail: ThumbnailToCommit | null) => void = () => undefined;
+  const offered = new Promise<ThumbnailToCommit | null>((resolve) => {
+    offer = resolve;
+  });
+  let settle: (outcome: PromiseSettledResult<StoredImage | null>) => void = () => undefined;
+  const outcome = new Promise<PromiseSettledResult<StoredImage | null>>((resolve) => {
+    settle = resolve;
+  });
+  return {
+    offered,
+    settle,
+    thumbnail: {
+      async commitWith(thumbnail) {
+        offer(thumbnail);
+        // Nothing offered: nothing to wait for (the flight may have found the original stored).
+        if (thumbnail === null) return null;
+        const settled = await outcome;
+        if (settled.status === 'rejected') throw settled.reason;
+        return settled.value;
+      },
+    },
+  };
 }
 
 export function createOriginalFlights(context: MissContext, fetcher: ImageFetcher): OriginalFlights {
@@ -117,7 +163,12 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
    * Held from before the fetch until the original is stored: its bytes are in memory
    * until then. `announce` hands the prepared bytes to thumbnails before the writes.
    */
-  async function fetchAndStore(request: ImageRequest, place: GatePlace, announce: (image: OriginalImage) => void): Promise<StoredImage> {
+  async function fetchAndStore(
+    request: ImageRequest,
+    place: GatePlace,
+    announce: (image: OriginalImage) => void,
+    companion: CompanionCommit | null,
+  ): Promise<StoredImage> {
     return context.withBackoff(request, request.key, async () => {
       await place.start();
       try {
@@ -128,11 +179,17 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
         // up to the engine are promise continuations, run before the next turn): the
         // resize is the longest step of a miss, and the writes below run beside it.
         await nextTurn();
-        return await store.storeOriginal(request.link.bucket, request.key, image, {
-          sourceUrl: request.imageUrl.href,
-          originContentType: fetched.originContentType ?? null,
-          fetchedAt: new Date(now()).toISOString(),
-        });
+        const provenance = { sourceUrl: request.imageUrl.href, originContentType: fetched.originContentType ?? null, fetchedAt: new Date(now()).toISOString() };
+        if (companion === null) return await store.storeOriginal(request.link.bucket, request.key, image, provenance);
+        let committed: Awaited<ReturnType<typeof store.storeOriginalWithThumbnail>>;
+        try {
+          committed = await store.storeOriginalWithThumbnail(request.link.bucket, request.key, image, provenance, companion.offered);
+        } catch (error) {
+          companion.settle({ status: 'rejected', reason: error });
+          throw error;
+        }
+        companion.settle(committed.thumbnail ?? { status: 'fulfilled', value: null });
+        return committed.original;
       } finally {
         place.release();
       }
@@ -151,11 +208,12 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
     return treeLock(await store.prepareLock(bucket, request.key), treeLockOptions);
   }
 
-  function ensure(request: ImageRequest, lookedUp: boolean): OriginalFlight {
+  function ensure(request: ImageRequest, lookedUp: boolean, withCompanion = false): OriginalFlight {
     const { bucket } = request.link;
     const id = `${bucket}/${request.key}`;
     const running = flights.get(id);
-    if (running !== undefined) return running;
+    if (running !== undefined) return { ...running, companion: null };
+    const companion = withCompanion ? companionCommit() : null;
     // A place in the fetch queue first: past it, `busy` before any lock or lookup is made.
     const place = fetchGate.enter();
     const likely = likelyExtension(request.imageUrl);
@@ -172,8 +230,8 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
       announce = resolve;
     });
     const stored = (async () =>
-      withLock(await originalLock(request), config.singleFlightWaitMs, findOriginal, () => fetchAndStore(request, place, announce)))();
-    const flight: OriginalFlight = { image, stored };
+      withLock(await originalLock(request), config.singleFlightWaitMs, findOriginal, () => fetchAndStore(request, place, announce, companion)))();
+    const flight: OriginalFlight = { image, stored, companion: null };
     flights.set(id, flight);
     // Found stored, or failed before any bytes: thumbnails then wait for `stored`.
     void stored
@@ -186,7 +244,7 @@ export function createOriginalFlights(context: MissContext, fetcher: ImageFetche
         place.release();
         flights.delete(id);
       });
-    return flight;
+    return companion === null ? flight : { ...flight, companion: companion.thumbnail };
   }
 
   async function passThrough(request: ImageRequest): Promise<OriginalImage> {

@@ -14,7 +14,7 @@ import type { GatePlace } from '../fetch/admission.js';
 import type { Conversion, ResizeEngine, ResizeResult } from '../images/engine.js';
 import { ImageproxyError, isImageproxyError, toImageproxyError } from '../errors.js';
 import type { ModernFormat } from '../contract/accept.js';
-import { classVariantStem, fileStem } from '../contract/layout.js';
+import { classVariantStem, fileStem, variantRecordName } from '../contract/layout.js';
 import { isWorthServing } from '../images/formatEncode.js';
 import { variantRecordOf } from '../tree/originals.js';
 import { FORMAT_INFO, formatFromExt, type ImageFormat } from '../images/sniff.js';
@@ -23,7 +23,7 @@ import type { Blocklist } from '../takedown/blocklist.js';
 import type { StoredImage } from '../tree/store.js';
 import type { ImageRequest } from './imageService.js';
 import { createMissGate, type MissContext } from './missSteps.js';
-import type { OriginalSource } from './originalFlight.js';
+import type { CompanionThumbnail, OriginalSource } from './originalFlight.js';
 
 /** A thumbnail made by this process: the stored file and the bytes written to it. */
 interface MadeVariant {
@@ -68,7 +68,12 @@ interface ResizeSource {
   input: Buffer;
   format: ImageFormat;
   original: Promise<StoredImage>;
+  /** Set when the thumbnail is to be committed with the original it started fetching (OriginalFlight.companion). */
+  companion: CompanionThumbnail | null;
 }
+
+/** A ResizeSource whose bytes may be dropped while waiting (startWithBytes). */
+type HeldSource = Omit<ResizeSource, 'input'> & { input: Buffer | null };
 
 function formatOf(stored: StoredImage): ImageFormat {
   const format = formatFromExt(stored.ext);
@@ -87,7 +92,7 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
   /** A stored original's bytes (no original we store is over limits.maxBytes). */
   const readOriginal = (stored: StoredImage): Promise<Buffer> => store.readImage(stored, config.limits.maxBytes);
 
-  async function resizeSource(request: ImageRequest, known: StoredImage | null): Promise<ResizeSource> {
+  async function resizeSource(request: ImageRequest, known: StoredImage | null, companion = false): Promise<ResizeSource> {
     if (known !== null) {
       const format = formatFromExt(known.ext);
       const input = await readOriginal(known).catch((error: unknown) => {
@@ -95,15 +100,17 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
         if (error instanceof ImageproxyError && error.code === 'not_stored') return null;
         throw error;
       });
-      if (format !== null && input !== null) return { input, format, original: Promise.resolve(known) };
+      if (format !== null && input !== null) return { input, format, original: Promise.resolve(known), companion: null };
     }
-    const flight = originals.ensure(request, known === null);
+    const flight = originals.ensure(request, known === null, companion);
     const image = await flight.image;
-    if (image !== null) return { input: image.bytes, format: image.format, original: flight.stored };
+    if (image !== null) return { input: image.bytes, format: image.format, original: flight.stored, companion: flight.companion };
+    // Found stored or failed: nothing to commit with it.
+    void flight.companion?.commitWith(null);
     const stored = await flight.stored;
     const format = formatFromExt(stored.ext);
     if (format === null) throw new Error(`cannot resize ${stored.relativePath}`);
-    return { input: await readOriginal(stored), format, original: flight.stored };
+    return { input: await readOriginal(stored), format, original: flight.stored, companion: null };
   }
 
   /**
@@ -113,7 +120,7 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
    * holds none of the original's bytes; they are read back from the stored original when
    * its turn comes. A full queue is then a count of requests, not of megabytes.
    */
-  async function startWithBytes(place: GatePlace, source: { input: Buffer | null; original: Promise<StoredImage> }): Promise<Buffer> {
+  async function startWithBytes(place: GatePlace, source: HeldSource): Promise<Buffer> {
     const input = source.input as Buffer;
     const bytes = input.length;
     if (!place.wouldWait()) {
@@ -129,8 +136,11 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
       }
       return input;
     }
-    // The only reference to the bytes is dropped while waiting.
+    // The only reference to the bytes is dropped while waiting. The original is then
+    // committed alone: its commit cannot wait for a thumbnail that reads it back.
     source.input = null;
+    void source.companion?.commitWith(null);
+    source.companion = null;
     await place.start();
     return readOriginal(await source.original);
   }
@@ -173,33 +183,42 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
       const place = resizeGate.enter();
       try {
         // `source.input` is the only reference to the original's bytes (startWithBytes may drop it).
-        const source: { input: Buffer | null; format: ImageFormat; original: Promise<StoredImage> } = await resizeSource(request, knownOriginal);
-        const started = now();
-        const resized = await context.withBackoff(request, stem, async () => {
-          const input = await startWithBytes(place, source);
-          source.input = null;
-          const made = await resize(input, source.format, request, label);
-          // A takedown during the resize: the thumbnail is not shown.
-          await takedown.refuseIfReloaded(checked, { key: request.key });
-          return made;
-        });
-        // A served name is always complete and never ahead of its original: the
-        // thumbnail becomes visible only once the original is in place, and its record
-        // (in the original's sidecar) is written before it, as an original's sidecar is.
-        const image = await store.commitVariant(
-          bucket,
-          request.key,
-          label,
-          FORMAT_INFO[resized.format].ext,
-          resized.bytes,
-          variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType),
-          source.original,
-        );
-        logger.info(
-          { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
-          'resized',
-        );
-        return { image, content: resized.bytes };
+        const source: HeldSource = await resizeSource(request, knownOriginal, true);
+        let image: StoredImage | null = null;
+        try {
+          const started = now();
+          const resized = await context.withBackoff(request, stem, async () => {
+            const input = await startWithBytes(place, source);
+            source.input = null;
+            const made = await resize(input, source.format, request, label);
+            // A takedown during the resize: the thumbnail is not shown.
+            await takedown.refuseIfReloaded(checked, { key: request.key });
+            return made;
+          });
+          // The engine's slot is not held while the files are written: the original's
+          // commit may wait for a thumbnail that needs one (its companion).
+          place.release();
+          const ext = FORMAT_INFO[resized.format].ext;
+          const record = variantRecordOf(resized.bytes, FORMAT_INFO[resized.format].contentType);
+          // A served name is always complete and never ahead of its original: the
+          // thumbnail becomes visible only once the original is in place, and its record
+          // (in the original's sidecar) is written before it, as an original's sidecar is.
+          if (source.companion !== null) {
+            const staged = store.stageImage(bucket, request.key, label, ext, resized.bytes);
+            staged.catch(() => undefined);
+            image = await source.companion.commitWith({ recordName: variantRecordName(label, 'source'), record, staged });
+            source.companion = null;
+          }
+          image ??= await store.commitVariant(bucket, request.key, label, ext, resized.bytes, record, source.original);
+          logger.info(
+            { path: image.relativePath, width: resized.width, height: resized.height, frames: resized.frames, engine: engine.name, ms: now() - started },
+            'resized',
+          );
+          return { image, content: resized.bytes };
+        } finally {
+          // Failed before offering anything: the original is committed alone.
+          void source.companion?.commitWith(null);
+        }
       } finally {
         place.release();
       }
@@ -253,7 +272,7 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
       return { input: source.content, format: formatOf(source.image) };
     }
     // `original.input` is the only reference to the original's bytes (startWithBytes may drop it).
-    const original: { input: Buffer | null; format: ImageFormat; original: Promise<StoredImage> } = await classSource(request, knownOriginal, foundSource);
+    const original: HeldSource = await classSource(request, knownOriginal, foundSource);
     const input = await startWithBytes(place, original);
     original.input = null;
     return { input, format: original.format };
