@@ -75,6 +75,12 @@ interface ResizeSource {
 /** A ResizeSource whose bytes may be dropped while waiting (startWithBytes). */
 type HeldSource = Omit<ResizeSource, 'input'> & { input: Buffer | null };
 
+/** The bytes a waiting thumbnail still holds (startWithBytes drops them only on its over-budget path). */
+function heldInput(source: HeldSource): Buffer {
+  if (source.input === null) throw new Error('resize input already dropped');
+  return source.input;
+}
+
 function formatOf(stored: StoredImage): ImageFormat {
   const format = formatFromExt(stored.ext);
   if (format === null) throw new Error(`no image format for ${stored.relativePath}`);
@@ -121,11 +127,12 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
    * its turn comes. A full queue is then a count of requests, not of megabytes.
    */
   async function startWithBytes(place: GatePlace, source: HeldSource): Promise<Buffer> {
-    const input = source.input as Buffer;
-    const bytes = input.length;
+    // No local holds the bytes across an await: a suspended async function keeps its
+    // locals alive, so a dropped `source.input` would still be held by every waiter.
+    const bytes = heldInput(source).length;
     if (!place.wouldWait()) {
       await place.start();
-      return input;
+      return heldInput(source);
     }
     if (waitingInputBytes + bytes <= config.limits.maxWaitingResizeBytes) {
       waitingInputBytes += bytes;
@@ -134,7 +141,7 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
       } finally {
         waitingInputBytes -= bytes;
       }
-      return input;
+      return heldInput(source);
     }
     // The only reference to the bytes is dropped while waiting. The original is then
     // committed alone: its commit cannot wait for a thumbnail that reads it back.
@@ -278,6 +285,25 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
     return { input, format: original.format };
   }
 
+  /**
+   * The class's conversion. Its own function so that the original's bytes it converts
+   * from are no longer held once it returns: the class then waits for the source-format
+   * thumbnail holding only the converted file.
+   */
+  async function convertForClass(
+    request: ImageRequest,
+    format: ModernFormat,
+    knownOriginal: StoredImage | null,
+    foundSource: StoredImage | null,
+    place: GatePlace,
+    sourceMade: Promise<MadeVariant>,
+  ): Promise<Conversion> {
+    const { size } = request.link;
+    if (size.kind !== 'box') throw new Error(`cannot convert to ${format} without a box`);
+    const input = await conversionInput(request, knownOriginal, foundSource, place, sourceMade);
+    return timedResize(format, () => engine.convert({ ...input, maxHeight: size.maxHeight, maxWidth: size.maxWidth, to: format }));
+  }
+
   function makeClass(
     request: ImageRequest,
     label: string,
@@ -299,10 +325,7 @@ export function createVariantFlights(context: MissContext, engine: ResizeEngine,
         const started = now();
         let conversion: Conversion;
         try {
-          const input = await conversionInput(request, knownOriginal, foundSource, place, sourceMade);
-          conversion = await timedResize(format, () =>
-            engine.convert({ ...input, maxHeight: size.maxHeight, maxWidth: size.maxWidth, to: format }),
-          );
+          conversion = await convertForClass(request, format, knownOriginal, foundSource, place, sourceMade);
         } catch (error) {
           // The source-format thumbnail's own failure (the fetch's, the resize's) first.
           const source = await sourceMade;
