@@ -2,7 +2,7 @@
 // against a real Ceph RADOS Gateway on loopback (test/rgwHarness.ts): one gateway for the
 // file, each case under a storage.prefix of its own. Runs the built command (`npm run build`).
 import assert from 'node:assert/strict';
-import { lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { storageKey } from '../server/contract/layout.js';
@@ -16,6 +16,9 @@ import { finishCli, lines, runCli, startCli, type CliRun } from './cliProcess.js
 import { assertSameBytes, makeTempRoot, removeTempRoot, until } from './helpers.js';
 import { migrationImages, plantMigrationTree, type MigrationImages, type PlantedKey } from './migrationTree.js';
 import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+
+/** The user `nobody` (Debian's uid and gid). */
+const NOBODY = 65_534;
 
 const CAP = 16 * 1024 * 1024;
 /** Report lines of a run: `reason\tsource\tdetail`, the summary and dry-run lines aside. */
@@ -233,6 +236,26 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
     assert.equal(await store.head(objectNameOf(damaged)), null);
     assert.equal(await store.head(objectNameOf(orphan)), null);
     assert.ok((await store.head(objectNameOf(planted[2]?.files[0] ?? ''))) !== null, 'the sound one is copied');
+  });
+
+  it('a shard directory it cannot read: one line naming it, exit 1, no stack trace', { skip: process.getuid?.() === 0 ? false : 'runs the command as another user: needs root' }, async () => {
+    const root = join(work, 'unreadable');
+    const planted = await plantMigrationTree(root, 2, images, { classFiles: false });
+    const config = await configFor('unreadable', root, 'unreadable/');
+    const key = planted[0]?.key ?? '';
+    const shard = join(root, 'i', key[0] ?? '', key[1] ?? '');
+    // The command runs as nobody: everything it reads is nobody's but the one shard.
+    await chmod(work, 0o755);
+    for (const path of [config, root, join(root, 'i'), join(root, 'i', key[0] ?? ''), shard]) await chown(path, NOBODY, NOBODY);
+    await chmod(shard, 0o000);
+    try {
+      const run = await finishCli(startCli(['migrate-storage', '--config', config, '--to', 's3'], { cwd: work, env: envOf(), uid: NOBODY, gid: NOBODY }), 180_000);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, new RegExp(`imageproxy: migrate-storage: EACCES: permission denied, (?:opendir|scandir) '${shard}'; stopped: run it again to finish`));
+      assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    } finally {
+      await chmod(shard, 0o755);
+    }
   });
 
   /**

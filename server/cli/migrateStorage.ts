@@ -52,6 +52,19 @@ function exitOfGatewayFailure(error: ImageproxyError): number {
   return error.code === 'storage_unavailable' ? EXIT_FAILURES : EXIT_USAGE;
 }
 
+/**
+ * A failure that ended the walk itself (a directory of the tree that cannot be read, a
+ * listing the gateway broke off): one line naming it, exit 1; a rerun goes on from there.
+ */
+function walkFailure(error: unknown): number {
+  if (isImageproxyError(error)) {
+    process.stderr.write(`${gatewayLine(error)}; stopped: run it again to finish\n`);
+    return exitOfGatewayFailure(error);
+  }
+  process.stderr.write(`imageproxy: ${LABEL}: ${error instanceof Error ? error.message : String(error)}; stopped: run it again to finish\n`);
+  return EXIT_FAILURES;
+}
+
 async function migrateStorage(options: MigrateStorageOptions): Promise<number> {
   const config = loadConfig(options, {}, 'any');
   const root = resolve(config.root);
@@ -77,7 +90,12 @@ async function migrateStorage(options: MigrateStorageOptions): Promise<number> {
     }
     const where = `${settings.endpoint ?? `AWS ${settings.region}`} bucket ${settings.bucket}${config.storage.prefix === '' ? '' : ` prefix ${config.storage.prefix}`}`;
     const [from, to] = options.to === 's3' ? [root, where] : [where, root];
-    const total = options.to === 's3' ? await countTreeImages(root, buckets, interrupt.signal) : await countBucketObjects(store, buckets, interrupt.signal);
+    let total: number;
+    try {
+      total = options.to === 's3' ? await countTreeImages(root, buckets, interrupt.signal) : await countBucketObjects(store, buckets, interrupt.signal);
+    } catch (error) {
+      return walkFailure(error);
+    }
     process.stderr.write(`${LABEL}: ${total} objects in ${buckets.join(', ')}; ${options.dryRun === true ? 'dry run, ' : ''}from ${from} to ${to}\n`);
     const progress = new ProgressReporter({ label: LABEL, total, unit: 'objects' });
     const migration: MigrationOptions = {
@@ -97,6 +115,8 @@ async function migrateStorage(options: MigrateStorageOptions): Promise<number> {
     let result;
     try {
       result = options.to === 's3' ? await copyTreeToBucket(root, migration) : await copyBucketToTree(migration);
+    } catch (error) {
+      return walkFailure(error);
     } finally {
       progress.stop();
     }
