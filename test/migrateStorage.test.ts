@@ -204,6 +204,11 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
       assert.deepEqual(summaryOf(run), { copied: files.length + 1, present: 0, failed: 0, leftBehind: 0 });
       for (const { key, files: keyFiles } of planted) {
         for (const file of keyFiles) assertSameBytes(await readFile(join(fresh, file)), await readFile(join(root, file)), file);
+        // A class file that was a hard link of its source thumbnail is one again (one inode, two names).
+        const [, thumbnail = '', classFile = ''] = keyFiles;
+        const linkedBefore = (await lstat(join(root, classFile))).ino === (await lstat(join(root, thumbnail))).ino;
+        const linkedAfter = (await lstat(join(fresh, classFile))).ino === (await lstat(join(fresh, thumbnail))).ino;
+        assert.equal(linkedAfter, linkedBefore, `${classFile} ${linkedBefore ? 'is' : 'is not'} a hard link of ${thumbnail}`);
         const sidecarPath = join('i', key[0] ?? '', key[1] ?? '', `${key}.json`);
         assert.deepEqual(
           parseJsonObject(await readFile(join(fresh, sidecarPath), 'utf8')),

@@ -32,7 +32,7 @@ import { blocklistPath } from '../takedown/blocklistStore.js';
 import { writeFileAtomic } from '../tree/atomicFile.js';
 import { parseJsonObject, sha256Hex, variantRecordsOf, type ImageMetadata, type VariantRecord } from '../tree/originals.js';
 import { isIrregularFileError, readRegularFile, readRegularText } from '../tree/regularFile.js';
-import type { ImageStore } from '../tree/store.js';
+import type { ImageStore, StoredImage } from '../tree/store.js';
 import { walkShardFiles } from '../tree/walk.js';
 
 /** Far above any original limits.maxBytes admits; only a file past it is refused as too large. */
@@ -454,6 +454,28 @@ export async function copyBucketToTree(options: MigrationOptions): Promise<Migra
   const run = new Run(options);
   const { store, imageStore } = options;
 
+  /**
+   * A class object with the source-format thumbnail's bytes (converting did not pay, so
+   * the tree it came from had a hard link) comes back as a hard link of that thumbnail,
+   * as the service makes it (ImageStore.commitClassLink), not as a second copy. The
+   * source thumbnail's object sorts before its class objects, so it is in the tree by now.
+   * Null when the object is no such class file: it is written as a file of its own.
+   */
+  const linkClassToSource = async (
+    bucket: string,
+    key: string,
+    parsed: ImageObjectName,
+    bytes: Buffer,
+    record: VariantRecord,
+    records: Readonly<Record<string, VariantRecord>>,
+  ): Promise<StoredImage | null> => {
+    const { label, formatClass } = parsed;
+    if (label === null || formatClass === 'source' || records[variantRecordName(label, 'source')]?.sha256 !== record.sha256) return null;
+    const source = await imageStore.find(bucket, key, label);
+    if (source === null) return null;
+    return imageStore.commitClassLink(bucket, key, label, formatClass, source, bytes, record);
+  };
+
   const copyKey = async (group: BucketKeyGroup): Promise<void> => {
     const { bucket, key } = group;
     const heads: Array<{ name: string; parsed: ImageObjectName; info: ObjectInfo }> = [];
@@ -515,9 +537,12 @@ export async function copyBucketToTree(options: MigrationOptions): Promise<Migra
           await imageStore.commitOriginal(bucket, key, sidecar, () => imageStore.stageImage(bucket, key, null, ext, got.bytes));
           originalWritten = true;
         } else {
-          // The record first, as the service commits a thumbnail (the original's commit above wrote them all).
-          if (!originalWritten && recordName !== null && record !== null) await imageStore.recordVariant(bucket, key, recordName, record);
-          await imageStore.writeAtomic(bucket, key, fileName, got.bytes);
+          const linked = record === null ? null : await linkClassToSource(bucket, key, parsed, got.bytes, record, records);
+          if (linked === null) {
+            // The record first, as the service commits a thumbnail (the original's commit above wrote them all).
+            if (!originalWritten && recordName !== null && record !== null) await imageStore.recordVariant(bucket, key, recordName, record);
+            await imageStore.writeAtomic(bucket, key, fileName, got.bytes);
+          }
         }
         if (options.verify && (await treeFileDigest(path)) !== sha256) {
           run.fail(MIGRATION_REASONS.verifyFailed, name, `read back, ${keyDirectory(bucket, key)}/${fileName} differs`);
