@@ -248,6 +248,34 @@ describe('nginx serves hits from an S3 bucket (real Ceph RGW)', { skip: skip ?? 
     assert.equal(await gatewayGets(gateway, objectPath(name)), 1, 'one GET of the object reached the gateway');
   });
 
+  it('a Range on the first request of an object: 206 with the slice', async () => {
+    const bytes = randomBytes(50_000);
+    await putImage('ranged', bytes);
+    const answer = await get(link('ranged'), { Range: 'bytes=1000-1999' });
+    assert.equal(answer.status, 206);
+    assert.equal(answer.headers.get('content-range'), `bytes 1000-1999/${bytes.length}`);
+    assertSameBytes(answer.body, bytes.subarray(1000, 2000), 'the range');
+  });
+
+  it('an entry past its freshness is revalidated: a conditional GET, 304 from the gateway, the same bytes', async () => {
+    const bytes = randomBytes(30_000);
+    const name = await putImage('revalidated', bytes);
+    const path = link('revalidated');
+    assert.equal((await get(path)).status, 200);
+    const cachedAt = Date.now();
+    // Freshness is by the clock: once it has passed, the next hit revalidates.
+    await until(() => Date.now() - cachedAt > (CACHE_FRESH_SECONDS + 1) * 1000, { message: 'the entry stale', timeoutMs: 10_000, intervalMs: 100 });
+    const answer = await get(path);
+    assert.equal(answer.status, 200);
+    assertSameBytes(answer.body, bytes, 'the cached bytes');
+    const revalidations = async (): Promise<number> => {
+      const log = await readFile(join(gateway.directory, 'log', 'client.rgw.a.log'), 'utf8').catch(() => '');
+      return log.split('\n').filter((line) => line.includes(`"GET ${objectPath(name)} HTTP/1.1" 304`)).length;
+    };
+    assert.equal(await until(revalidations, { message: "the gateway's 304 in its log", timeoutMs: 30_000 }), 1);
+    assert.equal(await gatewayGets(gateway, objectPath(name)), 2, 'the first GET and the conditional one');
+  });
+
   it('a missing object: the request goes to the app, which stores it and answers X-Accel-Redirect; nginx serves it from the bucket', async () => {
     const path = link('late', LABEL);
     const bytes = randomBytes(5_000);
