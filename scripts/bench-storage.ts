@@ -4,13 +4,31 @@
  * ../shared/reference/ceph-rgw.md measured it, interleaved object by object so both see
  * the same machine load; plus a conditional create (If-None-Match: *) against a plain PUT.
  *
+ * `--nginx`: a hit through nginx instead, `wrk -t2 -c64` on one ~60 KB image, one nginx
+ * worker each, targets in turn within each round, rounds alternating the order, medians:
+ * plain nginx serving the file (no checks), a tree hit (the rendered config, tree mode),
+ * a bucket hit with nginx's cache warm (the rendered config, storage.type s3), and cold
+ * (the same config with `proxy_cache off`: every hit a signed GET to the gateway).
+ *
  *   node --import tsx scripts/bench-storage.ts [--objects 200]
+ *   node --import tsx scripts/bench-storage.ts --nginx [--rounds 3] [--seconds 5]
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { keyDirectory, storageKey } from '../server/contract/layout.js';
+import { encodeImageUrl, formatLink } from '../server/contract/link.js';
+import { signLink } from '../server/contract/signing.js';
+import { CONFIG_MODULE_NAME, NJS_MODULE_PATH, renderConfigModule, renderStandaloneConf, type NginxRenderInput } from '../server/deploy/nginxConfig.js';
+import { S3_KEYS_FILE_NAME, renderS3KeysInclude } from '../server/deploy/s3Nginx.js';
+import { imageObjectName } from '../server/storage/objectNames.js';
 import { S3ObjectStore } from '../server/storage/s3Store.js';
+import { makeTempRoot, removeTempRoot } from '../test/helpers.js';
+import { NJS_DIR, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
 import { gatewayStoreSettings, startGateway } from '../test/rgwHarness.js';
 import { median } from './benchMeasure.js';
 import { printBenchTable, type BenchRow } from './benchTable.js';
@@ -46,9 +64,123 @@ async function interleaved(
   }
 }
 
-const { values: args } = parseArgs({ options: { objects: { type: 'string', default: '200' } } });
+const { values: args } = parseArgs({
+  options: { objects: { type: 'string', default: '200' }, nginx: { type: 'boolean', default: false }, rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' } },
+});
 const count = Number(args.objects);
 const loadAtStart = loadavg().map((value) => Number(value.toFixed(2)));
+
+/** Requests per second of one `wrk -t2 -c64` run; throws on any non-2xx answer. */
+function wrkRate(url: string, seconds: number): number {
+  const result = spawnSync('wrk', ['-t2', '-c64', `-d${seconds}s`, url], { encoding: 'utf8' });
+  const output = result.stdout ?? '';
+  const rate = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  if (rate === null || /Non-2xx or 3xx responses/.test(output)) throw new Error(`wrk failed for ${url}: ${output}${result.stderr ?? ''}`);
+  return Number(rate[1]);
+}
+
+/** The nginx rows (--nginx): see the header. */
+async function benchNginxHits(rounds: number, seconds: number): Promise<BenchRow[]> {
+  const missing = nginxMissing();
+  if (missing !== null) throw new Error(missing);
+  const work = await makeTempRoot('imageproxy-bench-storage-nginx-');
+  const gateway = await startGateway();
+  const store = new S3ObjectStore(gatewayStoreSettings(gateway, 'bench/'));
+  const running: RunningNginx[] = [];
+  try {
+    const secret = 'bench-storage-secret';
+    const imageUrl = 'http://images.example/bench.jpg';
+    const key = storageKey(Buffer.from(imageUrl));
+    const bytes = randomBytes(60 * 1024);
+    const root = join(work, 'tree');
+    await mkdir(join(root, keyDirectory('i', key)), { recursive: true });
+    await writeFile(join(root, keyDirectory('i', key), `${key}.jpg`), bytes);
+    await store.put(imageObjectName('i', key, key), bytes, { contentType: 'image/jpeg' });
+    const extUrl = encodeImageUrl(imageUrl);
+    const link = formatLink({ bucket: 'i', size: 'full', signature: signLink(secret, { bucket: 'i', extUrl, proxy: false }, Date.now()), extUrl, proxy: false });
+    const user = testWorkerUser();
+    const options = { workerProcesses: 1, ...(user === undefined ? {} : { user }) };
+
+    const start = async (name: string, conf: (prefix: string, port: number) => string): Promise<string> => {
+      const prefix = join(work, name);
+      await mkdir(prefix, { recursive: true });
+      const port = await freePort();
+      running.push(await startNginx(prefix, conf(prefix, port), port));
+      return `http://127.0.0.1:${port}`;
+    };
+    const rendered = async (name: string, s3: boolean, cache: boolean): Promise<string> => {
+      const prefix = join(work, name);
+      await mkdir(prefix, { recursive: true });
+      const input = (port: number): NginxRenderInput => ({
+        nginxListen: `127.0.0.1:${port}`,
+        appListen: '127.0.0.1:9', // no miss happens: the image is stored
+        root,
+        internalPrefix: '/_imageproxy',
+        njsDir: NJS_DIR,
+        configModuleDir: prefix,
+        buckets: { i: { legacySignatures: false } },
+        sizes: [250],
+        skewSeconds: 3600,
+        secrets: [secret],
+        ...(s3
+          ? { s3: { endpoint: gateway.endpoint, bucket: gateway.bucket, region: gateway.region, prefix: 'bench/', forcePathStyle: true, cacheDir: join(prefix, 'cache'), cacheMaxSize: '1g' } }
+          : {}),
+      });
+      await writeFile(join(prefix, CONFIG_MODULE_NAME), renderConfigModule(input(1)), { mode: 0o600 });
+      await writeFile(join(prefix, S3_KEYS_FILE_NAME), renderS3KeysInclude(gateway.credentials), { mode: 0o600 });
+      return start(name, (_, port) => {
+        const text = renderStandaloneConf(input(port), prefix, options);
+        // Cold: the rendered config without its cache, so each hit is the gateway's round trip.
+        return cache ? text : text.replaceAll('proxy_cache imageproxy_s3;', 'proxy_cache off;');
+      });
+    };
+    const plainUrl = await start(
+      'plain',
+      (prefix, port) =>
+        `load_module ${NJS_MODULE_PATH};\n${user === undefined ? '' : `user ${user};\n`}daemon off;\nworker_processes 1;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\n` +
+        `events { worker_connections 4096; }\nhttp {\n    access_log ${prefix}/access.log combined buffer=64k flush=1s;\n    sendfile on;\n    tcp_nopush on;\n` +
+        `    types { image/jpeg jpg; }\n    server {\n        listen 127.0.0.1:${port};\n        root ${root};\n    }\n}\n`,
+    );
+    const targets = [
+      { name: 'plain nginx, the same file (no checks)', url: `${plainUrl}/${keyDirectory('i', key)}/${key}.jpg` },
+      { name: 'tree hit (rendered config, tree)', url: `${await rendered('tree', false, true)}${link}` },
+      { name: 'bucket hit, nginx cache warm', url: `${await rendered('warm', true, true)}${link}` },
+      { name: 'bucket hit, cold (proxy_cache off: signed GET to the gateway)', url: `${await rendered('cold', true, false)}${link}` },
+    ];
+    const rates = targets.map(() => [] as number[]);
+    for (const target of targets) wrkRate(target.url, 1); // warm: connections, the cache, njs
+    for (let round = 0; round < rounds; round += 1) {
+      const order = round % 2 === 0 ? targets.map((_, index) => index) : targets.map((_, index) => targets.length - 1 - index);
+      for (const index of order) {
+        const rate = wrkRate(targets[index]?.url ?? '', seconds);
+        rates[index]?.push(rate);
+        console.log(`round ${round + 1}: ${targets[index]?.name}: ${rate.toFixed(0)} req/s`);
+      }
+    }
+    const section = `hit of a 60 KB image, ${rounds} × wrk -t2 -c64 -d${seconds}s, 1 nginx worker`;
+    const tree = median(rates[1] ?? []);
+    return targets.map((target, index) => ({
+      section,
+      name: target.name,
+      value: median(rates[index] ?? []),
+      unit: 'req/s',
+      ratio: median(rates[index] ?? []) / tree,
+      note: `runs ${(rates[index] ?? []).map((rate) => rate.toFixed(0)).join(', ')}; vs plain nginx ${(median(rates[index] ?? []) / median(rates[0] ?? [])).toFixed(2)}`,
+    }));
+  } finally {
+    for (const nginx of running) await nginx.stop();
+    store.close();
+    await gateway.stop();
+    await removeTempRoot(work);
+  }
+}
+
+if (args.nginx === true) {
+  const rows = await benchNginxHits(Number(args.rounds), Number(args.seconds));
+  console.log(`${cpus().length} cores; load average ${loadAtStart.join(' ')} at start, ${loadavg().map((value) => value.toFixed(2)).join(' ')} at end; node ${process.version}; ratio: against the tree hit`);
+  printBenchTable(rows);
+  process.exit(0);
+}
 
 const startedAt = Date.now();
 const gateway = await startGateway();

@@ -201,7 +201,7 @@ export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
  * it (the gateway's body never reaches the visitor): unreachable, too slow or failing
  * with nothing cached, and nginx's keys refused. The gateway's 404 goes to the app.
  */
-export const NGINX_STORAGE_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
+const NGINX_STORAGE_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
   { code: 'storage_unavailable', message: 'storage unavailable, try again', statuses: [502, 503, 504], retryAfterSeconds: STORAGE_RETRY_AFTER_SECONDS },
   // A gateway that says 403 for a missing object (AWS without s3:ListBucket) lands here too: grant it.
   { code: 'storage_denied', message: "storage refused nginx's keys", statuses: [401, 403] },

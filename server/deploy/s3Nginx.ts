@@ -79,7 +79,7 @@ const CACHE_BYTES_PER_KEYS_MEGABYTE = 128 * 1024 * 1024;
  * gateway's request ids and storage details, and the headers nginx adds itself for a hit
  * (one of each, ours). nginx already drops Date, Server and the X-Accel ones.
  */
-export const S3_HIDDEN_HEADERS: readonly string[] = [
+const S3_HIDDEN_HEADERS: readonly string[] = [
   ...['sha256', 'width', 'height', 'frames', 'fetched-at', 'origin-type', 'source-url'].map((name) => `x-amz-meta-${name}`),
   'x-amz-request-id',
   'x-amz-id-2',
@@ -127,7 +127,7 @@ const NGINX_SIZE_PATTERN = /^([1-9][0-9]{0,9})([kmg])$/;
 const SIZE_UNIT_BYTES: Readonly<Record<string, number>> = { k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
 /** Bytes of an nginx size with its unit (`10g`), or null when it is not one. */
-export function nginxSizeBytes(size: string): number | null {
+function nginxSizeBytes(size: string): number | null {
   const match = NGINX_SIZE_PATTERN.exec(size);
   if (match === null) return null;
   return Number(match[1]) * (SIZE_UNIT_BYTES[match[2] ?? ''] ?? 0);
