@@ -15,6 +15,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +31,7 @@ import { S3ObjectStore } from '../server/storage/s3Store.js';
 import { makeTempRoot, removeTempRoot } from '../test/helpers.js';
 import { NJS_DIR, freePort, nginxMissing, startNginx, testWorkerUser, type RunningNginx } from '../test/nginxHarness.js';
 import { gatewayStoreSettings, startGateway } from '../test/rgwHarness.js';
-import { median } from './benchMeasure.js';
+import { cpuTicks, median } from './benchMeasure.js';
 import { printBenchTable, type BenchRow } from './benchTable.js';
 
 const OBJECT_BYTES = 100 * 1024;
@@ -70,13 +71,37 @@ const { values: args } = parseArgs({
 const count = Number(args.objects);
 const loadAtStart = loadavg().map((value) => Number(value.toFixed(2)));
 
-/** Requests per second of one `wrk -t2 -c64` run; throws on any non-2xx answer. */
-function wrkRate(url: string, seconds: number): number {
+// Linux counts process CPU time in clock ticks of 1/100 s (USER_HZ) on every common build.
+const TICK_MICROS = 10_000;
+
+/** CPU ticks of an nginx's processes (master's children: workers, cache manager), or null off Linux. */
+function nginxTicks(nginx: RunningNginx): number | null {
+  const master = nginx.process.pid;
+  if (master === undefined) return null;
+  try {
+    const pids = readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(/\s+/).filter((pid) => pid !== '').map(Number);
+    let total = 0;
+    for (const pid of pids) total += cpuTicks(pid) ?? Number.NaN;
+    return Number.isNaN(total) ? null : total;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One `wrk -t2 -c64` run: requests per second, and the nginx's CPU per request (µs;
+ * steadier than the rate on a shared machine). Throws on any non-2xx answer.
+ */
+function wrkRun(url: string, seconds: number, nginx: RunningNginx | undefined): { rps: number; cpuMicros: number | null } {
+  const before = nginx === undefined ? null : nginxTicks(nginx);
   const result = spawnSync('wrk', ['-t2', '-c64', `-d${seconds}s`, url], { encoding: 'utf8' });
+  const after = nginx === undefined ? null : nginxTicks(nginx);
   const output = result.stdout ?? '';
   const rate = /Requests\/sec:\s+([\d.]+)/.exec(output);
-  if (rate === null || /Non-2xx or 3xx responses/.test(output)) throw new Error(`wrk failed for ${url}: ${output}${result.stderr ?? ''}`);
-  return Number(rate[1]);
+  const count = /(\d+) requests in/.exec(output);
+  if (rate === null || count === null || /Non-2xx or 3xx responses/.test(output)) throw new Error(`wrk failed for ${url}: ${output}${result.stderr ?? ''}`);
+  const requests = Number(count[1]);
+  return { rps: Number(rate[1]), cpuMicros: before === null || after === null || requests === 0 ? null : ((after - before) * TICK_MICROS) / requests };
 }
 
 /** The nginx rows (--nginx): see the header. */
@@ -101,14 +126,15 @@ async function benchNginxHits(rounds: number, seconds: number): Promise<BenchRow
     const user = testWorkerUser();
     const options = { workerProcesses: 1, ...(user === undefined ? {} : { user }) };
 
-    const start = async (name: string, conf: (prefix: string, port: number) => string): Promise<string> => {
+    const start = async (name: string, conf: (prefix: string, port: number) => string): Promise<{ base: string; nginx: RunningNginx }> => {
       const prefix = join(work, name);
       await mkdir(prefix, { recursive: true });
       const port = await freePort();
-      running.push(await startNginx(prefix, conf(prefix, port), port));
-      return `http://127.0.0.1:${port}`;
+      const nginx = await startNginx(prefix, conf(prefix, port), port);
+      running.push(nginx);
+      return { base: `http://127.0.0.1:${port}`, nginx };
     };
-    const rendered = async (name: string, s3: boolean, cache: boolean): Promise<string> => {
+    const rendered = async (name: string, s3: boolean, cache: boolean): Promise<{ base: string; nginx: RunningNginx }> => {
       const prefix = join(work, name);
       await mkdir(prefix, { recursive: true });
       const input = (port: number): NginxRenderInput => ({
@@ -134,39 +160,53 @@ async function benchNginxHits(rounds: number, seconds: number): Promise<BenchRow
         return cache ? text : text.replaceAll('proxy_cache imageproxy_s3;', 'proxy_cache off;');
       });
     };
-    const plainUrl = await start(
+    const plain = await start(
       'plain',
       (prefix, port) =>
         `load_module ${NJS_MODULE_PATH};\n${user === undefined ? '' : `user ${user};\n`}daemon off;\nworker_processes 1;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/error.log warn;\n` +
         `events { worker_connections 4096; }\nhttp {\n    access_log ${prefix}/access.log combined buffer=64k flush=1s;\n    sendfile on;\n    tcp_nopush on;\n` +
         `    types { image/jpeg jpg; }\n    server {\n        listen 127.0.0.1:${port};\n        root ${root};\n    }\n}\n`,
     );
+    const tree = await rendered('tree', false, true);
+    const warm = await rendered('warm', true, true);
+    const cold = await rendered('cold', true, false);
     const targets = [
-      { name: 'plain nginx, the same file (no checks)', url: `${plainUrl}/${keyDirectory('i', key)}/${key}.jpg` },
-      { name: 'tree hit (rendered config, tree)', url: `${await rendered('tree', false, true)}${link}` },
-      { name: 'bucket hit, nginx cache warm', url: `${await rendered('warm', true, true)}${link}` },
-      { name: 'bucket hit, cold (proxy_cache off: signed GET to the gateway)', url: `${await rendered('cold', true, false)}${link}` },
+      { name: 'plain nginx, the same file (no checks)', url: `${plain.base}/${keyDirectory('i', key)}/${key}.jpg`, nginx: plain.nginx },
+      { name: 'tree hit (rendered config, tree)', url: `${tree.base}${link}`, nginx: tree.nginx },
+      { name: 'bucket hit, nginx cache warm', url: `${warm.base}${link}`, nginx: warm.nginx },
+      // nginx's CPU only: the gateway's is not counted.
+      { name: 'bucket hit, cold (proxy_cache off: signed GET to the gateway)', url: `${cold.base}${link}`, nginx: cold.nginx },
     ];
-    const rates = targets.map(() => [] as number[]);
-    for (const target of targets) wrkRate(target.url, 1); // warm: connections, the cache, njs
+    const runs = targets.map(() => ({ rps: [] as number[], cpu: [] as number[] }));
+    for (const target of targets) wrkRun(target.url, 1, undefined); // warm: connections, the cache, njs
     for (let round = 0; round < rounds; round += 1) {
       const order = round % 2 === 0 ? targets.map((_, index) => index) : targets.map((_, index) => targets.length - 1 - index);
       for (const index of order) {
-        const rate = wrkRate(targets[index]?.url ?? '', seconds);
-        rates[index]?.push(rate);
-        console.log(`round ${round + 1}: ${targets[index]?.name}: ${rate.toFixed(0)} req/s`);
+        const run = wrkRun(targets[index]?.url ?? '', seconds, targets[index]?.nginx);
+        runs[index]?.rps.push(run.rps);
+        if (run.cpuMicros !== null) runs[index]?.cpu.push(run.cpuMicros);
+        console.log(`round ${round + 1}: ${targets[index]?.name}: ${run.rps.toFixed(0)} req/s, ${run.cpuMicros?.toFixed(1) ?? '?'} µs CPU/request`);
       }
     }
     const section = `hit of a 60 KB image, ${rounds} × wrk -t2 -c64 -d${seconds}s, 1 nginx worker`;
-    const tree = median(rates[1] ?? []);
-    return targets.map((target, index) => ({
-      section,
-      name: target.name,
-      value: median(rates[index] ?? []),
-      unit: 'req/s',
-      ratio: median(rates[index] ?? []) / tree,
-      note: `runs ${(rates[index] ?? []).map((rate) => rate.toFixed(0)).join(', ')}; vs plain nginx ${(median(rates[index] ?? []) / median(rates[0] ?? [])).toFixed(2)}`,
-    }));
+    const treeRps = median(runs[1]?.rps ?? []);
+    const treeCpu = median(runs[1]?.cpu ?? []);
+    return targets.flatMap((target, index) => {
+      const { rps, cpu } = runs[index] ?? { rps: [], cpu: [] };
+      return [
+        {
+          section,
+          name: target.name,
+          value: median(rps),
+          unit: 'req/s',
+          ratio: median(rps) / treeRps,
+          note: `runs ${rps.map((rate) => rate.toFixed(0)).join(', ')}; vs plain nginx ${(median(rps) / median(runs[0]?.rps ?? [])).toFixed(2)}`,
+        },
+        ...(cpu.length === 0
+          ? []
+          : [{ section: `${section}, nginx CPU per request (ratio: tree hit / this)`, name: target.name, value: median(cpu), unit: 'µs', ratio: treeCpu / median(cpu) }]),
+      ];
+    });
   } finally {
     for (const nginx of running) await nginx.stop();
     store.close();

@@ -28,7 +28,7 @@ describe('nginx config from a bucket: what nginx asks the gateway for', () => {
     {
       what: 'path-style with a prefix',
       s3: {},
-      lines: ['set $s3_object_path "/images/site-a$imageproxy_stem";', 'set $s3_host "127.0.0.1:7480";', 'server 127.0.0.1:7480;', 'proxy_pass http://imageproxy_s3$s3_object_uri;'],
+      lines: ['set $s3_object_path "/images/site-a$imageproxy_stem";', 'set $s3_host "127.0.0.1:7480";', 'server 127.0.0.1:7480;', 'proxy_pass http://imageproxy_s3$s3_object_path;'],
     },
     { what: 'path-style without a prefix', s3: { prefix: '' }, lines: ['set $s3_object_path "/images$imageproxy_stem";', 'set $s3_object_path "/images/$imageproxy_internal_object";'] },
     {
@@ -44,7 +44,7 @@ describe('nginx config from a bucket: what nginx asks the gateway for', () => {
         'server images.s3.eu-central-1.amazonaws.com:443;',
         'proxy_ssl_verify on;',
         'proxy_ssl_name images.s3.eu-central-1.amazonaws.com;',
-        'proxy_pass https://imageproxy_s3$s3_object_uri;',
+        'proxy_pass https://imageproxy_s3$s3_object_path;',
       ],
     },
     { what: 'the cache: path, size, keys zone by size', s3: {}, lines: ['proxy_cache_path "/var/cache/imageproxy" levels=1:2 keys_zone=imageproxy_s3:80m max_size=10g inactive=7d use_temp_path=off;'] },

@@ -178,6 +178,7 @@ function gatewayTarget(s3: NginxS3Input): GatewayTarget {
 
 /** The settings, checked (errors name the config key), and the gateway they reach. */
 export function checkS3Input(s3: NginxS3Input): { s3: NginxS3Input; target: GatewayTarget } {
+  // Unreserved characters only, as s3ObjectPathLine needs.
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/.test(s3.bucket)) throw new ConfigError('storage.bucket', `must be an S3 bucket name, got ${JSON.stringify(s3.bucket)}`);
   if (!/^[A-Za-z0-9-]{1,64}$/.test(s3.region)) throw new ConfigError('storage.region', `must be a region name, got ${JSON.stringify(s3.region)}`);
   if (s3.prefix !== '' && !/^(?:[A-Za-z0-9._-]+\/)+$/.test(s3.prefix)) throw new ConfigError('storage.prefix', `must be '' or a/b/, got ${JSON.stringify(s3.prefix)}`);
@@ -203,7 +204,7 @@ export function s3HttpLevel(s3: NginxS3Input, target: GatewayTarget, keysFile: s
     // $s3_access_key_id, $s3_secret_access_key, $s3_session_token: readable by root only.
     `include ${quote(keysFile)};`,
     `js_import s3sign from ${S3_SIGN_SCRIPT_NAME};`,
-    'js_set $s3_object_uri s3sign.objectUri;',
+    // Computed only when nginx builds a request to the gateway (a miss, a revalidation).
     'js_set $s3_amz_date s3sign.amzDate;',
     'js_set $s3_authorization s3sign.authorization;',
     `upstream ${UPSTREAM_NAME} {`,
@@ -264,11 +265,21 @@ export function s3ProxyLines(s3: NginxS3Input, target: GatewayTarget): string[] 
     ...(target.scheme === 'https'
       ? ['proxy_ssl_server_name on;', `proxy_ssl_name ${target.tlsName};`, 'proxy_ssl_verify on;', 'proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;']
       : []),
-    `proxy_pass ${target.scheme}://${UPSTREAM_NAME}$s3_object_uri;`,
+    // The path as it is, not s3sign's $s3_object_uri: nginx evaluates proxy_pass on every
+    // request, cache hits included, where the njs call would be most of a hit's extra
+    // cost. Every path rendered here is of unreserved characters only (s3ObjectPathLine),
+    // which SigV4's encoding leaves as they are: the path sent is the path signed.
+    `proxy_pass ${target.scheme}://${UPSTREAM_NAME}$s3_object_path;`,
   ];
 }
 
-/** `set $s3_object_path` to the object path of `objectName` (text of nginx variables, after a `/`). */
+/**
+ * `set $s3_object_path` to the object path of `objectName` (text of nginx variables, after
+ * a `/`). Every part is of unreserved characters (A-Z a-z 0-9 - . _ and `/`): the bucket
+ * and the prefix by checkS3Input, the link's stem by njs (bucket name, base64url key,
+ * size label), the class suffix, and the internal location's name by its map. So the
+ * path needs no percent-encoding, and proxy_pass sends it as s3sign.js signs it.
+ */
 export function s3ObjectPathLine(target: GatewayTarget, objectName: string): string {
   return `set $s3_object_path "${target.pathBase}${objectName}";`;
 }
