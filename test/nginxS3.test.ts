@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,10 +83,15 @@ async function startStandInApp(port: number, store: S3ObjectStore): Promise<Stan
 }
 
 /** `imageproxy nginx-config --standalone-conf --out DIR` with `env` added to this process's. */
-function runNginxConfig(configPath: string, outDir: string, env: Record<string, string | undefined>): Promise<{ code: number | null; stderr: string }> {
-  const args = [CLI, 'nginx-config', '--config', configPath, '--standalone-conf', '--out', outDir];
+function runNginxConfig(
+  configPath: string,
+  outDir: string,
+  env: Record<string, string | undefined>,
+  extraArgs: readonly string[] = [],
+): Promise<{ code: number | null; stderr: string }> {
+  const args = [CLI, 'nginx-config', '--config', configPath, '--standalone-conf', '--out', outDir, ...extraArgs];
   const user = testWorkerUser();
-  if (user !== undefined) args.push('--user', user);
+  if (user !== undefined && extraArgs.length === 0) args.push('--user', user);
   const childEnv: NodeJS.ProcessEnv = { ...process.env };
   for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']) delete childEnv[name];
   Object.assign(childEnv, env);
@@ -195,6 +200,18 @@ describe('nginx serves hits from an S3 bucket (real Ceph RGW)', { skip: skip ?? 
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /AWS_SECRET_ACCESS_KEY is not set/);
     await assert.rejects(stat(join(outDir, S3_KEYS_FILE_NAME)), 'no keys file written');
+  });
+
+  it("nginx-config warns when nginx's user cannot enter the cache directory (nginx never reads the tree then)", async () => {
+    const parent = join(workDir, 'private');
+    await mkdir(parent, { mode: 0o700 });
+    await chmod(parent, 0o700);
+    const file = join(workDir, 'private-cache.json');
+    await writeConfig(file, await freePort(), await freePort(), join(parent, 'cache'));
+    const result = await runNginxConfig(file, join(workDir, 'private-out'), gatewayKeys(), ['--nginx-user', 'nobody']);
+    assert.equal(result.code, 0, result.stderr);
+    // The temp dir above may be the first one nobody cannot enter: the path named is the cache's, not the tree's.
+    assert.match(result.stderr, new RegExp(`nginx's user nobody cannot enter \\S+ \\(mode 0700, .*so nginx cannot read ${join(parent, 'cache')}:`));
   });
 
   const kinds = [

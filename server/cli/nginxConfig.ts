@@ -88,10 +88,10 @@ function ownershipOf(directory: string): DirectoryOwnership | null {
 
 /**
  * Warns (one line on stderr) when nginx's workers could not enter a directory above or
- * at the tree: a warning, since the tree may be fixed before nginx starts, or nginx run
- * as another user than assumed.
+ * at `root` (the tree, or with the bucket nginx's cache directory): a warning, since it
+ * may be fixed before nginx starts, or nginx run as another user than assumed.
  */
-function warnIfTreeUnreachable(root: string, options: NginxConfigOptions): void {
+function warnIfUnreachable(root: string, options: NginxConfigOptions): void {
   const name = workerAccountName(options);
   const group = options.nginxUser === undefined && options.standaloneConf === true ? options.user?.split(' ')[1] : undefined;
   const account = lookUpAccount(name, group);
@@ -210,8 +210,8 @@ function nginxConfig(options: NginxConfigOptions): void {
   writeFileSync(confPath, text);
   const written = keys === undefined ? modulePath : `${modulePath} and ${keysPath}`;
   process.stderr.write(`imageproxy: wrote ${confPath} and ${written} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
-  // From the bucket, nginx never reads the tree.
-  if (s3 === undefined) warnIfTreeUnreachable(input.root, options);
+  // From the bucket, nginx never reads the tree; it reads and writes its cache.
+  warnIfUnreachable(s3 === undefined ? input.root : s3.cacheDir, options);
 }
 
 export function register(program: Command): void {
