@@ -61,6 +61,20 @@ describe('nginx config from a bucket: what nginx asks the gateway for', () => {
     assert.ok(render({}, ['avif', 'webp']).includes('set $s3_object_path "/images/site-a$imageproxy_stem$imageproxy_class_suffix";'));
   });
 
+  it("the gateway's errors are nginx's own answers; its 404 goes to the app", () => {
+    const text = render({});
+    for (const line of [
+      'error_page 404 = @imageproxy_app;',
+      'error_page 502 503 504 = /_imageproxy_error/storage_unavailable;',
+      'error_page 401 403 = /_imageproxy_error/storage_denied;',
+      'error_page 301 302 307 308 400 = /_imageproxy_error/storage_failed;',
+      'add_header Retry-After 5 always;',
+      'proxy_intercept_errors on;',
+    ]) {
+      assert.ok(text.includes(line), line);
+    }
+  });
+
   it('the tree config has no bucket in it', () => {
     const text = renderServerBlock(exampleRenderInput());
     for (const word of ['proxy_cache', 's3sign', '$s3_', 'storage_unavailable']) assert.ok(!text.includes(word), word);

@@ -199,12 +199,17 @@ export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
 /**
  * With the bucket, what nginx answers for the gateway in the locations that fetch from
  * it (the gateway's body never reaches the visitor): unreachable, too slow or failing
- * with nothing cached, and nginx's keys refused. The gateway's 404 goes to the app.
+ * with nothing cached, nginx's keys refused, anything else. The gateway's 404 goes to
+ * the app.
  */
 const NGINX_STORAGE_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
   { code: 'storage_unavailable', message: 'storage unavailable, try again', statuses: [502, 503, 504], retryAfterSeconds: STORAGE_RETRY_AFTER_SECONDS },
   // A gateway that says 403 for a missing object (AWS without s3:ListBucket) lands here too: grant it.
   { code: 'storage_denied', message: "storage refused nginx's keys", statuses: [401, 403] },
+  // The gateway sending nginx elsewhere (S3's 301 for a bucket in another region) or
+  // refusing the request: its body names the bucket and the endpoint, the visitor gets
+  // this. nginx's own 400s (a malformed request) come before any location.
+  { code: 'storage_failed', message: 'storage failed', statuses: [301, 302, 307, 308, 400] },
 ];
 
 /** The body of an answer nginx makes itself: `code: message`, as the app's. */
