@@ -48,7 +48,7 @@ interface AppRequest {
 interface StandInApp {
   requests: AppRequest[];
   /** The next request for `url` puts `object` and answers X-Accel-Redirect to it. */
-  stores: Map<string, { name: string; bytes: Buffer; contentType: string }>;
+  stores: Map<string, { name: string; bytes: Buffer; contentType: string; cacheControl?: string | null }>;
   close(): Promise<void>;
 }
 
@@ -66,7 +66,11 @@ async function startStandInApp(port: number, store: S3ObjectStore): Promise<Stan
     store.put(object.name, object.bytes, { contentType: object.contentType }).then(
       () =>
         response
-          .writeHead(200, { 'X-Accel-Redirect': `/_imageproxy/${object.name}`, 'Content-Type': object.contentType, 'Cache-Control': IMAGE_CACHE_CONTROL })
+          .writeHead(200, {
+            'X-Accel-Redirect': `/_imageproxy/${object.name}`,
+            'Content-Type': object.contentType,
+            ...(object.cacheControl === null ? {} : { 'Cache-Control': object.cacheControl ?? IMAGE_CACHE_CONTROL }),
+          })
           .end(),
       () => response.writeHead(500).end('stand-in app failed\n'),
     );
@@ -310,6 +314,21 @@ describe('nginx serves hits from an S3 bucket (real Ceph RGW)', { skip: skip ?? 
     const again = await get(path, { Accept: '*/*' });
     assert.equal(again.status, 200);
     assert.equal(app.requests.length, before + 1, 'the second request is a hit');
+  });
+
+  it("X-Accel-Redirect keeps the app's Cache-Control (a provisional answer's), else adds the week-long one", async () => {
+    for (const [image, cacheControl, expected] of [
+      ['provisional', 'public, max-age=60', 'public, max-age=60'],
+      ['no-cache-control', null, IMAGE_CACHE_CONTROL],
+    ] as const) {
+      const path = link(image);
+      app.stores.set(path, { name: nameOf(image, objects.original.stem), bytes: randomBytes(2_000), contentType: 'image/gif', cacheControl });
+      const answer = await get(path);
+      app.stores.delete(path);
+      assert.equal(answer.status, 200, image);
+      assert.equal(answer.headers.get('cache-control'), expected, image);
+      assert.equal(answer.headers.get('content-type'), 'image/gif', image);
+    }
   });
 
   it('a name the app would never give is not fetched through the internal location', async () => {
