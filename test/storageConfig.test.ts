@@ -22,7 +22,7 @@ function refusal(layer: ConfigLayer): ConfigError {
 
 describe('storage settings', () => {
   it('default: the tree; an S3 bucket only when configured', () => {
-    assert.deepEqual(DEFAULT_CONFIG.storage, { type: 'tree', endpoint: null, bucket: null, region: 'us-east-1', prefix: '', forcePathStyle: null });
+    assert.deepEqual(DEFAULT_CONFIG.storage, { type: 'tree', endpoint: null, bucket: null, region: 'us-east-1', prefix: '', forcePathStyle: null, cacheDir: null, cacheMaxSize: '10g' });
   });
 
   it('set by variables', () => {
@@ -34,9 +34,20 @@ describe('storage settings', () => {
         IMAGEPROXY_STORAGE_REGION: 'eu-central-1',
         IMAGEPROXY_STORAGE_PREFIX: 'site-a/',
         IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'false',
+        IMAGEPROXY_STORAGE_CACHE_DIR: '/var/cache/imageproxy',
+        IMAGEPROXY_STORAGE_CACHE_MAX_SIZE: '512m',
       }),
     });
-    assert.deepEqual(config.storage, { type: 's3', endpoint: 'http://127.0.0.1:7480', bucket: 'images', region: 'eu-central-1', prefix: 'site-a/', forcePathStyle: false });
+    assert.deepEqual(config.storage, {
+      type: 's3',
+      endpoint: 'http://127.0.0.1:7480',
+      bucket: 'images',
+      region: 'eu-central-1',
+      prefix: 'site-a/',
+      forcePathStyle: false,
+      cacheDir: '/var/cache/imageproxy',
+      cacheMaxSize: '512m',
+    });
     assert.equal(buildConfig({ env: envLayer({ IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'auto' }) }).storage.forcePathStyle, null);
   });
 
@@ -50,6 +61,9 @@ describe('storage settings', () => {
     { name: 'a prefix with ..', storage: { prefix: 'a/../b' }, key: 'storage.prefix', message: /`\.\.` segment/ },
     { name: 'a prefix with a space', storage: { prefix: 'a b' }, key: 'storage.prefix', message: /letters, digits/ },
     { name: 'forcePathStyle not a boolean', storage: { forcePathStyle: 'yes' }, key: 'storage.forcePathStyle', message: /true or false/ },
+    { name: 'a cache size without a unit', storage: { cacheMaxSize: '10' }, key: 'storage.cacheMaxSize', message: /size such as 512m or 10g/ },
+    { name: 'a cache size under a megabyte', storage: { cacheMaxSize: '100k' }, key: 'storage.cacheMaxSize', message: /size such as 512m or 10g/ },
+    { name: 'an empty cache directory', storage: { cacheDir: '' }, key: 'storage.cacheDir', message: /must not be empty/ },
     { name: 'secretAccessKey', storage: { secretAccessKey: 'x' }, key: 'storage.secretAccessKey', message: CREDENTIALS },
     { name: 'accessKeyId', storage: { accessKeyId: 'AKID' }, key: 'storage.accessKeyId', message: CREDENTIALS },
     { name: 'credentials', storage: { credentials: {} }, key: 'storage.credentials', message: CREDENTIALS },
@@ -102,7 +116,7 @@ describe('commands with storage.type "s3" (the built command)', () => {
 
   after(() => removeTempRoot(work));
 
-  for (const command of [['serve'], ['stats'], ['init-buckets'], ['nginx-config']]) {
+  for (const command of [['serve'], ['stats'], ['init-buckets']]) {
     it(`${command.join(' ')} refuses to start, naming migrate-storage`, async () => {
       const run = await runCli([...command, '--config', config], { cwd: work });
       assert.equal(run.code, 2, run.stderr);
@@ -110,6 +124,12 @@ describe('commands with storage.type "s3" (the built command)', () => {
       assert.equal(run.stderr.trim().split('\n').length, 1, 'one line');
     });
   }
+
+  it('nginx-config renders the bucket\'s config (test/nginxS3.test.ts runs it)', async () => {
+    const run = await runCli(['nginx-config', '--config', config], { cwd: work });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /proxy_cache_path ".*\/root\/\.imageproxy\/nginx-cache" /);
+  });
 
   it('sign works: links need no storage', async () => {
     const run = await runCli(['sign', '--config', config, 'https://origin.test/a.png'], { cwd: work });

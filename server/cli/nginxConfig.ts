@@ -17,7 +17,12 @@ import {
   type NginxRenderInput,
 } from '../deploy/nginxConfig.js';
 import { blockedDirectoryMessage, firstBlockedDirectory, type Account, type DirectoryOwnership } from '../deploy/pathAccess.js';
+import { S3_KEYS_FILE_NAME, renderS3KeysInclude, type NginxS3Input, type S3Keys } from '../deploy/s3Nginx.js';
+import type { Config } from '../config/config.js';
 import { resolveSecrets } from '../config/secrets.js';
+import { s3StoreSettingsOf } from '../config/storageSettings.js';
+import { STATE_DIRECTORY } from '../contract/layout.js';
+import { normalizeStorePrefix } from '../storage/objectNames.js';
 import { UsageError, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 
 /** The repository's nginx/ directory (dist/server/cli/ and server/cli/ are both three levels down). */
@@ -83,10 +88,10 @@ function ownershipOf(directory: string): DirectoryOwnership | null {
 
 /**
  * Warns (one line on stderr) when nginx's workers could not enter a directory above or
- * at the tree: a warning, since the tree may be fixed before nginx starts, or nginx run
- * as another user than assumed.
+ * at `root` (the tree, or with the bucket nginx's cache directory): a warning, since it
+ * may be fixed before nginx starts, or nginx run as another user than assumed.
  */
-function warnIfTreeUnreachable(root: string, options: NginxConfigOptions): void {
+function warnIfUnreachable(root: string, options: NginxConfigOptions): void {
   const name = workerAccountName(options);
   const group = options.nginxUser === undefined && options.standaloneConf === true ? options.user?.split(' ')[1] : undefined;
   const account = lookUpAccount(name, group);
@@ -98,8 +103,45 @@ function warnIfTreeUnreachable(root: string, options: NginxConfigOptions): void 
   if (blocked !== null) process.stderr.write(`imageproxy: warning: ${blockedDirectoryMessage(blocked, account, root)}\n`);
 }
 
+/** nginx's cache of objects when storage.cacheDir is null: beside imageproxy's other state under the root. */
+const DEFAULT_CACHE_DIR_UNDER_ROOT = join(STATE_DIRECTORY, 'nginx-cache');
+
+/** The bucket nginx serves from, with storage.type s3; undefined for the tree. */
+function bucketInput(config: Config): NginxS3Input | undefined {
+  if (config.storage.type !== 's3') return undefined;
+  const settings = s3StoreSettingsOf(config.storage);
+  return {
+    endpoint: settings.endpoint ?? null,
+    bucket: settings.bucket,
+    region: settings.region,
+    prefix: normalizeStorePrefix(settings.prefix),
+    forcePathStyle: settings.forcePathStyle,
+    cacheDir: resolve(config.storage.cacheDir ?? join(resolve(config.root), DEFAULT_CACHE_DIR_UNDER_ROOT)),
+    cacheMaxSize: config.storage.cacheMaxSize,
+  };
+}
+
+/**
+ * nginx's S3 keys from this command's environment, as the AWS tools name them: the
+ * config never holds them (server/config/schema.ts), and the rendered config only names
+ * the include file they are written to.
+ */
+function s3KeysFromEnvironment(env: NodeJS.ProcessEnv): S3Keys {
+  const accessKeyId = env.AWS_ACCESS_KEY_ID ?? '';
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY ?? '';
+  if (accessKeyId === '' || secretAccessKey === '') {
+    throw new UsageError(
+      `storage.type is s3: nginx signs its requests to the gateway with its own keys, and ${accessKeyId === '' ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'} is not set. ` +
+        `Run nginx-config with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys) in its environment: they are written to ${S3_KEYS_FILE_NAME} (0600), never into the config`,
+    );
+  }
+  const sessionToken = env.AWS_SESSION_TOKEN ?? '';
+  return { accessKeyId, secretAccessKey, ...(sessionToken === '' ? {} : { sessionToken }) };
+}
+
 function nginxConfig(options: NginxConfigOptions): void {
-  const config = loadConfig(options);
+  // The bucket's settings are rendered into nginx's config; the tree is only nginx's root.
+  const config = loadConfig(options, {}, 'any');
   const secrets = resolveSecrets(config, false);
   if (secrets.generated && options.allowGeneratedSecret !== true) {
     // nginx would check every link against a secret no site has: each one answers 410.
@@ -133,6 +175,8 @@ function nginxConfig(options: NginxConfigOptions): void {
     placeholder: config.placeholder,
     formats: config.formats,
   };
+  const s3 = bucketInput(config);
+  if (s3 !== undefined) input.s3 = s3;
   const workers = options.workers === undefined ? undefined : parsePositiveInteger('--workers', options.workers);
   const text = standalone
     ? renderStandaloneConf(input, prefix, {
@@ -141,25 +185,33 @@ function nginxConfig(options: NginxConfigOptions): void {
       })
     : renderServerBlock(input);
   const modulePath = join(moduleDir, CONFIG_MODULE_NAME);
+  const keysPath = join(moduleDir, S3_KEYS_FILE_NAME);
 
   if (outDir === null) {
     process.stdout.write(text);
     process.stderr.write(
-      `imageproxy: printed the config only; it expects its secrets module at ${modulePath}, not written: ` +
+      `imageproxy: printed the config only; it expects its secrets module at ${modulePath}${s3 === undefined ? '' : ` and nginx's S3 keys at ${keysPath}`}, not written: ` +
         'run with --out DIR to write both\n',
     );
     return;
   }
+  const keys = s3 === undefined ? undefined : renderS3KeysInclude(s3KeysFromEnvironment(process.env));
   mkdirSync(outDir, { recursive: true });
   if (standalone) mkdirSync(prefix, { recursive: true });
   // The secrets go into a module only nginx's master reads; never readable by others.
   mkdirSync(moduleDir, { recursive: true, mode: 0o750 });
   writeFileSync(modulePath, renderConfigModule(input), { mode: 0o600 });
   chmodSync(modulePath, 0o600);
+  if (keys !== undefined) {
+    writeFileSync(keysPath, keys, { mode: 0o600 });
+    chmodSync(keysPath, 0o600);
+  }
   const confPath = join(outDir, standalone ? STANDALONE_CONF_NAME : SERVER_BLOCK_NAME);
   writeFileSync(confPath, text);
-  process.stderr.write(`imageproxy: wrote ${confPath} and ${modulePath} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
-  warnIfTreeUnreachable(input.root, options);
+  const written = keys === undefined ? modulePath : `${modulePath} and ${keysPath}`;
+  process.stderr.write(`imageproxy: wrote ${confPath} and ${written} (0600, holds the secrets; nginx's master reads it at start and reload)\n`);
+  // From the bucket, nginx never reads the tree; it reads and writes its cache.
+  warnIfUnreachable(s3 === undefined ? input.root : s3.cacheDir, options);
 }
 
 export function register(program: Command): void {

@@ -186,6 +186,9 @@ const S3_BUCKET_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$/;
 
 const STORAGE_TYPES = ['tree', 's3'] as const;
 
+/** An nginx size with its unit (k, m, g), at least a megabyte's worth: what max_size takes. */
+const NGINX_CACHE_SIZE_PATTERN = /^(?:[1-9][0-9]{3,9}k|[1-9][0-9]{0,6}m|[1-9][0-9]{0,3}g)$/;
+
 // Off by default: the tree under `root` is the store until a site moves (docs/storage.md).
 const STORAGE = group({
   type: setting(oneOf(STORAGE_TYPES), 'tree', {
@@ -228,6 +231,22 @@ const STORAGE = group({
     nullWord: 'auto',
     values: '`true`, `false`, null',
     shownDefault: 'auto',
+  }),
+  // Under the root by default: a directory of the machine's own, on a disk, which the
+  // admin already chose for imageproxy's files.
+  cacheDir: setting(nonEmptyText().nullable(), null, {
+    doc: "nginx's local cache of objects (s3); null: {root}/.imageproxy/nginx-cache; nginx's workers write it",
+    env: 'IMAGEPROXY_STORAGE_CACHE_DIR',
+    nullWord: 'null',
+    values: 'directory or null',
+    shownDefault: 'null',
+  }),
+  // Hits of the hot set come from the local disk, not the gateway; 10 GB is a few hundred
+  // thousand thumbnails, small next to the disks of a node.
+  cacheMaxSize: setting(text().regex(NGINX_CACHE_SIZE_PATTERN, { error: (issue) => `must be a size such as 512m or 10g, got ${shown(issue.input)}` }), '10g', {
+    doc: "the bound of nginx's local cache of objects (s3), an nginx size",
+    env: 'IMAGEPROXY_STORAGE_CACHE_MAX_SIZE',
+    values: 'number with k, m or g',
   }),
 })
   .superRefine((storage, context) => {

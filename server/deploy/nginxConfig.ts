@@ -30,7 +30,10 @@ import { IMAGE_EXTENSIONS, classFileExtensions } from '../contract/layout.js';
 import { MAX_EXT_URL_LENGTH } from '../contract/link.js';
 import { SIGNATURE_BYTES, SIGNATURE_LENGTH } from '../contract/signing.js';
 import { parseSize } from '../contract/sizes.js';
+import { indent, quote } from './nginxText.js';
 import { placeholderBranch, placeholderHttpLevel, placeholderLocation } from './placeholderNginx.js';
+import { S3_KEYS_FILE_NAME, checkS3Input, s3HttpLevel, s3ObjectPathLine, s3ProxyLines, type NginxS3Input } from './s3Nginx.js';
+import { STORAGE_RETRY_AFTER_SECONDS } from '../storage/storageErrors.js';
 import {
   CONTENT_TYPE_BY_EXTENSION,
   ERROR_CACHE_CONTROL,
@@ -68,6 +71,12 @@ export interface NginxRenderInput {
    * is what it was before formats existed.
    */
   formats?: readonly ModernFormat[];
+  /**
+   * Config `storage` when its type is `s3`: hits come from the bucket through nginx's
+   * cache (server/deploy/s3Nginx.ts), nginx's keys from S3_KEYS_FILE_NAME in
+   * configModuleDir. Absent: the tree, and the config is what it was before buckets.
+   */
+  s3?: NginxS3Input;
 }
 
 export interface StandaloneOptions {
@@ -155,6 +164,8 @@ export interface NginxErrorAnswer {
   code: ErrorCode;
   message: string;
   statuses: readonly number[];
+  /** Sent as Retry-After. */
+  retryAfterSeconds?: number;
 }
 
 export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
@@ -185,6 +196,22 @@ export const NGINX_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
   { code: 'app_timeout', message: 'image service did not answer in time', statuses: [504] },
 ];
 
+/**
+ * With the bucket, what nginx answers for the gateway in the locations that fetch from
+ * it (the gateway's body never reaches the visitor): unreachable, too slow or failing
+ * with nothing cached, nginx's keys refused, anything else. The gateway's 404 goes to
+ * the app.
+ */
+const NGINX_STORAGE_ERROR_ANSWERS: readonly NginxErrorAnswer[] = [
+  { code: 'storage_unavailable', message: 'storage unavailable, try again', statuses: [502, 503, 504], retryAfterSeconds: STORAGE_RETRY_AFTER_SECONDS },
+  // A gateway that says 403 for a missing object (AWS without s3:ListBucket) lands here too: grant it.
+  { code: 'storage_denied', message: "storage refused nginx's keys", statuses: [401, 403] },
+  // The gateway sending nginx elsewhere (S3's 301 for a bucket in another region) or
+  // refusing the request: its body names the bucket and the endpoint, the visitor gets
+  // this. nginx's own 400s (a malformed request) come before any location.
+  { code: 'storage_failed', message: 'storage failed', statuses: [301, 302, 307, 308, 400] },
+];
+
 /** The body of an answer nginx makes itself: `code: message`, as the app's. */
 export function nginxErrorBody(answer: NginxErrorAnswer): string {
   return `${answer.code}: ${answer.message}\n`;
@@ -206,20 +233,12 @@ function errorLocationUri(code: ErrorCode): string {
 // `#` or control characters can reach the config.
 const PATH_PATTERN = /^\/[A-Za-z0-9._/+@,:~= -]*$/;
 const USER_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}(?: [A-Za-z_][A-Za-z0-9_.-]{0,31})?$/;
-// What may stand inside a double-quoted nginx string without escaping or interpolation.
-const QUOTABLE_PATTERN = /^[^"\\$\u0000-\u001f\u007f]*$/;
 
 function checkPath(key: string, value: string): string {
   if (!PATH_PATTERN.test(value)) {
     throw new ConfigError(key, `must be an absolute path of letters, digits and ._/+@,:~=- or space, got ${JSON.stringify(value)}`);
   }
   return value.length > 1 && value.endsWith('/') ? value.slice(0, -1) : value;
-}
-
-/** A double-quoted nginx string; refuses what would need escaping or expand a variable. */
-function quote(value: string): string {
-  if (!QUOTABLE_PATTERN.test(value)) throw new ConfigError('nginx', `cannot quote ${JSON.stringify(value)}`);
-  return `"${value}"`;
 }
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '*']);
@@ -286,6 +305,7 @@ function checkInput(input: NginxRenderInput): NginxRenderInput {
     secrets: input.secrets,
     placeholder: input.placeholder ?? false,
     formats,
+    ...(input.s3 === undefined ? {} : { s3: input.s3 }),
   };
 }
 
@@ -299,11 +319,6 @@ function checkFormats(formats: readonly ModernFormat[]): readonly ModernFormat[]
 }
 
 // ---- rendering ---------------------------------------------------------------------
-
-function indent(lines: readonly string[], depth: number): string[] {
-  const pad = '    '.repeat(depth);
-  return lines.map((line) => (line === '' ? line : pad + line));
-}
 
 function addHeaders(headers: Readonly<Record<string, string>>, always: boolean): string[] {
   return Object.entries(headers).map(
@@ -330,6 +345,18 @@ function errorPages(): string[] {
   return NGINX_ERROR_ANSWERS.map((answer) => `error_page ${answer.statuses.join(' ')} = ${errorLocationUri(answer.code)};`);
 }
 
+/**
+ * The error pages of a location fetching from the gateway: `first` (targets by status),
+ * then the storage answers, then errorPages() without the statuses already taken (nginx
+ * would use the first error_page of a status anyway; one each reads plainly).
+ */
+function s3ErrorPages(first: ReadonlyArray<{ statuses: readonly number[]; target: string }>): string[] {
+  const pages = [...first, ...NGINX_STORAGE_ERROR_ANSWERS.map((answer) => ({ statuses: answer.statuses, target: errorLocationUri(answer.code) }))];
+  const taken = new Set(pages.flatMap((page) => page.statuses));
+  const rest = NGINX_ERROR_ANSWERS.map((answer) => ({ statuses: answer.statuses.filter((status) => !taken.has(status)), target: errorLocationUri(answer.code) }));
+  return [...pages, ...rest].filter((page) => page.statuses.length > 0).map((page) => `error_page ${page.statuses.join(' ')} = ${page.target};`);
+}
+
 /** Headers of every error answer nginx makes, besides its X-Imageproxy-Error. */
 const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control': ERROR_CACHE_CONTROL, ...SECURITY_HEADERS };
 
@@ -341,14 +368,15 @@ const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'Cache-Control'
  * X-Accel-Redirect whose file nginx could not open, a hit's headers on a 416. With
  * `placeholder`, an image load is sent on to the placeholder's location instead.
  */
-function errorLocations(placeholder: boolean): string[] {
-  const locations = NGINX_ERROR_ANSWERS.flatMap((answer) => [
+function errorLocations(placeholder: boolean, answers: readonly NginxErrorAnswer[] = NGINX_ERROR_ANSWERS): string[] {
+  const locations = answers.flatMap((answer) => [
     `location = ${errorLocationUri(answer.code)} {`,
     '    internal;',
     '    types { }',
     '    default_type "text/plain; charset=utf-8";',
     `    js_header_filter ${ERROR_HEADER_FILTER};`,
     ...indent(addHeaders({ 'X-Imageproxy-Error': answer.code, ...ERROR_ANSWER_HEADERS }, true), 1),
+    ...(answer.retryAfterSeconds === undefined ? [] : [`    add_header Retry-After ${answer.retryAfterSeconds} always;`]),
     ...(placeholder ? indent(placeholderBranch(ERROR_STATUS[answer.code], answer.code), 1) : []),
     `    ${returnText(ERROR_STATUS[answer.code], nginxErrorBody(answer))}`,
     '}',
@@ -396,14 +424,17 @@ function fileServing(root: string): string[] {
 
 /**
  * How the link location ends: the stem's file with the file headers, else
- * `fallback`; then, beside it, the public path /metrics answers 404 (metrics are for the
- * admin listener).
+ * `fallback`; with the bucket, `bucketFetch` (the object from the gateway, its 404 to
+ * `fallback`) instead of the file. Then, beside it, the public path /metrics answers 404
+ * (metrics are for the admin listener).
  */
-function linkLocationEnd(stemVariable: string, fallback: string, formats: readonly ModernFormat[] = []): string[] {
+function linkLocationEnd(stemVariable: string, fallback: string, formats: readonly ModernFormat[] = [], bucketFetch: readonly string[] | null = null): string[] {
   return [
     // Without `always`: on 200, 206 and 304 only, never on an error.
     ...indent(fileHeaders(), 1),
-    ...(formats.length === 0
+    ...(bucketFetch !== null
+      ? [...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]), ...indent(bucketFetch, 1)]
+      : formats.length === 0
       ? [`    try_files ${IMAGE_EXTENSIONS.map((ext) => `${stemVariable}.${ext}`).join(' ')} ${fallback};`]
       : [
           // Every answer of a negotiated thumbnail link, whatever its class (empty otherwise).
@@ -464,6 +495,10 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
   const stem = STEM_VARIABLE;
   const imageExtensions = IMAGE_EXTENSIONS.join('|');
   const formats = input.formats ?? [];
+  const bucket = input.s3 === undefined ? null : checkS3Input(input.s3);
+  // The bucket's fetch: the object the stem names (with a negotiated thumbnail's class suffix).
+  const bucketFetch = (objectName: string): string[] | null =>
+    bucket === null ? null : [s3ObjectPathLine(bucket.target, objectName), ...s3ProxyLines(bucket.s3, bucket.target)];
 
   const httpLevel = [
     '# imageproxy (generated by server/deploy/nginxConfig.ts): these lines go inside http { }.',
@@ -474,8 +509,10 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `js_set ${stem} imageproxy.linkStem;`,
     '',
     // nginx keeps the app's Cache-Control on X-Accel-Redirect: add ours only when the app
-    // sent none, so there is never a second header (add_header skips empty values).
-    `map $upstream_http_cache_control ${ACCEL_CACHE_CONTROL_VARIABLE} {`,
+    // sent none, so there is never a second header (add_header skips empty values). With
+    // the bucket the upstream there is the gateway (its Cache-Control hidden): the app's
+    // is the one already in the answer's headers.
+    `map ${bucket === null ? '$upstream_http_cache_control' : '$sent_http_cache_control'} ${ACCEL_CACHE_CONTROL_VARIABLE} {`,
     `    "" ${quote(IMAGE_CACHE_CONTROL)};`,
     '    default "";',
     '}',
@@ -488,6 +525,7 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     '',
     ...(input.placeholder === true ? placeholderHttpLevel() : []),
     ...negotiationHttpLevel(formats),
+    ...(bucket === null ? [] : s3HttpLevel(bucket.s3, bucket.target, `${input.configModuleDir}/${S3_KEYS_FILE_NAME}`, input.internalPrefix)),
   ];
 
   const server = [
@@ -504,14 +542,15 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     'location / {',
     // Not well-formed or not GET/HEAD: the app answers the precise 400/404/405.
     `    error_page 418 = ${APP_LOCATION};`,
-    ...indent(errorPages(), 1),
+    // With the bucket: no such object, a miss for the app (which stores it).
+    ...indent(bucket === null ? errorPages() : s3ErrorPages([{ statuses: [404], target: APP_LOCATION }]), 1),
     `    if (${stem} = "") {`,
     '        return 418;',
     '    }',
     `    if (${stem} = "bad_signature") {`,
     '        return 410;',
     '    }',
-    ...linkLocationEnd(stem, APP_LOCATION, formats),
+    ...linkLocationEnd(stem, APP_LOCATION, formats, bucketFetch(formats.length === 0 ? stem : `${stem}${CLASS_SUFFIX_VARIABLE}`)),
     '# A miss (or a link njs leaves to the app): the original request URI goes to the app.',
     `location ${APP_LOCATION} {`,
     `    proxy_pass http://${UPSTREAM_NAME};`,
@@ -524,22 +563,38 @@ export function renderServerBlock(rawInput: NginxRenderInput): string {
     `    proxy_read_timeout ${NGINX_PROXY_READ_TIMEOUT_SECONDS}s;`,
     '}',
     '',
-    `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,
-    `location ^~ ${input.internalPrefix}/ {`,
-    '    internal;',
-    `    alias ${quote(`${input.root}/`)};`,
-    // Belt and braces: only image files, never a sidecar, lock or temp file.
-    `    if ($uri !~ "\\.(?:${imageExtensions})$") {`,
-    '        return 404;',
-    '    }',
-    // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
-    `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
+    ...(bucket === null
+      ? [
+          `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{bucket}/{k0}/{k1}/{file}.`,
+          `location ^~ ${input.internalPrefix}/ {`,
+          '    internal;',
+          `    alias ${quote(`${input.root}/`)};`,
+          // Belt and braces: only image files, never a sidecar, lock or temp file.
+          `    if ($uri !~ "\\.(?:${imageExtensions})$") {`,
+          '        return 404;',
+          '    }',
+          // nginx keeps the app's Content-Type (else the types above apply) and Cache-Control.
+          `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
+        ]
+      : [
+          `# The app's X-Accel-Redirect answers: ${input.internalPrefix}/{object name}, from the bucket.`,
+          `location ^~ ${input.internalPrefix}/ {`,
+          '    internal;',
+          ...indent(s3ErrorPages([]), 1),
+          // Belt and braces: only an image object's name.
+          '    if ($imageproxy_internal_object = "") {',
+          '        return 404;',
+          '    }',
+          // The gateway's Content-Type is the object's; the app's Cache-Control stays.
+          `    add_header Cache-Control ${ACCEL_CACHE_CONTROL_VARIABLE};`,
+        ]),
     ...indent(addHeaders(SECURITY_HEADERS, false), 1),
     // nginx drops the app's Vary on X-Accel-Redirect: a negotiated link's says it here.
     ...(formats.length === 0 ? [] : [`    add_header Vary ${VARY_VARIABLE};`]),
+    ...indent(bucketFetch('/$imageproxy_internal_object') ?? [], 1),
     '}',
     '',
-    ...errorLocations(input.placeholder === true),
+    ...errorLocations(input.placeholder === true, bucket === null ? NGINX_ERROR_ANSWERS : [...NGINX_ERROR_ANSWERS, ...NGINX_STORAGE_ERROR_ANSWERS]),
   ];
 
   return [...httpLevel, 'server {', ...indent(server, 1), '}', ''].join('\n');
