@@ -17,7 +17,7 @@ export function gatewayFailureOf(error: unknown): ImageproxyError | null {
 }
 
 /** Says the gateway's failure in one line and answers the exit code. */
-export function reportGatewayFailure(label: string, failure: ImageproxyError): number {
+function reportGatewayFailure(label: string, failure: ImageproxyError): number {
   process.stderr.write(`${label}: ${failure.message}: ${failure.detail ?? failure.code}\n`);
   return failure.code === 'storage_unavailable' ? EXIT_FAILURES : EXIT_USAGE;
 }

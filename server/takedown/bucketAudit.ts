@@ -15,7 +15,7 @@ const AUDIT_OBJECT_DIRECTORY = `${STATE_DIRECTORY}/audit/`;
 const AUDIT_RECORD_READ_CAP = 1024 * 1024;
 
 /** The object name of a record written at `time` (ISO): `.imageproxy/audit/{time}-{16 hex}.json`. */
-export function auditObjectName(time: string, random: string = randomBytes(8).toString('hex')): string {
+function auditObjectName(time: string, random: string = randomBytes(8).toString('hex')): string {
   return `${AUDIT_OBJECT_DIRECTORY}${time}-${random}.json`;
 }
 

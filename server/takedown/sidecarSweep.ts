@@ -16,7 +16,7 @@ import type { ImageStore } from '../tree/store.js';
 import { walkShardFiles } from '../tree/walk.js';
 
 /** What a stored original says of itself (a tree's sidecar, a bucket object's metadata): null when unknown. */
-export interface StoredFacts {
+interface StoredFacts {
   sourceUrl: string | null;
   sha256: string | null;
 }
