@@ -14,7 +14,7 @@ const facts = { sourceUrl: null, contentType: 'image/png', originContentType: nu
 const original = { bucket: 'i', key, label: null, formatClass: 'source' as const };
 const thumbnail = { bucket: 'i', key, label: '150x', formatClass: 'webp' as const };
 
-function reading(overrides: Partial<ObjectReading> & { info?: Partial<ObjectReading['info']> }): ObjectReading {
+function reading(overrides: Omit<Partial<ObjectReading>, 'info'> & { info?: Partial<ObjectReading['info']> }): ObjectReading {
   return {
     image: original,
     sniffed: 'png',

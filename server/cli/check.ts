@@ -84,6 +84,9 @@ it when it is damaged (one file, one damage).
 Damaged files are moved to {root}/.imageproxy/quarantine/{bucket}/ and fetched or made
 again on the next request; a damaged original's thumbnails are removed with it.
 Safe beside a running server. Progress (stderr) counts shard directories, 4096 per bucket.
+With storage.type "s3": every image object is read whole and judged against its
+metadata (sha256, facts) and its Content-Type (damaged-original, damaged-thumbnail);
+--repair deletes a damaged object, made again on the next request.
 
 Exit codes: 0 nothing found (or everything repaired); 1 findings without --repair, or a
 repair failed; 2 usage or config error; 130 interrupted (Ctrl-C): the summary covers

@@ -55,6 +55,8 @@ export function register(program: Command): void {
         'after',
         `
 A read-only walk of every file of the tree; safe beside a running server and to run twice.
+With storage.type "s3": a listing of the bucket and one HEAD per image (its type, an
+original's fetch time); a bucket has no sidecars, backoff records, temp files or links.
 Progress (stderr) counts shard directories, 4096 per bucket; "skipped" ones are empty.
 
 By format (lines under the table; JSON "formats", per bucket and in total): thumbnails
