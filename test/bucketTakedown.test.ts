@@ -29,10 +29,20 @@ const SECRET = 's3cr3t-for-bucket-tests';
 /** A store that counts the calls made through it: the real store underneath, nothing faked. */
 class CountingStore implements ObjectStore {
   readonly calls = { getChanged: 0, conditional: 0, unchanged: 0 };
+  /** Conditional writes that lost: another writer's came first. */
+  lostRaces = 0;
   constructor(private readonly inner: ObjectStore) {}
   put: ObjectStore['put'] = (...args) => this.inner.put(...args);
-  create: ObjectStore['create'] = (...args) => this.inner.create(...args);
-  replace: ObjectStore['replace'] = (...args) => this.inner.replace(...args);
+  create: ObjectStore['create'] = async (...args) => {
+    const answer = await this.inner.create(...args);
+    if (answer === 'exists') this.lostRaces += 1;
+    return answer;
+  };
+  replace: ObjectStore['replace'] = async (...args) => {
+    const answer = await this.inner.replace(...args);
+    if (answer === 'changed') this.lostRaces += 1;
+    return answer;
+  };
   get: ObjectStore['get'] = (...args) => this.inner.get(...args);
   open: ObjectStore['open'] = (...args) => this.inner.open(...args);
   head: ObjectStore['head'] = (...args) => this.inner.head(...args);
@@ -173,11 +183,15 @@ describe('takedowns and the tree commands on a bucket (real Ceph RGW)', { skip: 
       assert.ok(delay < 200 + 2000, `seen within recheckMs + 2 s, took ${delay.toFixed(0)} ms`);
     });
 
-    it('eight concurrent changes through eight stores all land (If-Match compare-and-swap, retried)', async () => {
+    it('eight concurrent changes through eight stores all land (If-Match compare-and-swap, retried)', async (t) => {
       const hosts = Array.from({ length: 8 }, (_, index) => `race${index}.test`);
-      await Promise.all(hosts.map((host) => updateBucketBlocklist(storeAt('race/'), addHost(host))));
+      const writers = hosts.map(() => new CountingStore(storeAt('race/')));
+      await Promise.all(hosts.map((host, index) => updateBucketBlocklist(writers[index] as CountingStore, addHost(host))));
       const { list } = await readBucketBlocklist(storeAt('race/'));
       assert.deepEqual(list.entries.map((entry) => entry.value).sort(), hosts);
+      const lost = writers.reduce((sum, writer) => sum + writer.lostRaces, 0);
+      t.diagnostic(`${lost} lost race(s), each retried on the newer list`);
+      assert.ok(lost > 0, 'eight writers at once: some lost a race and applied their change again');
     });
 
     it('an object that does not parse is refused (500 internal), and not rewritten by a command', async () => {
