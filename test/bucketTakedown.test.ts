@@ -149,6 +149,27 @@ describe('takedowns and the tree commands on a bucket (real Ceph RGW)', { skip: 
     if (work !== undefined) await removeTempRoot(work);
   });
 
+  describe("the store's conditional calls", () => {
+    it('replace writes only over the version read (If-Match); getChanged answers unchanged while the ETag holds (If-None-Match)', async () => {
+      const store = storeAt('conditional/');
+      const type = { contentType: 'application/json' };
+      assert.equal(await store.create('list', Buffer.from('v1'), type), 'created');
+      const first = await store.get('list', { maxBytes: 100 });
+      assert.ok(first !== null);
+      assert.equal(await store.getChanged('list', first.info.etag, { maxBytes: 100 }), 'unchanged');
+      assert.equal(await store.replace('list', Buffer.from('v2'), type, first.info.etag), 'replaced');
+      assert.equal(await store.replace('list', Buffer.from('v3'), type, first.info.etag), 'changed', 'a stale ETag loses');
+      const second = await store.getChanged('list', first.info.etag, { maxBytes: 100 });
+      assert.ok(second !== null && second !== 'unchanged');
+      assert.equal(second.bytes.toString(), 'v2', 'the loser left the object as it was');
+      assert.equal(await store.getChanged('list', second.info.etag, { maxBytes: 100 }), 'unchanged');
+      await store.delete('list');
+      assert.equal(await store.replace('list', Buffer.from('v4'), type, second.info.etag), 'changed', 'removed since: no object made');
+      assert.equal(await store.getChanged('list', second.info.etag, { maxBytes: 100 }), null);
+      assert.equal(await store.get('list', { maxBytes: 100 }), null);
+    });
+  });
+
   describe('the blocklist object', () => {
     it('a watcher does one conditional GET per recheck period, however many requests ask', async () => {
       const writer = storeAt('watch-count/');
@@ -200,6 +221,26 @@ describe('takedowns and the tree commands on a bucket (real Ceph RGW)', { skip: 
       const watcher = watchBucketBlocklist(store);
       await assert.rejects(watcher.current(), (error) => isImageproxyError(error) && error.code === 'internal' && /does not|not valid JSON/.test(error.detail ?? ''));
       await assert.rejects(updateBucketBlocklist(store, addHost('x.test')), /not valid JSON/);
+    });
+
+    it('the gateway hung: the check waits for the store deadline, then the loaded list stays in force', async () => {
+      const writer = storeAt('hung/');
+      await updateBucketBlocklist(writer, addHost('kept.test'));
+      const store = new S3ObjectStore({ ...gatewayStoreSettings(gateway, 'hung/'), callTimeoutMs: 1000 });
+      stores.push(store);
+      let clock = 0;
+      const warnings: string[] = [];
+      const logger = { warn: (_fields: object, message: string) => void warnings.push(message), info: () => {} };
+      const watcher = watchBucketBlocklist(store, { now: () => clock, logger });
+      assert.equal((await watcher.current()).entries.length, 1);
+      gateway.pauseGateway();
+      try {
+        clock += 1000;
+        assert.deepEqual((await watcher.current()).entries.map((entry) => entry.value), ['kept.test']);
+        assert.equal(warnings.length, 1);
+      } finally {
+        gateway.resumeGateway();
+      }
     });
 
     it('the gateway gone: a loaded list stays in force (logged once), a list never loaded fails closed', async () => {
