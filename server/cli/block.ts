@@ -11,15 +11,15 @@
  * 130 interrupted.
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
-import { appendAuditRecord } from '../takedown/auditStore.js';
+import type { Config } from '../config/config.js';
 import { addEntries, normaliseHost } from '../takedown/blocklist.js';
-import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
-import { matchingHosts, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
-import { ImageStore } from '../tree/store.js';
+import { BLOCKLIST_RECHECK_MS } from '../takedown/blocklistStore.js';
+import { matchingHosts, type SweepResult } from '../takedown/sidecarSweep.js';
+import type { TakedownStore } from '../takedown/takedownStore.js';
 import { UsageError, collect, exitCodeOfItems, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
-import { currentActor, waitForRunningServers } from './takedownTargets.js';
+import { gatewayFailureOf } from './storageTarget.js';
+import { currentActor, waitForRunningServers, withTakedownStore } from './takedownTargets.js';
 
 const LABEL = 'block';
 
@@ -39,9 +39,12 @@ export function hostsOf(values: readonly string[] | undefined, command: string):
 }
 
 async function block(options: BlockOptions): Promise<number> {
-  const config = loadConfig(options);
-  const root = resolve(config.root);
+  const config = loadConfig(options, {}, LABEL);
   const hosts = hostsOf(options.host, 'block');
+  return withTakedownStore(LABEL, config, (store) => blockHosts(store, hosts, config, options));
+}
+
+async function blockHosts(store: TakedownStore, hosts: readonly string[], config: Config, options: BlockOptions): Promise<number> {
   const actor = currentActor();
   const progress = new ProgressReporter({ label: LABEL, total: hosts.length });
   const interrupt = interruptOnSignals(LABEL);
@@ -52,7 +55,7 @@ async function block(options: BlockOptions): Promise<number> {
       if (interrupt.signal.aborted) break;
       const at = new Date().toISOString();
       try {
-        const added = await updateBlocklist(root, (list) => {
+        const added = await store.updateBlocklist((list) => {
           const result = addEntries(list, [
             { kind: 'host', value: host, at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) },
           ]);
@@ -60,6 +63,7 @@ async function block(options: BlockOptions): Promise<number> {
         });
         blocked.push({ host, at, added });
       } catch (error) {
+        if (gatewayFailureOf(error) !== null) throw error;
         process.stderr.write(`${LABEL}: ${host}: ${(error as Error).message}\n`);
         progress.tick('failed');
       }
@@ -68,13 +72,13 @@ async function block(options: BlockOptions): Promise<number> {
       // Once running servers have the new list, none can store an image of these hosts
       // again; then what is stored goes, so nginx has nothing of theirs left to serve.
       await waitForRunningServers(BLOCKLIST_RECHECK_MS);
-      sweep = await removeStoredMatching(new ImageStore(root), Object.keys(config.buckets), matchingHosts(new Set(blocked.map((entry) => entry.host))), {
+      sweep = await store.removeMatching(Object.keys(config.buckets), matchingHosts(new Set(blocked.map((entry) => entry.host))), {
         signal: interrupt.signal,
       });
     }
     for (const { host, at, added } of blocked) {
       const removed = sweep?.removedBy.get(host)?.length ?? 0;
-      await appendAuditRecord(root, {
+      await store.appendAudit({
         time: at,
         action: 'block',
         target: host,
@@ -98,7 +102,7 @@ async function block(options: BlockOptions): Promise<number> {
   process.stdout.write(`${progress.summary(interrupted)}\n`);
   if (sweep !== null) {
     process.stdout.write(
-      `${LABEL}: read ${sweep.sidecarsRead} sidecar(s)${sweep.interrupted ? ' before the interrupt: run it again to finish removing stored files' : ''}; ` +
+      `${LABEL}: read ${sweep.sidecarsRead} ${store.sweepReads}${sweep.interrupted ? ' before the interrupt: run it again to finish removing stored files' : ''}; ` +
         'links to these hosts answer 451 from running servers within seconds\n',
     );
   }

@@ -8,8 +8,10 @@
 import type { Command } from 'commander';
 import { FINDING_KINDS } from '../tree/health.js';
 import { walkTreeHealth, type FindingReport, type TreeHealthResult } from '../tree/healthWalk.js';
+import { walkBucketHealth } from '../stats/bucketCheckWalk.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, withCommon, type CommonOptions } from './common.js';
 import { runShardWalk, shardWalkTarget } from './shardWalk.js';
+import { withBucket } from './storageTarget.js';
 
 interface CheckOptions extends CommonOptions {
   bucket?: string;
@@ -34,36 +36,31 @@ function summaryLines(result: TreeHealthResult, repair: boolean): string {
 }
 
 async function check(options: CheckOptions): Promise<number> {
-  const { config, buckets, root } = shardWalkTarget(options);
+  const { config, buckets, root } = shardWalkTarget(options, LABEL);
   const repair = options.repair === true;
   const json = options.json === true;
-
-  return runShardWalk(
-    LABEL,
-    buckets.length,
-    (hooks) =>
-      walkTreeHealth({
-        root,
-        buckets,
-        tempMaxAgeMs: config.tempMaxAgeSeconds * 1000,
-        maxImageBytes: config.limits.maxBytes,
-        repair,
-        decode: options.decode === true,
-        onFinding: (report) => process.stdout.write(json ? `${JSON.stringify(report)}\n` : findingLine(report)),
-        ...hooks,
-      }),
-    (result) => {
-      process.stdout.write(
-        json
-          ? `${JSON.stringify({ summary: { complete: result.complete, found: result.found, repaired: result.repaired, repairFailed: result.repairFailed } })}\n`
-          : summaryLines(result, repair),
-      );
-      if (!result.complete) return EXIT_INTERRUPTED;
-      const total = FINDING_KINDS.reduce((sum, kind) => sum + result.found[kind], 0);
-      if (repair) return result.repairFailed > 0 ? EXIT_FAILURES : EXIT_OK;
-      return total > 0 ? EXIT_FAILURES : EXIT_OK;
-    },
-  );
+  const common = {
+    buckets,
+    maxImageBytes: config.limits.maxBytes,
+    repair,
+    decode: options.decode === true,
+    onFinding: (report: FindingReport) => process.stdout.write(json ? `${JSON.stringify(report)}\n` : findingLine(report)),
+  };
+  const report = (result: TreeHealthResult): number => {
+    process.stdout.write(
+      json
+        ? `${JSON.stringify({ summary: { complete: result.complete, found: result.found, repaired: result.repaired, repairFailed: result.repairFailed } })}\n`
+        : summaryLines(result, repair),
+    );
+    if (!result.complete) return EXIT_INTERRUPTED;
+    const total = FINDING_KINDS.reduce((sum, kind) => sum + result.found[kind], 0);
+    if (repair) return result.repairFailed > 0 ? EXIT_FAILURES : EXIT_OK;
+    return total > 0 ? EXIT_FAILURES : EXIT_OK;
+  };
+  if (config.storage.type === 's3') {
+    return withBucket(LABEL, config, ({ store }) => runShardWalk(LABEL, buckets.length, (hooks) => walkBucketHealth({ store, ...common, ...hooks }), report));
+  }
+  return runShardWalk(LABEL, buckets.length, (hooks) => walkTreeHealth({ root, tempMaxAgeMs: config.tempMaxAgeSeconds * 1000, ...common, ...hooks }), report);
 }
 
 export function register(program: Command): void {
@@ -87,6 +84,9 @@ it when it is damaged (one file, one damage).
 Damaged files are moved to {root}/.imageproxy/quarantine/{bucket}/ and fetched or made
 again on the next request; a damaged original's thumbnails are removed with it.
 Safe beside a running server. Progress (stderr) counts shard directories, 4096 per bucket.
+With storage.type "s3": every image object is read whole and judged against its
+metadata (sha256, facts) and its Content-Type (damaged-original, damaged-thumbnail);
+--repair deletes a damaged object, made again on the next request.
 
 Exit codes: 0 nothing found (or everything repaired); 1 findings without --repair, or a
 repair failed; 2 usage or config error; 130 interrupted (Ctrl-C): the summary covers

@@ -102,8 +102,11 @@ export function configFlagLayer(options: object, keys: readonly string[]): Confi
 const BUCKET_STORAGE_REFUSAL =
   'is "s3": serving from a bucket is not built yet; what works today is `imageproxy migrate-storage --to s3` (copies the tree into the bucket). Set storage.type to "tree" (the default) to serve the tree';
 
-/** Which storage a command works with: the tree only (the default), or any (commands that never touch the images). */
-export type StorageUse = 'tree' | 'any';
+/** The commands that work on a bucket as well as on the tree (docs/storage.md): each passes its name as its StorageUse. */
+const BUCKET_COMMANDS = ['purge', 'block', 'unblock', 'stats', 'check'] as const;
+
+/** Which storage a command works with: the tree only (the default), any (commands that never touch the images), or one of BUCKET_COMMANDS. */
+export type StorageUse = 'tree' | 'any' | (typeof BUCKET_COMMANDS)[number];
 
 /** The config as the common flags (and `flags`, a command's own layer) make it. */
 export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}, storageUse: StorageUse = 'tree'): Config {
@@ -120,7 +123,8 @@ export function loadConfig(options: CommonOptions, flags: ConfigLayer = {}, stor
     flagLayer.secrets = [];
   }
   const config = buildConfig({ file, env: envLayer(process.env), flags: flagLayer });
-  if (storageUse === 'tree' && config.storage.type !== 'tree') throw new ConfigError('storage.type', BUCKET_STORAGE_REFUSAL);
+  const worksOnBucket = storageUse === 'any' || (BUCKET_COMMANDS as readonly string[]).includes(storageUse);
+  if (!worksOnBucket && config.storage.type !== 'tree') throw new ConfigError('storage.type', BUCKET_STORAGE_REFUSAL);
   const pseudo = pseudoFilesystemOf(config.root);
   if (pseudo !== null) {
     throw new ConfigError('root', `${resolve(config.root)} lies on ${pseudo}, a kernel pseudo filesystem that stores no files: choose a directory on a disk`);

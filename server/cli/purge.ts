@@ -15,16 +15,11 @@
  * with --block, already blocked) or some --from-file lines failed; 2 usage; 130 interrupted.
  */
 import type { Command } from 'commander';
-import { join, relative, resolve } from 'node:path';
 import { addEntries, type BlockEntry } from '../takedown/blocklist.js';
-import { BLOCKLIST_RECHECK_MS, updateBlocklist } from '../takedown/blocklistStore.js';
+import { BLOCKLIST_RECHECK_MS } from '../takedown/blocklistStore.js';
 import type { AuditRecord } from '../takedown/audit.js';
-import { appendAuditRecord } from '../takedown/auditStore.js';
-import { parseSidecarFields, sha256Hex } from '../tree/originals.js';
-import { metadataFileName } from '../contract/layout.js';
-import { readRegularFile, readRegularText } from '../tree/regularFile.js';
-import { matchingDigests, removeStoredMatching, type SweepResult } from '../takedown/sidecarSweep.js';
-import { ImageStore } from '../tree/store.js';
+import { matchingDigests, type SweepResult } from '../takedown/sidecarSweep.js';
+import type { TakedownStore } from '../takedown/takedownStore.js';
 import {
   UsageError,
   collect,
@@ -35,14 +30,17 @@ import {
   type CommonOptions,
 } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { gatewayFailureOf } from './storageTarget.js';
 import {
   currentActor,
   readTargetFile,
   resolveImageUrl,
   resolveTarget,
   waitForRunningServers,
+  withTakedownStore,
   type Actor,
   type TakedownTarget,
+  type TargetLine,
 } from './takedownTargets.js';
 
 const LABEL = 'purge';
@@ -56,41 +54,24 @@ interface PurgeOptions extends CommonOptions {
   note?: string;
 }
 
-/** The sha256 of every stored original of the key (file bytes, and the sidecar's if it says otherwise). */
-async function storedDigests(store: ImageStore, buckets: readonly string[], key: string, maxImageBytes: number): Promise<string[]> {
-  const digests = new Set<string>();
-  for (const bucket of buckets) {
-    const original = await store.find(bucket, key, null);
-    if (original !== null) {
-      const bytes = await readRegularFile(original.path, maxImageBytes).catch(() => null);
-      if (bytes !== null) digests.add(sha256Hex(bytes));
-    }
-    const sidecar = await readRegularText(`${store.directoryOf(bucket, key)}/${metadataFileName(key)}`).catch(() => null);
-    // A damaged sidecar records nothing: the file's own bytes were hashed above.
-    const recorded = sidecar === null ? null : (parseSidecarFields(sidecar)?.sha256 ?? null);
-    if (recorded !== null) digests.add(recorded);
-  }
-  return [...digests].sort();
-}
-
-/** Every other key whose stored original has one of the blocked digests, removed (a walk of the tree). */
-async function removeCopies(store: ImageStore, buckets: readonly string[], pending: readonly PendingBlock[], signal: AbortSignal): Promise<SweepResult> {
+/** Every other key whose stored original has one of the blocked digests, removed (a walk of the tree or a listing of the bucket). */
+async function removeCopies(store: TakedownStore, buckets: readonly string[], pending: readonly PendingBlock[], signal: AbortSignal): Promise<SweepResult> {
   const digests = new Set(pending.flatMap((item) => item.digests));
   const skipKeys = new Set(pending.map((item) => item.target.key));
-  process.stderr.write(`${LABEL}: looking for copies of ${digests.size} digest(s) under other URLs (reading every sidecar)\n`);
-  const sweep = await removeStoredMatching(store, buckets, matchingDigests(digests), { signal, skipKeys });
+  process.stderr.write(`${LABEL}: looking for copies of ${digests.size} digest(s) under other URLs (reading every ${store.sweepReads})\n`);
+  const sweep = await store.removeMatching(buckets, matchingDigests(digests), { signal, skipKeys });
   for (const paths of sweep.removedBy.values()) {
-    for (const path of paths) process.stdout.write(`removed ${join(store.root, path)}\n`);
+    for (const path of paths) process.stdout.write(`removed ${store.shown(path)}\n`);
   }
   return sweep;
 }
 
-async function removeStored(store: ImageStore, buckets: readonly string[], key: string): Promise<string[]> {
+async function removeStored(store: TakedownStore, buckets: readonly string[], key: string): Promise<string[]> {
   const removed: string[] = [];
   for (const bucket of buckets) {
-    for (const path of await store.purge(bucket, key)) {
-      process.stdout.write(`removed ${path}\n`);
-      removed.push(relative(store.root, path));
+    for (const name of await store.removeKey(bucket, key)) {
+      process.stdout.write(`removed ${store.shown(name)}\n`);
+      removed.push(name);
     }
   }
   return removed;
@@ -103,9 +84,7 @@ interface PendingBlock {
 }
 
 async function purge(positional: string[], options: PurgeOptions): Promise<number> {
-  const config = loadConfig(options);
-  const root = resolve(config.root);
-  const store = new ImageStore(root);
+  const config = loadConfig(options, {}, LABEL);
   const block = options.block === true;
   const allBuckets = Object.keys(config.buckets);
   if (block && options.bucket !== undefined) {
@@ -122,6 +101,19 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
   if (targets.length === 0 && options.fromFile === undefined) {
     throw new UsageError('give a link or image URL to purge, --image-url URL, or --from-file FILE');
   }
+  return withTakedownStore(LABEL, config, (store) => purgeTargets(store, { targets, fileLines, options, allBuckets, maxImageBytes: config.limits.maxBytes }));
+}
+
+interface PurgeRun {
+  targets: readonly TakedownTarget[];
+  fileLines: readonly TargetLine[];
+  options: PurgeOptions;
+  allBuckets: readonly string[];
+  maxImageBytes: number;
+}
+
+async function purgeTargets(store: TakedownStore, { targets, fileLines, options, allBuckets, maxImageBytes }: PurgeRun): Promise<number> {
+  const block = options.block === true;
 
   const actor: Actor = currentActor();
   const progress = new ProgressReporter({ label: LABEL, total: targets.length + fileLines.length });
@@ -131,7 +123,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
 
   /** One audit line per target, whatever the action. */
   const audit = (action: 'purge' | 'block', target: TakedownTarget, outcome: Pick<AuditRecord, 'digests' | 'removed' | 'changed'>): Promise<void> =>
-    appendAuditRecord(root, {
+    store.appendAudit({
       time: new Date().toISOString(),
       action,
       target: target.text,
@@ -143,7 +135,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       argv: actor.argv,
     });
 
-  const bucketsOf = (target: TakedownTarget): string[] =>
+  const bucketsOf = (target: TakedownTarget): readonly string[] =>
     block ? allBuckets : target.bucket !== null ? [target.bucket] : options.bucket !== undefined ? [options.bucket] : allBuckets;
 
   const handle = async (target: TakedownTarget): Promise<void> => {
@@ -160,10 +152,10 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
     // Block first, remove later: the digests are read from the files before they go. An
     // image blocked before has its digests in the list already (its files are gone):
     // they are taken from the list under its lock, so --copies looks for those too.
-    const stored = await storedDigests(store, buckets, target.key, config.limits.maxBytes);
+    const stored = await store.storedDigests(buckets, target.key, maxImageBytes);
     const at = new Date().toISOString();
     const common = { at, by: actor.commandLine, ...(options.note === undefined ? {} : { note: options.note }) };
-    const { added, digests } = await updateBlocklist(root, (list) => {
+    const { added, digests } = await store.updateBlocklist((list) => {
       const recorded = list.entries.filter((entry) => entry.kind === 'digest' && entry.key === target.key).map((entry) => entry.value);
       const digests = [...new Set([...stored, ...recorded])].sort();
       const entries: BlockEntry[] = [
@@ -193,6 +185,8 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       try {
         await handle(item);
       } catch (error) {
+        // The gateway failing ends the run (one line, server/cli/storageTarget.ts): the next target would fail the same way.
+        if (gatewayFailureOf(error) !== null) throw error;
         process.stderr.write(`${LABEL}: ${item.text}: ${(error as Error).message}\n`);
         progress.tick('failed');
       }
@@ -230,7 +224,7 @@ async function purge(positional: string[], options: PurgeOptions): Promise<numbe
       }
       if (copies !== null) {
         process.stdout.write(
-          `${LABEL}: --copies read ${copies.sidecarsRead} sidecar(s)` +
+          `${LABEL}: --copies read ${copies.sidecarsRead} ${store.sweepReads}` +
             (copies.interrupted ? ' before the interrupt: run it again to finish removing copies' : '') +
             '\n',
         );

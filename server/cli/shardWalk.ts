@@ -7,8 +7,9 @@
 import { resolve } from 'node:path';
 import type { Config } from '../config/config.js';
 import { SHARDS_PER_BUCKET } from '../contract/layout.js';
-import { EXIT_FAILURES, configuredBucket, loadConfig, type CommonOptions } from './common.js';
+import { EXIT_FAILURES, configuredBucket, loadConfig, type CommonOptions, type StorageUse } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { gatewayFailureOf } from './storageTarget.js';
 
 /** What the walk is given: the interrupt, and where it reports each shard and bucket done. */
 export interface ShardWalkHooks {
@@ -18,8 +19,8 @@ export interface ShardWalkHooks {
 }
 
 /** The config, the buckets to walk (--bucket, else every configured one) and the tree's root. */
-export function shardWalkTarget(options: CommonOptions & { bucket?: string }): { config: Config; buckets: string[]; root: string } {
-  const config = loadConfig(options);
+export function shardWalkTarget(options: CommonOptions & { bucket?: string }, storageUse: StorageUse): { config: Config; buckets: string[]; root: string } {
+  const config = loadConfig(options, {}, storageUse);
   const buckets = options.bucket === undefined ? Object.keys(config.buckets) : [configuredBucket(config, '--bucket', options.bucket)];
   return { config, buckets, root: resolve(config.root) };
 }
@@ -47,6 +48,8 @@ export async function runShardWalk<R extends { complete: boolean }>(
     return report(result);
   } catch (error) {
     progress.stop();
+    // The gateway's failure is said by the caller (server/cli/storageTarget.ts), with its own exit code.
+    if (gatewayFailureOf(error) !== null) throw error;
     process.stderr.write(`imageproxy: ${label}: ${(error as Error).message}\n`);
     return EXIT_FAILURES;
   } finally {

@@ -8,8 +8,11 @@ import type { Command } from 'commander';
 import { relative } from 'node:path';
 import { formatStatsJson, formatStatsTable } from '../stats/treeStats.js';
 import { walkTreeStats } from '../stats/treeStatsWalk.js';
+import { walkBucketStats } from '../stats/bucketStatsWalk.js';
+import type { TreeStats } from '../stats/treeStats.js';
 import { EXIT_INTERRUPTED, EXIT_OK, withCommon, type CommonOptions } from './common.js';
 import { runShardWalk, shardWalkTarget } from './shardWalk.js';
+import { withBucket } from './storageTarget.js';
 
 interface StatsOptions extends CommonOptions {
   bucket?: string;
@@ -19,7 +22,14 @@ interface StatsOptions extends CommonOptions {
 const LABEL = 'stats';
 
 async function stats(options: StatsOptions): Promise<number> {
-  const { buckets, root } = shardWalkTarget(options);
+  const { config, buckets, root } = shardWalkTarget(options, LABEL);
+  const report = (result: TreeStats): number => {
+    process.stdout.write(options.json === true ? formatStatsJson(result) : formatStatsTable(result));
+    return result.complete ? EXIT_OK : EXIT_INTERRUPTED;
+  };
+  if (config.storage.type === 's3') {
+    return withBucket(LABEL, config, ({ store, where }) => runShardWalk(LABEL, buckets.length, (hooks) => walkBucketStats({ store, where, buckets, ...hooks }), report));
+  }
 
   return runShardWalk(
     LABEL,
@@ -32,10 +42,7 @@ async function stats(options: StatsOptions): Promise<number> {
         // Not counted, and said so: a link is never followed out of the tree.
         onSkippedDirectory: (path, what) => process.stderr.write(`${LABEL}: ${relative(root, path)}: ${what}, not walked\n`),
       }),
-    (result) => {
-      process.stdout.write(options.json === true ? formatStatsJson(result) : formatStatsTable(result));
-      return result.complete ? EXIT_OK : EXIT_INTERRUPTED;
-    },
+    report,
   );
 }
 
@@ -48,6 +55,8 @@ export function register(program: Command): void {
         'after',
         `
 A read-only walk of every file of the tree; safe beside a running server and to run twice.
+With storage.type "s3": a listing of the bucket and one HEAD per image (its type, an
+original's fetch time); a bucket has no sidecars, backoff records, temp files or links.
 Progress (stderr) counts shard directories, 4096 per bucket; "skipped" ones are empty.
 
 By format (lines under the table; JSON "formats", per bucket and in total): thumbnails

@@ -6,13 +6,16 @@
  */
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { commandLineOf, redactArgv } from '../takedown/audit.js';
 import type { Config } from '../config/config.js';
 import { isImageproxyError } from '../errors.js';
 import { storageKey } from '../contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, linkPathOf, linkRulesOf, parseLink } from '../contract/link.js';
+import { bucketTakedownStore, treeTakedownStore, type TakedownStore } from '../takedown/takedownStore.js';
 import { UsageError } from './common.js';
+import { withBucket } from './storageTarget.js';
 
 export interface TakedownTarget {
   /** As the operator wrote it. */
@@ -117,4 +120,13 @@ const RECHECK_MARGIN_MS = 250;
 
 export function waitForRunningServers(recheckMs: number): Promise<void> {
   return sleep(recheckMs + RECHECK_MARGIN_MS);
+}
+
+/**
+ * Runs a takedown command's work where the config's storage is: the tree under its root,
+ * or the bucket (a gateway failure then ends the command with one line, server/cli/storageTarget.ts).
+ */
+export function withTakedownStore(label: string, config: Config, work: (store: TakedownStore) => Promise<number>): Promise<number> {
+  if (config.storage.type === 'tree') return work(treeTakedownStore(resolve(config.root)));
+  return withBucket(label, config, ({ store, where }) => work(bucketTakedownStore(store, where)));
 }

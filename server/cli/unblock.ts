@@ -8,14 +8,14 @@
  * failed; 2 usage; 130 interrupted.
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
-import { appendAuditRecord } from '../takedown/auditStore.js';
+import type { Config } from '../config/config.js';
 import { entriesOfKey, removeEntries, type BlockEntry } from '../takedown/blocklist.js';
-import { updateBlocklist } from '../takedown/blocklistStore.js';
+import type { TakedownStore } from '../takedown/takedownStore.js';
 import { UsageError, collect, exitCodeOfItems, loadConfig, withCommon, type CommonOptions } from './common.js';
 import { hostsOf } from './block.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
-import { currentActor, readTargetFile, resolveTarget, type TakedownTarget } from './takedownTargets.js';
+import { gatewayFailureOf } from './storageTarget.js';
+import { currentActor, readTargetFile, resolveTarget, withTakedownStore, type TakedownTarget } from './takedownTargets.js';
 
 const LABEL = 'unblock';
 
@@ -31,8 +31,7 @@ type UnblockItem =
   | { kind: 'problem'; line: number; problem: string };
 
 async function unblock(positional: string[], options: UnblockOptions): Promise<number> {
-  const config = loadConfig(options);
-  const root = resolve(config.root);
+  const config = loadConfig(options, {}, LABEL);
   const items: UnblockItem[] = [
     ...positional.map((text): UnblockItem => ({ kind: 'target', target: resolveTarget(text, config) })),
     ...(options.host === undefined ? [] : hostsOf(options.host, LABEL).map((host): UnblockItem => ({ kind: 'host', host }))),
@@ -45,6 +44,10 @@ async function unblock(positional: string[], options: UnblockOptions): Promise<n
   if (items.length === 0 && options.fromFile === undefined) {
     throw new UsageError('give a link or image URL to unblock, --host HOST, or --from-file FILE');
   }
+  return withTakedownStore(LABEL, config, (store) => unblockItems(store, items, config, options));
+}
+
+async function unblockItems(store: TakedownStore, items: readonly UnblockItem[], config: Config, options: UnblockOptions): Promise<number> {
   const actor = currentActor();
   const progress = new ProgressReporter({ label: LABEL, total: items.length });
   const interrupt = interruptOnSignals(LABEL);
@@ -63,11 +66,12 @@ async function unblock(positional: string[], options: UnblockOptions): Promise<n
           : entriesOfKey(item.target.key);
       let removed: BlockEntry[];
       try {
-        removed = await updateBlocklist(root, (list) => {
+        removed = await store.updateBlocklist((list) => {
           const result = removeEntries(list, matches);
           return { list: result.list, result: result.removed };
         });
       } catch (error) {
+        if (gatewayFailureOf(error) !== null) throw error;
         process.stderr.write(`${LABEL}: ${item.kind === 'host' ? item.host : item.target.text}: ${(error as Error).message}\n`);
         progress.tick('failed');
         continue;
@@ -75,7 +79,7 @@ async function unblock(positional: string[], options: UnblockOptions): Promise<n
       const time = new Date().toISOString();
       const digests = removed.filter((entry) => entry.kind === 'digest').map((entry) => entry.value);
       if (item.kind === 'host') {
-        await appendAuditRecord(root, { time, action: 'unblock', target: item.host, host: item.host, changed: removed.length, ...note, user: actor.user, argv: actor.argv });
+        await store.appendAudit({ time, action: 'unblock', target: item.host, host: item.host, changed: removed.length, ...note, user: actor.user, argv: actor.argv });
         const stillInConfig = config.blockedHosts.includes(item.host);
         if (removed.length > 0) process.stdout.write(`unblocked host ${item.host}\n`);
         else process.stdout.write(`host ${item.host} was not in the blocklist\n`);
@@ -83,7 +87,7 @@ async function unblock(positional: string[], options: UnblockOptions): Promise<n
         progress.tick(removed.length > 0 ? 'ok' : 'skipped');
       } else {
         const { target } = item;
-        await appendAuditRecord(root, {
+        await store.appendAudit({
           time,
           action: 'unblock',
           target: target.text,

@@ -55,8 +55,20 @@ export interface ObjectStore {
    * when another writer got there first, whose object is left as it is.
    */
   create(name: string, body: ObjectBody, options: PutOptions): Promise<'created' | 'exists'>;
+  /**
+   * Replaces the object only while its ETag is still `etag` (`If-Match`): `changed` when
+   * another writer replaced or removed it since it was read, which is then left as it is.
+   * With create, the compare-and-swap of a read-modify-write: S3 has no lock.
+   */
+  replace(name: string, body: ObjectBody, options: PutOptions, etag: string): Promise<'replaced' | 'changed'>;
   /** The object's bytes and facts, or null when it is absent. */
   get(name: string, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null>;
+  /**
+   * A conditional get (`If-None-Match` on `etag`): `unchanged` while the object's ETag is
+   * still `etag`, else as get. A null `etag` makes it a plain get. What a watcher polls
+   * with: an unchanged object costs one small answer, not its bytes.
+   */
+  getChanged(name: string, etag: string | null, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null | 'unchanged'>;
   /** The object as a stream (the caller must consume or destroy it), or null when it is absent. */
   open(name: string, options?: { signal?: AbortSignal }): Promise<{ info: ObjectInfo; body: Readable } | null>;
   head(name: string): Promise<ObjectInfo | null>;

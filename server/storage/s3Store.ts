@@ -57,13 +57,32 @@ const S3_STORE_DEFAULTS = {
 
 const SILENT_LOGGER = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
 
-/** A failure that is an answer for one call: absence for a read, an existing object for a create. */
-interface ExpectedFailure<A> {
-  kind: Extract<FailureKind, 'not_found' | 'precondition_failed'>;
-  answer: A;
-}
+/** What a failed call may mean beside a failure: also 304 Not Modified, the answer of a conditional get. */
+type AnswerKind = Extract<FailureKind, 'not_found' | 'precondition_failed'> | 'not_modified';
 
-const ABSENT: ExpectedFailure<null> = { kind: 'not_found', answer: null };
+/** Failures that are answers for one call: absence for a read, an existing object for a create, an unchanged one for a conditional get. */
+type ExpectedFailures<A> = Partial<Record<AnswerKind, A>>;
+
+const ABSENT: ExpectedFailures<null> = { not_found: null };
+const ABSENT_OR_UNCHANGED: ExpectedFailures<null | 'unchanged'> = { not_found: null, not_modified: 'unchanged' };
+/** The answer of a conditional PUT that lost: false. An If-Match PUT on an object removed since answers 412 on Ceph RGW, 404 on others. */
+const LOST_RACE: Readonly<Record<PutCondition['kind'], ExpectedFailures<false> | null>> = {
+  none: null,
+  absent: { precondition_failed: false },
+  etag: { precondition_failed: false, not_found: false },
+};
+
+/** The condition of a PUT: none, create only (`If-None-Match: *`), or replace only this version (`If-Match`). */
+type PutCondition = { kind: 'none' } | { kind: 'absent' } | { kind: 'etag'; etag: string };
+
+/**
+ * An ETag as a condition header carries it: bare. Ceph RGW 16 compares If-Match with the
+ * ETag unquoted and refuses every quoted one (412, measured); AWS and MinIO take it bare
+ * as well.
+ */
+function conditionEtag(etag: string): string {
+  return unquoted(etag);
+}
 
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
@@ -101,17 +120,27 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async put(name: string, body: ObjectBody, options: PutOptions): Promise<void> {
-    await this.upload('put', name, body, options, false);
+    await this.upload('put', name, body, options, { kind: 'none' });
   }
 
   async create(name: string, body: ObjectBody, options: PutOptions): Promise<'created' | 'exists'> {
-    return (await this.upload('create', name, body, options, true)) ? 'created' : 'exists';
+    return (await this.upload('create', name, body, options, { kind: 'absent' })) ? 'created' : 'exists';
+  }
+
+  async replace(name: string, body: ObjectBody, options: PutOptions, etag: string): Promise<'replaced' | 'changed'> {
+    return (await this.upload('put', name, body, options, { kind: 'etag', etag })) ? 'replaced' : 'changed';
   }
 
   async get(name: string, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null> {
+    const answer = await this.getChanged(name, null, options);
+    return answer === 'unchanged' ? null : answer;
+  }
+
+  async getChanged(name: string, etag: string | null, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null | 'unchanged'> {
     const key = objectKeyOf(this.prefix, name);
-    return this.attempt('get', key, options.signal, ABSENT, async (signal) => {
-      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+    const condition = etag === null ? {} : { IfNoneMatch: conditionEtag(etag) };
+    return this.attempt('get', key, options.signal, ABSENT_OR_UNCHANGED, async (signal) => {
+      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...condition }), { abortSignal: signal });
       const body = readableOf(answer.Body);
       const info = this.infoOf(name, answer);
       if (info.bytes > options.maxBytes) {
@@ -174,8 +203,8 @@ export class S3ObjectStore implements ObjectStore {
     this.client.destroy();
   }
 
-  /** true when stored; false when `conditional` and the object existed. */
-  private async upload(operation: StorageOperation, name: string, body: ObjectBody, options: PutOptions, conditional: boolean): Promise<boolean> {
+  /** true when stored; false when the condition did not hold (another writer got there first). */
+  private async upload(operation: StorageOperation, name: string, body: ObjectBody, options: PutOptions, condition: PutCondition): Promise<boolean> {
     const key = objectKeyOf(this.prefix, name);
     const isStream = body instanceof Readable;
     if (isStream && options.bytes === undefined) throw new TypeError('a stream body needs its length (options.bytes)');
@@ -186,10 +215,10 @@ export class S3ObjectStore implements ObjectStore {
       ContentType: options.contentType,
       ...(options.bytes === undefined ? {} : { ContentLength: options.bytes }),
       ...(options.metadata === undefined ? {} : { Metadata: { ...options.metadata } }),
-      ...(conditional ? { IfNoneMatch: '*' } : {}),
+      ...(condition.kind === 'absent' ? { IfNoneMatch: '*' } : {}),
+      ...(condition.kind === 'etag' ? { IfMatch: conditionEtag(condition.etag) } : {}),
     };
-    const existed: ExpectedFailure<boolean> | null = conditional ? { kind: 'precondition_failed', answer: false } : null;
-    return this.attempt(operation, key, options.signal, existed, async (signal) => {
+    return this.attempt(operation, key, options.signal, LOST_RACE[condition.kind], async (signal) => {
       // The SDK pipes a stream body without watching it: a source that fails would leave
       // the request waiting for bytes until the deadline. Its failure abandons the upload
       // at once (the gateway then discards what it got) and is the caller's error.
@@ -217,7 +246,7 @@ export class S3ObjectStore implements ObjectStore {
     operation: StorageOperation,
     objectKey: string,
     callerSignal: AbortSignal | undefined,
-    expected: ExpectedFailure<A> | null,
+    expected: ExpectedFailures<A> | null,
     work: (signal: AbortSignal) => Promise<T>,
   ): Promise<T | A> {
     const deadline = new AbortController();
@@ -231,7 +260,9 @@ export class S3ObjectStore implements ObjectStore {
       if (error instanceof ImageproxyError) throw error;
       const facts = failureFactsOf(error, deadline.signal.aborted);
       const kind = failureKindOf(facts);
-      if (expected !== null && kind === expected.kind) return expected.answer;
+      // 304 is no failure but the answer to If-None-Match; the SDK throws it all the same.
+      const answerKind: AnswerKind | null = facts.httpStatus === 304 ? 'not_modified' : kind === 'not_found' || kind === 'precondition_failed' ? kind : null;
+      if (expected !== null && answerKind !== null && Object.hasOwn(expected, answerKind)) return expected[answerKind] as A;
       const accessKeyId = kind === 'denied' ? await this.accessKeyId() : null;
       throw storageError(kind, facts, this.context(operation, objectKey, accessKeyId), error);
     } finally {

@@ -93,16 +93,34 @@ export interface WatchOptions {
 
 type WatchState = { signature: string; list: Blocklist } | { signature: string; error: Error };
 
+/**
+ * The rhythm both watchers (the tree's file, the bucket's object) keep: `check` runs at
+ * most once a recheck period, on the first call after it, and every call waits for a
+ * check in flight, so a call that comes after a period has passed sees what the check
+ * found.
+ */
+export function recheckGate(check: () => Promise<void>, options: Pick<WatchOptions, 'recheckMs' | 'now'>): () => Promise<void> {
+  const recheckMs = options.recheckMs ?? BLOCKLIST_RECHECK_MS;
+  const now = options.now ?? Date.now;
+  let checkedAtMs = Number.NEGATIVE_INFINITY;
+  let checking: Promise<void> | null = null;
+  return async () => {
+    if (checking === null && now() - checkedAtMs >= recheckMs) {
+      checkedAtMs = now();
+      checking = check().finally(() => {
+        checking = null;
+      });
+    }
+    if (checking !== null) await checking;
+  };
+}
+
 const MISSING = 'missing';
 
 export function watchBlocklist(root: string, options: WatchOptions = {}): BlocklistWatcher {
   const path = blocklistPath(root);
-  const recheckMs = options.recheckMs ?? BLOCKLIST_RECHECK_MS;
-  const now = options.now ?? Date.now;
   const extraHosts = options.extraHosts ?? [];
   let state: WatchState | null = null;
-  let checkedAtMs = Number.NEGATIVE_INFINITY;
-  let checking: Promise<void> | null = null;
 
   async function signatureOfFile(): Promise<string> {
     try {
@@ -133,15 +151,10 @@ export function watchBlocklist(root: string, options: WatchOptions = {}): Blockl
     }
   }
 
+  const refresh = recheckGate(check, options);
   return {
     async current() {
-      if (checking === null && now() - checkedAtMs >= recheckMs) {
-        checkedAtMs = now();
-        checking = check().finally(() => {
-          checking = null;
-        });
-      }
-      if (checking !== null) await checking;
+      await refresh();
       if (state === null) throw new Error('blocklist not loaded');
       if ('error' in state) {
         throw new ImageproxyError('internal', 'internal error', {
