@@ -47,7 +47,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const slot = workerSlot();
   // A worker of `--workers N` leaves the admin listener to the primary (server/http/cluster.ts).
   const adapt = (loaded: Config): Config => (slot === null ? loaded : { ...loaded, admin: { listen: null } });
-  const config = adapt(loadConfig(options, flags));
+  const config = adapt(loadConfig(options, flags, 'any'));
   const root = resolve(config.root);
   // Before the secret is generated under it, and before anything listens.
   try {
@@ -78,6 +78,7 @@ async function serve(options: ServeOptions): Promise<void> {
   };
   const startFields = {
     root,
+    storage: config.storage.type === 'tree' ? 'tree' : `s3 ${config.storage.bucket ?? ''}/${config.storage.prefix} at ${config.storage.endpoint ?? config.storage.region}`,
     buckets: Object.keys(config.buckets),
     sizes: config.sizes,
     engine: config.engine,
@@ -160,7 +161,7 @@ async function reload(options: ServeOptions, flags: ConfigLayer, adapt: (loaded:
   let config: Config;
   let secrets: string[];
   try {
-    config = adapt(loadConfig(options, flags));
+    config = adapt(loadConfig(options, flags, 'any'));
     // No secret is generated on reload: one that vanished is an error to see, not to paper over.
     secrets = resolveSecrets(config, false).secrets;
   } catch (error) {

@@ -15,8 +15,12 @@ import { createImageServiceFor, damagedKind } from '../service/imageServiceFacto
 import type { ImageService } from '../service/imageService.js';
 import type { Logger } from '../observe/log.js';
 import { createMetrics, type Metrics } from '../observe/metrics.js';
-import { bucketChecks, checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from './readiness.js';
+import { bucketChecks, checkReadiness, probeEngine, probeObjectStore, probeTreeWritable, storageNodeId, type ReadinessReport } from './readiness.js';
 import type { ImageStore } from '../tree/store.js';
+import { S3ObjectStore } from '../storage/s3Store.js';
+import { s3StoreSettingsOf } from '../config/storageSettings.js';
+import { watchBlocklist, type BlocklistWatcher } from '../takedown/blocklistStore.js';
+import { isImageproxyError } from '../errors.js';
 import { startTreeHealing } from '../tree/healing.js';
 import { startTreeStatsRefresh, type TreeStatsRefresh } from '../stats/treeStatsRefresh.js';
 import { createAdminHandler } from './admin.js';
@@ -78,7 +82,7 @@ export interface StartOptions {
   maxRequestsWaiting?: number;
 }
 
-/** The server could not start: the root cannot be written, or an address is taken. One line, for the CLI. */
+/** The server could not start: the root cannot be written, an address is taken, the bucket refuses us. One line, for the CLI. */
 export class StartRefused extends Error {}
 
 /** A reload that would need a restart; the running settings are kept. */
@@ -133,7 +137,28 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     throw new StartRefused(`root ${root} cannot be created or written: ${(error as Error).message}`);
   }
 
-  let parts = await createImageServiceFor(options.config, logger, { metrics, ...clock });
+  // One store per process: a reload keeps its sockets (`storage` needs a restart).
+  const objects = options.config.storage.type === 's3' ? createObjectStore(options.config) : null;
+  const nodeId = storageNodeId();
+  const probeBucket = (store: S3ObjectStore): Promise<void> => probeObjectStore(store, nodeId, options.config.storage.callTimeoutMs);
+  if (objects !== null) {
+    try {
+      await refuseUnusableBucket(options.config, () => probeBucket(objects), logger);
+    } catch (error) {
+      objects.close();
+      throw error;
+    }
+  }
+  // The takedown blocklist each image service checks: the tree's file under the root.
+  const blocklistFor = (config: Config): BlocklistWatcher => watchBlocklist(root, { extraHosts: config.blockedHosts });
+  const serviceOptions = (config: Config): Parameters<typeof createImageServiceFor>[2] => ({
+    metrics,
+    ...clock,
+    blocklist: blocklistFor(config),
+    ...(objects === null ? {} : { objects }),
+  });
+
+  let parts = await createImageServiceFor(options.config, logger, serviceOptions(options.config));
   let images = counted(parts.service);
   let settings: AppSettings = { config: options.config, secrets: [...options.secrets], images: images.service };
   const { store } = parts;
@@ -192,12 +217,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const ready = (): Promise<ReadinessReport> =>
     checkReadiness({
       tree: () => probeTreeWritable(root),
-      ...bucketChecks(root, Object.keys(settings.config.buckets)),
+      // With a bucket, the images are there: the tree's bucket directories hold nothing.
+      ...(objects === null ? bucketChecks(root, Object.keys(settings.config.buckets)) : { storage: () => probeBucket(objects) }),
       engine: () => probeEngine(parts.engine),
     });
 
   const url = await listenOn(server, 'listen', settings.config.listen).catch(async (error: unknown) => {
     await parts.close();
+    objects?.close();
     throw error;
   });
   let admin: Server | null = null;
@@ -210,14 +237,17 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     } catch (error) {
       server.close();
       await parts.close();
+      objects?.close();
       throw error;
     }
   }
 
+  // The tree's jobs walk its bucket directories: with the images in a bucket there is nothing there.
+  const treeJobs = options.treeJobs !== false && objects === null;
   const healing = startTreeHealing({
     root: store.root,
     buckets: Object.keys(settings.config.buckets),
-    intervalSeconds: options.treeJobs === false ? 0 : settings.config.healIntervalSeconds,
+    intervalSeconds: treeJobs ? settings.config.healIntervalSeconds : 0,
     tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
     maxImageBytes: settings.config.limits.maxBytes,
     verifyPerPass: settings.config.healVerifyPerPass,
@@ -228,7 +258,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     startTreeStatsRefresh({
       root: store.root,
       buckets: Object.keys(config.buckets),
-      intervalSeconds: options.treeJobs === false ? 0 : config.statsRefreshSeconds,
+      intervalSeconds: treeJobs ? config.statsRefreshSeconds : 0,
       gauges: metrics.tree,
       logger,
     });
@@ -245,6 +275,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     if (config.admin.listen !== previous.config.admin.listen) {
       throw new ReloadRefused(`admin.listen cannot change on reload (${previous.config.admin.listen} → ${config.admin.listen}); restart instead`);
     }
+    if (JSON.stringify(config.storage) !== JSON.stringify(previous.config.storage)) {
+      throw new ReloadRefused('storage cannot change on reload; restart instead');
+    }
     const changed = (Object.keys(config) as Array<keyof Config>).filter(
       (key) => JSON.stringify(config[key]) !== JSON.stringify(previous.config[key]),
     );
@@ -254,7 +287,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const oldParts = parts;
     const oldImages = images;
     if (rebuild) {
-      parts = await createImageServiceFor(config, logger, { metrics, ...clock });
+      parts = await createImageServiceFor(config, logger, serviceOptions(config));
       images = counted(parts.service);
     }
     // One assignment: a request reads either the old settings or the new, never a mix.
@@ -298,6 +331,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     await healing.stop();
     await reloading.catch(() => undefined);
     await parts.close();
+    objects?.close();
     return { finished: Math.max(0, atSignal - cutShort), cutShort };
   };
 
@@ -348,6 +382,34 @@ export async function listenOn(server: Server, key: string, listen: string): Pro
   return `http://${shownHost}:${address.port}`;
 }
 
+/**
+ * The bucket's store. The SDK is pinned (docs/storage.md): its notice that later releases
+ * need a newer Node says nothing an operator of this version can act on, and would make
+ * a refused start's one line ten.
+ */
+function createObjectStore(config: Config): S3ObjectStore {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  return new S3ObjectStore(s3StoreSettingsOf(config.storage));
+}
+
+/**
+ * Probes the bucket once at start. Credentials refused or no such bucket: the start is
+ * refused, naming the bucket, the gateway and what it said (an operator must act). The
+ * gateway unreachable: the server starts anyway, says so, and answers misses 503 until
+ * it returns (/readyz says not ready meanwhile).
+ */
+async function refuseUnusableBucket(config: Config, probe: () => Promise<void>, logger: Logger): Promise<void> {
+  try {
+    await probe();
+  } catch (error) {
+    const cause = error instanceof Error ? error.cause : undefined;
+    const code = isImageproxyError(cause) ? cause.code : null;
+    const where = `storage.bucket ${config.storage.bucket ?? ''} at ${config.storage.endpoint ?? `AWS ${config.storage.region}`}`;
+    if (code === 'storage_denied' || code === 'storage_failed') throw new StartRefused(`${where} cannot be used: ${(error as Error).message}`);
+    logger.warn({ reason: (error as Error).message }, `${where} does not answer; starting anyway: misses answer 503 storage_unavailable until it does`);
+  }
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms).unref());
 }
@@ -384,6 +446,7 @@ function counted(service: ImageService): { service: ImageService; idle(): Promis
         const end = calls.begin();
         return service.get(request).finally(end);
       },
+      ...(service.openStored === undefined ? {} : { openStored: (image, openOptions) => service.openStored?.(image, openOptions) ?? Promise.resolve(null) }),
       ...(service.queueDepths === undefined ? {} : { queueDepths: () => service.queueDepths?.() ?? {} }),
       close: () => service.close(),
     },

@@ -1,0 +1,336 @@
+/**
+ * `serve` with `storage.type: "s3"` (issue 22): the whole server in-process against a
+ * real Ceph RADOS Gateway on loopback (test/rgwHarness.ts, one for the file) and real
+ * origins on 127.0.0.1. A miss keeps the original and its thumbnails as objects (bytes,
+ * type, metadata read back), a hit is answered from the bucket without the origin, format
+ * classes, both deliveries, two servers on one bucket, the gateway gone and back,
+ * /readyz, and the built `serve` refusing a bucket it cannot use. Each case has a
+ * storage.prefix of its own.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { fileStem, classVariantStem, storageKey } from '../server/contract/layout.js';
+import type { RunningServer } from '../server/http/server.js';
+import { IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
+import { originalFactsOf, variantRecordOfObject } from '../server/storage/objectMetadata.js';
+import { imageObjectName } from '../server/storage/objectNames.js';
+import { S3ObjectStore } from '../server/storage/s3Store.js';
+import { sha256Hex } from '../server/tree/originals.js';
+import { runCli } from './cliProcess.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
+import { startOrigin, type Origin } from './origin.js';
+import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import type { ConfigLayer } from '../server/config/config.js';
+
+const SECRET = 's3-serve-secret';
+const CHROME = 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8';
+const CAP = 16 * 1024 * 1024;
+
+/** A photo-like JPEG (noise, blurred) of its own for each call: 400×300, so a 250x250 thumbnail is 250×188. */
+function photoJpeg(width = 400, height = 300): Promise<Buffer> {
+  return sharp({ create: { width, height, channels: 3, background: '#446688', noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+    .blur(2)
+    .jpeg({ quality: 85 })
+    .toBuffer();
+}
+
+/** 16×16 of one colour: as AVIF larger than as PNG, so the AVIF class gets the PNG's bytes. */
+function tinyFlatPng(): Promise<Buffer> {
+  return sharp({ create: { width: 16, height: 16, channels: 3, background: '#3366aa' } }).png().toBuffer();
+}
+
+function assertImage(answer: Answer, what: string): void {
+  assert.equal(answer.status, 200, `${what}: ${answer.status} ${shortBody(answer.body, answer.headers.get('content-type'))}`);
+}
+
+describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMissing() ?? false }, () => {
+  let gateway: RunningGateway;
+  let work: string;
+  let origin: Origin;
+  const bodies = new Map<string, Buffer>();
+  const servers: RunningServer[] = [];
+  const stores: S3ObjectStore[] = [];
+
+  const storeAt = (prefix: string): S3ObjectStore => {
+    const store = new S3ObjectStore(gatewayStoreSettings(gateway, prefix));
+    stores.push(store);
+    return store;
+  };
+
+  const fetchesOf = (path: string): number => origin.requests.filter((incoming) => incoming.url === path).length;
+  const imageUrlOf = (path: string): string => origin.url(path).href;
+  const keyOf = (path: string): string => storageKey(Buffer.from(imageUrlOf(path)));
+  const linkOf = (path: string, size?: string): string =>
+    signedPath({ secret: SECRET, imageUrl: imageUrlOf(path), atMs: Date.now(), ...(size === undefined ? {} : { size }) });
+  const objectOf = (path: string, label: string | null = null): string => imageObjectName('i', keyOf(path), fileStem(keyOf(path), label));
+
+  /** A server of its own root on the gateway's bucket under `prefix`. */
+  async function startS3Server(prefix: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
+    const root = await makeTempRoot('imageproxy-s3serve-root-');
+    const server = await startLoopbackServer(root, SECRET, {
+      storage: { type: 's3', endpoint: gateway.endpoint, bucket: gateway.bucket, prefix },
+      ...overrides,
+    });
+    servers.push(server);
+    return server;
+  }
+
+  const get = (server: RunningServer, path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> =>
+    request(server.url, path, { method, headers });
+
+  const readyz = async (server: RunningServer): Promise<Answer> => {
+    assert.ok(server.adminUrl !== null);
+    return request(server.adminUrl, '/readyz');
+  };
+
+  before(async () => {
+    [gateway, work] = await Promise.all([startGateway(), makeTempRoot('imageproxy-s3serve-')]);
+    // The SDK's credential chain, as an operator's serve finds them; nothing looked up beyond loopback.
+    process.env.AWS_ACCESS_KEY_ID = gateway.credentials.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = gateway.credentials.secretAccessKey;
+    process.env.AWS_EC2_METADATA_DISABLED = 'true';
+    process.env.AWS_SHARED_CREDENTIALS_FILE = join(work, 'no-credentials');
+    process.env.AWS_CONFIG_FILE = join(work, 'no-config');
+    origin = await startOrigin((incoming, response) => {
+      const body = bodies.get(incoming.url ?? '/');
+      if (body === undefined) {
+        response.writeHead(404, { 'Content-Type': 'text/plain' }).end('not here');
+        return;
+      }
+      response.writeHead(200, { 'Content-Type': incoming.url?.endsWith('.png') === true ? 'image/png' : 'image/jpeg' }).end(body);
+    });
+  });
+
+  after(async () => {
+    await Promise.all(servers.map((server) => server.close({ graceMs: 100 })));
+    for (const store of stores) store.close();
+    await origin?.close();
+    await gateway?.stop();
+    if (work !== undefined) await removeTempRoot(work);
+  });
+
+  it('a miss keeps the original and the thumbnail as objects; a hit is answered from the bucket without the origin', async () => {
+    const server = await startS3Server('miss');
+    const store = storeAt('miss');
+    bodies.set('/miss.jpg', await photoJpeg());
+    const full = await get(server, linkOf('/miss.jpg'));
+    assertImage(full, 'full-size miss');
+    assert.equal(full.headers.get('content-type'), 'image/jpeg');
+    const thumbnail = await get(server, linkOf('/miss.jpg', '250x250'));
+    assertImage(thumbnail, 'thumbnail');
+    assert.equal(fetchesOf('/miss.jpg'), 1);
+
+    const original = await store.get(objectOf('/miss.jpg'), { maxBytes: CAP });
+    assert.ok(original !== null, 'the original is an object');
+    assertSameBytes(original.bytes, full.body, 'the original object holds what was answered');
+    assert.equal(original.info.contentType, 'image/jpeg');
+    const facts = originalFactsOf(original.info.metadata, { contentType: original.info.contentType, bytes: original.info.bytes });
+    assert.ok(facts !== null, 'the original carries its facts');
+    assert.equal(facts.sha256, sha256Hex(original.bytes));
+    assert.deepEqual([facts.width, facts.height, facts.frames, facts.sourceUrl, facts.originContentType], [400, 300, 1, imageUrlOf('/miss.jpg'), 'image/jpeg']);
+
+    const stored = await store.get(objectOf('/miss.jpg', '250x250'), { maxBytes: CAP });
+    assert.ok(stored !== null, 'the thumbnail is an object');
+    assertSameBytes(stored.bytes, thumbnail.body, 'the thumbnail object holds what was answered');
+    assert.equal(stored.info.contentType, 'image/jpeg');
+    const record = variantRecordOfObject(stored.info.metadata, { contentType: stored.info.contentType, bytes: stored.info.bytes });
+    assert.equal(record?.sha256, sha256Hex(stored.bytes));
+    const pixels = await sharp(stored.bytes).metadata();
+    assert.deepEqual([pixels.width, pixels.height], [250, 188]);
+    const names: string[] = [];
+    for await (const listed of store.list('')) names.push(listed.name);
+    assert.deepEqual(names.sort(), [objectOf('/miss.jpg'), objectOf('/miss.jpg', '250x250')].sort(), 'one object per image, nothing else');
+
+    // Hits, streamed from the bucket with the object's own validators.
+    for (const [link, object] of [
+      [linkOf('/miss.jpg'), original],
+      [linkOf('/miss.jpg', '250x250'), stored],
+    ] as const) {
+      const hit = await get(server, link);
+      assertImage(hit, 'hit');
+      assertSameBytes(hit.body, object.bytes, 'a hit answers the object');
+      assert.equal(hit.headers.get('content-type'), 'image/jpeg');
+      assert.equal(hit.headers.get('content-length'), String(object.bytes.length));
+      assert.equal(hit.headers.get('etag'), `"${object.info.etag}"`);
+      assert.equal(hit.headers.get('last-modified'), new Date(object.info.modifiedMs).toUTCString());
+      assert.equal(hit.headers.get('cache-control'), IMAGE_CACHE_CONTROL);
+      assert.equal(hit.headers.get('vary'), null);
+      const head = await get(server, link, {}, 'HEAD');
+      assert.equal(head.status, 200);
+      assert.equal(head.body.length, 0);
+      assert.equal(head.headers.get('content-length'), String(object.bytes.length));
+      assert.equal(head.headers.get('etag'), `"${object.info.etag}"`);
+      const revalidated = await get(server, link, { 'If-None-Match': `"${object.info.etag}"` });
+      assert.equal(revalidated.status, 304);
+      assert.equal(revalidated.body.length, 0);
+      // A Range is answered whole (ranges are nginx's job in front).
+      const ranged = await get(server, link, { Range: 'bytes=0-9' });
+      assert.equal(ranged.status, 200);
+      assert.equal(ranged.body.length, object.bytes.length);
+    }
+    // The miss's own answer carried the same ETag as the hits: the object's MD5.
+    assert.equal(full.headers.get('etag'), `"${original.info.etag}"`);
+    assert.equal(fetchesOf('/miss.jpg'), 1, 'no origin request for hits');
+  });
+
+  it('formats on: class objects made (a class that did not pay holds the source thumbnail\'s bytes), Vary: Accept', async () => {
+    const server = await startS3Server('formats', { formats: ['avif', 'webp'] });
+    const store = storeAt('formats');
+    bodies.set('/formats.jpg', await photoJpeg());
+    bodies.set('/flat.png', await tinyFlatPng());
+    const avif = await get(server, linkOf('/formats.jpg', '250x250'), { Accept: CHROME });
+    assertImage(avif, 'AVIF thumbnail');
+    assert.equal(avif.headers.get('content-type'), 'image/avif');
+    assert.equal(avif.headers.get('vary'), 'Accept');
+    const webp = await get(server, linkOf('/formats.jpg', '250x250'), { Accept: 'image/webp,*/*' });
+    assert.equal(webp.headers.get('content-type'), 'image/webp');
+    const source = await get(server, linkOf('/formats.jpg', '250x250'), { Accept: '*/*' });
+    assert.equal(source.headers.get('content-type'), 'image/jpeg');
+    assert.equal(source.headers.get('vary'), 'Accept');
+    const key = keyOf('/formats.jpg');
+    for (const [format, type, answer] of [
+      ['avif', 'image/avif', avif],
+      ['webp', 'image/webp', webp],
+    ] as const) {
+      const object = await store.get(imageObjectName('i', key, classVariantStem(key, '250x250', format)), { maxBytes: CAP });
+      assert.ok(object !== null, `the ${format} class is an object`);
+      assert.equal(object.info.contentType, type);
+      assertSameBytes(object.bytes, answer.body, `the ${format} object holds what was answered`);
+      const pixels = await sharp(object.bytes).metadata();
+      assert.deepEqual([pixels.format === 'heif' ? 'avif' : pixels.format, pixels.width, pixels.height], [format, 250, 188]);
+    }
+    assert.equal(fetchesOf('/formats.jpg'), 1);
+    // A hit of a class: the object, still varying with Accept.
+    const hit = await get(server, linkOf('/formats.jpg', '250x250'), { Accept: CHROME });
+    assertImage(hit, 'AVIF hit');
+    assertSameBytes(hit.body, avif.body, 'the AVIF hit');
+    assert.equal(hit.headers.get('vary'), 'Accept');
+
+    const flat = await get(server, linkOf('/flat.png', '250x250'), { Accept: CHROME });
+    assertImage(flat, 'flat PNG for an AVIF client');
+    assert.equal(flat.headers.get('content-type'), 'image/png');
+    const flatKey = keyOf('/flat.png');
+    const linked = await store.get(imageObjectName('i', flatKey, classVariantStem(flatKey, '250x250', 'avif')), { maxBytes: CAP });
+    const sourceThumbnail = await store.get(imageObjectName('i', flatKey, fileStem(flatKey, '250x250')), { maxBytes: CAP });
+    assert.ok(linked !== null && sourceThumbnail !== null);
+    assert.equal(linked.info.contentType, 'image/png');
+    assertSameBytes(linked.bytes, sourceThumbnail.bytes, 'the AVIF class object is a copy of the PNG thumbnail');
+  });
+
+  it('delivery accel: X-Accel-Redirect names {internalPrefix}/{object name}, for a miss and a hit', async () => {
+    const server = await startS3Server('accel', { delivery: 'accel' });
+    bodies.set('/accel.jpg', await photoJpeg());
+    for (const round of ['miss', 'hit']) {
+      for (const size of [undefined, '250x250']) {
+        const answer = await get(server, linkOf('/accel.jpg', size));
+        assert.equal(answer.status, 200, `${round} ${size ?? 'full'}`);
+        assert.equal(answer.body.length, 0);
+        assert.equal(answer.headers.get('x-accel-redirect'), `/_imageproxy/${objectOf('/accel.jpg', size ?? null)}`);
+        assert.equal(answer.headers.get('content-type'), 'image/jpeg');
+        assert.equal(answer.headers.get('cache-control'), IMAGE_CACHE_CONTROL);
+      }
+    }
+    assert.equal(fetchesOf('/accel.jpg'), 1);
+  });
+
+  it('two servers on one bucket: one serves what the other fetched; 100 new images asked of both at once', async (t) => {
+    const [first, second] = [await startS3Server('pair'), await startS3Server('pair')];
+    const store = storeAt('pair');
+    bodies.set('/shared.jpg', await photoJpeg());
+    const fetched = await get(first, linkOf('/shared.jpg', '250x250'));
+    assertImage(fetched, 'through the first');
+    for (const size of [undefined, '250x250']) {
+      const served = await get(second, linkOf('/shared.jpg', size));
+      assertImage(served, `through the second, ${size ?? 'full'}`);
+    }
+    assert.equal(fetchesOf('/shared.jpg'), 1, 'the second server asked the bucket, not the origin');
+
+    const paths = Array.from({ length: 100 }, (_, index) => `/burst-${index}.jpg`);
+    for (const path of paths) bodies.set(path, await photoJpeg(160, 120));
+    const answers = await Promise.all(paths.flatMap((path) => [first, second].map(async (server) => ({ path, answer: await get(server, linkOf(path)) }))));
+    for (const { path, answer } of answers) assertImage(answer, path);
+    for (const path of paths) {
+      const [a, b] = answers.filter((entry) => entry.path === path).map((entry) => entry.answer.body);
+      assert.ok(a !== undefined && b !== undefined);
+      assertSameBytes(a, b, `${path}: both servers answer the same bytes`);
+    }
+    const originals = new Set<string>();
+    for await (const listed of store.list('i/')) originals.add(listed.name);
+    for (const path of paths) assert.ok(originals.has(objectOf(path)), `${path}: one object`);
+    assert.equal(originals.size, paths.length + 2, 'one object per image (and the shared image\'s two)');
+    const fetchCounts = paths.map(fetchesOf);
+    const duplicates = fetchCounts.reduce((sum, count) => sum + count - 1, 0);
+    t.diagnostic(`origin requests for 100 new images asked of two servers at once: ${fetchCounts.reduce((a, b) => a + b, 0)} (duplicates ${duplicates}; per image ${JSON.stringify(countsOf(fetchCounts))})`);
+    // Each server fetches an image at most once (its own single-flight); the create
+    // keeps one object whichever finished first.
+    for (const [index, count] of fetchCounts.entries()) assert.ok(count >= 1 && count <= 2, `${paths[index]}: ${count} origin requests`);
+  });
+
+  it('the gateway gone: a miss answers 503 storage_unavailable with Retry-After within the deadline, /readyz not ready; both fine again once it is back', async () => {
+    const server = await startS3Server('outage', { storage: { type: 's3', endpoint: gateway.endpoint, bucket: gateway.bucket, prefix: 'outage', callTimeoutMs: 3000, connectTimeoutMs: 1000 } });
+    bodies.set('/before.jpg', await photoJpeg());
+    bodies.set('/during.jpg', await photoJpeg());
+    assertImage(await get(server, linkOf('/before.jpg')), 'before the outage');
+    assert.equal((await readyz(server)).status, 200);
+    await gateway.stopGateway();
+    try {
+      const started = Date.now();
+      const miss = await get(server, linkOf('/during.jpg'));
+      const tookMs = Date.now() - started;
+      assert.equal(miss.status, 503, shortBody(miss.body, miss.headers.get('content-type')));
+      assert.match(miss.body.toString(), /storage unavailable/);
+      assert.equal(miss.headers.get('retry-after'), '5');
+      assert.equal(miss.headers.get('cache-control'), 'no-store');
+      assert.ok(tookMs < 15_000, `answered within the store's deadlines (${tookMs} ms)`);
+      const hit = await get(server, linkOf('/before.jpg'));
+      assert.equal(hit.status, 503, 'a hit through the app needs the gateway too');
+      const notReady = await readyz(server);
+      assert.equal(notReady.status, 503);
+      assert.match(notReady.body.toString(), /storage: storage_unavailable: put .*readyz/);
+    } finally {
+      await gateway.startGateway();
+    }
+    const after = await get(server, linkOf('/during.jpg'));
+    assertImage(after, 'a miss once the gateway is back');
+    assert.equal((await readyz(server)).status, 200);
+  });
+
+  it('the built serve refuses to start when the gateway refuses our credentials or has no such bucket: one line, exit 2', async () => {
+    const config = join(work, 'refused.json');
+    const { writeFile } = await import('node:fs/promises');
+    const root = join(work, 'refused-root');
+    const cases = [
+      { name: 'wrong secret', bucket: gateway.bucket, secret: 'not-the-secret', expect: /storage_denied: .*SignatureDoesNotMatch.*access key / },
+      { name: 'no such bucket', bucket: 'no-such-bucket', secret: gateway.credentials.secretAccessKey, expect: /storage\.bucket no-such-bucket .*storage_failed: .*NoSuchBucket/ },
+    ];
+    for (const { name, bucket, secret, expect } of cases) {
+      await writeFile(config, JSON.stringify({ root, listen: '127.0.0.1:0', admin: { listen: null }, secrets: [SECRET], storage: { type: 's3', endpoint: gateway.endpoint, bucket } }), { mode: 0o600 });
+      const run = await runCli(['serve', '--config', config], {
+        cwd: work,
+        env: {
+          AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: secret,
+          AWS_EC2_METADATA_DISABLED: 'true',
+          AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+          AWS_CONFIG_FILE: join(work, 'no-config'),
+        },
+        timeoutMs: 120_000,
+      });
+      assert.equal(run.code, 2, `${name}: ${run.stderr}`);
+      const lines = run.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `${name}: one line: ${run.stderr}`);
+      assert.match(lines[0] ?? '', expect, name);
+      assert.match(lines[0] ?? '', new RegExp(`storage\\.bucket ${bucket} at ${gateway.endpoint.replace(/[.]/g, '\\.')}`), name);
+      assert.doesNotMatch(run.stderr, /\n\s+at /, `${name}: no stack trace`);
+    }
+  });
+});
+
+/** `{fetches: images}` of a list of per-image fetch counts. */
+function countsOf(counts: readonly number[]): Record<number, number> {
+  const tally: Record<number, number> = {};
+  for (const count of counts) tally[count] = (tally[count] ?? 0) + 1;
+  return tally;
+}
