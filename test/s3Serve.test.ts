@@ -297,6 +297,29 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
     assert.equal((await readyz(server)).status, 200);
   });
 
+  it('a hung gateway (SIGSTOP): a miss answers 503 storage_unavailable at the call deadline, never a hang; fine once it answers', async () => {
+    const server = await startS3Server('hung', { storage: { type: 's3', endpoint: gateway.endpoint, bucket: gateway.bucket, prefix: 'hung', callTimeoutMs: 2000, connectTimeoutMs: 1000 } });
+    bodies.set('/hung.jpg', await photoJpeg());
+    assert.equal((await readyz(server)).status, 200);
+    gateway.pauseGateway();
+    try {
+      const started = Date.now();
+      const miss = await get(server, linkOf('/hung.jpg'));
+      const tookMs = Date.now() - started;
+      assert.equal(miss.status, 503, shortBody(miss.body, miss.headers.get('content-type')));
+      assert.equal(miss.headers.get('retry-after'), '5');
+      // One lookup's deadline (2 s), with room for a loaded machine; never nginx's minute.
+      assert.ok(tookMs < 12_000, `answered at the deadline (${tookMs} ms)`);
+      const notReady = await readyz(server);
+      assert.equal(notReady.status, 503);
+      assert.match(notReady.body.toString(), /storage: .*no answer within 2000 ms/);
+    } finally {
+      gateway.resumeGateway();
+    }
+    assertImage(await get(server, linkOf('/hung.jpg')), 'a miss once the gateway answers');
+    assert.equal(fetchesOf('/hung.jpg'), 1, 'nothing was fetched while the gateway hung');
+  });
+
   it('the built serve refuses to start when the gateway refuses our credentials or has no such bucket: one line, exit 2', async () => {
     const config = join(work, 'refused.json');
     const { writeFile } = await import('node:fs/promises');

@@ -22,7 +22,16 @@ function refusal(layer: ConfigLayer): ConfigError {
 
 describe('storage settings', () => {
   it('default: the tree; an S3 bucket only when configured', () => {
-    assert.deepEqual(DEFAULT_CONFIG.storage, { type: 'tree', endpoint: null, bucket: null, region: 'us-east-1', prefix: '', forcePathStyle: null });
+    assert.deepEqual(DEFAULT_CONFIG.storage, {
+      type: 'tree',
+      endpoint: null,
+      bucket: null,
+      region: 'us-east-1',
+      prefix: '',
+      forcePathStyle: null,
+      callTimeoutMs: 10_000,
+      connectTimeoutMs: 2000,
+    });
   });
 
   it('set by variables', () => {
@@ -34,9 +43,20 @@ describe('storage settings', () => {
         IMAGEPROXY_STORAGE_REGION: 'eu-central-1',
         IMAGEPROXY_STORAGE_PREFIX: 'site-a/',
         IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'false',
+        IMAGEPROXY_STORAGE_CALL_TIMEOUT_MS: '4000',
+        IMAGEPROXY_STORAGE_CONNECT_TIMEOUT_MS: '500',
       }),
     });
-    assert.deepEqual(config.storage, { type: 's3', endpoint: 'http://127.0.0.1:7480', bucket: 'images', region: 'eu-central-1', prefix: 'site-a/', forcePathStyle: false });
+    assert.deepEqual(config.storage, {
+      type: 's3',
+      endpoint: 'http://127.0.0.1:7480',
+      bucket: 'images',
+      region: 'eu-central-1',
+      prefix: 'site-a/',
+      forcePathStyle: false,
+      callTimeoutMs: 4000,
+      connectTimeoutMs: 500,
+    });
     assert.equal(buildConfig({ env: envLayer({ IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'auto' }) }).storage.forcePathStyle, null);
   });
 
@@ -50,6 +70,8 @@ describe('storage settings', () => {
     { name: 'a prefix with ..', storage: { prefix: 'a/../b' }, key: 'storage.prefix', message: /`\.\.` segment/ },
     { name: 'a prefix with a space', storage: { prefix: 'a b' }, key: 'storage.prefix', message: /letters, digits/ },
     { name: 'forcePathStyle not a boolean', storage: { forcePathStyle: 'yes' }, key: 'storage.forcePathStyle', message: /true or false/ },
+    { name: 'a call deadline under 100 ms', storage: { callTimeoutMs: 50 }, key: 'storage.callTimeoutMs', message: /100/ },
+    { name: 'a connect timeout of 0', storage: { connectTimeoutMs: 0 }, key: 'storage.connectTimeoutMs', message: /100/ },
     { name: 'secretAccessKey', storage: { secretAccessKey: 'x' }, key: 'storage.secretAccessKey', message: CREDENTIALS },
     { name: 'accessKeyId', storage: { accessKeyId: 'AKID' }, key: 'storage.accessKeyId', message: CREDENTIALS },
     { name: 'credentials', storage: { credentials: {} }, key: 'storage.credentials', message: CREDENTIALS },
@@ -82,6 +104,7 @@ describe('storage settings', () => {
       assert.equal(settings.endpoint, testCase.endpoint);
       assert.equal(settings.forcePathStyle, testCase.forcePathStyle);
       assert.equal(settings.credentials, undefined, "the SDK's chain, never the config");
+      assert.deepEqual([settings.callTimeoutMs, settings.connectTimeoutMs], [10_000, 2000], 'the timeouts reach the store');
     });
   }
 
