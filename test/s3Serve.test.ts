@@ -8,6 +8,7 @@
  * storage.prefix of its own.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -18,8 +19,8 @@ import { originalFactsOf, variantRecordOfObject } from '../server/storage/object
 import { imageObjectName } from '../server/storage/objectNames.js';
 import { S3ObjectStore } from '../server/storage/s3Store.js';
 import { sha256Hex } from '../server/tree/originals.js';
-import { runCli } from './cliProcess.js';
-import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, type Answer } from './helpers.js';
+import { runCli, startCli } from './cliProcess.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, until, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
 import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
 import type { ConfigLayer } from '../server/config/config.js';
@@ -320,33 +321,99 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
     assert.equal(fetchesOf('/hung.jpg'), 1, 'nothing was fetched while the gateway hung');
   });
 
+  /** A config file for the built serve on the gateway's `bucket` (prefix `cli`). */
+  const cliConfig = async (name: string, bucket: string): Promise<string> => {
+    const path = join(work, `${name}.json`);
+    const storage = { type: 's3', endpoint: gateway.endpoint, bucket, prefix: 'cli' };
+    const config = { root: join(work, `${name}-root`), listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, secrets: [SECRET], allowPrivateNetworks: true, storage };
+    await writeFile(path, JSON.stringify(config), { mode: 0o600 });
+    return path;
+  };
+  /** The gateway's keys through the SDK's chain, with another secret if given. */
+  const cliEnv = (secret = gateway.credentials.secretAccessKey): Record<string, string> => ({
+    AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: secret,
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+    AWS_CONFIG_FILE: join(work, 'no-config'),
+  });
+
+  it('the built serve --workers 2 on a bucket: a miss kept as objects, /readyz probes the bucket, SIGTERM exits 0', async () => {
+    const child = startCli(['serve', '--config', await cliConfig('workers', gateway.bucket), '--workers', '2'], { cwd: work, env: cliEnv() });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    try {
+      const listening = await until(
+        () => {
+          if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${stderr}`);
+          const line = stdout.split('\n').find((text) => text.includes('"listening on'));
+          return line === undefined ? null : (JSON.parse(line) as { address: string; admin: string; storage: string });
+        },
+        { message: 'serve --workers 2 listening', timeoutMs: 120_000 },
+      );
+      assert.match(listening.storage, new RegExp(`^s3 ${gateway.bucket}/cli/ at `));
+      bodies.set('/workers.jpg', await photoJpeg());
+      assertImage(await request(listening.address, linkOf('/workers.jpg', '250x250')), 'a miss through a worker');
+      const store = storeAt('cli');
+      assert.ok((await store.head(objectOf('/workers.jpg'))) !== null, 'the original is an object');
+      assert.ok((await store.head(objectOf('/workers.jpg', '250x250'))) !== null, 'the thumbnail is an object');
+      const ready = await request(listening.admin, '/readyz');
+      assert.equal(ready.status, 200, ready.body.toString());
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+  });
+
+  it('the built populate fills the bucket (originals, thumbnails, format classes); a rerun skips every line without the origin', async () => {
+    const paths = ['/populate-a.jpg', '/populate-b.jpg'];
+    for (const path of paths) bodies.set(path, await photoJpeg());
+    const list = join(work, 'populate.txt');
+    await writeFile(list, `${paths.map(imageUrlOf).join('\n')}\n`);
+    const config = await cliConfig('populate', gateway.bucket);
+    const args = ['populate', list, '--config', config, '--sizes', '250x250', '--formats', 'webp'];
+    const first = await runCli(args, { cwd: work, env: cliEnv(), timeoutMs: 120_000 });
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.match(first.stdout, /ok 2, failed 0, skipped 0/);
+    const store = storeAt('cli');
+    for (const path of paths) {
+      const key = keyOf(path);
+      const thumbnail = await store.get(objectOf(path, '250x250'), { maxBytes: CAP });
+      assert.ok(thumbnail !== null, `${path}: the thumbnail`);
+      const pixels = await sharp(thumbnail.bytes).metadata();
+      assert.deepEqual([pixels.width, pixels.height], [250, 188]);
+      assert.equal((await store.head(objectOf(path)))?.contentType, 'image/jpeg', `${path}: the original`);
+      assert.equal((await store.head(imageObjectName('i', key, classVariantStem(key, '250x250', 'webp'))))?.contentType, 'image/webp', `${path}: the WebP class`);
+      assert.equal(fetchesOf(path), 1, path);
+    }
+    const rerun = await runCli(args, { cwd: work, env: cliEnv(), timeoutMs: 120_000 });
+    assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+    assert.match(rerun.stdout, /ok 0, failed 0, skipped 2/);
+    for (const path of paths) assert.equal(fetchesOf(path), 1, `${path}: no origin request on the rerun`);
+    const dry = await runCli([...args, '--dry-run'], { cwd: work, env: cliEnv(), timeoutMs: 120_000 });
+    assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+    assert.match(dry.stdout, /dry run: 2 already stored, 0 to fetch or make/);
+  });
+
   it('the built serve refuses to start when the gateway refuses our credentials or has no such bucket: one line, exit 2', async () => {
-    const config = join(work, 'refused.json');
-    const { writeFile } = await import('node:fs/promises');
-    const root = join(work, 'refused-root');
     const cases = [
       { name: 'wrong secret', bucket: gateway.bucket, secret: 'not-the-secret', expect: /storage_denied: .*SignatureDoesNotMatch.*access key / },
       { name: 'no such bucket', bucket: 'no-such-bucket', secret: gateway.credentials.secretAccessKey, expect: /storage\.bucket no-such-bucket .*storage_failed: .*NoSuchBucket/ },
     ];
     for (const { name, bucket, secret, expect } of cases) {
-      await writeFile(config, JSON.stringify({ root, listen: '127.0.0.1:0', admin: { listen: null }, secrets: [SECRET], storage: { type: 's3', endpoint: gateway.endpoint, bucket } }), { mode: 0o600 });
-      const run = await runCli(['serve', '--config', config], {
-        cwd: work,
-        env: {
-          AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: secret,
-          AWS_EC2_METADATA_DISABLED: 'true',
-          AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-          AWS_CONFIG_FILE: join(work, 'no-config'),
-        },
-        timeoutMs: 120_000,
-      });
-      assert.equal(run.code, 2, `${name}: ${run.stderr}`);
-      const lines = run.stderr.trim().split('\n');
-      assert.equal(lines.length, 1, `${name}: one line: ${run.stderr}`);
-      assert.match(lines[0] ?? '', expect, name);
-      assert.match(lines[0] ?? '', new RegExp(`storage\\.bucket ${bucket} at ${gateway.endpoint.replace(/[.]/g, '\\.')}`), name);
-      assert.doesNotMatch(run.stderr, /\n\s+at /, `${name}: no stack trace`);
+      for (const workers of ['1', '2']) {
+        const what = `${name}, --workers ${workers}`;
+        const run = await runCli(['serve', '--config', await cliConfig('refused', bucket), '--workers', workers], { cwd: work, env: cliEnv(secret), timeoutMs: 120_000 });
+        assert.equal(run.code, 2, `${what}: ${run.stderr}`);
+        const lines = run.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, `${what}: one line: ${run.stderr}`);
+        assert.match(lines[0] ?? '', expect, what);
+        assert.match(lines[0] ?? '', new RegExp(`storage\\.bucket ${bucket} at ${gateway.endpoint.replace(/[.]/g, '\\.')}`), what);
+        assert.doesNotMatch(run.stderr, /\n\s+at /, `${what}: no stack trace`);
+      }
     }
   });
 });

@@ -125,12 +125,12 @@ describe('commands with storage.type "s3" (the built command)', () => {
 
   after(() => removeTempRoot(work));
 
-  // serve works with a bucket: test/s3Serve.test.ts.
+  // serve and populate work with a bucket: test/s3Serve.test.ts.
   for (const command of [['stats'], ['init-buckets'], ['nginx-config']]) {
-    it(`${command.join(' ')} refuses to start, naming serve and migrate-storage`, async () => {
+    it(`${command.join(' ')} refuses to start, naming serve, populate and migrate-storage`, async () => {
       const run = await runCli([...command, '--config', config], { cwd: work });
       assert.equal(run.code, 2, run.stderr);
-      assert.match(run.stderr, /config storage\.type: is "s3": this command works on the tree only, not on a bucket yet; with a bucket, `imageproxy serve` serves it and `imageproxy migrate-storage`/);
+      assert.match(run.stderr, /config storage\.type: is "s3": this command works on the tree only, not on a bucket yet; with a bucket, `imageproxy serve` and `imageproxy populate` work on it and `imageproxy migrate-storage`/);
       assert.equal(run.stderr.trim().split('\n').length, 1, 'one line');
     });
   }

@@ -95,14 +95,14 @@ export function configFlagLayer(options: object, keys: readonly string[]): Confi
 }
 
 /**
- * Why a command that works on the tree cannot run with `storage.type: "s3"`: only serve
- * and migrate-storage speak to a bucket yet (docs/storage.md), and working on the tree
+ * Why a command that works on the tree cannot run with `storage.type: "s3"`: only serve,
+ * populate and migrate-storage speak to a bucket yet (docs/storage.md), and working on the tree
  * while the config names a bucket would look like working on the bucket.
  */
 const BUCKET_STORAGE_REFUSAL =
-  'is "s3": this command works on the tree only, not on a bucket yet; with a bucket, `imageproxy serve` serves it and `imageproxy migrate-storage` copies between tree and bucket. Set storage.type to "tree" (the default) to work on the tree';
+  'is "s3": this command works on the tree only, not on a bucket yet; with a bucket, `imageproxy serve` and `imageproxy populate` work on it and `imageproxy migrate-storage` copies between tree and bucket. Set storage.type to "tree" (the default) to work on the tree';
 
-/** Which storage a command works with: the tree only (the default), or any (serve, migrate-storage, and commands that never touch the images). */
+/** Which storage a command works with: the tree only (the default), or any (serve, populate, migrate-storage, and commands that never touch the images). */
 export type StorageUse = 'tree' | 'any';
 
 /** The config as the common flags (and `flags`, a command's own layer) make it. */

@@ -138,17 +138,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   }
 
   // One store per process: a reload keeps its sockets (`storage` needs a restart).
-  const objects = options.config.storage.type === 's3' ? createObjectStore(options.config) : null;
-  const nodeId = storageNodeId();
-  const probeBucket = (store: S3ObjectStore): Promise<void> => probeObjectStore(store, nodeId, options.config.storage.callTimeoutMs);
-  if (objects !== null) {
-    try {
-      await refuseUnusableBucket(options.config, () => probeBucket(objects), logger);
-    } catch (error) {
-      objects.close();
-      throw error;
-    }
-  }
+  const bucket = options.config.storage.type === 's3' ? await openBucket(options.config, logger) : null;
+  const objects = bucket?.objects ?? null;
   // The takedown blocklist each image service checks: the tree's file under the root.
   const blocklistFor = (config: Config): BlocklistWatcher => watchBlocklist(root, { extraHosts: config.blockedHosts });
   const serviceOptions = (config: Config): Parameters<typeof createImageServiceFor>[2] => ({
@@ -218,7 +209,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     checkReadiness({
       tree: () => probeTreeWritable(root),
       // With a bucket, the images are there: the tree's bucket directories hold nothing.
-      ...(objects === null ? bucketChecks(root, Object.keys(settings.config.buckets)) : { storage: () => probeBucket(objects) }),
+      ...(bucket === null ? bucketChecks(root, Object.keys(settings.config.buckets)) : { storage: bucket.probe }),
       engine: () => probeEngine(parts.engine),
     });
 
@@ -382,32 +373,38 @@ export async function listenOn(server: Server, key: string, listen: string): Pro
   return `http://${shownHost}:${address.port}`;
 }
 
-/**
- * The bucket's store. The SDK is pinned (docs/storage.md): its notice that later releases
- * need a newer Node says nothing an operator of this version can act on, and would make
- * a refused start's one line ten.
- */
-function createObjectStore(config: Config): S3ObjectStore {
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  return new S3ObjectStore(s3StoreSettingsOf(config.storage));
+/** The bucket of `storage.type: "s3"`: its store, and the readiness probe of this process. */
+export interface OpenBucket {
+  objects: S3ObjectStore;
+  probe(): Promise<void>;
 }
 
 /**
- * Probes the bucket once at start. Credentials refused or no such bucket: the start is
- * refused, naming the bucket, the gateway and what it said (an operator must act). The
- * gateway unreachable: the server starts anyway, says so, and answers misses 503 until
- * it returns (/readyz says not ready meanwhile).
+ * The bucket's store, probed once (a PUT, GET and DELETE of this process's readiness
+ * object). Credentials refused or no such bucket: StartRefused naming the bucket, the
+ * gateway and what it said (an operator must act). The gateway not answering: the start
+ * goes on, with a warning; misses answer 503 until it answers (/readyz says not ready).
+ * The SDK is pinned (docs/storage.md): its notice that later releases need a newer Node
+ * says nothing an operator of this version can act on, and would make that one line ten.
  */
-async function refuseUnusableBucket(config: Config, probe: () => Promise<void>, logger: Logger): Promise<void> {
+export async function openBucket(config: Config, logger: Logger): Promise<OpenBucket> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const objects = new S3ObjectStore(s3StoreSettingsOf(config.storage));
+  const nodeId = storageNodeId();
+  const probe = (): Promise<void> => probeObjectStore(objects, nodeId, config.storage.callTimeoutMs);
   try {
     await probe();
   } catch (error) {
     const cause = error instanceof Error ? error.cause : undefined;
     const code = isImageproxyError(cause) ? cause.code : null;
     const where = `storage.bucket ${config.storage.bucket ?? ''} at ${config.storage.endpoint ?? `AWS ${config.storage.region}`}`;
-    if (code === 'storage_denied' || code === 'storage_failed') throw new StartRefused(`${where} cannot be used: ${(error as Error).message}`);
+    if (code === 'storage_denied' || code === 'storage_failed') {
+      objects.close();
+      throw new StartRefused(`${where} cannot be used: ${(error as Error).message}`);
+    }
     logger.warn({ reason: (error as Error).message }, `${where} does not answer; starting anyway: misses answer 503 storage_unavailable until it does`);
   }
+  return { objects, probe };
 }
 
 function delay(ms: number): Promise<void> {
