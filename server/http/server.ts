@@ -376,7 +376,7 @@ export async function listenOn(server: Server, key: string, listen: string): Pro
 /** The bucket of `storage.type: "s3"`: its store, and the readiness probe of this process. */
 export interface OpenBucket {
   objects: S3ObjectStore;
-  probe(): Promise<void>;
+  probe: () => Promise<void>;
 }
 
 /**
