@@ -18,7 +18,9 @@ import { IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
 import { originalFactsOf, variantRecordOfObject } from '../server/storage/objectMetadata.js';
 import { imageObjectName } from '../server/storage/objectNames.js';
 import { S3ObjectStore } from '../server/storage/s3Store.js';
-import { sha256Hex } from '../server/tree/originals.js';
+import { sha256Hex, type OriginalImage } from '../server/tree/originals.js';
+import { createS3Backend } from '../server/storage/s3Backend.js';
+import { ImageStore } from '../server/tree/store.js';
 import { runCli, startCli } from './cliProcess.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, until, type Answer } from './helpers.js';
 import { startOrigin, type Origin } from './origin.js';
@@ -267,6 +269,31 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
     // Each server fetches an image at most once (its own single-flight); the create
     // keeps one object whichever finished first.
     for (const [index, count] of fetchCounts.entries()) assert.ok(count >= 1 && count <= 2, `${paths[index]}: ${count} origin requests`);
+  });
+
+  it('an original another node stored first: the create keeps the winner\'s object, and the loser answers it', async () => {
+    const store = storeAt('race');
+    const backend = createS3Backend(store, { locks: new ImageStore(join(work, 'race-locks')) });
+    const [winnerBytes, loserBytes] = [await photoJpeg(), await photoJpeg()];
+    const key = keyOf('/race.jpg');
+    const provenance = { sourceUrl: imageUrlOf('/race.jpg'), originContentType: 'image/jpeg', fetchedAt: new Date().toISOString() };
+    const imageOf = (bytes: Buffer): OriginalImage => ({ format: 'jpeg', width: 400, height: 300, frames: 1, bytes });
+    const winner = await backend.storeOriginal('i', key, imageOf(winnerBytes), provenance);
+    const loser = await backend.storeOriginal('i', key, imageOf(loserBytes), provenance);
+    assert.equal(winner.object?.sha256, sha256Hex(winnerBytes));
+    assert.deepEqual(loser.object, winner.object, "the loser's answer is the winner's object");
+    assert.equal(loser.bytes, winnerBytes.length);
+    const kept = await store.get(objectOf('/race.jpg'), { maxBytes: CAP });
+    assert.ok(kept !== null);
+    assertSameBytes(kept.bytes, winnerBytes, "the winner's bytes stay");
+    assert.equal(kept.info.etag, winner.object?.etag, 'the ETag of a PUT is the MD5 of its bytes');
+    // A server asked afterwards finds the winner's object and fetches nothing.
+    bodies.set('/race.jpg', loserBytes);
+    const server = await startS3Server('race');
+    const hit = await get(server, linkOf('/race.jpg'));
+    assertImage(hit, 'the stored original');
+    assertSameBytes(hit.body, winnerBytes, "the winner's object is answered");
+    assert.equal(fetchesOf('/race.jpg'), 0);
   });
 
   it('the gateway gone: a miss answers 503 storage_unavailable with Retry-After within the deadline, /readyz not ready; both fine again once it is back', async () => {
