@@ -1,6 +1,6 @@
 // The `storage` settings (server/config/schema.ts, server/config/storageSettings.ts):
 // defaults, variables, refusals that name the key (credentials above all), and the
-// commands that refuse `storage.type: "s3"` until serving from a bucket exists.
+// commands that refuse `storage.type: "s3"` because they work on the tree only.
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,7 +22,18 @@ function refusal(layer: ConfigLayer): ConfigError {
 
 describe('storage settings', () => {
   it('default: the tree; an S3 bucket only when configured', () => {
-    assert.deepEqual(DEFAULT_CONFIG.storage, { type: 'tree', endpoint: null, bucket: null, region: 'us-east-1', prefix: '', forcePathStyle: null, cacheDir: null, cacheMaxSize: '10g' });
+    assert.deepEqual(DEFAULT_CONFIG.storage, {
+      type: 'tree',
+      endpoint: null,
+      bucket: null,
+      region: 'us-east-1',
+      prefix: '',
+      forcePathStyle: null,
+      cacheDir: null,
+      cacheMaxSize: '10g',
+      callTimeoutMs: 10_000,
+      connectTimeoutMs: 2000,
+    });
   });
 
   it('set by variables', () => {
@@ -36,6 +47,8 @@ describe('storage settings', () => {
         IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'false',
         IMAGEPROXY_STORAGE_CACHE_DIR: '/var/cache/imageproxy',
         IMAGEPROXY_STORAGE_CACHE_MAX_SIZE: '512m',
+        IMAGEPROXY_STORAGE_CALL_TIMEOUT_MS: '4000',
+        IMAGEPROXY_STORAGE_CONNECT_TIMEOUT_MS: '500',
       }),
     });
     assert.deepEqual(config.storage, {
@@ -47,6 +60,8 @@ describe('storage settings', () => {
       forcePathStyle: false,
       cacheDir: '/var/cache/imageproxy',
       cacheMaxSize: '512m',
+      callTimeoutMs: 4000,
+      connectTimeoutMs: 500,
     });
     assert.equal(buildConfig({ env: envLayer({ IMAGEPROXY_STORAGE_FORCE_PATH_STYLE: 'auto' }) }).storage.forcePathStyle, null);
   });
@@ -64,6 +79,8 @@ describe('storage settings', () => {
     { name: 'a cache size without a unit', storage: { cacheMaxSize: '10' }, key: 'storage.cacheMaxSize', message: /size such as 512m or 10g/ },
     { name: 'a cache size under a megabyte', storage: { cacheMaxSize: '100k' }, key: 'storage.cacheMaxSize', message: /size such as 512m or 10g/ },
     { name: 'an empty cache directory', storage: { cacheDir: '' }, key: 'storage.cacheDir', message: /must not be empty/ },
+    { name: 'a call deadline under 100 ms', storage: { callTimeoutMs: 50 }, key: 'storage.callTimeoutMs', message: /100/ },
+    { name: 'a connect timeout of 0', storage: { connectTimeoutMs: 0 }, key: 'storage.connectTimeoutMs', message: /100/ },
     { name: 'secretAccessKey', storage: { secretAccessKey: 'x' }, key: 'storage.secretAccessKey', message: CREDENTIALS },
     { name: 'accessKeyId', storage: { accessKeyId: 'AKID' }, key: 'storage.accessKeyId', message: CREDENTIALS },
     { name: 'credentials', storage: { credentials: {} }, key: 'storage.credentials', message: CREDENTIALS },
@@ -96,6 +113,7 @@ describe('storage settings', () => {
       assert.equal(settings.endpoint, testCase.endpoint);
       assert.equal(settings.forcePathStyle, testCase.forcePathStyle);
       assert.equal(settings.credentials, undefined, "the SDK's chain, never the config");
+      assert.deepEqual([settings.callTimeoutMs, settings.connectTimeoutMs], [10_000, 2000], 'the timeouts reach the store');
     });
   }
 
@@ -116,11 +134,13 @@ describe('commands with storage.type "s3" (the built command)', () => {
 
   after(() => removeTempRoot(work));
 
-  for (const command of [['serve'], ['init-buckets']]) {
-    it(`${command.join(' ')} refuses to start, naming migrate-storage`, async () => {
+  // serve, populate (test/s3Serve.test.ts), the takedown commands, stats and check
+  // (test/bucketTakedown.test.ts) and nginx-config (test/nginxS3.test.ts) work with a bucket.
+  for (const command of [['init-buckets']]) {
+    it(`${command.join(' ')} refuses to start, naming the commands that work on a bucket`, async () => {
       const run = await runCli([...command, '--config', config], { cwd: work });
       assert.equal(run.code, 2, run.stderr);
-      assert.match(run.stderr, /config storage\.type: is "s3": serving from a bucket is not built yet; what works today is `imageproxy migrate-storage --to s3`/);
+      assert.match(run.stderr, /config storage\.type: is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket/);
       assert.equal(run.stderr.trim().split('\n').length, 1, 'one line');
     });
   }

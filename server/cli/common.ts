@@ -95,12 +95,12 @@ export function configFlagLayer(options: object, keys: readonly string[]): Confi
 }
 
 /**
- * Why a command that works on the tree cannot run with `storage.type: "s3"`: nothing but
- * migrate-storage speaks to a bucket yet (docs/storage.md), and serving the tree while
- * the config names a bucket would look like serving from it.
+ * Why a command that works on the tree cannot run with `storage.type: "s3"`: working on
+ * the tree while the config names a bucket would look like working on the bucket
+ * (docs/storage.md says which commands speak to a bucket).
  */
 const BUCKET_STORAGE_REFUSAL =
-  'is "s3": serving from a bucket is not built yet; what works today is `imageproxy migrate-storage --to s3` (copies the tree into the bucket). Set storage.type to "tree" (the default) to serve the tree';
+  'is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket. Set storage.type to "tree" (the default) to work on the tree';
 
 /** The commands that work on a bucket as well as on the tree (docs/storage.md): each passes its name as its StorageUse. */
 const BUCKET_COMMANDS = ['purge', 'block', 'unblock', 'stats', 'check'] as const;

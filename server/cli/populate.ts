@@ -35,6 +35,9 @@ import {
 } from '../ops/populateList.js';
 import type { SizeSpec } from '../contract/sizes.js';
 import { ImageStore } from '../tree/store.js';
+import { treeBackend, type ImageBackend } from '../storage/imageBackend.js';
+import { createS3Backend } from '../storage/s3Backend.js';
+import { StartRefused, openBucket, type OpenBucket } from '../http/server.js';
 import {
   EXIT_FAILURES,
   EXIT_INTERRUPTED,
@@ -87,7 +90,7 @@ function classTargets(target: PopulateTarget, formats: readonly ModernFormat[]):
 }
 
 /** Whether a format class's thumbnail is stored (what populate would otherwise make). */
-async function classStored(store: ImageStore, target: PopulateTarget, size: SizeSpec & { kind: 'box' }, format: ModernFormat): Promise<boolean> {
+async function classStored(store: ImageBackend, target: PopulateTarget, size: SizeSpec & { kind: 'box' }, format: ModernFormat): Promise<boolean> {
   return (await store.findClassVariant(target.bucket, target.key, size.label, format)) !== null;
 }
 
@@ -103,12 +106,12 @@ async function populateTarget(parts: ImageServiceParts, target: PopulateTarget, 
   let made = false;
   try {
     for (const size of targetSizes(target)) {
-      if ((await parts.store.find(target.bucket, target.key, labelOf(size))) !== null) continue;
+      if ((await parts.backend.find(target.bucket, target.key, labelOf(size))) !== null) continue;
       await parts.service.get(requestFor(target, size));
       made = true;
     }
     for (const { size, format } of classTargets(target, formats)) {
-      if (await classStored(parts.store, target, size, format)) continue;
+      if (await classStored(parts.backend, target, size, format)) continue;
       await parts.service.get(requestFor(target, size, format));
       made = true;
     }
@@ -172,8 +175,8 @@ function readLines(file: string): AsyncIterable<string> {
   return createInterface({ input: createReadStream(file), crlfDelay: Infinity });
 }
 
-/** `--dry-run`: what each line would come to, from the tree alone. */
-async function dryRun(file: string, rules: PopulateLineRules, formats: readonly ModernFormat[], store: ImageStore): Promise<number> {
+/** `--dry-run`: what each line would come to, from the store alone (a bucket's backoff records are per process: none). */
+async function dryRun(file: string, rules: PopulateLineRules, formats: readonly ModernFormat[], store: ImageBackend): Promise<number> {
   const seen = new Set<string>();
   const counts = { stored: 0, fetch: 0, backoff: 0, failed: 0, duplicates: 0 };
   for await (const raw of readLines(file)) {
@@ -216,21 +219,38 @@ interface Job {
 }
 
 async function populate(file: string, options: PopulateOptions): Promise<number> {
-  const config = loadConfig(options, configFlagLayer(options, POPULATE_CONFIG_FLAGS));
+  const config = loadConfig(options, configFlagLayer(options, POPULATE_CONFIG_FLAGS), 'any');
   const rules = lineRules(config, options);
   const formats = formatsOf(options);
   const concurrency = parsePositiveInteger('--concurrency', options.concurrency);
   const perHost = parsePositiveInteger('--per-host', options.perHost);
   const dry = options.dryRun === true;
   await checkFiles(file, dry);
-  if (dry) return dryRun(file, rules, formats, new ImageStore(resolve(config.root)));
   // Logs go to stderr beside the progress display; stdout carries the summary.
   const logger: Logger = pino({ level: options.logLevel, base: { service: 'imageproxy' } }, pino.destination(2));
-  const parts = await createImageServiceFor(config, logger);
+  const bucket = await bucketOf(config, logger);
   try {
-    return await populateFromList(file, { ...rules, formats }, { total: concurrency, perHost }, parts, logger);
+    const tree = new ImageStore(resolve(config.root));
+    if (dry) return await dryRun(file, rules, formats, bucket === null ? treeBackend(tree) : createS3Backend(bucket.objects, { locks: tree }));
+    const parts = await createImageServiceFor(config, logger, bucket === null ? {} : { objects: bucket.objects });
+    try {
+      return await populateFromList(file, { ...rules, formats }, { total: concurrency, perHost }, parts, logger);
+    } finally {
+      await parts.close();
+    }
   } finally {
-    await parts.close();
+    bucket?.objects.close();
+  }
+}
+
+/** With `storage.type: "s3"`, the bucket, probed as serve probes it (one line when it refuses us); null for the tree. */
+async function bucketOf(config: Config, logger: Logger): Promise<OpenBucket | null> {
+  if (config.storage.type !== 's3') return null;
+  try {
+    return await openBucket(config, logger);
+  } catch (error) {
+    if (error instanceof StartRefused) throw new UsageError(error.message);
+    throw error;
   }
 }
 

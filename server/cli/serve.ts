@@ -10,11 +10,12 @@ import type { Command } from 'commander';
 import { relative, resolve } from 'node:path';
 import { ConfigError, type Config, type ConfigLayer } from '../config/config.js';
 import { StartInterrupted, WorkersFailedToStart, runPrimary, shareWorkerMetrics, workerSlot } from '../http/cluster.js';
-import { ReloadRefused, StartRefused, startServer, type RunningServer } from '../http/server.js';
+import { ReloadRefused, StartRefused, openBucket, startServer, type OpenBucket, type RunningServer } from '../http/server.js';
 import { startDescriptorWatch } from '../observe/descriptorWatch.js';
 import { createLogger, type Logger } from '../observe/log.js';
 import { endBySignal, exitProcess } from './processExit.js';
 import { probeTreeWritable } from '../http/readiness.js';
+import { normalizeStorePrefix } from '../storage/objectNames.js';
 import { SECRET_FLAG_WARNING, resolveSecrets } from '../config/secrets.js';
 import { EXIT_INTERRUPTED, UsageError, configFlagLayer, loadConfig, withCommon, withConfigFlags, type CommonOptions } from './common.js';
 
@@ -47,7 +48,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const slot = workerSlot();
   // A worker of `--workers N` leaves the admin listener to the primary (server/http/cluster.ts).
   const adapt = (loaded: Config): Config => (slot === null ? loaded : { ...loaded, admin: { listen: null } });
-  const config = adapt(loadConfig(options, flags));
+  const config = adapt(loadConfig(options, flags, 'any'));
   const root = resolve(config.root);
   // Before the secret is generated under it, and before anything listens.
   try {
@@ -78,6 +79,7 @@ async function serve(options: ServeOptions): Promise<void> {
   };
   const startFields = {
     root,
+    storage: config.storage.type === 'tree' ? 'tree' : `s3 ${config.storage.bucket ?? ''}/${normalizeStorePrefix(config.storage.prefix)} at ${config.storage.endpoint ?? config.storage.region}`,
     buckets: Object.keys(config.buckets),
     sizes: config.sizes,
     engine: config.engine,
@@ -90,8 +92,19 @@ async function serve(options: ServeOptions): Promise<void> {
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
   if (slot === null && config.workers > 1) {
     let primary;
+    let bucket: OpenBucket | null = null;
     try {
-      primary = await runPrimary({ workers: config.workers, root, buckets: Object.keys(config.buckets), adminListen: config.admin.listen, shutdownGraceMs: config.shutdownGraceMs, logger });
+      // Probed here first: a bucket that refuses us is said once, not once per worker.
+      if (config.storage.type === 's3') bucket = await openBucket(config, logger);
+      primary = await runPrimary({
+        workers: config.workers,
+        root,
+        buckets: Object.keys(config.buckets),
+        ...(bucket === null ? {} : { storageProbe: bucket.probe }),
+        adminListen: config.admin.listen,
+        shutdownGraceMs: config.shutdownGraceMs,
+        logger,
+      });
     } catch (error) {
       // The worker has said why on stderr.
       if (error instanceof WorkersFailedToStart) process.exit(error.exitCode);
@@ -109,6 +122,7 @@ async function serve(options: ServeOptions): Promise<void> {
     if (secrets.generatedAt !== null) process.stderr.write(firstLinkExample(primary.url, root, config));
     warnSecretFlag();
     const code = await primary.stopped;
+    bucket?.objects.close();
     logger.info({ code }, 'stopped: every worker has exited');
     process.exit(code);
   }
@@ -160,7 +174,7 @@ async function reload(options: ServeOptions, flags: ConfigLayer, adapt: (loaded:
   let config: Config;
   let secrets: string[];
   try {
-    config = adapt(loadConfig(options, flags));
+    config = adapt(loadConfig(options, flags, 'any'));
     // No secret is generated on reload: one that vanished is an error to see, not to paper over.
     secrets = resolveSecrets(config, false).secrets;
   } catch (error) {

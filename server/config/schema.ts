@@ -192,7 +192,7 @@ const NGINX_CACHE_SIZE_PATTERN = /^(?:[1-9][0-9]{3,9}k|[1-9][0-9]{0,6}m|[1-9][0-
 // Off by default: the tree under `root` is the store until a site moves (docs/storage.md).
 const STORAGE = group({
   type: setting(oneOf(STORAGE_TYPES), 'tree', {
-    doc: 'where images live: tree (files under root) or s3 (a bucket; serving from it is not built yet: migrate-storage)',
+    doc: 'where images live: tree (files under root) or s3 (a bucket, docs/storage.md; init-buckets and import-legacy refuse it)',
     env: 'IMAGEPROXY_STORAGE_TYPE',
   }),
   endpoint: setting(
@@ -247,6 +247,16 @@ const STORAGE = group({
     doc: "the bound of nginx's local cache of objects (s3), an nginx size",
     env: 'IMAGEPROXY_STORAGE_CACHE_MAX_SIZE',
     values: 'number with k, m or g',
+  }),
+  // The store's own defaults (server/storage/s3Store.ts): a miss fails 503 storage_unavailable
+  // within seconds of a gateway gone, well within nginx's proxy_read_timeout.
+  callTimeoutMs: setting(integer(100, 600_000), 10_000, {
+    doc: 'the deadline of each call to the gateway, its retries included; past it a miss answers 503 storage_unavailable',
+    env: 'IMAGEPROXY_STORAGE_CALL_TIMEOUT_MS',
+  }),
+  connectTimeoutMs: setting(integer(100, 60_000), 2000, {
+    doc: "TCP connect (and TLS handshake) to the gateway: seconds mean it is down",
+    env: 'IMAGEPROXY_STORAGE_CONNECT_TIMEOUT_MS',
   }),
 })
   .superRefine((storage, context) => {

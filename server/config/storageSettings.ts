@@ -15,5 +15,7 @@ export function s3StoreSettingsOf(storage: Config['storage']): S3StoreSettings {
     region: storage.region,
     prefix: storage.prefix,
     forcePathStyle: storage.forcePathStyle ?? storage.endpoint !== null,
+    callTimeoutMs: storage.callTimeoutMs,
+    connectTimeoutMs: storage.connectTimeoutMs,
   };
 }

@@ -5,6 +5,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
 import helmet from 'helmet';
 import type { Config } from '../config/config.js';
 import { ImageproxyError, asError, toImageproxyError } from '../errors.js';
@@ -12,6 +13,7 @@ import type { ImageAnswer, ImageService } from '../service/imageService.js';
 import { storageKey } from '../contract/layout.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../contract/link.js';
 import type { Logger } from '../observe/log.js';
+import type { StoredImage } from '../tree/store.js';
 import { LogThrottle } from '../observe/logThrottle.js';
 import { SAFE_READ_FLAGS } from '../tree/regularFile.js';
 import { shortUrl, summarizeCause } from '../observe/logFields.js';
@@ -147,7 +149,7 @@ export function createApp(deps: AppDependencies): express.Express {
     const answer = await untilGraceOver(images.get({ link, imageUrl, key, accept: req.headers.accept }), deps.lifecycle?.graceOver);
     // The work is done and kept (the next request is a hit); only the answer has no one to go to.
     if (clientWentAway(res)) throw new ClientClosed('before the answer');
-    const served = await deliver(req, res, answer, config);
+    const served = await deliver(req, res, answer, config, images);
     metrics.servedResponses.inc({ format: served.format });
     metrics.servedBytes.inc({ format: served.format }, served.bytes);
     countAnswer(req, res, answer.kind === 'stored' ? answer.cache : answer.kind);
@@ -213,7 +215,7 @@ interface Served {
   bytes: number;
 }
 
-function deliver(req: Request, res: Response, answer: ImageAnswer, config: Config): Promise<Served> {
+function deliver(req: Request, res: Response, answer: ImageAnswer, config: Config, images: ImageService): Promise<Served> {
   const head = req.method === 'HEAD';
   if (answer.kind === 'passthrough') {
     res.status(200).set({
@@ -241,20 +243,21 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
     return Promise.resolve({ format: image.ext, bytes: head ? 0 : image.bytes });
   }
   if (answer.content !== undefined && isPlainGet(req)) {
-    // Just written by this request: the same answer sendFile would give, without
-    // reading the file back.
+    // Just written by this request: the same answer sendFile (or the object's GET)
+    // would give, without reading it back.
     const modified = new Date(image.modifiedMs);
     res.status(200).set({
       'Content-Type': contentType,
-      'Accept-Ranges': 'bytes',
+      ...(image.object === undefined ? { 'Accept-Ranges': 'bytes' } : {}),
       'Cache-Control': cacheControl,
       'Last-Modified': modified.toUTCString(),
-      ETag: fileEtag(answer.content.length, modified),
+      ETag: image.object === undefined ? fileEtag(answer.content.length, modified) : objectEtag(image.object.etag),
       'Content-Length': String(answer.content.length),
     });
     res.end(head ? undefined : answer.content);
     return Promise.resolve({ format: image.ext, bytes: head ? 0 : answer.content.length });
   }
+  if (image.object !== undefined) return deliverObject(req, res, image, contentType, cacheControl, images);
   return new Promise((resolve, reject) => {
     res.type(contentType);
     // send keeps a Cache-Control already set.
@@ -281,6 +284,47 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
       reject(asError(error));
     });
   });
+}
+
+/**
+ * An image kept as an object, streamed from the gateway (delivery `direct`): its ETag
+ * and Last-Modified, conditional requests answered 304 without a GET, a HEAD from the
+ * lookup's facts. A Range is answered 200 whole (ranges are nginx's, in front).
+ */
+async function deliverObject(req: Request, res: Response, image: StoredImage, contentType: string, cacheControl: string, images: ImageService): Promise<Served> {
+  const facts = { etag: image.object?.etag ?? '', modifiedMs: image.modifiedMs };
+  const validators = (etag: string, modifiedMs: number): Record<string, string> => ({
+    'Cache-Control': cacheControl,
+    'Last-Modified': new Date(modifiedMs).toUTCString(),
+    ETag: objectEtag(etag),
+  });
+  res.set(validators(facts.etag, facts.modifiedMs));
+  if (req.fresh) {
+    res.status(304).end();
+    return { format: image.ext, bytes: 0 };
+  }
+  if (req.method === 'HEAD') {
+    res.status(200).set({ 'Content-Type': contentType, 'Content-Length': String(image.bytes) }).end();
+    return { format: image.ext, bytes: 0 };
+  }
+  const abandoned = new AbortController();
+  res.once('close', () => abandoned.abort());
+  const opened = (await images.openStored?.(image, { signal: abandoned.signal })) ?? null;
+  // Removed (purged) between the lookup and the GET.
+  if (opened === null) throw new ImageproxyError('not_stored', 'image is not stored', { detail: `${image.relativePath} removed since it was looked up` });
+  res.status(200).set({ ...validators(opened.etag, opened.modifiedMs), 'Content-Type': contentType, 'Content-Length': String(opened.bytes) });
+  try {
+    await pipeline(opened.body, res);
+  } catch (error) {
+    if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) throw new ClientClosed('during the answer');
+    throw error;
+  }
+  return { format: image.ext, bytes: opened.bytes };
+}
+
+/** The gateway's entity tag as an ETag header (strong: the object's bytes, never changed in place). */
+function objectEtag(etag: string): string {
+  return `"${etag}"`;
 }
 
 /** A pass-through's extension from its content type (`image/jpeg` → `jpg`). */

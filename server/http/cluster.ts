@@ -46,6 +46,8 @@ export interface PrimaryOptions {
   root: string;
   /** The configured bucket names: /readyz probes each bucket directory. */
   buckets: readonly string[];
+  /** With `storage.type: "s3"`: /readyz probes the bucket (server.ts openBucket) instead of the bucket directories. */
+  storageProbe?: () => Promise<void>;
   /** The admin listener's address, or null for none. */
   adminListen: string | null;
   shutdownGraceMs: number;
@@ -174,7 +176,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<RunningPrimar
         ready: () =>
           checkReadiness({
             tree: () => probeTreeWritable(options.root),
-            ...bucketChecks(options.root, options.buckets),
+            ...(options.storageProbe === undefined ? bucketChecks(options.root, options.buckets) : { storage: options.storageProbe }),
             workers: () =>
               listening.size === 0 ? Promise.reject(new Error(`none of ${options.workers} workers is listening`)) : Promise.resolve(),
           }),

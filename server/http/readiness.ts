@@ -1,11 +1,15 @@
 /**
  * The checks behind `/readyz` and the start refusal: the tree takes a write (write, fsync,
  * rename and remove a probe file in `{root}/.imageproxy/`), so does every bucket
- * directory, and the resize engine answers.
+ * directory, the resize engine answers, and with `storage.type: "s3"` the bucket takes
+ * a PUT, GET and DELETE of an object of this node's own.
  * Thin I/O; each check throws an Error whose message names what failed.
  */
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { isImageproxyError } from '../errors.js';
+import type { ObjectStore } from '../storage/objectStore.js';
 import type { ResizeEngine } from '../images/engine.js';
 import { STATE_DIRECTORY } from '../contract/layout.js';
 import { writerUnique } from '../tree/atomicFile.js';
@@ -79,6 +83,44 @@ export function bucketChecks(root: string, buckets: readonly string[]): Record<s
       },
     ]),
   );
+}
+
+/** This process among the nodes sharing a bucket: host name and pid, as object-name characters. */
+export function storageNodeId(): string {
+  return `${hostname().replace(/[^A-Za-z0-9._-]/g, '_')}.${process.pid}`;
+}
+
+/** `.imageproxy/readyz/{node}`: the bucket probe's object, one per process so probes never race. */
+function readinessObjectName(nodeId: string): string {
+  return `${STATE_DIRECTORY}/readyz/${nodeId}`;
+}
+
+/**
+ * PUTs, GETs (same bytes) and DELETEs the node's probe object, all within `timeoutMs`:
+ * the bucket is reachable, our credentials are taken, and it keeps what it is given. A
+ * failure's message says the store's code and what the gateway said.
+ */
+export async function probeObjectStore(objects: ObjectStore, nodeId: string, timeoutMs: number): Promise<void> {
+  const name = readinessObjectName(nodeId);
+  const body = Buffer.from(`ready ${nodeId}\n`);
+  const deadline = AbortSignal.timeout(timeoutMs);
+  const probe = (async () => {
+    await objects.put(name, body, { contentType: 'text/plain', signal: deadline });
+    const got = await objects.get(name, { maxBytes: 1024, signal: deadline });
+    if (got === null || !got.bytes.equals(body)) throw new Error(`${name} read back ${got === null ? 'absent' : 'with other bytes'}`);
+    await objects.delete(name);
+  })();
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    deadline.addEventListener('abort', () => reject(new Error(`bucket probe ${name}: no answer within ${timeoutMs} ms`)), { once: true });
+  });
+  try {
+    await Promise.race([probe, timedOut]);
+  } catch (error) {
+    probe.catch(() => undefined);
+    if (deadline.aborted) throw new Error(`bucket probe ${name}: no answer within ${timeoutMs} ms`, { cause: error });
+    if (isImageproxyError(error)) throw new Error(`${error.code}: ${error.detail ?? error.message}`, { cause: error });
+    throw error;
+  }
 }
 
 /** Resizes a tiny image: the engine (sharp's library, jimp's workers) is loaded and answers. */

@@ -11,12 +11,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { splitListen, type Config } from '../config/config.js';
-import { createImageServiceFor, damagedKind } from '../service/imageServiceFactory.js';
+import { blocklistOf, createImageServiceFor, damagedKind } from '../service/imageServiceFactory.js';
 import type { ImageService } from '../service/imageService.js';
 import type { Logger } from '../observe/log.js';
 import { createMetrics, type Metrics } from '../observe/metrics.js';
-import { bucketChecks, checkReadiness, probeEngine, probeTreeWritable, type ReadinessReport } from './readiness.js';
+import { bucketChecks, checkReadiness, probeEngine, probeObjectStore, probeTreeWritable, storageNodeId, type ReadinessReport } from './readiness.js';
 import type { ImageStore } from '../tree/store.js';
+import { S3ObjectStore } from '../storage/s3Store.js';
+import { s3StoreSettingsOf } from '../config/storageSettings.js';
+import type { BlocklistWatcher } from '../takedown/blocklistStore.js';
+import { isImageproxyError } from '../errors.js';
 import { startTreeHealing } from '../tree/healing.js';
 import { startTreeStatsRefresh, type TreeStatsRefresh } from '../stats/treeStatsRefresh.js';
 import { createAdminHandler } from './admin.js';
@@ -78,7 +82,7 @@ export interface StartOptions {
   maxRequestsWaiting?: number;
 }
 
-/** The server could not start: the root cannot be written, or an address is taken. One line, for the CLI. */
+/** The server could not start: the root cannot be written, an address is taken, the bucket refuses us. One line, for the CLI. */
 export class StartRefused extends Error {}
 
 /** A reload that would need a restart; the running settings are kept. */
@@ -133,7 +137,19 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     throw new StartRefused(`root ${root} cannot be created or written: ${(error as Error).message}`);
   }
 
-  let parts = await createImageServiceFor(options.config, logger, { metrics, ...clock });
+  // One store per process: a reload keeps its sockets (`storage` needs a restart).
+  const bucket = options.config.storage.type === 's3' ? await openBucket(options.config, logger) : null;
+  const objects = bucket?.objects ?? null;
+  // The takedown blocklist each image service checks: the tree's file under the root, or the bucket's object.
+  const blocklistFor = (config: Config): BlocklistWatcher => blocklistOf(config, logger, objects ?? undefined);
+  const serviceOptions = (config: Config): Parameters<typeof createImageServiceFor>[2] => ({
+    metrics,
+    ...clock,
+    blocklist: blocklistFor(config),
+    ...(objects === null ? {} : { objects }),
+  });
+
+  let parts = await createImageServiceFor(options.config, logger, serviceOptions(options.config));
   let images = counted(parts.service);
   let settings: AppSettings = { config: options.config, secrets: [...options.secrets], images: images.service };
   const { store } = parts;
@@ -192,12 +208,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const ready = (): Promise<ReadinessReport> =>
     checkReadiness({
       tree: () => probeTreeWritable(root),
-      ...bucketChecks(root, Object.keys(settings.config.buckets)),
+      // With a bucket, the images are there: the tree's bucket directories hold nothing.
+      ...(bucket === null ? bucketChecks(root, Object.keys(settings.config.buckets)) : { storage: bucket.probe }),
       engine: () => probeEngine(parts.engine),
     });
 
   const url = await listenOn(server, 'listen', settings.config.listen).catch(async (error: unknown) => {
     await parts.close();
+    objects?.close();
     throw error;
   });
   let admin: Server | null = null;
@@ -210,14 +228,17 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     } catch (error) {
       server.close();
       await parts.close();
+      objects?.close();
       throw error;
     }
   }
 
+  // The tree's jobs walk its bucket directories: with the images in a bucket there is nothing there.
+  const treeJobs = options.treeJobs !== false && objects === null;
   const healing = startTreeHealing({
     root: store.root,
     buckets: Object.keys(settings.config.buckets),
-    intervalSeconds: options.treeJobs === false ? 0 : settings.config.healIntervalSeconds,
+    intervalSeconds: treeJobs ? settings.config.healIntervalSeconds : 0,
     tempMaxAgeMs: settings.config.tempMaxAgeSeconds * 1000,
     maxImageBytes: settings.config.limits.maxBytes,
     verifyPerPass: settings.config.healVerifyPerPass,
@@ -228,7 +249,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     startTreeStatsRefresh({
       root: store.root,
       buckets: Object.keys(config.buckets),
-      intervalSeconds: options.treeJobs === false ? 0 : config.statsRefreshSeconds,
+      intervalSeconds: treeJobs ? config.statsRefreshSeconds : 0,
       gauges: metrics.tree,
       logger,
     });
@@ -245,6 +266,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     if (config.admin.listen !== previous.config.admin.listen) {
       throw new ReloadRefused(`admin.listen cannot change on reload (${previous.config.admin.listen} → ${config.admin.listen}); restart instead`);
     }
+    if (JSON.stringify(config.storage) !== JSON.stringify(previous.config.storage)) {
+      throw new ReloadRefused('storage cannot change on reload; restart instead');
+    }
     const changed = (Object.keys(config) as Array<keyof Config>).filter(
       (key) => JSON.stringify(config[key]) !== JSON.stringify(previous.config[key]),
     );
@@ -254,7 +278,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const oldParts = parts;
     const oldImages = images;
     if (rebuild) {
-      parts = await createImageServiceFor(config, logger, { metrics, ...clock });
+      parts = await createImageServiceFor(config, logger, serviceOptions(config));
       images = counted(parts.service);
     }
     // One assignment: a request reads either the old settings or the new, never a mix.
@@ -298,6 +322,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     await healing.stop();
     await reloading.catch(() => undefined);
     await parts.close();
+    objects?.close();
     return { finished: Math.max(0, atSignal - cutShort), cutShort };
   };
 
@@ -348,6 +373,40 @@ export async function listenOn(server: Server, key: string, listen: string): Pro
   return `http://${shownHost}:${address.port}`;
 }
 
+/** The bucket of `storage.type: "s3"`: its store, and the readiness probe of this process. */
+export interface OpenBucket {
+  objects: S3ObjectStore;
+  probe: () => Promise<void>;
+}
+
+/**
+ * The bucket's store, probed once (a PUT, GET and DELETE of this process's readiness
+ * object). Credentials refused or no such bucket: StartRefused naming the bucket, the
+ * gateway and what it said (an operator must act). The gateway not answering: the start
+ * goes on, with a warning; misses answer 503 until it answers (/readyz says not ready).
+ * The SDK is pinned (docs/storage.md): its notice that later releases need a newer Node
+ * says nothing an operator of this version can act on, and would make that one line ten.
+ */
+export async function openBucket(config: Config, logger: Logger): Promise<OpenBucket> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const objects = new S3ObjectStore(s3StoreSettingsOf(config.storage));
+  const nodeId = storageNodeId();
+  const probe = (): Promise<void> => probeObjectStore(objects, nodeId, config.storage.callTimeoutMs);
+  try {
+    await probe();
+  } catch (error) {
+    const cause = error instanceof Error ? error.cause : undefined;
+    const code = isImageproxyError(cause) ? cause.code : null;
+    const where = `storage.bucket ${config.storage.bucket ?? ''} at ${config.storage.endpoint ?? `AWS ${config.storage.region}`}`;
+    if (code === 'storage_denied' || code === 'storage_failed') {
+      objects.close();
+      throw new StartRefused(`${where} cannot be used: ${(error as Error).message}`);
+    }
+    logger.warn({ reason: (error as Error).message }, `${where} does not answer; starting anyway: misses answer 503 storage_unavailable until it does`);
+  }
+  return { objects, probe };
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms).unref());
 }
@@ -384,6 +443,7 @@ function counted(service: ImageService): { service: ImageService; idle(): Promis
         const end = calls.begin();
         return service.get(request).finally(end);
       },
+      ...(service.openStored === undefined ? {} : { openStored: (image, openOptions) => service.openStored?.(image, openOptions) ?? Promise.resolve(null) }),
       ...(service.queueDepths === undefined ? {} : { queueDepths: () => service.queueDepths?.() ?? {} }),
       close: () => service.close(),
     },

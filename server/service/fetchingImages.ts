@@ -13,26 +13,35 @@ import type { Logger } from '../observe/log.js';
 import { createMetrics, type Metrics } from '../observe/metrics.js';
 import { FORMAT_INFO } from '../images/sniff.js';
 import { formatClassOf } from '../contract/accept.js';
-import type { ImageStore } from '../tree/store.js';
+import { ImageStore } from '../tree/store.js';
+import { treeBackend, type ImageBackend } from '../storage/imageBackend.js';
 import { createMissContext, createTakedownCheck } from './missSteps.js';
 import { createOriginalFlights, likelyExtension, type ImageFetcher } from './originalFlight.js';
 import { createVariantFlights } from './variantFlight.js';
 
 export interface FetchingServiceDependencies {
   config: Config;
-  store: ImageStore;
+  /** The tree (an ImageStore, or its backend) or a bucket (server/storage/imageBackend.ts). */
+  store: ImageStore | ImageBackend;
   fetcher: ImageFetcher;
   engine: ResizeEngine;
   logger: Logger;
   metrics?: Metrics;
   now?: () => number;
-  /** The takedown blocklist; by default the tree's own file, watched (server/takedown/blocklistStore.ts). */
+  /**
+   * The takedown blocklist, chosen by the caller (the tree's file, or the bucket's
+   * object); by default, for an ImageStore only, the tree's own file, watched
+   * (server/takedown/blocklistStore.ts).
+   */
   blocklist?: BlocklistWatcher;
 }
 
 export function createFetchingImageService(deps: FetchingServiceDependencies): ImageService {
-  const { config, store, engine } = deps;
-  const takedown = createTakedownCheck(deps.blocklist ?? watchBlocklist(store.root, { extraHosts: config.blockedHosts }));
+  const { config, engine } = deps;
+  const store = deps.store instanceof ImageStore ? treeBackend(deps.store) : deps.store;
+  const blocklist = deps.blocklist ?? (deps.store instanceof ImageStore ? watchBlocklist(deps.store.root, { extraHosts: config.blockedHosts }) : null);
+  if (blocklist === null) throw new Error('an image service over a bucket needs its blocklist watcher');
+  const takedown = createTakedownCheck(blocklist);
   const context = createMissContext({
     config,
     store,
@@ -69,9 +78,11 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         if (label === null) {
           const flight = originals.ensure(request, true);
           const image = await flight.stored;
-          // The prepared bytes are what was written, unless another process stored it first.
+          // The prepared bytes are what was written, unless another process (or, for a
+          // bucket, another node) stored it first: then its object is answered.
           const prepared = await flight.image;
-          return { kind: 'stored', image, cache: 'miss', ...(prepared === null ? {} : { content: prepared.bytes }) };
+          const written = prepared !== null && (image.object === undefined || image.object.sha256 === (prepared.sha256 ?? null));
+          return { kind: 'stored', image, cache: 'miss', ...(written ? { content: prepared.bytes } : {}) };
         }
         // The original looked up once, here; the thumbnail's flight is handed what was found.
         const original = stored === null ? await store.find(bucket, request.key, null, likely) : null;
@@ -87,6 +98,7 @@ export function createFetchingImageService(deps: FetchingServiceDependencies): I
         throw await context.asStorageError(thrown, request);
       }
     },
+    openStored: (image, options) => store.openImage(image, options),
     queueDepths: () => ({ fetch: originals.queueDepth(), resize: variants.queueDepth() }),
     close: () => engine.close(),
   };

@@ -6,6 +6,7 @@
 import type { FormatClass } from '../contract/accept.js';
 import type { ParsedLink } from '../contract/link.js';
 import type { StoredImage } from '../tree/store.js';
+import type { OpenedImage } from '../storage/imageBackend.js';
 
 export interface ImageRequest {
   link: ParsedLink;
@@ -57,6 +58,11 @@ export function variantLabelOf(request: ImageRequest): string | null {
 
 export interface ImageService {
   get(request: ImageRequest): Promise<ImageAnswer>;
+  /**
+   * A stored image kept as an object (`image.object` set), opened for sending; null when
+   * it went away since the lookup. Absent or null for a file: the app sends it by path.
+   */
+  openStored?(image: StoredImage, options?: { signal?: AbortSignal }): Promise<OpenedImage | null>;
   /** Work waiting or running now, by queue name (for the `imageproxy_queue_depth` gauge). */
   queueDepths?(): Record<string, number>;
   close(): Promise<void>;

@@ -12,7 +12,7 @@ import { ImageproxyError, toImageproxyError, type ErrorCode } from '../errors.js
 import type { Logger } from '../observe/log.js';
 import { shortUrl, summarizeCause } from '../observe/logFields.js';
 import type { Metrics } from '../observe/metrics.js';
-import type { ImageStore } from '../tree/store.js';
+import type { ImageBackend } from '../storage/imageBackend.js';
 import type { ImageRequest } from './imageService.js';
 
 /** Failures that say something about the origin or its bytes: retrying soon would fail again. */
@@ -48,14 +48,15 @@ export function createMissGate(context: Pick<MissContext, 'config' | 'metrics'>,
 /** What a miss is made with; each flight takes the parts it uses. */
 export interface MissContext {
   config: Config;
-  store: ImageStore;
+  /** The tree or a bucket (server/storage/imageBackend.ts). */
+  store: ImageBackend;
   logger: Logger;
   metrics: Metrics;
   now: () => number;
   takedown: TakedownCheck;
   /** Runs a step that may fail because of the origin or its bytes, recording such failures (see withBackoff). */
   withBackoff<T>(request: ImageRequest, stem: string, step: () => Promise<T>): Promise<T>;
-  /** A disk fault of a write below the request's key directory in our codes (ImageStore.explainWriteFailure). */
+  /** A disk fault of a write below the request's key directory in our codes (ImageBackend.explainWriteFailure). */
   asStorageError(thrown: unknown, request: ImageRequest): Promise<unknown>;
 }
 

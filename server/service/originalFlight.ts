@@ -2,7 +2,7 @@
  * The original's flight: one fetch per key however many requests and processes ask for
  * it. A place in the fetch queue, the cross-process lock, the fetch, the metadata strip,
  * the digests and the takedown check of the fetched bytes, then sidecar and image
- * committed by the store (ImageStore.commitOriginal). The prepared bytes are handed to
+ * committed by the store (ImageBackend.storeOriginal). The prepared bytes are handed to
  * the thumbnails waiting for them before they are written. `/proxy` links take the same
  * fetch and strip, and keep nothing.
  */
@@ -35,7 +35,7 @@ interface OriginalFlight {
    * For the thumbnail whose request started the flight (ensure's `companion`), null for
    * everyone else: once `image` gave it bytes, the flight waits for it to say what it
    * made (or null: nothing will be), and commits the two together
-   * (ImageStore.storeOriginalWithThumbnail). Resolves with the thumbnail committed; null
+   * (ImageBackend.storeOriginalWithThumbnail). Resolves with the thumbnail committed; null
    * when it offered nothing.
    */
   companion: CompanionThumbnail | null;

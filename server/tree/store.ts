@@ -85,13 +85,23 @@ export interface ImageStoreOptions {
 }
 
 export interface StoredImage {
-  /** Absolute path on disk. */
+  /** Absolute path on disk; '' for an object (no file). */
   path: string;
-  /** `/`-separated path below the root: what nginx's internal location appends. */
+  /** `/`-separated path below the root, or an object's name: what nginx's internal location appends. */
   relativePath: string;
   ext: ImageExtension;
   bytes: number;
   modifiedMs: number;
+  /** Set for an image kept as an object in a bucket (server/storage/s3Backend.ts) rather than a file. */
+  object?: StoredObjectFacts;
+}
+
+/** What an image object says of itself beside a file's facts. */
+interface StoredObjectFacts {
+  /** The gateway's entity tag, unquoted. */
+  etag: string;
+  /** The bytes' sha256 from the object's metadata; null when it has none. */
+  sha256: string | null;
 }
 
 /** Something ready to become visible in the tree, not visible yet (server/tree/atomicFile.ts). */
