@@ -125,6 +125,14 @@ describe('renderSystemdUnit', () => {
     });
   }
 
+  it('reads the optional environment file beside the config (the bucket credentials of storage.type s3)', () => {
+    const unit = renderSystemdUnit({ ...DEBIAN_UNIT_INPUT, configPath: '/srv/site-a/imageproxy.json' });
+    assert.deepEqual(
+      unit.split('\n').filter((line) => line.startsWith('EnvironmentFile=')),
+      ['EnvironmentFile=-/srv/site-a/environment'],
+    );
+  });
+
   it('contrib/imageproxy.service is the rendering of the Debian layout', async () => {
     assert.equal(await readFile(CONTRIB_UNIT, 'utf8'), renderSystemdUnit(DEBIAN_UNIT_INPUT));
   });

@@ -46,6 +46,11 @@ const ACCOUNT_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 /** What ProtectHome= hides: a path below one of them needs it read-only instead. */
 const HOME_DIRECTORIES = ['/home', '/root', '/run/user'];
 
+/** The environment file beside the config file: where the bucket's credentials go. */
+export function environmentFileOf(configPath: string): string {
+  return `${configPath.slice(0, configPath.lastIndexOf('/'))}/environment`;
+}
+
 function checkPath(key: string, value: string): string {
   if (!UNIT_PATH_PATTERN.test(value) || value.split('/').includes('..')) {
     throw new ConfigError(key, `must be an absolute path of letters, digits and ._/+@,:~=- (no space, no ..), got ${JSON.stringify(value)}`);
@@ -93,6 +98,9 @@ export function renderSystemdUnit(input: SystemdUnitInput): string {
     `WorkingDirectory=${installDir}`,
     `ExecStart=${nodePath} ${installDir}/dist/server/cli.js serve --config ${configPath}`,
     'Environment=NODE_ENV=production',
+    '# With storage.type "s3": AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (never in the',
+    '# config), one VAR=value per line, mode 0600; optional (the leading -).',
+    `EnvironmentFile=-${environmentFileOf(configPath)}`,
     'Restart=on-failure',
     'RestartSec=2s',
     '# SIGHUP (systemctl reload imageproxy) re-reads the config and secrets without a restart.',
