@@ -113,6 +113,7 @@ describe('two nodes (built serve + rendered nginx each) on one bucket of a real 
     bucket: gateway.bucket,
     region: gateway.region,
     prefix: PREFIX,
+    // The app's calls fail within seconds while the gateway is down, not at the default 10 s.
     callTimeoutMs: 3000,
     connectTimeoutMs: 1000,
     ...(cacheDir === null ? {} : { cacheDir, cacheMaxSize: '64m' }),
