@@ -176,15 +176,15 @@ const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'server'
 /**
  * Renders the standalone config as an admin does, with the built CLI from a config file:
  * `imageproxy nginx-config --config FILE --standalone-conf --out PREFIX` (with `--user`
- * when the tests run as root). Returns the written nginx.conf; the secrets module is
- * written beside it.
+ * when the tests run as root), `env` added to this process's environment (nginx's S3 keys).
+ * Returns the written nginx.conf; the secrets module is written beside it.
  */
-export async function renderStandaloneWithCli(configPath: string, prefixDir: string): Promise<string> {
+export async function renderStandaloneWithCli(configPath: string, prefixDir: string, env: Record<string, string> = {}): Promise<string> {
   const args = [CLI, 'nginx-config', '--config', configPath, '--standalone-conf', '--out', prefixDir];
   const user = testWorkerUser();
   if (user !== undefined) args.push('--user', user);
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.once('error', reject);

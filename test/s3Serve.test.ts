@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { fileStem, classVariantStem, storageKey } from '../server/contract/layout.js';
+import { fileStem, classVariantStem } from '../server/contract/layout.js';
 import type { RunningServer } from '../server/http/server.js';
 import { IMAGE_CACHE_CONTROL } from '../server/http/responseHeaders.js';
 import { originalFactsOf, variantRecordOfObject } from '../server/storage/objectMetadata.js';
@@ -22,7 +22,8 @@ import { sha256Hex, type OriginalImage } from '../server/tree/originals.js';
 import { createS3Backend } from '../server/storage/s3Backend.js';
 import { ImageStore } from '../server/tree/store.js';
 import { runCli, startCli } from './cliProcess.js';
-import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, signedPath, startLoopbackServer, until, type Answer } from './helpers.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, startLoopbackServer, until, type Answer } from './helpers.js';
+import { originImages } from './originImages.js';
 import { startOrigin, type Origin } from './origin.js';
 import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
 import type { ConfigLayer } from '../server/config/config.js';
@@ -62,12 +63,7 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
     return store;
   };
 
-  const fetchesOf = (path: string): number => origin.requests.filter((incoming) => incoming.url === path).length;
-  const imageUrlOf = (path: string): string => origin.url(path).href;
-  const keyOf = (path: string): string => storageKey(Buffer.from(imageUrlOf(path)));
-  const linkOf = (path: string, size?: string): string =>
-    signedPath({ secret: SECRET, imageUrl: imageUrlOf(path), atMs: Date.now(), ...(size === undefined ? {} : { size }) });
-  const objectOf = (path: string, label: string | null = null): string => imageObjectName('i', keyOf(path), fileStem(keyOf(path), label));
+  const { fetchesOf, imageUrlOf, keyOf, linkOf, objectOf } = originImages(() => origin, SECRET);
 
   /** A server of its own root on the gateway's bucket under `prefix`. */
   async function startS3Server(prefix: string, overrides: ConfigLayer = {}): Promise<RunningServer> {
