@@ -47,7 +47,7 @@ const ACCOUNT_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 const HOME_DIRECTORIES = ['/home', '/root', '/run/user'];
 
 /** The environment file beside the config file: where the bucket's credentials go. */
-export function environmentFileOf(configPath: string): string {
+function environmentFileOf(configPath: string): string {
   return `${configPath.slice(0, configPath.lastIndexOf('/'))}/environment`;
 }
 
