@@ -5,7 +5,7 @@
  * (object name, bytes, Content-Type, metadata read back), then the built `serve` on that
  * bucket answers links to the imported images without one origin request; a rerun
  * imports nothing; the bucket's blocklist is honoured; `--move` removes the legacy files;
- * `--link` is refused; the gateway down is one line and exit 1.
+ * `--link` is refused; the gateway down, or stopped mid-run, is one line and exit 1.
  */
 import assert from 'node:assert/strict';
 import { lstat, readFile, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -19,11 +19,11 @@ import { S3ObjectStore } from '../server/storage/s3Store.js';
 import { addEntries } from '../server/takedown/blocklist.js';
 import { updateBucketBlocklist } from '../server/takedown/bucketBlocklist.js';
 import { sha256Hex } from '../server/tree/originals.js';
-import { lines, runCli, startServeCli, type CliRun } from './cliProcess.js';
-import { assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, shortBody, signedPath } from './helpers.js';
+import { finishCli, lines, runCli, startCli, startServeCli, type CliRun } from './cliProcess.js';
+import { assertSameBytes, extUrlOf, makeTempRoot, removeTempRoot, request, shortBody, signedPath, until } from './helpers.js';
 import { writeLegacyEntry } from './legacyFixture.js';
 import { startOrigin, type Origin } from './origin.js';
-import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, withGatewayStopped, type RunningGateway } from './rgwHarness.js';
 
 const SECRET = 'legacy-bucket-secret';
 const CAP = 16 * 1024 * 1024;
@@ -200,7 +200,7 @@ describe('import-legacy into an S3 bucket against a real Ceph RGW', { skip: ceph
     it('the built serve on the bucket answers the imported images without the origin', async () => {
       const serve = await startServeCli(['--config', config], { cwd: work, env: envOf() });
       const { listening } = serve;
-      let exitCode: number | null = null;
+      let exitCode: number | null;
       try {
         for (const image of planted) {
           const answer = await request(listening.address, signedPath({ secret: SECRET, imageUrl: image.imageUrl, atMs: Date.now() }));
@@ -256,17 +256,37 @@ describe('import-legacy into an S3 bucket against a real Ceph RGW', { skip: ceph
     }
   });
 
+  it('the gateway stopped mid-run: the run stops with one line and exit 1; a rerun imports the rest', async () => {
+    const pyRoot = join(work, 'py-stopped');
+    const total = 150;
+    for (let index = 0; index < total; index += 1) {
+      const bytes = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: index, g: 80, b: 200 } } }).png().toBuffer();
+      await writeLegacyEntry(pyRoot, { bucket: 'i', extUrl: extUrlOf(origin.url(`/stopped/${index}.png`).href), bytes, contentType: 'image/png' });
+    }
+    const config = await configFor('stopped', 'stopped/');
+    const store = storeAt('stopped/');
+    const child = startCli(['import-legacy', pyRoot, '--config', config], { cwd: work, env: envOf() });
+    const finished = finishCli(child, 180_000);
+    await until(async () => (await objectNames(store)).length >= 10, { message: 'some images imported', timeoutMs: 120_000, intervalMs: 50 });
+    const first = await withGatewayStopped(gateway, () => finished);
+    assert.equal(first.code, 1, first.stderr);
+    const errorLines = lines(first.stderr).filter((line) => line.startsWith('import-legacy: storage'));
+    assert.equal(errorLines.length, 1, `one line for the gateway: ${first.stderr}`);
+    assert.match(errorLines[0] ?? '', /storage unavailable.*127\.0\.0\.1/);
+    const stoppedAfter = summaryOf(first);
+    assert.ok(stoppedAfter.ok + stoppedAfter.failed < total, `stopped before the end (${stoppedAfter.ok} imported, ${stoppedAfter.failed} failed)`);
+    const rerun = await importLegacy(pyRoot, config);
+    assert.equal(rerun.code, 0, rerun.stderr);
+    const done = summaryOf(rerun);
+    assert.equal(done.ok + done.skipped, total);
+    assert.equal((await objectNames(store)).length, total);
+  });
+
   it('the gateway down: one line, exit 1, nothing done', async () => {
     const pyRoot = join(work, 'py-down');
     await plantLegacyTree(pyRoot, 'down');
     const config = await configFor('down', 'down/');
-    await gateway.stopGateway();
-    let run: CliRun;
-    try {
-      run = await importLegacy(pyRoot, config);
-    } finally {
-      await gateway.startGateway();
-    }
+    const run = await withGatewayStopped(gateway, () => importLegacy(pyRoot, config));
     assert.equal(run.code, 1, run.stderr);
     // The command's own lines (node may add a warning of the AWS SDK's about node's version).
     const errorLines = lines(run.stderr).filter((line) => line.startsWith('import-legacy:') || line.startsWith('imageproxy:'));

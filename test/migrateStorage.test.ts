@@ -18,7 +18,7 @@ import { parseJsonObject } from '../server/tree/originals.js';
 import { finishCli, lines, runCli, startCli, type CliRun } from './cliProcess.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, until } from './helpers.js';
 import { migrationImages, plantMigrationTree, type MigrationImages, type PlantedKey } from './migrationTree.js';
-import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, withGatewayStopped, type RunningGateway } from './rgwHarness.js';
 
 /** The user `nobody` (Debian's uid and gid). */
 const NOBODY = 65_534;
@@ -409,13 +409,7 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
 
   it('gateway stopped mid-run: the run stops with exit 1; a rerun completes', async () => {
     const { finished, config, store, total } = await startedRun('stopped', 100);
-    await gateway.stopGateway();
-    let first: CliRun;
-    try {
-      first = await finished;
-    } finally {
-      await gateway.startGateway();
-    }
+    const first = await withGatewayStopped(gateway, () => finished);
     assert.equal(first.code, 1, first.stderr);
     assert.match(first.stderr, /stopped: run it again to finish/);
     const rerun = await migrate(config, ['--to', 's3']);

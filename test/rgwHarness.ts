@@ -59,6 +59,16 @@ export function gatewayCliEnv(gateway: RunningGateway, work: string, overrides: 
   };
 }
 
+/** Stops the gateway alone, runs `work` (what happens without it), and starts it again whatever `work` did. */
+export async function withGatewayStopped<T>(gateway: RunningGateway, work: () => Promise<T>): Promise<T> {
+  await gateway.stopGateway();
+  try {
+    return await work();
+  } finally {
+    await gateway.startGateway();
+  }
+}
+
 /** Generous: a loaded 2-core machine may take many times the ~2 s of an idle one. */
 const START_DEADLINE_MS = 120_000;
 

@@ -362,7 +362,7 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
   it('the built serve --workers 2 on a bucket: a miss kept as objects, /readyz probes the bucket, SIGTERM exits 0', async () => {
     const serve = await startServeCli(['--config', await cliConfig('workers', gateway.bucket), '--workers', '2'], { cwd: work, env: cliEnv() });
     const { listening } = serve;
-    let exitCode: number | null = null;
+    let exitCode: number | null;
     try {
       assert.match(listening.storage, new RegExp(`^s3 ${gateway.bucket}/cli/ at `));
       bodies.set('/workers.jpg', await photoJpeg());
