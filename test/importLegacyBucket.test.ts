@@ -282,6 +282,30 @@ describe('import-legacy into an S3 bucket against a real Ceph RGW', { skip: ceph
     assert.equal((await objectNames(store)).length, total);
   });
 
+  it('credentials refused, or no such bucket: one line naming it, exit 2', async () => {
+    const pyRoot = join(work, 'py-refused');
+    await plantLegacyTree(pyRoot, 'refused');
+    const wrongKey = await runCli(['import-legacy', pyRoot, '--config', await configFor('refused', 'refused/')], {
+      cwd: work,
+      env: gatewayCliEnv(gateway, work, { AWS_SECRET_ACCESS_KEY: 'not-the-secret' }),
+      timeoutMs: 180_000,
+    });
+    const noBucketConfig = join(work, 'no-bucket.json');
+    await writeFile(noBucketConfig, JSON.stringify({ root: join(work, 'no-bucket-root'), storage: { type: 's3', endpoint: gateway.endpoint, bucket: 'no-such-bucket' } }));
+    const noBucket = await importLegacy(pyRoot, noBucketConfig);
+    for (const [run, expected] of [
+      [wrongKey, new RegExp(`^import-legacy: storage refused our credentials: .*access key ${gateway.credentials.accessKeyId}`)],
+      [noBucket, /^import-legacy: storage failed: .*no-such-bucket.*NoSuchBucket/],
+    ] as const) {
+      assert.equal(run.code, 2, run.stderr);
+      const errorLines = lines(run.stderr).filter((line) => line.startsWith('import-legacy:') || line.startsWith('imageproxy:'));
+      assert.equal(errorLines.length, 1, `one line: ${run.stderr}`);
+      assert.match(errorLines[0] ?? '', expected);
+      assert.equal(run.stdout, '');
+    }
+    assert.deepEqual(await objectNames(storeAt('refused/')), []);
+  });
+
   it('the gateway down: one line, exit 1, nothing done', async () => {
     const pyRoot = join(work, 'py-down');
     await plantLegacyTree(pyRoot, 'down');

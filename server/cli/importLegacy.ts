@@ -265,6 +265,11 @@ ${wrapWords(LEGACY_FAILURE_REASONS, HELP_WIDTH)}
 and warnings, imported all the same: ${LEGACY_WARNING_REASONS.join(', ')}.
 Symlinks are never followed (outside_tree: one leading out of the tree).
 
+With storage.type "s3" the originals go into the config's bucket, as the service stores
+a fetched one (--copy or --move; --link is refused); credentials come from the AWS SDK's
+chain. The gateway unreachable: one line, exit 1; credentials refused or no such bucket:
+one line, exit 2.
+
 Exit codes: 0 every entry imported, already there, or reported for a reason a rerun
 cannot fix (every reason but io_error); 1 some entries failed for a reason a rerun might
 fix (io_error: permissions, a full or failing disk; see the report); 2 usage or config
