@@ -22,7 +22,7 @@ import { lines, runCli, startCli, finishCli, type CliRun } from './cliProcess.js
 import { makeTempRoot, removeTempRoot, until } from './helpers.js';
 import { migrationImages, type MigrationImages } from './migrationTree.js';
 import { freePort } from './nginxHarness.js';
-import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
 
 const SECRET = 's3cr3t-for-bucket-tests';
 
@@ -83,14 +83,7 @@ describe('takedowns and the tree commands on a bucket (real Ceph RGW)', { skip: 
     return store;
   };
 
-  const envOf = (overrides: Record<string, string> = {}): Record<string, string> => ({
-    AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: gateway.credentials.secretAccessKey,
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-    AWS_CONFIG_FILE: join(work, 'no-config'),
-    ...overrides,
-  });
+  const envOf = (overrides: Record<string, string> = {}): Record<string, string> => gatewayCliEnv(gateway, work, overrides);
 
   const configFor = async (prefix: string, endpoint = gateway.endpoint): Promise<string> => {
     const path = join(work, `${prefix.replace(/\W/g, '_')}-${endpoint.replace(/\W/g, '_')}.json`);

@@ -67,3 +67,46 @@ export function runCli(args: string[], options: CliOptions & { timeoutMs?: numbe
 export function lines(text: string): string[] {
   return text.split('\n').filter((line) => line !== '');
 }
+
+/** What a started `serve` logged when it listened: its addresses and storage. */
+export interface ServeListening {
+  address: string;
+  admin: string;
+  storage: string;
+}
+
+export interface StartedServe {
+  listening: ServeListening;
+  child: ChildProcessWithoutNullStreams;
+  stderr(): string;
+  /** SIGTERM, then its exit code once it has exited. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts the built `serve` and waits (polling its output, up to `timeoutMs`) for the
+ * "listening on" log line; throws with its stderr when it exits first or never says it.
+ */
+export async function startServeCli(args: string[], options: CliOptions, timeoutMs = 120_000): Promise<StartedServe> {
+  const child = startCli(['serve', ...args], options);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const stop = async (): Promise<number | null> => {
+    child.kill('SIGTERM');
+    return exited;
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = stdout.split('\n').find((text) => text.includes('"listening on'));
+    if (line !== undefined) return { listening: JSON.parse(line) as ServeListening, child, stderr: () => stderr, stop };
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`serve exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`serve did not listen within ${timeoutMs} ms: ${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -11,11 +11,14 @@ import { BLOCKLIST_OBJECT_NAME } from '../server/storage/objectNames.js';
 import { S3ObjectStore } from '../server/storage/s3Store.js';
 import { addEntries } from '../server/takedown/blocklist.js';
 import { blocklistPath, updateBlocklist } from '../server/takedown/blocklistStore.js';
+import type { AuditRecord } from '../server/takedown/audit.js';
+import { appendAuditRecord, auditLogPath } from '../server/takedown/auditStore.js';
+import { appendBucketAuditRecord, readBucketAuditLog } from '../server/takedown/bucketAudit.js';
 import { parseJsonObject } from '../server/tree/originals.js';
 import { finishCli, lines, runCli, startCli, type CliRun } from './cliProcess.js';
 import { assertSameBytes, makeTempRoot, removeTempRoot, until } from './helpers.js';
 import { migrationImages, plantMigrationTree, type MigrationImages, type PlantedKey } from './migrationTree.js';
-import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, withGatewayStopped, type RunningGateway } from './rgwHarness.js';
 
 /** The user `nobody` (Debian's uid and gid). */
 const NOBODY = 65_534;
@@ -33,6 +36,13 @@ function summaryOf(run: CliRun): { copied: number; present: number; failed: numb
   const match = /(?:copied|would copy) (\d+), already there (\d+), failed (\d+), left behind (\d+)/.exec(run.stdout);
   assert.ok(match !== null, `a summary line in stdout; stderr: ${run.stderr.slice(-500)}`);
   return { copied: Number(match[1]), present: Number(match[2]), failed: Number(match[3]), leftBehind: Number(match[4]) };
+}
+
+/** `of them audit records: copied N, already there M` of the summary line. */
+function auditSummaryOf(run: CliRun): { copied: number; present: number } {
+  const match = /of them audit records: (?:copied|would copy) (\d+), already there (\d+)/.exec(run.stdout);
+  assert.ok(match !== null, `the audit records' counts in the summary; stderr: ${run.stderr.slice(-500)}`);
+  return { copied: Number(match[1]), present: Number(match[2]) };
 }
 
 /** The image object name of a tree file `i/a/b/{stem}.{ext}`. */
@@ -53,14 +63,7 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
   };
 
   /** The environment of a run: the gateway's keys through the SDK's chain, nothing looked up beyond loopback. */
-  const envOf = (overrides: Record<string, string> = {}): Record<string, string> => ({
-    AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: gateway.credentials.secretAccessKey,
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-    AWS_CONFIG_FILE: join(work, 'no-config'),
-    ...overrides,
-  });
+  const envOf = (overrides: Record<string, string> = {}): Record<string, string> => gatewayCliEnv(gateway, work, overrides);
 
   /** A config file for `root` and the gateway's bucket under `prefix`. */
   const configFor = async (name: string, root: string, prefix: string): Promise<string> => {
@@ -223,6 +226,84 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
     });
   });
 
+  it('the audit log both ways: a line an object, the objects appended in time order; reruns copy nothing', async () => {
+    const root = join(work, 'audit');
+    await plantMigrationTree(root, 1, images, { classFiles: false });
+    const record = (time: string, target: string): AuditRecord => ({ time, action: 'purge', target, user: 'admin', argv: ['purge', target] });
+    // Out of time order in the log, and two of one millisecond: each its own object.
+    const treeRecords = [
+      record('2026-03-01T10:00:00.000Z', 'https://origin.test/a.jpg'),
+      record('2026-03-01T10:00:00.000Z', 'https://origin.test/b.jpg'),
+      record('2026-02-01T09:00:00.000Z', 'https://origin.test/c.jpg'),
+    ];
+    for (const entry of treeRecords) await appendAuditRecord(root, entry);
+    const treeLines = lines(await readFile(auditLogPath(root), 'utf8'));
+    const store = storeAt('audit/');
+    // A record a takedown command wrote into the bucket (a random name of its own).
+    const bucketRecord = record('2026-02-15T12:00:00.000Z', 'https://origin.test/d.jpg');
+    await appendBucketAuditRecord(store, bucketRecord);
+    const auditObjects = async (): Promise<Array<{ name: string; line: string }>> => {
+      const found: Array<{ name: string; line: string }> = [];
+      for await (const object of readBucketAuditLog(store)) found.push(object);
+      return found;
+    };
+    const config = await configFor('audit', root, 'audit/');
+
+    const dryRun = await migrate(config, ['--to', 's3', '--dry-run']);
+    assert.equal(dryRun.code, 0, dryRun.stderr);
+    const planned = lines(dryRun.stdout).filter((line) => line.startsWith('would copy\t.imageproxy/audit.log:'));
+    assert.deepEqual(planned.map((line) => line.split('\t')[1]), ['.imageproxy/audit.log:1', '.imageproxy/audit.log:2', '.imageproxy/audit.log:3']);
+    assert.deepEqual(auditSummaryOf(dryRun), { copied: 3, present: 0 });
+    assert.equal((await auditObjects()).length, 1, 'a dry run writes nothing');
+
+    const run = await migrate(config, ['--to', 's3']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(summaryOf(run), { copied: 2 + 3, present: 0, failed: 0, leftBehind: 0 });
+    assert.deepEqual(auditSummaryOf(run), { copied: 3, present: 0 });
+    const objects = await auditObjects();
+    assert.equal(objects.length, 4);
+    for (const [index, line] of treeLines.entries()) {
+      const copies = objects.filter((object) => object.line === `${line}\n`);
+      assert.equal(copies.length, 1, `line ${index + 1} is one object`);
+      assert.match(copies[0]?.name ?? '', new RegExp(`^\\.imageproxy/audit/${(treeRecords[index]?.time ?? '').replace(/\./g, '\\.')}-[0-9a-f]{16}\\.json$`));
+    }
+    // The listing reads them in time order.
+    const times = objects.map((object) => (JSON.parse(object.line) as AuditRecord).time);
+    assert.deepEqual(times, [...times].sort());
+
+    const rerun = await migrate(config, ['--to', 's3']);
+    assert.equal(rerun.code, 0, rerun.stderr);
+    assert.deepEqual(auditSummaryOf(rerun), { copied: 0, present: 3 });
+    assert.equal(summaryOf(rerun).copied, 0);
+    assert.equal((await auditObjects()).length, 4);
+
+    // Back into a fresh tree: every record, in time order.
+    const fresh = join(work, 'audit-fresh');
+    const back = await configFor('audit-fresh', fresh, 'audit/');
+    const toTree = await migrate(back, ['--to', 'tree']);
+    assert.equal(toTree.code, 0, toTree.stderr);
+    assert.deepEqual(auditSummaryOf(toTree), { copied: 4, present: 0 });
+    assert.deepEqual(summaryOf(toTree), { copied: 2 + 4, present: 0, failed: 0, leftBehind: 0 });
+    const freshLines = lines(await readFile(auditLogPath(fresh), 'utf8'));
+    assert.deepEqual(freshLines, objects.map((object) => object.line.trimEnd()), 'the objects appended in listing (time) order');
+    assert.deepEqual([...freshLines].sort(), [...treeLines, JSON.stringify(bucketRecord)].sort());
+    const toTreeAgain = await migrate(back, ['--to', 'tree']);
+    assert.equal(toTreeAgain.code, 0, toTreeAgain.stderr);
+    assert.deepEqual(auditSummaryOf(toTreeAgain), { copied: 0, present: 4 });
+    assert.equal(lines(await readFile(auditLogPath(fresh), 'utf8')).length, 4, 'a rerun appends nothing');
+
+    // Into the first tree: only the bucket's own record is new there; copied up again, it is
+    // found under its random name and not copied twice.
+    const intoFirst = await migrate(config, ['--to', 'tree']);
+    assert.equal(intoFirst.code, 0, intoFirst.stderr);
+    assert.deepEqual(auditSummaryOf(intoFirst), { copied: 1, present: 3 });
+    assert.deepEqual(lines(await readFile(auditLogPath(root), 'utf8')), [...treeLines, JSON.stringify(bucketRecord)]);
+    const upAgain = await migrate(config, ['--to', 's3']);
+    assert.equal(upAgain.code, 0, upAgain.stderr);
+    assert.deepEqual(auditSummaryOf(upAgain), { copied: 0, present: 4 });
+    assert.equal((await auditObjects()).length, 4);
+  });
+
   it('a damaged original and a sidecar-less one stay behind, one line each, exit 1', async () => {
     const root = join(work, 'damaged');
     const planted = await plantMigrationTree(root, 3, images, { classFiles: false });
@@ -328,13 +409,7 @@ describe('migrate-storage against a real Ceph RGW', { skip: cephMissing() ?? fal
 
   it('gateway stopped mid-run: the run stops with exit 1; a rerun completes', async () => {
     const { finished, config, store, total } = await startedRun('stopped', 100);
-    await gateway.stopGateway();
-    let first: CliRun;
-    try {
-      first = await finished;
-    } finally {
-      await gateway.startGateway();
-    }
+    const first = await withGatewayStopped(gateway, () => finished);
     assert.equal(first.code, 1, first.stderr);
     assert.match(first.stderr, /stopped: run it again to finish/);
     const rerun = await migrate(config, ['--to', 's3']);

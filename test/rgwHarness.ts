@@ -43,6 +43,32 @@ export function gatewayStoreSettings(gateway: RunningGateway, prefix: string): S
   };
 }
 
+/**
+ * The environment of a built command on the gateway: its keys through the AWS SDK's chain
+ * (as an operator's command finds them), no shared credentials or config file (names under
+ * `work` that do not exist), no instance metadata: nothing looked up beyond loopback.
+ */
+export function gatewayCliEnv(gateway: RunningGateway, work: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: gateway.credentials.secretAccessKey,
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+    AWS_CONFIG_FILE: join(work, 'no-config'),
+    ...overrides,
+  };
+}
+
+/** Stops the gateway alone, runs `work` (what happens without it), and starts it again whatever `work` did. */
+export async function withGatewayStopped<T>(gateway: RunningGateway, work: () => Promise<T>): Promise<T> {
+  await gateway.stopGateway();
+  try {
+    return await work();
+  } finally {
+    await gateway.startGateway();
+  }
+}
+
 /** Generous: a loaded 2-core machine may take many times the ~2 s of an idle one. */
 const START_DEADLINE_MS = 120_000;
 

@@ -21,11 +21,11 @@ import { S3ObjectStore } from '../server/storage/s3Store.js';
 import { sha256Hex, type OriginalImage } from '../server/tree/originals.js';
 import { createS3Backend } from '../server/storage/s3Backend.js';
 import { ImageStore } from '../server/tree/store.js';
-import { runCli, startCli } from './cliProcess.js';
-import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, startLoopbackServer, until, type Answer } from './helpers.js';
+import { runCli, startServeCli } from './cliProcess.js';
+import { assertSameBytes, makeTempRoot, removeTempRoot, request, shortBody, startLoopbackServer, type Answer } from './helpers.js';
 import { originImages } from './originImages.js';
 import { startOrigin, type Origin } from './origin.js';
-import { cephMissing, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
+import { cephMissing, gatewayCliEnv, gatewayStoreSettings, startGateway, type RunningGateway } from './rgwHarness.js';
 import type { ConfigLayer } from '../server/config/config.js';
 
 const SECRET = 's3-serve-secret';
@@ -353,30 +353,13 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
     return path;
   };
   /** The gateway's keys through the SDK's chain, with another secret if given. */
-  const cliEnv = (secret = gateway.credentials.secretAccessKey): Record<string, string> => ({
-    AWS_ACCESS_KEY_ID: gateway.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: secret,
-    AWS_EC2_METADATA_DISABLED: 'true',
-    AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-    AWS_CONFIG_FILE: join(work, 'no-config'),
-  });
+  const cliEnv = (secret = gateway.credentials.secretAccessKey): Record<string, string> => gatewayCliEnv(gateway, work, { AWS_SECRET_ACCESS_KEY: secret });
 
   it('the built serve --workers 2 on a bucket: a miss kept as objects, /readyz probes the bucket, SIGTERM exits 0', async () => {
-    const child = startCli(['serve', '--config', await cliConfig('workers', gateway.bucket), '--workers', '2'], { cwd: work, env: cliEnv() });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    const serve = await startServeCli(['--config', await cliConfig('workers', gateway.bucket), '--workers', '2'], { cwd: work, env: cliEnv() });
+    const { listening } = serve;
+    let exitCode: number | null;
     try {
-      const listening = await until(
-        () => {
-          if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${stderr}`);
-          const line = stdout.split('\n').find((text) => text.includes('"listening on'));
-          return line === undefined ? null : (JSON.parse(line) as { address: string; admin: string; storage: string });
-        },
-        { message: 'serve --workers 2 listening', timeoutMs: 120_000 },
-      );
       assert.match(listening.storage, new RegExp(`^s3 ${gateway.bucket}/cli/ at `));
       bodies.set('/workers.jpg', await photoJpeg());
       assertImage(await request(listening.address, linkOf('/workers.jpg', '250x250')), 'a miss through a worker');
@@ -386,9 +369,9 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
       const ready = await request(listening.admin, '/readyz');
       assert.equal(ready.status, 200, ready.body.toString());
     } finally {
-      child.kill('SIGTERM');
+      exitCode = await serve.stop();
     }
-    assert.equal(await exited, 0, stderr);
+    assert.equal(exitCode, 0, serve.stderr());
   });
 
   it('the built populate fills the bucket (originals, thumbnails, format classes); a rerun skips every line without the origin', async () => {

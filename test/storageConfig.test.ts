@@ -135,12 +135,13 @@ describe('commands with storage.type "s3" (the built command)', () => {
   after(() => removeTempRoot(work));
 
   // serve, populate (test/s3Serve.test.ts), the takedown commands, stats and check
-  // (test/bucketTakedown.test.ts) and nginx-config (test/nginxS3.test.ts) work with a bucket.
+  // (test/bucketTakedown.test.ts), import-legacy (test/importLegacyBucket.test.ts) and
+  // nginx-config (test/nginxS3.test.ts) work with a bucket.
   for (const command of [['init-buckets']]) {
     it(`${command.join(' ')} refuses to start, naming the commands that work on a bucket`, async () => {
       const run = await runCli([...command, '--config', config], { cwd: work });
       assert.equal(run.code, 2, run.stderr);
-      assert.match(run.stderr, /config storage\.type: is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket/);
+      assert.match(run.stderr, /config storage\.type: is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check, import-legacy and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket/);
       assert.equal(run.stderr.trim().split('\n').length, 1, 'one line');
     });
   }

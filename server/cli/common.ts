@@ -100,10 +100,10 @@ export function configFlagLayer(options: object, keys: readonly string[]): Confi
  * (docs/storage.md says which commands speak to a bucket).
  */
 const BUCKET_STORAGE_REFUSAL =
-  'is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket. Set storage.type to "tree" (the default) to work on the tree';
+  'is "s3": this command works on the tree only; on a bucket work serve, populate, purge, block, unblock, stats, check, import-legacy and nginx-config, and `imageproxy migrate-storage` copies between tree and bucket. Set storage.type to "tree" (the default) to work on the tree';
 
 /** The commands that work on a bucket as well as on the tree (docs/storage.md): each passes its name as its StorageUse. */
-const BUCKET_COMMANDS = ['purge', 'block', 'unblock', 'stats', 'check'] as const;
+const BUCKET_COMMANDS = ['purge', 'block', 'unblock', 'stats', 'check', 'import-legacy'] as const;
 
 /** Which storage a command works with: the tree only (the default), any (commands that never touch the images), or one of BUCKET_COMMANDS. */
 export type StorageUse = 'tree' | 'any' | (typeof BUCKET_COMMANDS)[number];

@@ -1,15 +1,20 @@
 /**
  * `imageproxy import-legacy <py-root>`: adopts an imageproxy-py tree (server/ops/legacyImport.ts)
- * with a progress display, a report file of every entry not imported, and the exit codes
- * of server/cli/common.ts: 1 only for what a rerun might fix, so a migration script can
- * tell done from failed.
+ * into the tree, or with `storage.type: "s3"` into the bucket (server/cli/storageTarget.ts
+ * opens it), with a progress display, a report file of every entry not imported, and the
+ * exit codes of server/cli/common.ts: 1 only for what a rerun might fix (or the gateway
+ * gone), so a migration script can tell done from failed.
  */
 import { Option, type Command } from 'commander';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { isBlocked, withConfigHosts } from '../takedown/blocklist.js';
+import type { Config } from '../config/config.js';
+import type { ImageproxyError } from '../errors.js';
+import { createS3Backend } from '../storage/s3Backend.js';
+import { isBlocked, withConfigHosts, type Blocklist } from '../takedown/blocklist.js';
 import { readBlocklist } from '../takedown/blocklistStore.js';
+import { readBucketBlocklist } from '../takedown/bucketBlocklist.js';
 import { STATE_DIRECTORY } from '../contract/layout.js';
 import {
   countLegacyEntries,
@@ -18,6 +23,7 @@ import {
   type BlockCandidate,
   type ImportMode,
   type ImportOptions,
+  type ImportTarget,
 } from '../ops/legacyImport.js';
 import {
   LEGACY_FAILURE_REASONS,
@@ -40,6 +46,7 @@ import {
   type CommonOptions,
 } from './common.js';
 import { ProgressReporter, interruptOnSignals } from './progress.js';
+import { withBucket } from './storageTarget.js';
 
 const LABEL = 'import-legacy';
 
@@ -128,7 +135,7 @@ function closeStream(stream: WriteStream): Promise<void> {
 }
 
 async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions): Promise<number> {
-  const config = loadConfig(options);
+  const config = loadConfig(options, {}, LABEL);
   const root = resolve(config.root);
   const pyRoot = resolve(pyRootArgument);
   const mode: ImportMode = options.move === true ? 'move' : options.link === true ? 'link' : 'copy';
@@ -148,12 +155,45 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
       throw new UsageError(`${pyRootArgument}: holds none of the configured buckets (${Object.keys(config.buckets).join(', ')})`);
     }
   }
+  const run = { config, root, pyRoot, buckets, mode, dryRun, options };
+  if (config.storage.type === 's3') {
+    if (mode === 'link') throw new UsageError('--link: a bucket has no hard links (storage.type is "s3"); use --copy or --move');
+    return withBucket(LABEL, config, async ({ store, where }) => {
+      const { list } = await readBucketBlocklist(store);
+      const target: ImportTarget = { kind: 'bucket', backend: createS3Backend(store, { locks: new ImageStore(root) }) };
+      const result = await importInto(run, target, where, list);
+      // The gateway that stopped the run: one line and its exit code (storageTarget.ts), after the summary.
+      if (result.stoppedBy !== null) throw result.stoppedBy;
+      return result.exitCode;
+    });
+  }
   if (mode === 'link' && !(await sameFilesystem(pyRoot, await nearestExisting(root)))) {
     throw new UsageError(`--link: ${pyRoot} and ${root} are on different filesystems (hard links need one); use --copy or --move`);
   }
+  const result = await importInto(run, { kind: 'tree', store: new ImageStore(root) }, root, await readBlocklist(root));
+  return result.exitCode;
+}
 
+interface ImportRun {
+  config: Config;
+  root: string;
+  pyRoot: string;
+  buckets: string[];
+  mode: ImportMode;
+  dryRun: boolean;
+  options: ImportLegacyOptions;
+}
+
+/** Imports into `target` (shown as `where`), refusing what `storedBlocklist` and the config block; answers the exit code. */
+async function importInto(
+  run: ImportRun,
+  target: ImportTarget,
+  where: string,
+  storedBlocklist: Blocklist,
+): Promise<{ exitCode: number; stoppedBy: ImageproxyError | null }> {
+  const { config, root, pyRoot, buckets, mode, dryRun, options } = run;
   // What the operator took down is not brought back by an import: key, host or bytes.
-  const blocklist = withConfigHosts(await readBlocklist(root), config.blockedHosts);
+  const blocklist = withConfigHosts(storedBlocklist, config.blockedHosts);
   const blockedReason = (candidate: BlockCandidate): string | null => {
     const entry = isBlocked(blocklist, {
       key: candidate.key,
@@ -173,7 +213,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
   const total = await countLegacyEntries(pyRoot, buckets, interrupt.signal);
   process.stderr.write(
     `${LABEL}: ${total} entries in ${buckets.join(', ')} (counted in ${((Date.now() - countStartedMs) / 1000).toFixed(1)} s); ` +
-      `${dryRun ? 'dry run, ' : ''}${mode} into ${root}\n`,
+      `${dryRun ? 'dry run, ' : ''}${mode} into ${where}\n`,
   );
   const progress = new ProgressReporter({ label: LABEL, total });
   let result;
@@ -181,7 +221,7 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
     result = await importLegacyTree({
       pyRoot,
       buckets,
-      store: new ImageStore(root),
+      target,
       mode,
       dryRun,
       decode: options.decode === true,
@@ -206,10 +246,10 @@ async function importLegacy(pyRootArgument: string, options: ImportLegacyOptions
     `${progress.summary(result.interrupted)}${retryable}; ${dryRun ? 'would import' : `imported (${mode})`} ${result.imported}, ` +
       `ignored ${result.ignored} (.err/.tmp), warnings ${result.warnings}; report: ${reportPath}\n`,
   );
-  if (result.interrupted) return EXIT_INTERRUPTED;
+  if (result.interrupted) return { exitCode: EXIT_INTERRUPTED, stoppedBy: null };
   // What the legacy tree itself holds (orphans, non-images, symlinks…) fails the same way
   // on every rerun: reported, and the run is still done.
-  return result.failedRetryable > 0 ? EXIT_FAILURES : EXIT_OK;
+  return { exitCode: result.failedRetryable > 0 ? EXIT_FAILURES : EXIT_OK, stoppedBy: result.stoppedBy };
 }
 
 export function register(program: Command): void {
@@ -224,6 +264,11 @@ Every entry not imported gets one line in the report (path, reason, detail), rea
 ${wrapWords(LEGACY_FAILURE_REASONS, HELP_WIDTH)}
 and warnings, imported all the same: ${LEGACY_WARNING_REASONS.join(', ')}.
 Symlinks are never followed (outside_tree: one leading out of the tree).
+
+With storage.type "s3" the originals go into the config's bucket, as the service stores
+a fetched one (--copy or --move; --link is refused); credentials come from the AWS SDK's
+chain. The gateway unreachable: one line, exit 1; credentials refused or no such bucket:
+one line, exit 2.
 
 Exit codes: 0 every entry imported, already there, or reported for a reason a rerun
 cannot fix (every reason but io_error); 1 some entries failed for a reason a rerun might

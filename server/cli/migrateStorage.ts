@@ -122,7 +122,8 @@ async function migrateStorage(options: MigrateStorageOptions): Promise<number> {
     }
     process.stdout.write(
       `${progress.summary(result.interrupted)}; ${options.dryRun === true ? 'would copy' : 'copied'} ${result.copied}, ` +
-        `already there ${result.present}, failed ${result.failed}, left behind ${result.leftBehind}\n`,
+        `already there ${result.present}, failed ${result.failed}, left behind ${result.leftBehind}; ` +
+        `of them audit records: ${options.dryRun === true ? 'would copy' : 'copied'} ${result.audit.copied}, already there ${result.audit.present}\n`,
     );
     if (result.interrupted) return EXIT_INTERRUPTED;
     if (result.stoppedBy !== null) {
@@ -148,6 +149,10 @@ The bucket is the config's storage.endpoint, storage.bucket, storage.region and
 storage.prefix (storage.type may stay "tree" while you migrate). Credentials come from the
 AWS SDK's chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the shared credentials
 file (AWS_PROFILE); never from the config.
+
+The audit log goes too: each line of {root}/.imageproxy/audit.log becomes an object
+under .imageproxy/audit/, and back, the records the tree's log lacks are appended in
+time order.
 
 A rerun copies only what is missing or different (same sha256: left as it is). Progress
 goes to stderr; stdout gets one line per problem (reason, tree path or object name,

@@ -192,7 +192,7 @@ const NGINX_CACHE_SIZE_PATTERN = /^(?:[1-9][0-9]{3,9}k|[1-9][0-9]{0,6}m|[1-9][0-
 // Off by default: the tree under `root` is the store until a site moves (docs/storage.md).
 const STORAGE = group({
   type: setting(oneOf(STORAGE_TYPES), 'tree', {
-    doc: 'where images live: tree (files under root) or s3 (a bucket, docs/storage.md; init-buckets and import-legacy refuse it)',
+    doc: 'where images live: tree (files under root) or s3 (a bucket, docs/storage.md; init-buckets refuses it)',
     env: 'IMAGEPROXY_STORAGE_TYPE',
   }),
   endpoint: setting(

@@ -1,7 +1,10 @@
 /**
  * Adopts an imageproxy-py tree into ours, with no network access: each legacy image is
  * checked as a fetched one would be (URL from its `.headers`, type and size from its
- * bytes) and placed under our key with our sidecar, by copy, hard link or move. The tree
+ * bytes) and placed under our key with our sidecar, by copy, hard link or move; or, with
+ * `storage.type: "s3"`, stored in the bucket as the service stores a fetched original
+ * (server/storage/imageBackend.ts: `create`, the sidecar's facts as object metadata). The
+ * tree
  * is walked as a stream with a small pool of entries in flight, so memory stays bounded
  * on trees of millions of files. server/ops/legacyTree.ts decides; this module does the I/O.
  *
@@ -29,8 +32,19 @@ import { FORMAT_INFO, inspectImage, pixelCount } from '../images/sniff.js';
 import type { Committable, ImageStore } from '../tree/store.js';
 import { damagedImageReason } from '../tree/health.js';
 import { walkLegacyBucket, type TreeEntryType } from '../tree/walk.js';
+import type { ImageBackend } from '../storage/imageBackend.js';
+import { isGatewayFailure } from '../storage/storageErrors.js';
+import type { ImageproxyError } from '../errors.js';
 
 export type ImportMode = 'copy' | 'link' | 'move';
+
+/**
+ * Where the originals go: the tree (copy, link or move), or a bucket through the
+ * service's backend (copy or move: a bucket has no hard links). imageproxy-py kept no
+ * thumbnails (imgproxy made them per request), so neither target gets any: they are made
+ * on first use.
+ */
+export type ImportTarget = { kind: 'tree'; store: ImageStore } | { kind: 'bucket'; backend: ImageBackend };
 
 type EntryOutcome = 'ok' | 'failed' | 'skipped';
 
@@ -55,7 +69,7 @@ export interface BlockCandidate {
 export interface ImportOptions {
   pyRoot: string;
   buckets: readonly string[];
-  store: ImageStore;
+  target: ImportTarget;
   mode: ImportMode;
   dryRun: boolean;
   /** Decode every image in full, as `check --decode` does; one that fails is not imported (`damaged`). */
@@ -92,6 +106,8 @@ export interface ImportResult {
   /** `--link`: files copied because the kernel refused the hard link, by errno code. */
   copiedNotLinked: Map<string, number>;
   interrupted: boolean;
+  /** The gateway's failure that stopped a bucket import (unreachable, refused, no bucket); null when none did. */
+  stoppedBy: ImageproxyError | null;
 }
 
 /** Counts the entries a run will tick, for the progress total: names and types only, no stat. */
@@ -173,7 +189,14 @@ interface ReadImage {
 }
 
 export async function importLegacyTree(options: ImportOptions): Promise<ImportResult> {
-  const { store, signal } = options;
+  const { target } = options;
+  // Found under our key, in any format: what makes a rerun a no-op, in either target.
+  const lookup: Pick<ImageStore, 'find'> = target.kind === 'tree' ? target.store : target.backend;
+  // The caller's signal, or the gateway's failure: every later entry would fail the same way.
+  const stop = new AbortController();
+  const signal = stop.signal;
+  options.signal.addEventListener('abort', () => stop.abort(), { once: true });
+  if (options.signal.aborted) stop.abort();
   const result: ImportResult = {
     imported: 0,
     skipped: 0,
@@ -183,6 +206,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     ignored: 0,
     copiedNotLinked: new Map(),
     interrupted: false,
+    stoppedBy: null,
   };
   const resolvedPyRoot = await realpath(options.pyRoot);
   const running = new Set<Promise<void>>();
@@ -202,8 +226,13 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     finish('failed');
   };
   const failWith = (path: string, error: unknown): void => {
-    if (error instanceof EntryFailure) fail(path, error.reason, error.detail);
-    else fail(path, 'io_error', error instanceof Error ? error.message : String(error));
+    if (error instanceof EntryFailure) return fail(path, error.reason, error.detail);
+    if (!isGatewayFailure(error)) return fail(path, 'io_error', error instanceof Error ? error.message : String(error));
+    fail(path, 'io_error', `${error.message}: ${error.detail ?? error.code}`);
+    if (result.stoppedBy === null) {
+      result.stoppedBy = error;
+      stop.abort();
+    }
   };
   const warn = (path: string, reason: LegacyProblemReason, detail: string): void => {
     result.warnings += 1;
@@ -252,7 +281,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     if (!verdict.ok) throw new EntryFailure('bad_url', verdict.detail);
     const { key, imageUrl } = verdict;
     // Already stored under our key, in any format: nothing to do (this makes a rerun a no-op).
-    if ((await store.find(entry.bucket, key, null)) !== null) return 'skipped';
+    if ((await lookup.find(entry.bucket, key, null)) !== null) return 'skipped';
     const host = new URL(imageUrl).hostname;
     const blockedBeforeRead = options.blockedReason({ key, host, digests: [] });
     if (blockedBeforeRead !== null) throw new EntryFailure('blocked', blockedBeforeRead);
@@ -289,10 +318,17 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     if (options.dryRun) return 'ok';
 
     const provenance = { sourceUrl: imageUrl, originContentType: headers.contentType, fetchedAt: new Date(read.modifiedMs).toISOString() };
-    // Sidecar first, image last (ImageStore.commitOriginal): the image is the commit point.
-    await store.commitOriginal(entry.bucket, key, originalMetadata(prepared, provenance), () =>
-      stagePlacement(entry, key, prepared, read, prepared.bytes !== original.bytes),
-    );
+    if (target.kind === 'bucket') {
+      // One `create` carrying the facts: an object another writer stored meanwhile is left as it is.
+      await target.backend.storeOriginal(entry.bucket, key, prepared, provenance);
+      if (options.mode === 'move' && (await stillTheFileRead(entry.sourcePath, read))) await unlink(entry.sourcePath);
+    } else {
+      const { store } = target;
+      // Sidecar first, image last (ImageStore.commitOriginal): the image is the commit point.
+      await store.commitOriginal(entry.bucket, key, originalMetadata(prepared, provenance), () =>
+        stagePlacement(store, entry, key, prepared, read, prepared.bytes !== original.bytes),
+      );
+    }
     if (options.mode === 'move') await rm(entry.headersPath, { force: true });
     return 'ok';
   }
@@ -309,7 +345,14 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
    * or a rename at commit (move). A link refused, or a legacy name that no longer holds
    * the file read and judged, falls back to writing the judged bytes.
    */
-  async function stagePlacement(entry: LegacyImage, key: string, image: OriginalImage, read: ReadImage, bytesChanged: boolean): Promise<Committable<unknown>> {
+  async function stagePlacement(
+    store: ImageStore,
+    entry: LegacyImage,
+    key: string,
+    image: OriginalImage,
+    read: ReadImage,
+    bytesChanged: boolean,
+  ): Promise<Committable<unknown>> {
     const ext = FORMAT_INFO[image.format].ext;
     const stageBytes = (): Promise<Committable<unknown>> => store.stageImage(entry.bucket, key, null, ext, image.bytes);
     if (options.mode === 'copy' || bytesChanged) {
@@ -365,7 +408,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     const text = await readRegularText(headersPath, METADATA_READ_CAP).catch(() => null);
     const extUrl = text === null ? null : parseLegacyHeaders(text).extUrl;
     const verdict = extUrl === null ? null : judgeLegacyExtUrl(extUrl);
-    return verdict?.ok === true && (await store.find(bucket, verdict.key, null)) !== null;
+    return verdict?.ok === true && (await lookup.find(bucket, verdict.key, null)) !== null;
   }
 
   async function handleHeaders(bucket: string, relativePath: string, headersPath: string, type: TreeEntryType, imagePath: string): Promise<void> {
@@ -462,7 +505,7 @@ export async function importLegacyTree(options: ImportOptions): Promise<ImportRe
     }
   }
   await Promise.all(running);
-  result.interrupted = signal.aborted;
+  result.interrupted = options.signal.aborted;
   return result;
 }
 

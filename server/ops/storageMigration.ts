@@ -6,7 +6,8 @@
  * Tree → bucket: every original with its sidecar's facts as object metadata
  * (server/storage/objectMetadata.ts), every thumbnail (source-format and format-class
  * files; a class file hard-linked to the source thumbnail becomes an object of its own),
- * and the blocklist. Every file is read through server/tree/regularFile.ts (no symlink
+ * the blocklist, and each line of the audit log as an audit object
+ * (server/takedown/bucketAudit.ts) named by its time and digest. Every file is read through server/tree/regularFile.ts (no symlink
  * followed, capped) and checked before it leaves: bytes whose digest, type or size
  * disagree with the sidecar (or with their own name) stay behind with a report line, so
  * the bucket never holds damage the tree could have told. Sidecars, locks, backoff
@@ -14,7 +15,8 @@
  *
  * Bucket → tree: through ImageStore (server/tree/store.ts, its one atomic writer): the
  * original with a sidecar rebuilt from its metadata and its thumbnails' records, then
- * the thumbnails. An object whose bytes disagree with its own digest stays behind.
+ * the thumbnails. An object whose bytes disagree with its own digest stays behind. The
+ * audit objects are appended to the tree's log in time order, those it lacks only.
  *
  * The run stops at the first failure that is the gateway's rather than one object's
  * (unreachable, credentials refused, bucket missing): every later object would fail the
@@ -28,7 +30,17 @@ import { FORMAT_INFO, formatFromExt, sniffImageType } from '../images/sniff.js';
 import { originalFactsOf, originalObjectMetadata, variantObjectMetadata, variantRecordOfObject, type ObjectFacts } from '../storage/objectMetadata.js';
 import { BLOCKLIST_OBJECT_NAME, imageObjectName, parseImageObjectName, treeFileNameOfObject, type ImageObjectName } from '../storage/objectNames.js';
 import type { ObjectInfo, ObjectStore } from '../storage/objectStore.js';
+import { isGatewayFailure } from '../storage/storageErrors.js';
 import { blocklistPath } from '../takedown/blocklistStore.js';
+import { appendAuditRecord, auditLogPath } from '../takedown/auditStore.js';
+import {
+  AUDIT_OBJECT_DIRECTORY,
+  auditObjectTime,
+  copiedAuditObjectName,
+  parseAuditLine,
+  readBucketAuditLog,
+  readBucketAuditRecord,
+} from '../takedown/bucketAudit.js';
 import { writeFileAtomic } from '../tree/atomicFile.js';
 import { parseJsonObject, sha256Hex, variantRecordsOf, type ImageMetadata, type VariantRecord } from '../tree/originals.js';
 import { isIrregularFileError, readRegularFile, readRegularText } from '../tree/regularFile.js';
@@ -91,19 +103,17 @@ export interface MigrationOptions {
 }
 
 export interface MigrationResult {
+  /** Every object or file, audit records included. */
   copied: number;
   present: number;
+  /** Of copied and present, the audit log's records. */
+  audit: { copied: number; present: number };
   failed: number;
   /** Entries reported and left behind that no rerun changes (not_regular). */
   leftBehind: number;
   interrupted: boolean;
   /** The gateway's failure that stopped the run (unreachable, refused, no bucket); null when none did. */
   stoppedBy: ImageproxyError | null;
-}
-
-/** A failure of the gateway as a whole: the run stops rather than fail every object the same way. */
-function isGatewayFailure(error: unknown): error is ImageproxyError {
-  return isImageproxyError(error) && (error.code === 'storage_unavailable' || error.code === 'storage_denied' || error.code === 'storage_failed');
 }
 
 function describe(error: unknown): string {
@@ -140,7 +150,7 @@ async function forEachBounded<T>(items: AsyncIterable<T>, concurrency: number, s
 
 /** The run's bookkeeping, shared by both directions. */
 class Run {
-  readonly result: MigrationResult = { copied: 0, present: 0, failed: 0, leftBehind: 0, interrupted: false, stoppedBy: null };
+  readonly result: MigrationResult = { copied: 0, present: 0, audit: { copied: 0, present: 0 }, failed: 0, leftBehind: 0, interrupted: false, stoppedBy: null };
   /** Aborted by the caller's signal or by a gateway failure. */
   readonly stop = new AbortController();
 
@@ -151,6 +161,11 @@ class Run {
   count(outcome: MigrationOutcome): void {
     this.result[outcome] += 1;
     this.options.events.onItem(outcome);
+  }
+
+  countAuditRecord(outcome: 'copied' | 'present'): void {
+    this.result.audit[outcome] += 1;
+    this.count(outcome);
   }
 
   fail(reason: MigrationReason, source: string, detail: string): void {
@@ -236,9 +251,10 @@ async function* treeKeyGroups(root: string, buckets: readonly string[]): AsyncGe
   }
 }
 
-/** How many image files the tree holds (and its blocklist): the progress display's total. */
+/** How many image files the tree holds (and its blocklist and audit records): the progress display's total. */
 export async function countTreeImages(root: string, buckets: readonly string[], signal: AbortSignal): Promise<number> {
-  let total = (await exists(blocklistPath(root))) ? 1 : 0;
+  // A log that cannot be read is the copy's to report, not the count's.
+  let total = ((await exists(blocklistPath(root))) ? 1 : 0) + (await readTreeAuditLines(root).catch(() => [])).length;
   for (const bucket of buckets) {
     for await (const file of walkShardFiles(join(root, bucket))) {
       if (signal.aborted) return total;
@@ -378,6 +394,7 @@ export async function copyTreeToBucket(root: string, options: MigrationOptions):
   });
 
   if (!run.stop.signal.aborted) await copyBlocklistToBucket(root, run, upload);
+  if (!run.stop.signal.aborted) await copyAuditLogToBucket(root, run);
   return run.finish();
 }
 
@@ -396,6 +413,83 @@ async function copyBlocklistToBucket(root: string, run: Run, upload: (item: Uplo
 }
 
 const BLOCKLIST_CONTENT_TYPE = 'application/json';
+
+/** The audit log's place in a report line. */
+const AUDIT_LOG_SOURCE = auditLogPath('');
+
+/** The tree's audit log, its non-empty lines; none when there is no log. */
+async function readTreeAuditLines(root: string): Promise<string[]> {
+  try {
+    return (await readRegularText(auditLogPath(root), MIGRATION_READ_CAP)).split('\n').filter((line) => line !== '');
+  } catch (error) {
+    if (isMissing(error)) return [];
+    throw error;
+  }
+}
+
+/**
+ * Each line of the tree's audit log becomes an audit object named by its time and digest
+ * (a rerun finds it there). A record the bucket holds under another name (written there
+ * by a takedown command, then copied into this tree) is found among the objects of its
+ * millisecond by its text, and not copied again.
+ */
+async function copyAuditLogToBucket(root: string, run: Run): Promise<void> {
+  const { store, dryRun } = run.options;
+  let lines: string[];
+  try {
+    lines = await readTreeAuditLines(root);
+  } catch (error) {
+    return run.fail(MIGRATION_REASONS.ioError, AUDIT_LOG_SOURCE, describe(error));
+  }
+  if (lines.length === 0) return;
+  const namesByTime = new Map<string, string[]>();
+  try {
+    for await (const listed of store.list(AUDIT_OBJECT_DIRECTORY)) {
+      const time = auditObjectTime(listed.name);
+      if (time !== null) namesByTime.set(time, [...(namesByTime.get(time) ?? []), listed.name]);
+    }
+  } catch (error) {
+    return run.failWith(AUDIT_OBJECT_DIRECTORY, error);
+  }
+  const holdsRecord = async (names: readonly string[], name: string, text: string): Promise<boolean> => {
+    if (names.includes(name)) return true;
+    for (const other of names) {
+      const line = await readBucketAuditRecord(store, other);
+      if (line !== null && parseAuditLine(line)?.text === text) return true;
+    }
+    return false;
+  };
+  for (const [index, line] of lines.entries()) {
+    if (run.stop.signal.aborted) return;
+    const source = `${AUDIT_LOG_SOURCE}:${index + 1}`;
+    const parsed = parseAuditLine(line);
+    if (parsed === null) {
+      run.leaveBehind(MIGRATION_REASONS.damaged, source, 'is no audit record with an ISO time: not copied');
+      continue;
+    }
+    const { record, text } = parsed;
+    const name = copiedAuditObjectName(record, text);
+    try {
+      const sameTime = namesByTime.get(record.time) ?? [];
+      if (await holdsRecord(sameTime, name, text)) {
+        run.countAuditRecord('present');
+        continue;
+      }
+      namesByTime.set(record.time, [...sameTime, name]);
+      if (dryRun) {
+        run.options.events.onPlanned(source, name);
+        run.countAuditRecord('copied');
+        continue;
+      }
+      const created = await store.create(name, Buffer.from(text, 'utf8'), { contentType: AUDIT_CONTENT_TYPE });
+      run.countAuditRecord(created === 'created' ? 'copied' : 'present');
+    } catch (error) {
+      run.failWith(source, error);
+    }
+  }
+}
+
+const AUDIT_CONTENT_TYPE = 'application/json';
 
 // ---- bucket → tree ------------------------------------------------------------------------
 
@@ -427,9 +521,13 @@ async function* bucketKeyGroups(store: ObjectStore, buckets: readonly string[], 
   }
 }
 
-/** How many objects the bucket holds under the configured buckets (and the blocklist): the progress total. */
+/** How many objects the bucket holds under the configured buckets (and the blocklist and audit records): the progress total. */
 export async function countBucketObjects(store: ObjectStore, buckets: readonly string[], signal: AbortSignal): Promise<number> {
   let total = (await store.head(BLOCKLIST_OBJECT_NAME)) === null ? 0 : 1;
+  for await (const listed of store.list(AUDIT_OBJECT_DIRECTORY)) {
+    if (signal.aborted) return total;
+    if (auditObjectTime(listed.name) !== null) total += 1;
+  }
   for (const bucket of buckets) {
     for await (const listed of store.list(`${bucket}/`)) {
       if (signal.aborted) return total;
@@ -559,6 +657,7 @@ export async function copyBucketToTree(options: MigrationOptions): Promise<Migra
   try {
     await forEachBounded(bucketKeyGroups(store, options.buckets, foreign), options.concurrency, run.stop.signal, copyKey);
     if (!run.stop.signal.aborted) await copyBlocklistToTree(imageStore.root, run);
+    if (!run.stop.signal.aborted) await copyAuditLogToTree(imageStore.root, run);
   } catch (error) {
     // A listing that failed: the gateway's failure, reported once.
     run.failWith('(listing)', error);
@@ -585,6 +684,43 @@ async function copyBlocklistToTree(root: string, run: Run): Promise<void> {
     run.count('copied');
   } catch (error) {
     run.failWith(BLOCKLIST_OBJECT_NAME, error);
+  }
+}
+
+/**
+ * The audit objects appended to the tree's log in time order (the listing's), each
+ * record the log lacks: a rerun, or a record that came from this tree, adds nothing.
+ */
+async function copyAuditLogToTree(root: string, run: Run): Promise<void> {
+  const { store, dryRun } = run.options;
+  const inTree = new Set<string>();
+  try {
+    for (const line of await readTreeAuditLines(root)) inTree.add(sha256Hex(Buffer.from(parseAuditLine(line)?.text ?? line, 'utf8')));
+  } catch (error) {
+    return run.fail(MIGRATION_REASONS.ioError, AUDIT_LOG_SOURCE, describe(error));
+  }
+  let name = AUDIT_OBJECT_DIRECTORY;
+  try {
+    for await (const object of readBucketAuditLog(store)) {
+      if (run.stop.signal.aborted) return;
+      name = object.name;
+      const parsed = parseAuditLine(object.line);
+      if (parsed === null) {
+        run.leaveBehind(MIGRATION_REASONS.damaged, name, 'is no audit record with an ISO time: not copied');
+        continue;
+      }
+      const digest = sha256Hex(Buffer.from(parsed.text, 'utf8'));
+      if (inTree.has(digest)) {
+        run.countAuditRecord('present');
+        continue;
+      }
+      inTree.add(digest);
+      if (dryRun) run.options.events.onPlanned(name, AUDIT_LOG_SOURCE);
+      else await appendAuditRecord(root, parsed.record);
+      run.countAuditRecord('copied');
+    }
+  } catch (error) {
+    run.failWith(name, error);
   }
 }
 

@@ -15,7 +15,7 @@
  * The public message stays generic; the operation, the object and the gateway's own
  * error name go to the detail for the log.
  */
-import { ImageproxyError } from '../errors.js';
+import { ImageproxyError, isImageproxyError } from '../errors.js';
 
 export type StorageOperation = 'put' | 'create' | 'get' | 'head' | 'delete' | 'list';
 
@@ -128,4 +128,12 @@ export function storageError(kind: FailureKind, facts: FailureFacts, context: Fa
     });
   }
   return new ImageproxyError('storage_failed', 'storage failed', { cause, detail: `${what}: ${said}` });
+}
+
+/**
+ * A failure of the gateway as a whole (unreachable, credentials refused, no bucket), not
+ * of one object: a bulk command stops at it rather than fail every later object the same way.
+ */
+export function isGatewayFailure(error: unknown): error is ImageproxyError {
+  return isImageproxyError(error) && (error.code === 'storage_unavailable' || error.code === 'storage_denied' || error.code === 'storage_failed');
 }
