@@ -7,7 +7,11 @@
  * (liveness) and on the public one. Prints peak RSS, the slowest /healthz answer and the
  * answers by status and error code. Not part of CI; needs `npm run build` first.
  *
- *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp] [formats=]
+ *   node --import tsx scripts/bench-memory.ts [requests=512] [cli=dist/server/cli.js] [engines=sharp,jimp] [formats=] [storage=tree]
+ *
+ * `storage`: `tree`, `s3` (a throwaway Ceph gateway of test/rgwHarness.ts, the images
+ * in its bucket), or `s3-hung` (the same, the gateway hung with SIGSTOP for
+ * GATEWAY_HUNG_MS from GATEWAY_HUNG_AFTER_MS into the burst: a slow gateway).
  *
  * With `formats` (say `avif,webp`) the server offers them and every thumbnail request
  * carries Chrome's `<img>` Accept, so each thumbnail miss also makes its AVIF file: the
@@ -22,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startBigPhotoOrigin, twelveMegapixelJpeg } from '../test/bigPhotoOrigin.js';
+import { gatewayCliEnv, startGateway, type RunningGateway } from '../test/rgwHarness.js';
 import { startHealthProbe } from './healthProbe.js';
 import { rssKiB } from './benchMeasure.js';
 import { coldMissPath, startServeChild, timedGet } from './serveChild.js';
@@ -30,15 +35,29 @@ const REQUESTS = Number(process.argv[2] ?? 512);
 const CLI = resolve(process.argv[3] ?? fileURLToPath(new URL('../dist/server/cli.js', import.meta.url)));
 const ENGINES = (process.argv[4] ?? 'sharp,jimp').split(',');
 const FORMATS = process.argv[5] ?? '';
+const STORAGE = process.argv[6] ?? 'tree';
+if (!['tree', 's3', 's3-hung'].includes(STORAGE)) throw new Error(`storage must be tree, s3 or s3-hung, got ${STORAGE}`);
+const GATEWAY_HUNG_AFTER_MS = 2000;
+const GATEWAY_HUNG_MS = 4000;
 const CHROME_IMAGE_ACCEPT = 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8';
 const SECRET = 'bench-memory-secret';
 const SAMPLE_MS = 50;
 
-async function measure(engine: string, origin: URL, jpegBytes: number): Promise<void> {
+async function measure(engine: string, origin: URL, jpegBytes: number, gateway: RunningGateway | null): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'imageproxy-bench-memory-'));
+  const storageEnv: Record<string, string> =
+    gateway === null
+      ? {}
+      : {
+          ...gatewayCliEnv(gateway, root),
+          IMAGEPROXY_STORAGE_TYPE: 's3',
+          IMAGEPROXY_STORAGE_ENDPOINT: gateway.endpoint,
+          IMAGEPROXY_STORAGE_BUCKET: gateway.bucket,
+          IMAGEPROXY_STORAGE_PREFIX: `${engine}-${Date.now()}/`,
+        };
   const { child, url, adminUrl, errorLines, stop } = await startServeChild(CLI, [
     '--root', root, '--engine', engine, '--allow-private-networks', '--secret', SECRET, '--log-level', 'info',
-  ], { IMAGEPROXY_FORMATS: FORMATS });
+  ], { IMAGEPROXY_FORMATS: FORMATS, ...storageEnv });
   const pid = child.pid as number;
   const idleKiB = await rssKiB(pid);
   let peakKiB = idleKiB;
@@ -57,6 +76,15 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const agent = new Agent({ keepAlive: false, maxSockets: Infinity });
   const atMs = Date.now();
   const started = performance.now();
+  const hung =
+    STORAGE === 's3-hung' && gateway !== null
+      ? (async () => {
+          await new Promise((wait) => setTimeout(wait, GATEWAY_HUNG_AFTER_MS));
+          gateway.pauseGateway();
+          await new Promise((wait) => setTimeout(wait, GATEWAY_HUNG_MS));
+          gateway.resumeGateway();
+        })()
+      : Promise.resolve();
   const answers = await Promise.all(
     Array.from({ length: REQUESTS }, (_, index) => {
       const size = index % 2 === 0 ? 'full' : '250x250';
@@ -65,6 +93,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  await hung;
   sampling = false;
   await sampler;
   const healthFigures = await health.stop();
@@ -83,7 +112,7 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
   const busyText = busyMs.length === 0 ? '' : ` (busy after ${(Math.min(...busyMs) / 1000).toFixed(1)}–${(Math.max(...busyMs) / 1000).toFixed(1)} s)`;
   const slowest = Math.max(...answers.map((answer) => answer.ms));
   console.log(
-    `${engine}${FORMATS === '' ? '' : ` (formats ${FORMATS})`}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
+    `${engine}${FORMATS === '' ? '' : ` (formats ${FORMATS})`}${STORAGE === 'tree' ? '' : ` (storage ${STORAGE})`}: ${REQUESTS} cold misses of a ${(jpegBytes / 1048576).toFixed(2)} MiB 12 MP JPEG in ${seconds.toFixed(1)} s; ` +
       `RSS idle ${(idleKiB / 1024).toFixed(0)} MiB, peak ${(peakKiB / 1024).toFixed(0)} MiB; ` +
       `admin /healthz ${probeText(healthFigures)}; public /healthz ${probeText(publicFigures)}; slowest answer ${(slowest / 1000).toFixed(1)} s; ` +
       `error log lines ${errorLines()}; answers ${outcomes}${busyText}`,
@@ -95,5 +124,10 @@ async function measure(engine: string, origin: URL, jpegBytes: number): Promise<
 const jpeg = await twelveMegapixelJpeg();
 const origin = await startBigPhotoOrigin(jpeg);
 console.log(`cli ${CLI}`);
-for (const engine of ENGINES) await measure(engine, origin.url('/'), jpeg.length);
-await origin.close();
+const gateway = STORAGE === 'tree' ? null : await startGateway();
+try {
+  for (const engine of ENGINES) await measure(engine, origin.url('/'), jpeg.length, gateway);
+} finally {
+  await gateway?.stop();
+  await origin.close();
+}
