@@ -7,27 +7,22 @@
  * fetched (its metadata). A bucket has no sidecars, temp files, backoff records or hard
  * links: a format class's object holds its own bytes. Read-only.
  */
-import { SHARDS_PER_BUCKET, isImageExtension, type ImageExtension } from '../contract/layout.js';
+import { isImageExtension, type ImageExtension } from '../contract/layout.js';
 import { FORMAT_INFO } from '../images/sniff.js';
 import { originalFactsOf } from '../storage/objectMetadata.js';
 import { parseImageObjectName, treeFileNameOfObject, type ImageObjectName } from '../storage/objectNames.js';
 import type { ListedObject, ObjectStore } from '../storage/objectStore.js';
 import { readBucketBlocklist } from '../takedown/bucketBlocklist.js';
-import { addFormatFile, addTreeFile, countBlocked, emptyBucketStats, emptyFormatFigures, type BucketStats, type FormatFigures, type TreeStats } from './treeStats.js';
+import { walkStats, type StatsWalkOptions } from './statsWalk.js';
+import { addFormatFile, addTreeFile, type BucketStats, type FormatFigures, type TreeStats } from './treeStats.js';
 
 /** HEADs in flight at once: enough to hide the gateway's round trip, few enough not to crowd it. */
 const HEAD_CONCURRENCY = 8;
 
-export interface BucketStatsWalkOptions {
+export interface BucketStatsWalkOptions extends StatsWalkOptions {
   store: ObjectStore;
   /** Where the objects are (`s3://bucket/prefix/`): the report's root. */
   where: string;
-  buckets: readonly string[];
-  /** Aborted: stop after the current shard; the result says `complete: false`. */
-  signal?: AbortSignal;
-  onShardDone?: (bucket: string) => void;
-  onBucketDone?: (bucket: string, shardsWithObjects: number) => void;
-  now?: () => number;
 }
 
 const EXTENSION_OF_TYPE: ReadonlyMap<string, ImageExtension> = new Map(Object.values(FORMAT_INFO).map((info) => [info.contentType, info.ext]));
@@ -71,73 +66,20 @@ async function addObjects(store: ObjectStore, totals: BucketStats, formats: Form
 
 export async function walkBucketStats(options: BucketStatsWalkOptions): Promise<TreeStats> {
   const { store } = options;
-  const now = options.now ?? Date.now;
-  const startedMs = now();
-  const buckets: Record<string, BucketStats> = {};
-  const formats: Record<string, FormatFigures> = {};
-  let shardsWalked = 0;
-  let interrupted = false;
-  const aborted = (): boolean => options.signal?.aborted === true;
-
-  let blocked: TreeStats['blocked'] = null;
-  let blockedError: string | null = null;
-  try {
-    blocked = countBlocked((await readBucketBlocklist(store)).list.entries);
-  } catch (error) {
-    blockedError = (error as Error).message;
-  }
-
-  for (const bucket of options.buckets) {
-    if (aborted()) {
-      interrupted = true;
-      break;
-    }
-    const totals = emptyBucketStats();
-    buckets[bucket] = totals;
-    const figures = emptyFormatFigures();
-    formats[bucket] = figures;
-    let shard: string | null = null;
-    let shardsWithObjects = 0;
-    let objects: PendingObject[] = [];
-    const finishShard = async (): Promise<void> => {
-      await addObjects(store, totals, figures, objects);
-      objects = [];
-      shardsWithObjects += 1;
-      options.onShardDone?.(bucket);
-    };
-
-    for await (const listed of store.list(`${bucket}/`)) {
-      const parts = listed.name.split('/');
-      const objectShard = parts.length === 4 ? `${parts[1]}/${parts[2]}` : '';
-      if (objectShard !== shard) {
-        if (shard !== null) await finishShard();
-        shard = objectShard;
-        if (aborted()) {
-          interrupted = true;
-          shard = null;
-          break;
+  return walkStats<PendingObject>(
+    {
+      root: options.where,
+      readBlocklist: async () => (await readBucketBlocklist(store)).list,
+      async *entries(bucket) {
+        for await (const listed of store.list(`${bucket}/`)) {
+          const parts = listed.name.split('/');
+          const shard = parts.length === 4 ? `${parts[1]}/${parts[2]}` : '';
+          const image = parseImageObjectName(listed.name);
+          yield image === null || image.bucket !== bucket ? { shard, other: 'other' } : { shard, image: { listed, image } };
         }
-      }
-      const image = parseImageObjectName(listed.name);
-      if (image === null || image.bucket !== bucket) addTreeFile(totals, { kind: 'other' });
-      else objects.push({ listed, image });
-    }
-    if (shard !== null) await finishShard();
-    shardsWalked += interrupted ? shardsWithObjects : SHARDS_PER_BUCKET;
-    if (interrupted) break;
-    options.onBucketDone?.(bucket, Math.min(shardsWithObjects, SHARDS_PER_BUCKET));
-  }
-
-  return {
-    complete: !interrupted,
-    root: options.where,
-    buckets,
-    formats,
-    blocked,
-    blockedError,
-    shardsWalked,
-    shardsTotal: options.buckets.length * SHARDS_PER_BUCKET,
-    startedMs,
-    durationMs: now() - startedMs,
-  };
+      },
+      measure: (totals, formats, objects) => addObjects(store, totals, formats, objects),
+    },
+    options,
+  );
 }

@@ -7,13 +7,11 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readBlocklist } from '../takedown/blocklistStore.js';
-import { SHARDS_PER_BUCKET, classifyTreeFile, type TreeFileKind } from '../contract/layout.js';
+import { classifyTreeFile } from '../contract/layout.js';
+import { walkStats, type StatsWalkOptions } from './statsWalk.js';
 import {
   addFormatFile,
   addTreeFile,
-  countBlocked,
-  emptyBucketStats,
-  emptyFormatFigures,
   linkedThumbnailNames,
   type BucketStats,
   type FormatFigures,
@@ -23,22 +21,14 @@ import {
 import { walkShardFiles } from '../tree/walk.js';
 
 
-export interface TreeStatsWalkOptions {
+export interface TreeStatsWalkOptions extends StatsWalkOptions {
   root: string;
-  buckets: readonly string[];
-  /** Aborted: stop after the current shard directory; the result says `complete: false`. */
-  signal?: AbortSignal;
-  /** After each shard directory that held files. */
-  onShardDone?: (bucket: string) => void;
-  /** After each bucket, with how many of its shard directories held files. */
-  onBucketDone?: (bucket: string, shardsWithFiles: number) => void;
   /** Each bucket or shard directory not walked because it is a symbolic link (server/tree/walk.ts), by absolute path. */
   onSkippedDirectory?: (path: string, what: string) => void;
-  now?: () => number;
 }
 
 interface PendingImage {
-  kind: TreeFileKind;
+  kind: 'original' | 'thumbnail';
   name: string;
   path: string;
 }
@@ -72,73 +62,21 @@ async function addImages(totals: BucketStats, formats: FormatFigures, images: Pe
 }
 
 export async function walkTreeStats(options: TreeStatsWalkOptions): Promise<TreeStats> {
-  const now = options.now ?? Date.now;
-  const startedMs = now();
-  const buckets: Record<string, BucketStats> = {};
-  const formats: Record<string, FormatFigures> = {};
-  let shardsWalked = 0;
-  let interrupted = false;
-  const aborted = (): boolean => options.signal?.aborted === true;
-
-  // Before the walk: one small file, and an interrupted walk still reports it whole.
-  let blocked: TreeStats['blocked'] = null;
-  let blockedError: string | null = null;
-  try {
-    blocked = countBlocked((await readBlocklist(options.root)).entries);
-  } catch (error) {
-    blockedError = (error as Error).message;
-  }
-
-  for (const bucket of options.buckets) {
-    if (aborted()) {
-      interrupted = true;
-      break;
-    }
-    const totals = emptyBucketStats();
-    buckets[bucket] = totals;
-    const figures = emptyFormatFigures();
-    formats[bucket] = figures;
-    let shard: string | null = null;
-    let shardsWithFiles = 0;
-    let images: PendingImage[] = [];
-    const finishShard = async (): Promise<void> => {
-      await addImages(totals, figures, images);
-      images = [];
-      shardsWithFiles += 1;
-      options.onShardDone?.(bucket);
-    };
-
-    const walkOptions = options.onSkippedDirectory === undefined ? {} : { onSkippedDirectory: options.onSkippedDirectory };
-    for await (const file of walkShardFiles(join(options.root, bucket), walkOptions)) {
-      if (file.shard !== shard) {
-        if (shard !== null) await finishShard();
-        shard = file.shard;
-        if (aborted()) {
-          interrupted = true;
-          shard = null;
-          break;
+  const walkOptions = options.onSkippedDirectory === undefined ? {} : { onSkippedDirectory: options.onSkippedDirectory };
+  return walkStats<PendingImage>(
+    {
+      root: options.root,
+      readBlocklist: () => readBlocklist(options.root),
+      async *entries(bucket) {
+        for await (const file of walkShardFiles(join(options.root, bucket), walkOptions)) {
+          const kind = classifyTreeFile(file.name);
+          yield kind === 'original' || kind === 'thumbnail'
+            ? { shard: file.shard, image: { kind, name: file.name, path: join(file.directory, file.name) } }
+            : { shard: file.shard, other: kind };
         }
-      }
-      const kind = classifyTreeFile(file.name);
-      if (kind === 'original' || kind === 'thumbnail') images.push({ kind, name: file.name, path: join(file.directory, file.name) });
-      else addTreeFile(totals, { kind });
-    }
-    if (shard !== null) await finishShard();
-    shardsWalked += interrupted ? shardsWithFiles : SHARDS_PER_BUCKET;
-    if (interrupted) break;
-    options.onBucketDone?.(bucket, shardsWithFiles);
-  }
-
-  return {
-    complete: !interrupted,
-    root: options.root,
-    buckets,
-    formats,
-    blocked,
-    blockedError,
-    shardsWalked,
-    shardsTotal: options.buckets.length * SHARDS_PER_BUCKET,
-    startedMs,
-    durationMs: now() - startedMs,
-  };
+      },
+      measure: addImages,
+    },
+    options,
+  );
 }
