@@ -20,7 +20,7 @@ import {
   type MigrationOptions,
   type MigrationOutcome,
 } from '../ops/storageMigration.js';
-import { S3ObjectStore } from '../storage/s3Store.js';
+import { openS3Store } from '../storage/openS3Store.js';
 import { ImageStore } from '../tree/store.js';
 import { EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, collect, configuredBucket, loadConfig, parsePositiveInteger, withCommon, type CommonOptions } from './common.js';
 import { ProgressReporter, interruptOnSignals, type ItemOutcome } from './progress.js';
@@ -74,7 +74,7 @@ async function migrateStorage(options: MigrateStorageOptions): Promise<number> {
       : Object.keys(config.buckets);
   const concurrency = options.concurrency === undefined ? DEFAULT_CONCURRENCY : Math.min(parsePositiveInteger('--concurrency', options.concurrency), MAX_CONCURRENCY);
   const settings = s3StoreSettingsOf(config.storage);
-  const store = new S3ObjectStore(settings);
+  const store = await openS3Store(settings);
   const interrupt = interruptOnSignals(LABEL);
   try {
     // One small listing: the gateway answers, takes our credentials and has the bucket.

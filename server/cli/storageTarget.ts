@@ -8,7 +8,8 @@
 import type { Config } from '../config/config.js';
 import { s3StoreSettingsOf } from '../config/storageSettings.js';
 import { isImageproxyError, type ImageproxyError } from '../errors.js';
-import { S3ObjectStore } from '../storage/s3Store.js';
+import { openS3Store } from '../storage/openS3Store.js';
+import type { S3ObjectStore } from '../storage/s3Store.js';
 import { EXIT_FAILURES, EXIT_USAGE } from './common.js';
 
 /** A failure of the gateway (storage_unavailable, storage_denied, storage_failed), or null for any other error. */
@@ -35,7 +36,7 @@ export interface OpenBucket {
  */
 export async function withBucket(label: string, config: Config, work: (bucket: OpenBucket) => Promise<number>): Promise<number> {
   const settings = s3StoreSettingsOf(config.storage);
-  const store = new S3ObjectStore(settings);
+  const store = await openS3Store(settings);
   try {
     for await (const listed of store.list('', { pageSize: 1 })) {
       void listed;

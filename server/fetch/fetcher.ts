@@ -261,6 +261,20 @@ function toFetchedImage(bytes: Buffer, response: Response, limits: FetchLimits):
   return { bytes, ...info, originContentType, finalUrl: response.url };
 }
 
+/**
+ * The whole fetch's deadline, cleared the moment the fetch ends. Not AbortSignal.timeout:
+ * its timer stays armed for the full limit (minutes) after a fetch that took
+ * milliseconds, so a busy server would carry one armed timer and signal per miss of the
+ * last minutes in its heap.
+ */
+function wholeFetchDeadline(ms: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController();
+  // Named TimeoutError as AbortSignal.timeout's reason is: got reports it as its TimeoutError.
+  const timer = setTimeout(() => controller.abort(new DOMException(`fetch took longer than ${ms} ms`, 'TimeoutError')), ms);
+  timer.unref(); // as AbortSignal.timeout's: a fetch's deadline never keeps a stopping process alive
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
 export function createFetcher(options: FetchOptions): Fetcher {
   const { limits } = options;
   const allowList = options.allowPrivateNetworks ? null : parseAllowList(options.allowedAddresses ?? []);
@@ -279,7 +293,7 @@ export function createFetcher(options: FetchOptions): Fetcher {
     retry: { limit: 0 },
     throwHttpErrors: false,
     // got's `request` timeout restarts on every redirect hop; the whole-fetch deadline
-    // is the AbortSignal.timeout given in fetchImage (got reports it as a TimeoutError).
+    // is the signal given in fetchImage (wholeFetchDeadline; got reports it as a TimeoutError).
     timeout: {
       lookup: limits.connectTimeoutMs,
       connect: limits.connectTimeoutMs,
@@ -325,20 +339,24 @@ export function createFetcher(options: FetchOptions): Fetcher {
 
   async function fetchImage(url: URL, signal?: AbortSignal): Promise<FetchedImage> {
     checkUrl(url, allowList); // fail fast, before got is involved
-    const deadline = AbortSignal.timeout(limits.totalTimeoutMs);
-    const combined = signal === undefined ? deadline : AbortSignal.any([signal, deadline]);
+    const deadline = wholeFetchDeadline(limits.totalTimeoutMs);
+    const combined = signal === undefined ? deadline.signal : AbortSignal.any([signal, deadline.signal]);
     const attempt = { reusedSocket: false, responded: false };
     try {
-      return await fetchOnce(url, combined, agent, attempt);
-    } catch (error) {
-      if (!isStaleSocketFailure(error, attempt, combined)) throw toFetchError(error, signal);
-    }
-    // An origin closing idle kept-alive sockets races our reuse of them: once more, on a
-    // connection of its own, within the same deadline.
-    try {
-      return await fetchOnce(url, combined, freshAgent, { reusedSocket: false, responded: false });
-    } catch (error) {
-      throw toFetchError(error, signal);
+      try {
+        return await fetchOnce(url, combined, agent, attempt);
+      } catch (error) {
+        if (!isStaleSocketFailure(error, attempt, combined)) throw toFetchError(error, signal);
+      }
+      // An origin closing idle kept-alive sockets races our reuse of them: once more, on a
+      // connection of its own, within the same deadline.
+      try {
+        return await fetchOnce(url, combined, freshAgent, { reusedSocket: false, responded: false });
+      } catch (error) {
+        throw toFetchError(error, signal);
+      }
+    } finally {
+      deadline.clear();
     }
   }
 

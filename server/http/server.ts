@@ -17,7 +17,8 @@ import type { Logger } from '../observe/log.js';
 import { createMetrics, type Metrics } from '../observe/metrics.js';
 import { bucketChecks, checkReadiness, probeEngine, probeObjectStore, probeTreeWritable, storageNodeId, type ReadinessReport } from './readiness.js';
 import type { ImageStore } from '../tree/store.js';
-import { S3ObjectStore } from '../storage/s3Store.js';
+import { openS3Store } from '../storage/openS3Store.js';
+import type { S3ObjectStore } from '../storage/s3Store.js';
 import { s3StoreSettingsOf } from '../config/storageSettings.js';
 import type { BlocklistWatcher } from '../takedown/blocklistStore.js';
 import { isImageproxyError } from '../errors.js';
@@ -389,7 +390,7 @@ export interface OpenBucket {
  */
 export async function openBucket(config: Config, logger: Logger): Promise<OpenBucket> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const objects = new S3ObjectStore(s3StoreSettingsOf(config.storage));
+  const objects = await openS3Store(s3StoreSettingsOf(config.storage));
   const nodeId = storageNodeId();
   const probe = (): Promise<void> => probeObjectStore(objects, nodeId, config.storage.callTimeoutMs);
   try {
