@@ -20,15 +20,22 @@ export const BENCH_END_MARKER = '<!-- bench:end -->';
 /** The command that turns the JSON into the page, quoted on the page. */
 const PAGE_COMMAND = 'npm run docs:bench -- bench.json';
 
-/** Table titles by the first word of a row's section; other words are used as they are. */
+/**
+ * Table titles by how a row's section begins (the longest of these that it begins
+ * with, as whole words); a section that begins with none is titled by its first word.
+ */
 const KIND_TITLES: Readonly<Record<string, string>> = {
   hit: 'Hits',
   miss: 'Cold misses',
+  'thumbnail miss': 'Thumbnail misses by format class',
   thumbnail: 'One thumbnail, sharp against jimp',
 };
 
+const KINDS_LONGEST_FIRST = Object.keys(KIND_TITLES).sort((a, b) => b.length - a.length);
+
 function kindOf(section: string): string {
-  return /^[^\s,:]+/.exec(section)?.[0] ?? section;
+  const known = KINDS_LONGEST_FIRST.find((kind) => section === kind || new RegExp(`^${kind}[\\s,:]`).test(section));
+  return known ?? /^[^\s,:]+/.exec(section)?.[0] ?? section;
 }
 
 function cell(text: string): string {

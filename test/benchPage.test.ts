@@ -67,6 +67,19 @@ describe('renderBenchSection', () => {
       contains: ['**A `--quick` run'],
     },
     {
+      name: 'the longest known beginning decides the table: a thumbnail miss is not the sharp and jimp table',
+      input: result([
+        { section: 'thumbnail 150x of JPEG', name: 'sharp', value: 15.4, unit: 'ms' },
+        { section: 'thumbnail miss 250x250 by format class', name: 'cold miss, AVIF client', value: 29.3, unit: 'ms', ratio: 1.54 },
+        { section: 'thumbnails, other', name: 'x', value: 1, unit: 'ms' },
+      ]),
+      contains: [
+        '### One thumbnail, sharp against jimp\n\n| section | row | value | unit | ratio |\n|---|---|---:|---|---:|\n| thumbnail 150x of JPEG | sharp | 15.4 | ms |  |\n\n###',
+        '### Thumbnail misses by format class\n\n| section | row | value | unit | ratio |\n|---|---|---:|---|---:|\n| thumbnail miss 250x250 by format class | cold miss, AVIF client | 29.3 | ms | 1.54 |',
+        '### thumbnails\n',
+      ],
+    },
+    {
       name: 'an unknown kind is titled by its first word',
       input: result([{ section: 'populate, originals', name: 'rate', value: 250, unit: 'images/s' }]),
       contains: ['### populate\n'],
