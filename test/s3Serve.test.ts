@@ -164,10 +164,35 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
       const revalidated = await get(server, link, { 'If-None-Match': `"${object.info.etag}"` });
       assert.equal(revalidated.status, 304);
       assert.equal(revalidated.body.length, 0);
-      // A Range is answered whole (ranges are nginx's job in front).
-      const ranged = await get(server, link, { Range: 'bytes=0-9' });
-      assert.equal(ranged.status, 200);
-      assert.equal(ranged.body.length, object.bytes.length);
+      assert.equal(hit.headers.get('accept-ranges'), 'bytes');
+      // One range: a ranged GET of the object, answered 206 with its part.
+      const size = object.bytes.length;
+      const etag = `"${object.info.etag}"`;
+      for (const [header, start, end] of [
+        ['bytes=0-9', 0, 9],
+        ['bytes=-5', size - 5, size - 1],
+        [`bytes=${size - 3}-`, size - 3, size - 1],
+      ] as const) {
+        const part = await get(server, link, { Range: header });
+        assert.equal(part.status, 206, header);
+        assert.equal(part.headers.get('content-range'), `bytes ${start}-${end}/${size}`, header);
+        assert.equal(part.headers.get('content-length'), String(end - start + 1), header);
+        assert.equal(part.headers.get('etag'), etag, header);
+        assertSameBytes(part.body, object.bytes.subarray(start, end + 1), `${header}: the object's own bytes`);
+      }
+      const matching = await get(server, link, { Range: 'bytes=0-9', 'If-Range': etag });
+      assert.equal(matching.status, 206, 'If-Range with the current ETag');
+      assert.equal(matching.body.length, 10);
+      // Answered whole: If-Range naming another version, several ranges.
+      for (const headers of [{ Range: 'bytes=0-9', 'If-Range': '"another-version"' }, { Range: 'bytes=0-1,5-6' }]) {
+        const whole = await get(server, link, headers);
+        assert.equal(whole.status, 200, JSON.stringify(headers));
+        assertSameBytes(whole.body, object.bytes, `${JSON.stringify(headers)}: the whole object`);
+      }
+      const beyond = await get(server, link, { Range: `bytes=${size}-` });
+      assert.equal(beyond.status, 416);
+      assert.equal(beyond.headers.get('content-range'), `bytes */${size}`);
+      assert.equal(beyond.body.length, 0);
     }
     // The miss's own answer carried the same ETag as the hits: the object's MD5.
     assert.equal(full.headers.get('etag'), `"${original.info.etag}"`);

@@ -93,6 +93,18 @@ describe('S3 object store on a real Ceph RGW', { skip: cephMissing() ?? false },
     for await (const chunk of opened.body) chunks.push(chunk as Buffer);
     assertSameBytes(Buffer.concat(chunks), bytes, 'streamed GET');
     assert.equal(opened.info.contentType, 'image/jpeg');
+    assert.equal(opened.range, null);
+    assert.equal(opened.info.bytes, bytes.length);
+
+    // A range: only its bytes come back; the facts still give the whole object's size.
+    const part = await store.open('stream/a', { range: { start: 1000, end: 1999 } });
+    assert.ok(part !== null);
+    const partChunks: Buffer[] = [];
+    for await (const chunk of part.body) partChunks.push(chunk as Buffer);
+    assertSameBytes(Buffer.concat(partChunks), bytes.subarray(1000, 2000), 'ranged GET');
+    assert.deepEqual(part.range, { start: 1000, end: 1999 });
+    assert.equal(part.info.bytes, bytes.length);
+    assert.equal(part.info.etag, opened.info.etag);
   });
 
   it('a stream body without its length is refused before any request', async () => {

@@ -11,6 +11,7 @@ import type { Config } from '../config/config.js';
 import { ImageproxyError, asError, toImageproxyError } from '../errors.js';
 import type { ImageAnswer, ImageService } from '../service/imageService.js';
 import { storageKey } from '../contract/layout.js';
+import { rangeDecision } from './byteRange.js';
 import { decodeImageUrl, imageUrlBytes, linkRulesOf, parseLink, type LinkRules } from '../contract/link.js';
 import type { Logger } from '../observe/log.js';
 import type { StoredImage } from '../tree/store.js';
@@ -248,7 +249,7 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
     const modified = new Date(image.modifiedMs);
     res.status(200).set({
       'Content-Type': contentType,
-      ...(image.object === undefined ? { 'Accept-Ranges': 'bytes' } : {}),
+      'Accept-Ranges': 'bytes',
       'Cache-Control': cacheControl,
       'Last-Modified': modified.toUTCString(),
       ETag: image.object === undefined ? fileEtag(answer.content.length, modified) : objectEtag(image.object.etag),
@@ -289,7 +290,7 @@ function deliver(req: Request, res: Response, answer: ImageAnswer, config: Confi
 /**
  * An image kept as an object, streamed from the gateway (delivery `direct`): its ETag
  * and Last-Modified, conditional requests answered 304 without a GET, a HEAD from the
- * lookup's facts. A Range is answered 200 whole (ranges are nginx's, in front).
+ * lookup's facts, one byte range as 206 with a ranged GET (server/http/byteRange.ts).
  */
 async function deliverObject(req: Request, res: Response, image: StoredImage, contentType: string, cacheControl: string, images: ImageService): Promise<Served> {
   const facts = { etag: image.object?.etag ?? '', modifiedMs: image.modifiedMs };
@@ -297,6 +298,7 @@ async function deliverObject(req: Request, res: Response, image: StoredImage, co
     'Cache-Control': cacheControl,
     'Last-Modified': new Date(modifiedMs).toUTCString(),
     ETag: objectEtag(etag),
+    'Accept-Ranges': 'bytes',
   });
   res.set(validators(facts.etag, facts.modifiedMs));
   if (req.fresh) {
@@ -307,19 +309,33 @@ async function deliverObject(req: Request, res: Response, image: StoredImage, co
     res.status(200).set({ 'Content-Type': contentType, 'Content-Length': String(image.bytes) }).end();
     return { format: image.ext, bytes: 0 };
   }
+  const wanted = rangeDecision(req.range(image.bytes, { combine: true }), req.get('If-Range'), {
+    etag: objectEtag(facts.etag),
+    lastModifiedMs: facts.modifiedMs,
+  });
+  if (wanted.kind === 'unsatisfiable') {
+    res.status(416).set({ 'Content-Range': `bytes */${image.bytes}`, 'Cache-Control': ERROR_CACHE_CONTROL }).end();
+    return { format: image.ext, bytes: 0 };
+  }
   const abandoned = new AbortController();
   res.once('close', () => abandoned.abort());
-  const opened = (await images.openStored?.(image, { signal: abandoned.signal })) ?? null;
+  const range = wanted.kind === 'part' ? { start: wanted.start, end: wanted.end } : undefined;
+  const opened = (await images.openStored?.(image, { signal: abandoned.signal, ...(range === undefined ? {} : { range }) })) ?? null;
   // Removed (purged) between the lookup and the GET.
   if (opened === null) throw new ImageproxyError('not_stored', 'image is not stored', { detail: `${image.relativePath} removed since it was looked up` });
-  res.status(200).set({ ...validators(opened.etag, opened.modifiedMs), 'Content-Type': contentType, 'Content-Length': String(opened.bytes) });
+  // The GET's own facts: they describe the bytes that follow, should the object have changed since the lookup.
+  res.set({ ...validators(opened.etag, opened.modifiedMs), 'Content-Type': contentType });
+  const sent = opened.range === null ? opened.bytes : opened.range.end - opened.range.start + 1;
+  if (opened.range === null) res.status(200);
+  else res.status(206).set('Content-Range', `bytes ${opened.range.start}-${opened.range.end}/${opened.bytes}`);
+  res.set('Content-Length', String(sent));
   try {
     await pipeline(opened.body, res);
   } catch (error) {
     if (clientWentAway(res) || CLIENT_GONE_CODES.has(String((error as { code?: unknown }).code))) throw new ClientClosed('during the answer');
     throw error;
   }
-  return { format: image.ext, bytes: opened.bytes };
+  return { format: image.ext, bytes: sent };
 }
 
 /** The gateway's entity tag as an ETag header (strong: the object's bytes, never changed in place). */

@@ -7,6 +7,7 @@ import type { FormatClass } from '../contract/accept.js';
 import type { ParsedLink } from '../contract/link.js';
 import type { StoredImage } from '../tree/store.js';
 import type { OpenedImage } from '../storage/imageBackend.js';
+import type { OpenOptions } from '../storage/objectStore.js';
 
 export interface ImageRequest {
   link: ParsedLink;
@@ -62,7 +63,7 @@ export interface ImageService {
    * A stored image kept as an object (`image.object` set), opened for sending; null when
    * it went away since the lookup. Absent or null for a file: the app sends it by path.
    */
-  openStored?(image: StoredImage, options?: { signal?: AbortSignal }): Promise<OpenedImage | null>;
+  openStored?(image: StoredImage, options?: OpenOptions): Promise<OpenedImage | null>;
   /** Work waiting or running now, by queue name (for the `imageproxy_queue_depth` gauge). */
   queueDepths?(): Record<string, number>;
   close(): Promise<void>;

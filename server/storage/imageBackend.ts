@@ -8,6 +8,7 @@
  * for a bucket the bytes held in memory and one PUT (the PUT is the atomic commit).
  */
 import type { Readable } from 'node:stream';
+import type { ByteRange, OpenOptions } from './objectStore.js';
 import type { ImageStore, StoredImage } from '../tree/store.js';
 
 /** A stored image opened for sending: its facts as the store has them now, and its bytes as a stream. */
@@ -16,8 +17,9 @@ export interface OpenedImage {
   contentType: string;
   etag: string;
   modifiedMs: number;
-  /** The caller must consume or destroy it. */
+  /** The bytes `range` names, or the whole image when it is null. The caller must consume or destroy it. */
   body: Readable;
+  range: ByteRange | null;
 }
 
 /** The calls of the tree's store (server/tree/store.ts) the service makes, with their meaning there. */
@@ -52,7 +54,7 @@ export interface ImageBackend extends StoreCalls {
   /** `tree` or `s3`: for logs only; the service never branches on it. */
   readonly kind: 'tree' | 's3';
   /** An object's bytes as a stream for delivery, or null when it went away (the tree's files are sent by path). */
-  openImage(stored: StoredImage, options?: { signal?: AbortSignal }): Promise<OpenedImage | null>;
+  openImage(stored: StoredImage, options?: OpenOptions): Promise<OpenedImage | null>;
 }
 
 /** The tree as an image backend: ImageStore's own calls, unchanged. */

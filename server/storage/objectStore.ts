@@ -47,6 +47,26 @@ export interface GetOptions {
 
 export type ObjectBody = Uint8Array | Readable;
 
+/** Bytes `start` to `end` of an object, both included (an HTTP byte range). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface OpenOptions {
+  signal?: AbortSignal;
+  /** Only these bytes; the gateway may still answer the whole object (then `range` is null). */
+  range?: ByteRange;
+}
+
+export interface OpenedObject {
+  /** `bytes` is the whole object's size, ranged or not. */
+  info: ObjectInfo;
+  /** The bytes asked for (`range`), or the whole object when `range` is null. */
+  body: Readable;
+  range: ByteRange | null;
+}
+
 export interface ObjectStore {
   /** Stores the object whole, replacing any object of that name. */
   put(name: string, body: ObjectBody, options: PutOptions): Promise<void>;
@@ -69,8 +89,8 @@ export interface ObjectStore {
    * with: an unchanged object costs one small answer, not its bytes.
    */
   getChanged(name: string, etag: string | null, options: GetOptions): Promise<{ info: ObjectInfo; bytes: Buffer } | null | 'unchanged'>;
-  /** The object as a stream (the caller must consume or destroy it), or null when it is absent. */
-  open(name: string, options?: { signal?: AbortSignal }): Promise<{ info: ObjectInfo; body: Readable } | null>;
+  /** The object, or a range of it, as a stream (the caller must consume or destroy it), or null when it is absent. */
+  open(name: string, options?: OpenOptions): Promise<OpenedObject | null>;
   head(name: string): Promise<ObjectInfo | null>;
   /** Removes the object; removing an absent object is no error. */
   delete(name: string): Promise<void>;

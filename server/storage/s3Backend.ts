@@ -147,8 +147,8 @@ export function createS3Backend(objects: ObjectStore, options: S3BackendOptions)
     async openImage(stored, openOptions = {}): Promise<OpenedImage | null> {
       const opened = await objects.open(stored.relativePath, openOptions);
       if (opened === null) return null;
-      const { info, body } = opened;
-      return { bytes: info.bytes, contentType: info.contentType, etag: info.etag, modifiedMs: info.modifiedMs, body };
+      const { info, body, range } = opened;
+      return { bytes: info.bytes, contentType: info.contentType, etag: info.etag, modifiedMs: info.modifiedMs, body, range };
     },
 
     storeOriginal,

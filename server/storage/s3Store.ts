@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ImageproxyError } from '../errors.js';
 import { nameOfObjectKey, normalizeStorePrefix, objectKeyOf } from './objectNames.js';
-import type { GetOptions, ListedObject, ObjectBody, ObjectInfo, ObjectStore, PutOptions } from './objectStore.js';
+import type { GetOptions, ListedObject, ObjectBody, ObjectInfo, ObjectStore, OpenedObject, OpenOptions, PutOptions } from './objectStore.js';
 import { failureFactsOf, failureKindOf, storageError, type FailureContext, type FailureKind, type StorageOperation } from './storageErrors.js';
 
 export interface S3StoreSettings {
@@ -152,11 +152,19 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  async open(name: string, options: { signal?: AbortSignal } = {}): Promise<{ info: ObjectInfo; body: Readable } | null> {
+  async open(name: string, options: OpenOptions = {}): Promise<OpenedObject | null> {
     const key = objectKeyOf(this.prefix, name);
+    const { range } = options;
     return this.attempt('get', key, options.signal, ABSENT, async (signal) => {
-      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
-      return { info: this.infoOf(name, answer), body: readableOf(answer.Body) };
+      const answer = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }) }),
+        { abortSignal: signal },
+      );
+      const info = this.infoOf(name, answer);
+      // A ranged answer's Content-Length is the part's; its Content-Range names the whole.
+      const part = answer.ContentRange === undefined ? null : contentRangeOf(answer.ContentRange);
+      if (part === null) return { info, body: readableOf(answer.Body), range: null };
+      return { info: { ...info, bytes: part.size }, body: readableOf(answer.Body), range: { start: part.start, end: part.end } };
     });
   }
 
@@ -309,6 +317,18 @@ class BodyFailure extends Error {
   constructor(override readonly cause: unknown) {
     super('the body failed');
   }
+}
+
+/**
+ * A ranged answer's Content-Range (`bytes 0-9/12345`): the part and the whole object's
+ * size; null for anything else (an unknown size `*` included: then the answer is taken
+ * as the whole object's).
+ */
+export function contentRangeOf(header: string): { start: number; end: number; size: number } | null {
+  const match = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header.trim());
+  if (match === null) return null;
+  const [start, end, size] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  return start <= end && end < size ? { start, end, size } : null;
 }
 
 function readableOf(body: unknown): Readable {
