@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
+import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -173,6 +174,24 @@ describe('formats ["avif", "webp"], the app sending the bytes', () => {
     assert.equal(fetchesOf('/photo.jpg'), 1, 'one origin fetch for every class');
     const key = keyOf('/photo.jpg');
     assert.deepEqual(await keyFiles(root, '/photo.jpg'), [`${key}.250x250.avif.avif`, `${key}.250x250.jpg`, `${key}.250x250.webp.webp`, `${key}.jpg`, `${key}.json`]);
+  });
+
+  it('two Accept headers: the class of the first, as nginx ($http_accept) picks it; the file nginx will look for is made', async () => {
+    originBodies.set('/two-accepts.jpg', await photoJpeg());
+    const link = linkOf('/two-accepts.jpg', { size: '250x250' });
+    const { port } = new URL(server.url);
+    const answer = await new Promise<{ status: number; type: string | undefined; vary: string | undefined }>((resolve, reject) => {
+      // Raw headers, in order: a Headers object (fetch) would join the two into one.
+      const outgoing = http.request({ host: '127.0.0.1', port, path: link, headers: ['Host', `127.0.0.1:${port}`, 'Accept', FIREFOX_WEBP, 'Accept', 'image/avif,*/*'] }, (incoming) => {
+        incoming.resume();
+        incoming.on('end', () => resolve({ status: incoming.statusCode ?? 0, type: incoming.headers['content-type'], vary: incoming.headers.vary }));
+      });
+      outgoing.on('error', reject);
+      outgoing.end();
+    });
+    assert.deepEqual(answer, { status: 200, type: 'image/webp', vary: 'Accept' });
+    const key = keyOf('/two-accepts.jpg');
+    assert.deepEqual(await keyFiles(root, '/two-accepts.jpg'), [`${key}.250x250.jpg`, `${key}.250x250.webp.webp`, `${key}.jpg`, `${key}.json`]);
   });
 
   it('a stored class file answers conditional and HEAD requests with Vary (304 included)', async () => {

@@ -184,7 +184,8 @@ describe('serve with storage.type "s3" against a real Ceph RGW', { skip: cephMis
       assert.equal(matching.status, 206, 'If-Range with the current ETag');
       assert.equal(matching.body.length, 10);
       // Answered whole: If-Range naming another version, several ranges.
-      for (const headers of [{ Range: 'bytes=0-9', 'If-Range': '"another-version"' }, { Range: 'bytes=0-1,5-6' }]) {
+      const wholeAnswers: Array<Record<string, string>> = [{ Range: 'bytes=0-9', 'If-Range': '"another-version"' }, { Range: 'bytes=0-1,5-6' }];
+      for (const headers of wholeAnswers) {
         const whole = await get(server, link, headers);
         assert.equal(whole.status, 200, JSON.stringify(headers));
         assertSameBytes(whole.body, object.bytes, `${JSON.stringify(headers)}: the whole object`);

@@ -147,7 +147,7 @@ export function createApp(deps: AppDependencies): express.Express {
     if (match === null) throw new ImageproxyError('bad_signature', 'invalid or expired signature');
     const imageUrl = decodeImageUrl(link.extUrl);
     const key = storageKey(imageUrlBytes(link.extUrl));
-    const answer = await untilGraceOver(images.get({ link, imageUrl, key, accept: req.headers.accept }), deps.lifecycle?.graceOver);
+    const answer = await untilGraceOver(images.get({ link, imageUrl, key, accept: acceptOf(req) }), deps.lifecycle?.graceOver);
     // The work is done and kept (the next request is a hit); only the answer has no one to go to.
     if (clientWentAway(res)) throw new ClientClosed('before the answer');
     const served = await deliver(req, res, answer, config, images);
@@ -175,6 +175,15 @@ export function createApp(deps: AppDependencies): express.Express {
     void next;
   });
   return app;
+}
+
+/**
+ * The request's first Accept header, as nginx's `$http_accept` has it (Node joins
+ * repeated headers): nginx picks a class file by that one, so a miss must make the file
+ * nginx will look for next time.
+ */
+function acceptOf(req: Request): string | undefined {
+  return req.headersDistinct.accept?.[0];
 }
 
 /** The bucket label when the link was read; none for a link refused before (malformed, bad method). */
@@ -405,7 +414,7 @@ function sendError(req: Request, res: Response, error: ImageproxyError, logger: 
   else logger.info(logLine, error.message);
   // Headers `send` set for a file it then could not open (a symlink, a file gone): they describe that file, not this text.
   for (const name of FILE_HEADERS) res.removeHeader(name);
-  const answer = errorAnswer(error.code, error.message, req.headers.accept, placeholder);
+  const answer = errorAnswer(error.code, error.message, acceptOf(req), placeholder);
   // A text answer is the same whatever the client accepts; a placeholder sets its own Vary.
   res.removeHeader('Vary');
   res.status(error.status).set(answer.headers);
