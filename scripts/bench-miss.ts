@@ -13,7 +13,8 @@
  * Rows: median latency of sequential 250x250 misses and the ratio; misses/s at
  * concurrency 8 and 32 and the ratio; CPU per miss of every process at concurrency 8;
  * each for the baseline, the bare server and serve (ratios against the baseline, the
- * bare server's in the note of serve's row); peak RSS of the child for 256 concurrent
+ * bare server's in the note of serve's row); the two servers' main-thread CPU per miss
+ * (their JavaScript; serve's against the bare server's); peak RSS of the child for 256 concurrent
  * misses; single-flight: 500 concurrent requests for one new image → origin requests,
  * total time. The three alternate round by round (a shared machine is noisy); medians.
  *
@@ -33,7 +34,7 @@ import { encodeImageUrl, formatLink } from '../server/contract/link.js';
 import { signLink } from '../server/contract/signing.js';
 import type { BenchRow } from './benchTable.js';
 import { BENCH_SIZE, baselineEngine, baselineMiss, photoJpeg } from './missBaseline.js';
-import { cpuTicks, median, rssKiB } from './benchMeasure.js';
+import { cpuTicks, mainThreadCpuTicks, median, rssKiB } from './benchMeasure.js';
 import { benchEnv, startChild, stopChild } from './serveChild.js';
 
 const SECRET = 'bench-miss-secret';
@@ -194,6 +195,8 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     // when other jobs share the machine. Every side includes the origin (this process);
     // the bare server and ours also their HTTP client and the child.
     const cpuPerMiss = perSide();
+    // The servers' main thread alone (their JavaScript): where serve's extra CPU is.
+    const mainThreadPerMiss: Record<'bare' | 'ours', number[]> = { bare: [], ours: [] };
     for (let round = 0; round < rounds; round += 1) {
       for (let index = 0; index < SEQUENTIAL; index += 1) {
         for (const side of SIDES) latency[side].push(await timed(newMiss[side]()));
@@ -201,11 +204,15 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
       for (const [concurrency, rate] of rates) {
         const count = concurrency * 4;
         for (const side of SIDES) {
-          const before = cpuMs(childPid[side]);
+          const pid = childPid[side];
+          const before = cpuMs(pid);
+          const mainBefore = pid === undefined ? null : mainThreadCpuTicks(pid);
           rate[side].push(count / (await pool(count, concurrency, () => newMiss[side]()())));
           if (concurrency === 8) {
-            const after = cpuMs(childPid[side]);
+            const after = cpuMs(pid);
             cpuPerMiss[side].push((after.self - before.self + after.child - before.child) / count);
+            const mainAfter = pid === undefined ? null : mainThreadCpuTicks(pid);
+            if (side !== 'baseline' && mainBefore !== null && mainAfter !== null) mainThreadPerMiss[side].push(((mainAfter - mainBefore) * 10) / count);
           }
         }
       }
@@ -235,6 +242,11 @@ export async function benchMiss(options: BenchMissOptions = {}): Promise<BenchRo
     threeRows('sequential', latency, 'ms', `${rounds} rounds × ${SEQUENTIAL}, alternating, median`);
     for (const [concurrency, rate] of rates) threeRows(`concurrency ${concurrency}`, rate, 'misses/s', 'median of rounds');
     threeRows('CPU per miss', cpuPerMiss, 'ms', 'concurrency 8, every process (origin and client included), median of rounds');
+    if (mainThreadPerMiss.bare.length > 0 && mainThreadPerMiss.ours.length > 0) {
+      const bareMain = median(mainThreadPerMiss.bare);
+      rows.push({ section, name: `${names.bare}, main thread CPU per miss`, value: bareMain, unit: 'ms', note: 'concurrency 8, the server\'s JavaScript thread alone (10 ms ticks), median of rounds' });
+      rows.push({ section, name: `${names.ours}, main thread CPU per miss`, value: median(mainThreadPerMiss.ours), unit: 'ms', ratio: median(mainThreadPerMiss.ours) / bareMain, note: 'ratio against the bare server\'s' });
+    }
 
     // Peak RSS of the child during 256 concurrent cold misses.
     const pid = served.child.pid as number;

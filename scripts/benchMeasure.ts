@@ -16,10 +16,19 @@ export async function rssKiB(pid: number): Promise<number> {
   return match === null ? 0 : Number(match[1]);
 }
 
-/** utime + stime of a process in clock ticks, from /proc, or null off Linux. */
+/** utime + stime of a process (all its threads) in clock ticks, from /proc, or null off Linux. */
 export function cpuTicks(pid: number): number | null {
+  return ticksOf(`/proc/${pid}/stat`);
+}
+
+/** utime + stime of a process's main thread alone (its JavaScript, for node) in clock ticks, or null off Linux. */
+export function mainThreadCpuTicks(pid: number): number | null {
+  return ticksOf(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function ticksOf(statPath: string): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(statPath, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
   } catch {
