@@ -3,7 +3,7 @@
  * start it and talk to it (signals, output as it comes). The environment is cleaned of
  * any IMAGEPROXY_* the developer may have set; tests add their own.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../dist/server/cli.js', import.meta.url));
@@ -57,6 +57,20 @@ export function finishCli(child: ChildProcessWithoutNullStreams, timeoutMs = DEF
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/**
+ * Why another user cannot run the built CLI from `cwd` (a checkout below a 0700
+ * directory, as `mktemp -d` makes), or null when it can: a test that runs the CLI as
+ * that user skips with the reason instead of failing on the module not found.
+ */
+export function whyUserCannotRunCli(uid: number, gid: number, cwd: string): string | null {
+  try {
+    execFileSync(process.execPath, [CLI, '--version'], { uid, gid, cwd, stdio: 'ignore' });
+    return null;
+  } catch {
+    return `uid ${uid} cannot run ${process.execPath} ${CLI} here`;
+  }
 }
 
 export function runCli(args: string[], options: CliOptions & { timeoutMs?: number }): Promise<CliRun> {

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { keyDirectory, storageKey } from '../server/contract/layout.js';
 import { headersFileName, legacyImageName } from '../server/ops/legacyTree.js';
-import { CLI, finishCli, lines, runCli, startCli, type CliOptions, type CliRun } from './cliProcess.js';
+import { finishCli, lines, runCli, startCli, whyUserCannotRunCli, type CliOptions, type CliRun } from './cliProcess.js';
 import { extUrlOf, makeTempRoot, removeTempRoot } from './helpers.js';
 import { legacyHeadersText, writeLegacyEntry } from './legacyFixture.js';
 
@@ -264,10 +264,9 @@ describe('import-legacy --link on files the kernel will not link for this user',
     }
     const uid = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).trim());
-    try {
-      execFileSync(process.execPath, [CLI, '--version'], { uid, gid, cwd: work, stdio: 'ignore' });
-    } catch {
-      context.skip(`nobody cannot run ${process.execPath} ${CLI} here`);
+    const cannotRun = whyUserCannotRunCli(uid, gid, work);
+    if (cannotRun !== null) {
+      context.skip(cannotRun);
       return;
     }
     const pyRoot = join(work, 'py-owned-by-root');
